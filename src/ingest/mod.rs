@@ -1,0 +1,3 @@
+//! The MQTT side: payload validation and the collector loop.
+
+pub mod payload;

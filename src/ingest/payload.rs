@@ -1,0 +1,515 @@
+//! Station payloads: raw MQTT bytes → a validated [`Sample`], or a [`Rejection`] with a
+//! reason code. Pure: no I/O, never panics on input.
+//!
+//! A message is accepted or refused whole: if any reading in it is bad, nothing of it is
+//! stored (it is quarantined), so a station can correct and resend it under the same
+//! `msg_id`. Unknown extra fields are allowed and kept in the stored payload.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::config::IngestConfig;
+use crate::domain::metal::Metal;
+use crate::domain::unit::Unit;
+use crate::registry::Registry;
+
+/// Why a message was refused. The spelling of each code is part of the wire contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// Not UTF-8, not JSON, or nested too deeply.
+    MalformedJson,
+    /// Larger than `ingest.max_payload_bytes`.
+    TooLarge,
+    /// A required field is absent.
+    MissingField,
+    /// A field has the wrong JSON type or shape.
+    BadType,
+    /// `point_id` is not in the registry.
+    UnknownPoint,
+    /// A metal name soilmon does not know.
+    UnknownMetal,
+    /// A unit soilmon does not know.
+    UnknownUnit,
+    /// A negative concentration.
+    NegativeValue,
+    /// NaN or infinity (as a JSON token, a string, or an out-of-range number).
+    NonFiniteValue,
+    /// Above the configured physical ceiling for the metal.
+    ImplausibleValue,
+    /// `sampled_at` is not RFC 3339 with an offset, or earlier than `ingest.earliest_sample`.
+    BadTimestamp,
+    /// `sampled_at` lies further in the future than `ingest.future_skew_secs`.
+    FutureTimestamp,
+    /// `ph` outside 0–14.
+    PhOutOfRange,
+    /// The payload's `station_id` differs from the topic's.
+    StationMismatch,
+    /// The same `msg_id` was already stored with different content.
+    ConflictingDuplicate,
+    /// The same metal appears twice in one message.
+    DuplicateMetal,
+    /// The topic is not `…/stations/{station_id}/readings`.
+    BadTopic,
+}
+
+impl RejectCode {
+    /// Every code, for documentation and metrics.
+    pub const ALL: [RejectCode; 17] = [
+        RejectCode::MalformedJson,
+        RejectCode::TooLarge,
+        RejectCode::MissingField,
+        RejectCode::BadType,
+        RejectCode::UnknownPoint,
+        RejectCode::UnknownMetal,
+        RejectCode::UnknownUnit,
+        RejectCode::NegativeValue,
+        RejectCode::NonFiniteValue,
+        RejectCode::ImplausibleValue,
+        RejectCode::BadTimestamp,
+        RejectCode::FutureTimestamp,
+        RejectCode::PhOutOfRange,
+        RejectCode::StationMismatch,
+        RejectCode::ConflictingDuplicate,
+        RejectCode::DuplicateMetal,
+        RejectCode::BadTopic,
+    ];
+
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::MalformedJson => "malformed_json",
+            RejectCode::TooLarge => "too_large",
+            RejectCode::MissingField => "missing_field",
+            RejectCode::BadType => "bad_type",
+            RejectCode::UnknownPoint => "unknown_point",
+            RejectCode::UnknownMetal => "unknown_metal",
+            RejectCode::UnknownUnit => "unknown_unit",
+            RejectCode::NegativeValue => "negative_value",
+            RejectCode::NonFiniteValue => "non_finite_value",
+            RejectCode::ImplausibleValue => "implausible_value",
+            RejectCode::BadTimestamp => "bad_timestamp",
+            RejectCode::FutureTimestamp => "future_timestamp",
+            RejectCode::PhOutOfRange => "ph_out_of_range",
+            RejectCode::StationMismatch => "station_mismatch",
+            RejectCode::ConflictingDuplicate => "conflicting_duplicate",
+            RejectCode::DuplicateMetal => "duplicate_metal",
+            RejectCode::BadTopic => "bad_topic",
+        }
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A refused message: the code, a human-readable detail, and the `msg_id` if it was readable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// Reason code.
+    pub code: RejectCode,
+    /// What exactly was wrong, for the station's operator.
+    pub detail: String,
+    /// The message id, when the payload was readable far enough.
+    pub msg_id: Option<String>,
+}
+
+/// One metal of a sample, normalised to mg/kg.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedReading {
+    /// Analyte.
+    pub metal: Metal,
+    /// Value as sent.
+    pub value_orig: f64,
+    /// Unit as sent.
+    pub unit_orig: String,
+    /// Value in mg/kg (the detection limit when `detected` is false).
+    pub value_mgkg: f64,
+    /// False when below the method detection limit.
+    pub detected: bool,
+}
+
+/// A validated station message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Station id (from the topic).
+    pub station_id: String,
+    /// Message id, unique per station.
+    pub msg_id: String,
+    /// Registered point id.
+    pub point_id: String,
+    /// When the soil was sampled.
+    pub sampled_at: DateTime<Utc>,
+    /// pH of this sample, if measured.
+    pub ph: Option<f64>,
+    /// Sampling depth (top, bottom), cm.
+    pub depth_cm: Option<(f64, f64)>,
+    /// Analysis method as sent (e.g. `XRF`).
+    pub method: Option<String>,
+    /// The readings.
+    pub readings: Vec<ParsedReading>,
+    /// The whole payload, extra fields included.
+    pub payload: Value,
+    /// SHA-256 (hex) of the canonical payload (keys sorted): equal content ⇔ equal hash.
+    pub content_sha256: String,
+}
+
+/// Most readings one message may carry.
+pub const MAX_READINGS: usize = 32;
+
+/// Parses and validates one message published by `station_id`.
+pub fn parse(
+    station_id: &str,
+    bytes: &[u8],
+    now: DateTime<Utc>,
+    cfg: &IngestConfig,
+    registry: &Registry,
+) -> Result<Sample, Rejection> {
+    let reject = |code, detail: String| Rejection {
+        code,
+        detail,
+        msg_id: None,
+    };
+    if bytes.len() > cfg.max_payload_bytes {
+        return Err(reject(
+            RejectCode::TooLarge,
+            format!("{} bytes, limit {}", bytes.len(), cfg.max_payload_bytes),
+        ));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        reject(
+            RejectCode::MalformedJson,
+            format!("payload is not UTF-8: {e}"),
+        )
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, &e))?;
+    let Value::Object(obj) = &value else {
+        return Err(reject(
+            RejectCode::BadType,
+            "payload must be a JSON object".into(),
+        ));
+    };
+    let msg_id = match obj.get("msg_id") {
+        None | Some(Value::Null) => {
+            return Err(reject(
+                RejectCode::MissingField,
+                "msg_id is required".into(),
+            ))
+        }
+        Some(Value::String(s))
+            if (1..=128).contains(&s.len()) && !s.chars().any(char::is_control) =>
+        {
+            s.clone()
+        }
+        Some(_) => {
+            return Err(reject(
+                RejectCode::BadType,
+                "msg_id must be a string of 1-128 printable characters".into(),
+            ))
+        }
+    };
+    let fields = Fields {
+        obj,
+        msg_id: &msg_id,
+    };
+    let sample = fields.validate(station_id, now, cfg, registry)?;
+    let content_sha256 = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    Ok(Sample {
+        content_sha256,
+        payload: value,
+        ..sample
+    })
+}
+
+/// Maps a JSON parse error to a reason: NaN/Infinity tokens and numbers out of f64 range are
+/// `non_finite_value`, everything else `malformed_json`.
+fn json_error(text: &str, e: &serde_json::Error) -> Rejection {
+    let rest = offset_of(text, e.line(), e.column()).map_or("", |o| &text[o..]);
+    let rest = rest.trim_start_matches('-');
+    let non_finite = rest.starts_with("NaN")
+        || rest.starts_with("Infinity")
+        || e.to_string().contains("number out of range");
+    Rejection {
+        code: if non_finite {
+            RejectCode::NonFiniteValue
+        } else {
+            RejectCode::MalformedJson
+        },
+        detail: format!("invalid JSON: {e}"),
+        msg_id: None,
+    }
+}
+
+/// Byte offset of a 1-based line/column position as reported by serde_json (the column
+/// points at the offending character, counted from 1). Columns count bytes.
+fn offset_of(text: &str, line: usize, column: usize) -> Option<usize> {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let offset = line_start + column.saturating_sub(1);
+    text.is_char_boundary(offset).then_some(offset)
+}
+
+/// Field-by-field validation of a payload object.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    msg_id: &'a str,
+}
+
+impl Fields<'_> {
+    fn reject(&self, code: RejectCode, detail: String) -> Rejection {
+        Rejection {
+            code,
+            detail,
+            msg_id: Some(self.msg_id.to_string()),
+        }
+    }
+
+    fn required(&self, key: &str) -> Result<&Value, Rejection> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => {
+                Err(self.reject(RejectCode::MissingField, format!("{key} is required")))
+            }
+            Some(v) => Ok(v),
+        }
+    }
+
+    fn string(&self, key: &str, v: &Value) -> Result<String, Rejection> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| self.reject(RejectCode::BadType, format!("{key} must be a string")))
+    }
+
+    /// A number, or a string spelling NaN/Infinity (reported as non-finite).
+    fn number(&self, key: &str, v: &Value) -> Result<f64, Rejection> {
+        match v {
+            Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+                self.reject(RejectCode::NonFiniteValue, format!("{key} is not finite"))
+            }),
+            Value::String(s) if is_non_finite_word(s) => Err(self.reject(
+                RejectCode::NonFiniteValue,
+                format!("{key} is {s:?}, not a finite number"),
+            )),
+            _ => Err(self.reject(RejectCode::BadType, format!("{key} must be a number"))),
+        }
+    }
+
+    fn validate(
+        &self,
+        station_id: &str,
+        now: DateTime<Utc>,
+        cfg: &IngestConfig,
+        registry: &Registry,
+    ) -> Result<Sample, Rejection> {
+        if let Some(v) = self.obj.get("station_id").filter(|v| !v.is_null()) {
+            let claimed = self.string("station_id", v)?;
+            if claimed != station_id {
+                return Err(self.reject(
+                    RejectCode::StationMismatch,
+                    format!("payload station_id {claimed:?} but topic station {station_id:?}"),
+                ));
+            }
+        }
+        let point_id = self.string("point_id", self.required("point_id")?)?;
+        if registry.get(&point_id).is_none() {
+            return Err(self.reject(
+                RejectCode::UnknownPoint,
+                format!("point {point_id:?} is not registered"),
+            ));
+        }
+        let sampled_at = self.sampled_at(now, cfg)?;
+        let ph = match self.obj.get("ph").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => {
+                let ph = self.number("ph", v)?;
+                if !(0.0..=14.0).contains(&ph) {
+                    return Err(
+                        self.reject(RejectCode::PhOutOfRange, format!("ph {ph} is outside 0-14"))
+                    );
+                }
+                Some(ph)
+            }
+        };
+        let depth_cm = self.depth()?;
+        let method = match self.obj.get("method").filter(|v| !v.is_null()) {
+            None => None,
+            Some(v) => Some(self.string("method", v)?),
+        };
+        let readings = self.readings(cfg)?;
+        Ok(Sample {
+            station_id: station_id.to_string(),
+            msg_id: self.msg_id.to_string(),
+            point_id,
+            sampled_at,
+            ph,
+            depth_cm,
+            method,
+            readings,
+            payload: Value::Null,
+            content_sha256: String::new(),
+        })
+    }
+
+    fn sampled_at(
+        &self,
+        now: DateTime<Utc>,
+        cfg: &IngestConfig,
+    ) -> Result<DateTime<Utc>, Rejection> {
+        let text = self.string("sampled_at", self.required("sampled_at")?)?;
+        let at = DateTime::parse_from_rfc3339(&text)
+            .map_err(|e| {
+                self.reject(
+                    RejectCode::BadTimestamp,
+                    format!("sampled_at {text:?} is not RFC 3339 with an offset: {e}"),
+                )
+            })?
+            .with_timezone(&Utc);
+        if at < cfg.earliest_sample {
+            return Err(self.reject(
+                RejectCode::BadTimestamp,
+                format!("sampled_at {text} is before {}", cfg.earliest_sample),
+            ));
+        }
+        if at > now + Duration::seconds(cfg.future_skew_secs) {
+            return Err(self.reject(
+                RejectCode::FutureTimestamp,
+                format!(
+                    "sampled_at {text} is more than {} s after the server time {now}",
+                    cfg.future_skew_secs
+                ),
+            ));
+        }
+        Ok(at)
+    }
+
+    fn depth(&self) -> Result<Option<(f64, f64)>, Rejection> {
+        let Some(v) = self.obj.get("depth_cm").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let bad = || {
+            self.reject(
+                RejectCode::BadType,
+                "depth_cm must be [top, bottom] with 0 <= top < bottom".into(),
+            )
+        };
+        let arr = v.as_array().filter(|a| a.len() == 2).ok_or_else(bad)?;
+        let top = self.number("depth_cm[0]", &arr[0])?;
+        let bottom = self.number("depth_cm[1]", &arr[1])?;
+        if top < 0.0 || top >= bottom {
+            return Err(bad());
+        }
+        Ok(Some((top, bottom)))
+    }
+
+    fn readings(&self, cfg: &IngestConfig) -> Result<Vec<ParsedReading>, Rejection> {
+        let list = self
+            .required("readings")?
+            .as_array()
+            .ok_or_else(|| self.reject(RejectCode::BadType, "readings must be an array".into()))?;
+        if list.is_empty() {
+            return Err(self.reject(RejectCode::MissingField, "readings is empty".into()));
+        }
+        if list.len() > MAX_READINGS {
+            return Err(self.reject(
+                RejectCode::BadType,
+                format!("{} readings, at most {MAX_READINGS}", list.len()),
+            ));
+        }
+        let mut out: Vec<ParsedReading> = Vec::with_capacity(list.len());
+        for (i, item) in list.iter().enumerate() {
+            let r = self.reading(i, item, cfg)?;
+            if out.iter().any(|o| o.metal == r.metal) {
+                return Err(self.reject(
+                    RejectCode::DuplicateMetal,
+                    format!("readings[{i}]: {} appears twice", r.metal),
+                ));
+            }
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    fn reading(
+        &self,
+        i: usize,
+        item: &Value,
+        cfg: &IngestConfig,
+    ) -> Result<ParsedReading, Rejection> {
+        let at = |field: &str| format!("readings[{i}].{field}");
+        let obj = item.as_object().ok_or_else(|| {
+            self.reject(
+                RejectCode::BadType,
+                format!("readings[{i}] must be an object"),
+            )
+        })?;
+        let get = |field: &str| match obj.get(field) {
+            None | Some(Value::Null) => Err(self.reject(
+                RejectCode::MissingField,
+                format!("{} is required", at(field)),
+            )),
+            Some(v) => Ok(v),
+        };
+        let metal_text = self.string(&at("metal"), get("metal")?)?;
+        let metal = Metal::parse(&metal_text).ok_or_else(|| {
+            self.reject(
+                RejectCode::UnknownMetal,
+                format!("{}: unknown metal {metal_text:?}", at("metal")),
+            )
+        })?;
+        let value = self.number(&at("value"), get("value")?)?;
+        let unit_text = self.string(&at("unit"), get("unit")?)?;
+        let unit = Unit::parse(&unit_text).ok_or_else(|| {
+            self.reject(
+                RejectCode::UnknownUnit,
+                format!("{}: unknown unit {unit_text:?}", at("unit")),
+            )
+        })?;
+        let detected = match obj.get("detected") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(self.reject(
+                    RejectCode::BadType,
+                    format!("{} must be true or false", at("detected")),
+                ))
+            }
+        };
+        if value < 0.0 {
+            return Err(self.reject(
+                RejectCode::NegativeValue,
+                format!("{}: {value} is negative", at("value")),
+            ));
+        }
+        let value_mgkg = value * unit.to_mg_per_kg();
+        let ceiling = cfg.ceiling(metal);
+        if value_mgkg > ceiling {
+            return Err(self.reject(
+                RejectCode::ImplausibleValue,
+                format!(
+                    "{}: {value_mgkg} mg/kg {metal} is above the ceiling {ceiling} mg/kg",
+                    at("value")
+                ),
+            ));
+        }
+        Ok(ParsedReading {
+            metal,
+            value_orig: value,
+            unit_orig: unit_text,
+            value_mgkg,
+            detected,
+        })
+    }
+}
+
+fn is_non_finite_word(s: &str) -> bool {
+    matches!(
+        s.trim().to_ascii_lowercase().as_str(),
+        "nan" | "inf" | "-inf" | "+inf" | "infinity" | "-infinity" | "+infinity"
+    )
+}

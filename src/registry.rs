@@ -1,0 +1,189 @@
+//! The monitoring-point registry: the CSV import format and the in-memory lookup the
+//! collector validates against.
+//!
+//! CSV header (one row per point; `ph` may be empty):
+//! `point_id,name,county_code,lon,lat,point_type,land_use,ph`
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use serde::Deserialize;
+
+use crate::domain::point::{LandUse, Point, PointType};
+
+/// Errors reading a points file.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The CSV itself is malformed.
+    #[error("line {line}: {source}")]
+    Csv {
+        /// 1-based line number (the header is line 1).
+        line: u64,
+        /// Underlying error.
+        source: csv::Error,
+    },
+    /// A row parsed but a field is not acceptable.
+    #[error("line {line}: {column}: {detail}")]
+    Field {
+        /// 1-based line number.
+        line: u64,
+        /// Column name.
+        column: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct Row {
+    point_id: String,
+    name: String,
+    county_code: String,
+    lon: f64,
+    lat: f64,
+    point_type: String,
+    land_use: String,
+    ph: Option<f64>,
+}
+
+/// Parses a points CSV. Every row is checked; the first error is returned with its line.
+pub fn parse_points_csv(
+    input: impl Read,
+    counties: &[String],
+) -> Result<Vec<Point>, RegistryError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut points: Vec<Point> = Vec::new();
+    let mut seen = HashMap::new();
+    for record in reader.deserialize::<Row>() {
+        let record = record.map_err(|source| RegistryError::Csv {
+            line: source.position().map_or(0, |p| p.line()),
+            source,
+        })?;
+        let line = points.len() as u64 + 2;
+        let field = |column, detail: String| RegistryError::Field {
+            line,
+            column,
+            detail,
+        };
+        if !valid_point_id(&record.point_id) {
+            return Err(field(
+                "point_id",
+                format!(
+                    "{:?}: use letters, digits, '-' and '_' (1-64)",
+                    record.point_id
+                ),
+            ));
+        }
+        if let Some(first) = seen.insert(record.point_id.clone(), line) {
+            return Err(field("point_id", format!("duplicate of line {first}")));
+        }
+        if !counties.contains(&record.county_code) {
+            return Err(field(
+                "county_code",
+                format!("{:?} is not one of {counties:?}", record.county_code),
+            ));
+        }
+        if !(-180.0..=180.0).contains(&record.lon) || !(-90.0..=90.0).contains(&record.lat) {
+            return Err(field("lon", "coordinates out of range".into()));
+        }
+        let point_type = PointType::parse(&record.point_type)
+            .ok_or_else(|| field("point_type", format!("unknown {:?}", record.point_type)))?;
+        let land_use = LandUse::parse(&record.land_use)
+            .ok_or_else(|| field("land_use", format!("unknown {:?}", record.land_use)))?;
+        if let Some(ph) = record.ph {
+            if !(0.0..=14.0).contains(&ph) {
+                return Err(field("ph", format!("{ph} is outside 0-14")));
+            }
+        }
+        points.push(Point {
+            id: record.point_id,
+            name: record.name,
+            county_code: record.county_code,
+            lon: record.lon,
+            lat: record.lat,
+            point_type,
+            land_use,
+            ph: record.ph,
+        });
+    }
+    Ok(points)
+}
+
+/// True for ids made of ASCII letters, digits, `-` and `_`, 1 to 64 long (safe as an MQTT
+/// topic level and a file name).
+pub fn valid_point_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The registered points, by id.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    points: HashMap<String, Point>,
+}
+
+impl Registry {
+    /// Builds the lookup from a list of points.
+    pub fn new(points: Vec<Point>) -> Registry {
+        Registry {
+            points: points.into_iter().map(|p| (p.id.clone(), p)).collect(),
+        }
+    }
+
+    /// The point with this id.
+    pub fn get(&self, id: &str) -> Option<&Point> {
+        self.points.get(id)
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// True when no point is registered.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// All points, in no particular order.
+    pub fn points(&self) -> impl Iterator<Item = &Point> {
+        self.points.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counties() -> Vec<String> {
+        vec!["441781".to_string()]
+    }
+
+    #[test]
+    fn parses_rows_and_reports_the_bad_line() {
+        let ok = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+                  441781-B-0001,Test,441781,111.78,22.17,basic,paddy,6.2\n\
+                  441781-B-0002,Test 2,441781,111.79,22.18,背景点位,旱地,\n";
+        let points = parse_points_csv(ok.as_bytes(), &counties()).unwrap();
+        assert_eq!(points.len(), 2);
+        assert_eq!(points[1].land_use, LandUse::DryLand);
+        assert_eq!(points[1].point_type, PointType::Background);
+        assert_eq!(points[1].ph, None);
+
+        let bad = format!("{ok}441781-B-0003,X,441781,111.7,22.1,basic,forest,6\n");
+        let err = parse_points_csv(bad.as_bytes(), &counties()).unwrap_err();
+        assert!(err.to_string().starts_with("line 4: land_use"), "{err}");
+
+        let dup = format!("{ok}441781-B-0001,X,441781,111.7,22.1,basic,paddy,6\n");
+        let err = parse_points_csv(dup.as_bytes(), &counties()).unwrap_err();
+        assert!(err.to_string().contains("duplicate of line 2"), "{err}");
+
+        let county = ok.replace("441781,111.79", "441799,111.79");
+        let err = parse_points_csv(county.as_bytes(), &counties()).unwrap_err();
+        assert!(err.to_string().starts_with("line 3: county_code"), "{err}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Versioned, idempotent schema migrations, embedded in the binary.
+//!
+//! Each migration runs once, in its own transaction, under an advisory lock so that two
+//! starting services cannot race. Applied versions are recorded in `schema_migrations`.
+//! After the schema, optional TimescaleDB policies are enabled when the community-licensed
+//! build is present (compression); on the Apache build they are skipped and everything else
+//! works the same.
+
+use tokio_postgres::Client;
+use tracing::info;
+
+use super::StoreError;
+
+/// The migrations, in order: (version, name, SQL).
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+
+/// Arbitrary constant identifying soilmon's migration lock.
+const LOCK_KEY: i64 = 0x501_1303;
+
+/// What `run` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Versions applied by this call.
+    pub applied: Vec<i32>,
+    /// The TimescaleDB license (`apache` or `timescale`).
+    pub license: String,
+    /// Whether the compression policy is in place.
+    pub compression: bool,
+}
+
+/// Brings the schema up to date.
+pub async fn run(client: &mut Client) -> Result<MigrationReport, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+            .await?;
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM schema_migrations WHERE version = $1",
+                &[version],
+            )
+            .await?
+            .is_some();
+        if !done {
+            tx.batch_execute(sql)
+                .await
+                .map_err(|e| StoreError::Migration {
+                    version: *version,
+                    source: e,
+                })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await?;
+            info!(version, name, "migration applied");
+            applied.push(*version);
+        }
+        tx.commit().await?;
+    }
+    let license: String = client
+        .query_one("SELECT current_setting('timescaledb.license')", &[])
+        .await?
+        .get(0);
+    let compression = license == "timescale";
+    if compression {
+        client
+            .batch_execute(
+                "ALTER TABLE readings SET (timescaledb.compress,
+                     timescaledb.compress_segmentby = 'point_id, metal');
+                 SELECT add_compression_policy('readings', INTERVAL '365 days',
+                     if_not_exists => true);",
+            )
+            .await?;
+    } else {
+        info!(%license, "TimescaleDB policies (compression) need the community build; skipped");
+    }
+    Ok(MigrationReport {
+        applied,
+        license,
+        compression,
+    })
+}

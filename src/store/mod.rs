@@ -1,0 +1,66 @@
+//! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
+//! writer and the queries the CLI uses.
+
+pub mod migrate;
+pub mod points;
+pub mod writer;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseConfig;
+
+/// Errors from the database adapter.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The connection string did not parse.
+    #[error("database url: {0}")]
+    Url(tokio_postgres::Error),
+    /// The pool could not be built.
+    #[error("database pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+    /// No connection could be had from the pool.
+    #[error("database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A query failed.
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    /// A migration failed.
+    #[error("migration {version}: {source}")]
+    Migration {
+        /// Migration version.
+        version: i32,
+        /// Underlying error.
+        source: tokio_postgres::Error,
+    },
+}
+
+/// Builds the connection pool. Connections are verified when taken from the pool, so a pool
+/// survives a database restart.
+pub fn pool(cfg: &DatabaseConfig) -> Result<Pool, StoreError> {
+    let mut pg = tokio_postgres::Config::from_str(&cfg.url).map_err(StoreError::Url)?;
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(Duration::from_secs(5));
+    }
+    pg.keepalives_idle(Duration::from_secs(30));
+    if pg.get_application_name().is_none() {
+        pg.application_name("soilmon");
+    }
+    let mgr = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Ok(Pool::builder(mgr)
+        .max_size(cfg.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()?)
+}

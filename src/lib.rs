@@ -24,8 +24,10 @@
 //! - [`simulate`] — a demo station network publishing to the broker.
 //! - `main.rs` — the `soilmon` command line; wires the pieces together.
 
+pub mod alert;
 pub mod config;
 pub mod domain;
 pub mod ingest;
 pub mod registry;
+pub mod simulate;
 pub mod store;

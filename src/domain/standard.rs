@@ -5,7 +5,7 @@
 //! screening ≤ intervention) and answers "which thresholds apply to this land use, pH and
 //! metal?". It does no I/O: the caller hands it the file text.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +79,7 @@ struct FileHeader {
     ph_upper_bounds: Vec<f64>,
     metals: Vec<String>,
     intervention_metals: Vec<String>,
+    screening_columns: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,8 +237,52 @@ impl Standard {
             ph_upper_bounds: h.ph_upper_bounds,
             rows,
         };
+        standard.check_declared_columns(&h.screening_columns, origin)?;
         standard.check_coverage(&h.metals, &h.intervention_metals, origin)?;
         Ok(standard)
+    }
+
+    /// Checks the screening rows are exactly the declared (metal, column) pairs and every
+    /// intervention row uses the column `all` (farmland) or a declared column (development).
+    fn check_declared_columns(
+        &self,
+        declared: &BTreeMap<String, Vec<String>>,
+        origin: &str,
+    ) -> Result<(), StandardError> {
+        let invalid = |detail: String| StandardError::Invalid {
+            origin: origin.to_string(),
+            detail,
+        };
+        let mut expected = BTreeSet::new();
+        for (name, cols) in declared {
+            let metal =
+                Metal::parse(name).ok_or_else(|| invalid(format!("unknown metal {name:?}")))?;
+            for c in cols {
+                expected.insert((metal, c.clone()));
+            }
+        }
+        let present: BTreeSet<(Metal, String)> = self
+            .rows
+            .keys()
+            .filter(|k| k.1 == ThresholdLevel::Screening)
+            .map(|k| (k.0, k.2.clone()))
+            .collect();
+        if let Some((m, c)) = expected.difference(&present).next() {
+            return Err(invalid(format!("{m}: declared screening column {c:?} has no row")));
+        }
+        if let Some((m, c)) = present.difference(&expected).next() {
+            return Err(invalid(format!("{m}: screening row in undeclared column {c:?}")));
+        }
+        for (m, level, c) in self.rows.keys() {
+            let ok = match self.applies_to {
+                AppliesTo::Farmland => c == "all",
+                AppliesTo::Development => expected.contains(&(*m, c.clone())),
+            };
+            if *level == ThresholdLevel::Intervention && !ok {
+                return Err(invalid(format!("{m}: intervention row in column {c:?}")));
+            }
+        }
+        Ok(())
     }
 
     /// Checks every declared metal × land use × band resolves, and screening ≤ intervention.
@@ -336,10 +381,10 @@ impl Standard {
         };
         let first_of = |cols: &[&str]| cols.iter().find_map(|c| get(c));
         match land_use {
-            LandUse::Paddy => first_of(&["paddy", "all"]),
+            LandUse::Paddy => first_of(&["paddy", "other", "all"]),
             LandUse::Orchard => first_of(&["orchard", "other", "all"]),
             LandUse::PaddyUplandRotation => {
-                let paddy = first_of(&["paddy", "all"]);
+                let paddy = first_of(&["paddy", "other", "all"]);
                 let other = first_of(&["other", "all"]);
                 match rotation {
                     RotationRule::Paddy => paddy,

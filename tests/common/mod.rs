@@ -1174,3 +1174,4 @@ pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) -> Result<()> 
     }
     Ok(())
 }
+pub mod pipeline;

@@ -1,0 +1,3 @@
+//! Alert delivery: the outbox publisher.
+
+pub mod publisher;

@@ -1,0 +1,211 @@
+//! End-to-end tests on real services: a per-test mosquitto, a fresh TimescaleDB database and
+//! the `soilmon run` binary. Expected thresholds are read from GB 15618-2018 / GB 36600-2018
+//! for the points in `common::pipeline::TEST_POINTS`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::pipeline::{json_of, sample, Pipeline};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A published sample becomes judged rows; an exceedance alerts the point's county only.
+#[tokio::test]
+async fn exceedance_is_stored_judged_and_alerted_to_its_county_only() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    let own = p.subscribe("soil/v1/alerts/441781/#").await?;
+    let other = p.subscribe("soil/v1/alerts/441702/#").await?;
+    // Paddy, pH 6.2 (band 5.5<pH<=6.5): Cd screening 0.4, intervention 2.0; Pb screening 100.
+    p.publish(vec![sample(
+        "st01",
+        "m-1",
+        "441781-T-0001",
+        "2026-11-28T09:30:00+08:00",
+        &[("Cd", 0.45), ("Pb", 50.0), ("镍", 10.0)],
+    )])
+    .await?;
+    let got = own.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "log:\n{}", p.soilmon.log());
+    assert_eq!(got[0].0, "soil/v1/alerts/441781/441781-T-0001/Cd");
+    let alert = json_of(&got[0].1);
+    assert_eq!(alert["state"], "opened");
+    assert_eq!(alert["level"], "screening");
+    assert_eq!(alert["value_mgkg"], 0.45);
+    assert_eq!(alert["screening_mgkg"], 0.4);
+    assert_eq!(alert["intervention_mgkg"], 2.0);
+    assert_eq!(alert["standard"], "GB 15618-2018");
+    assert_eq!(alert["land_use"], "paddy");
+    assert_eq!(alert["ph_band"], "5.5<pH<=6.5");
+    assert_eq!(alert["ph_assumed"], false);
+    assert_eq!(alert["msg_id"], "m-1");
+    assert_eq!(alert["sampled_at"], "2026-11-28T01:30:00Z");
+    assert!(alert["event_id"].is_string() && alert["incident_id"].is_string());
+
+    let db = p.db().await?;
+    let rows = db
+        .query(
+            "SELECT metal, level, value_mgkg, screening_mgkg, standard_id, ph, ph_assumed
+             FROM readings ORDER BY metal",
+            &[],
+        )
+        .await?;
+    let levels: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(
+        levels,
+        vec![
+            ("Cd".into(), "screening".into()),
+            ("Ni".into(), "none".into()),
+            ("Pb".into(), "none".into())
+        ]
+    );
+    let ph: Option<f64> = rows[0].get(5);
+    assert_eq!(ph, Some(6.2), "registered pH used when the sample has none");
+    // The other county's subscriber saw nothing, even after the alert was delivered.
+    assert!(other.wait_for(1, Duration::from_secs(2)).await.is_empty());
+    let open: i64 = db
+        .query_one("SELECT count(*) FROM incidents WHERE state = 'open'", &[])
+        .await?
+        .get(0);
+    assert_eq!(open, 1);
+    Ok(())
+}
+
+/// The same message published twice is stored once and alerts once; the same msg_id with
+/// different content is quarantined as a conflicting duplicate and the sender is told.
+#[tokio::test]
+async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    let alerts = p.subscribe("soil/v1/alerts/#").await?;
+    let rejects = p.subscribe("soil/v1/stations/st02/rejects").await?;
+    let msg = sample("st02", "dup-1", "441781-T-0001", "2026-11-28T10:00:00+08:00", &[("Cd", 3.0)]);
+    p.publish(vec![msg.clone(), msg.clone()]).await?;
+    p.publish(vec![msg]).await?;
+    let changed = sample("st02", "dup-1", "441781-T-0001", "2026-11-28T10:00:00+08:00", &[("Cd", 0.1)]);
+    p.publish(vec![changed]).await?;
+    let got = rejects.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "log:\n{}", p.soilmon.log());
+    let reply = json_of(&got[0].1);
+    assert_eq!(reply["reason"], "conflicting_duplicate");
+    assert_eq!(reply["msg_id"], "dup-1");
+    let alert = alerts.wait_for(1, WAIT).await;
+    assert_eq!(json_of(&alert[0].1)["level"], "intervention");
+    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 1);
+    assert_eq!(p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'").await?, 1);
+    let kept: f64 = p
+        .db()
+        .await?
+        .query_one("SELECT value_mgkg FROM readings", &[])
+        .await?
+        .get(0);
+    assert_eq!(kept, 3.0, "the first content is kept");
+    let q = p
+        .db()
+        .await?
+        .query_one("SELECT reason, msg_id, raw FROM quarantine", &[])
+        .await?;
+    assert_eq!(q.get::<_, String>(0), "conflicting_duplicate");
+    let raw: Vec<u8> = q.get(2);
+    assert!(String::from_utf8_lossy(&raw).contains("0.1"), "raw bytes of the second kept");
+    // No second alert arrives for the duplicates.
+    assert_eq!(alerts.wait_for(2, Duration::from_secs(2)).await.len(), 1);
+    Ok(())
+}
+
+/// Opened → escalated → de-escalated → cleared after two clean samples; a late older sample
+/// changes nothing; development land has no standard for Zn.
+#[tokio::test]
+async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    let alerts = p.subscribe("soil/v1/alerts/441781/441781-T-0001/Cd").await?;
+    let point = "441781-T-0001";
+    let seq = [
+        ("c-1", "2026-11-01T08:00:00+08:00", 0.5),  // screening: opened
+        ("c-2", "2026-11-02T08:00:00+08:00", 2.5),  // intervention: escalated
+        ("c-3", "2026-11-03T08:00:00+08:00", 1.0),  // screening: de-escalated
+        ("c-4", "2026-11-04T08:00:00+08:00", 0.2),  // clean 1
+        ("c-0", "2026-10-01T08:00:00+08:00", 5.0),  // late and older: ignored
+        ("c-5", "2026-11-05T08:00:00+08:00", 0.1),  // clean 2: cleared
+    ];
+    for (id, at, v) in seq {
+        // One at a time so each lands in its own batch.
+        p.publish(vec![sample("st03", id, point, at, &[("Cd", v)])]).await?;
+        p.wait_count(&format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'"), 1, WAIT)
+            .await?;
+    }
+    let got = alerts.wait_for(4, WAIT).await;
+    let states: Vec<String> = got
+        .iter()
+        .map(|(_, b)| json_of(b)["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(states, ["opened", "escalated", "deescalated", "cleared"], "log:\n{}", p.soilmon.log());
+    let ids: Vec<String> = got
+        .iter()
+        .map(|(_, b)| json_of(b)["incident_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert!(ids.iter().all(|i| i == &ids[0]), "one incident throughout");
+    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 6, "the late sample is stored");
+    assert_eq!(
+        p.count("SELECT count(*) FROM incidents WHERE state = 'cleared'").await?,
+        1
+    );
+    // Zn on development land: stored, no standard, no alert. Pb above 400: screening.
+    p.publish(vec![sample(
+        "st03",
+        "d-1",
+        "441781-T-0002",
+        "2026-11-06T08:00:00+08:00",
+        &[("Zn", 5000.0), ("Pb", 450.0)],
+    )])
+    .await?;
+    p.wait_count("SELECT count(*) FROM readings WHERE point_id = '441781-T-0002'", 2, WAIT)
+        .await?;
+    let rows = p
+        .db()
+        .await?
+        .query(
+            "SELECT metal, level, standard_id FROM readings WHERE point_id = '441781-T-0002'
+             ORDER BY metal",
+            &[],
+        )
+        .await?;
+    assert_eq!(rows[0].get::<_, String>(1), "screening");
+    assert_eq!(rows[0].get::<_, Option<String>>(2).as_deref(), Some("GB 36600-2018"));
+    assert_eq!(rows[1].get::<_, String>(1), "no_standard");
+    assert!(alerts.wait_for(5, Duration::from_secs(1)).await.len() == 4);
+    Ok(())
+}
+
+/// pH absent on the sample and the point: the strictest band is used and marked assumed.
+#[tokio::test]
+async fn missing_ph_uses_the_strictest_band() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    // Orchard, no pH: Cu orchard column, strictest band 150; As "other" strictest is 25 (pH>7.5).
+    p.publish(vec![sample(
+        "st04",
+        "o-1",
+        "441781-T-0003",
+        "2026-11-06T08:00:00+08:00",
+        &[("Cu", 160.0), ("As", 26.0)],
+    )])
+    .await?;
+    p.wait_count("SELECT count(*) FROM readings", 2, WAIT).await?;
+    let rows = p
+        .db()
+        .await?
+        .query(
+            "SELECT metal, level, screening_mgkg, threshold_column, ph_assumed, ph_band
+             FROM readings ORDER BY metal",
+            &[],
+        )
+        .await?;
+    let as_ = &rows[0];
+    assert_eq!(as_.get::<_, String>(1), "screening");
+    assert_eq!(as_.get::<_, Option<f64>>(2), Some(25.0));
+    assert!(as_.get::<_, bool>(4));
+    assert_eq!(as_.get::<_, Option<String>>(5).as_deref(), Some("pH>7.5"));
+    let cu = &rows[1];
+    assert_eq!(cu.get::<_, Option<f64>>(2), Some(150.0));
+    assert_eq!(cu.get::<_, Option<String>>(3).as_deref(), Some("orchard"));
+    Ok(())
+}

@@ -1,0 +1,136 @@
+//! Crash and outage tests on real services.
+//!
+//! Both use the same stream: two points, Cd cycling through
+//! clean, clean, screening, intervention, screening, clean × 5 (10 samples a cycle), so by
+//! the rules every cycle makes exactly four alert events (opened, escalated, de-escalated,
+//! cleared) and ends with the incident cleared. Losing a message loses events; storing one
+//! twice or replaying it adds events: either breaks the counts below.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use common::pipeline::{sample, tail, Pipeline};
+use common::{wait_until, PrivateCluster};
+
+/// Cd values of one cycle for both test points (paddy pH 6.2: screening 0.4, intervention
+/// 2.0; dry land pH 7.0: screening 0.3, intervention 3.0).
+const CYCLE: [f64; 10] = [0.1, 0.1, 0.5, 3.5, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1];
+const EVENTS_PER_CYCLE: i64 = 4;
+const POINTS: [&str; 2] = ["441781-T-0001", "441702-T-0001"];
+
+/// `n` messages (n a multiple of 20), alternating between the two points, sampled a minute
+/// apart, each with Cd and Pb.
+fn stream(n: usize, station: &str) -> Vec<(String, Vec<u8>)> {
+    let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().unwrap_or_default();
+    (0..n)
+        .map(|i| {
+            let point = POINTS[i % 2];
+            let cd = CYCLE[(i / 2) % CYCLE.len()];
+            let at = (t0 + chrono::Duration::minutes(i as i64)).to_rfc3339();
+            sample(station, &format!("{station}-{i:06}"), point, &at, &[("Cd", cd), ("Pb", 20.0)])
+        })
+        .collect()
+}
+
+/// Checks exactly-once storage and the incident outcome for a stream of `n` messages.
+async fn assert_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
+    assert_eq!(p.count("SELECT count(*) FROM messages").await?, n);
+    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 2 * n);
+    assert_eq!(
+        p.count("SELECT count(*) FROM (SELECT DISTINCT source_id, msg_id, metal FROM readings) d")
+            .await?,
+        2 * n
+    );
+    let cycles = n / 10;
+    assert_eq!(
+        p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'").await?,
+        cycles * EVENTS_PER_CYCLE,
+        "one event per state change, none lost or repeated"
+    );
+    assert_eq!(p.count("SELECT count(*) FROM incidents WHERE state = 'cleared'").await?, cycles);
+    assert_eq!(p.count("SELECT count(*) FROM incidents WHERE state = 'open'").await?, 0);
+    assert_eq!(p.count("SELECT count(*) FROM quarantine").await?, 0);
+    Ok(())
+}
+
+/// 10,000 messages queued, the service killed with SIGKILL while draining them, restarted:
+/// every reading stored exactly once, every incident state correct, every alert published.
+#[tokio::test]
+async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    const N: usize = 10_000;
+    let mut p = Pipeline::start(&[("SOILMON__INGEST__BATCH_MAX", "100")]).await?;
+    // Queue the whole stream while the service is down (persistent session).
+    p.soilmon.terminate().await?;
+    p.publish(stream(N, "crash")).await?;
+    p.soilmon.start().await?;
+    wait_until("first readings stored", Duration::from_secs(60), || async {
+        Ok(p.count("SELECT count(*) FROM readings").await? > 0)
+    })
+    .await?;
+    p.soilmon.kill9()?;
+    let at_kill = p.count("SELECT count(*) FROM messages").await?;
+    assert!(at_kill < N as i64, "the kill must land mid-stream (stored {at_kill})");
+
+    p.soilmon.start().await?;
+    p.wait_count("SELECT count(*) FROM messages", N as i64, Duration::from_secs(120)).await?;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+        (N as i64 / 10) * EVENTS_PER_CYCLE,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_exactly_once(&p, N as i64).await?;
+    Ok(())
+}
+
+/// PostgreSQL stopped for 20 s while messages keep arriving: no acks meanwhile, memory
+/// bounded, and after it returns everything is stored exactly once.
+#[tokio::test]
+async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    const N: usize = 4_000;
+    let cluster = PrivateCluster::start().await?;
+    let mut p = Pipeline::start_on(cluster.url.clone(), None, &[]).await?;
+    let msgs = stream(N, "outage");
+    let (first, rest) = msgs.split_at(N / 4);
+    p.publish(first.to_vec()).await?;
+    p.wait_count("SELECT count(*) FROM messages", (N / 4) as i64, Duration::from_secs(60))
+        .await?;
+
+    cluster.stop().await?;
+    p.publish(rest.to_vec()).await?;
+    // The outage lasts 20 s; the service must stay up through it.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(p.soilmon.is_running(), "log:\n{}", tail(&p.soilmon.log(), 4000));
+    let log = p.soilmon.log();
+    assert!(log.contains("batch not committed"), "the outage was seen by the writer");
+    let hwm_kb = peak_rss_kb(p.soilmon.pid().unwrap_or(0));
+    cluster.resume().await?;
+
+    p.wait_count("SELECT count(*) FROM messages", N as i64, Duration::from_secs(120)).await?;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+        (N as i64 / 10) * EVENTS_PER_CYCLE,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert_exactly_once(&p, N as i64).await?;
+    // Bounded: the in-flight window holds at most ingest.inflight_window small messages.
+    assert!(hwm_kb > 0 && hwm_kb < 200 * 1024, "peak RSS {hwm_kb} kB during the outage");
+    p.soilmon.terminate().await?;
+    Ok(())
+}
+
+/// VmHWM (peak resident set) of a process, in kB; 0 if unreadable.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}

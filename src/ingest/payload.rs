@@ -513,3 +513,123 @@ fn is_non_finite_word(s: &str) -> bool {
         "nan" | "inf" | "-inf" | "+inf" | "infinity" | "-infinity" | "+infinity"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::point::{LandUse, Point, PointType};
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn cfg() -> IngestConfig {
+        let path =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"));
+        match crate::config::Settings::load(path) {
+            Ok(s) => s.ingest,
+            Err(e) => panic!("default config: {e}"),
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(vec![Point {
+            id: "441781-R-0003".into(),
+            name: "t".into(),
+            county_code: "441781".into(),
+            lon: 111.7,
+            lat: 22.1,
+            point_type: PointType::Risk,
+            land_use: LandUse::Paddy,
+            ph: Some(6.0),
+        }])
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, 0, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    const GOOD: &str = r#"{"msg_id": "st07-000123", "point_id": "441781-R-0003",
+        "sampled_at": "2026-11-28T09:30:00+08:00", "ph": 6.2, "depth_cm": [0, 20],
+        "method": "XRF", "extra": {"battery": 0.9},
+        "readings": [{"metal": "Cd", "value": 420, "unit": "µg/kg"},
+                     {"metal": "铅", "value": 10, "unit": "mg/kg", "detected": false}]}"#;
+
+    #[test]
+    fn the_contract_example_parses_and_normalises() {
+        let s = parse("st07", GOOD.as_bytes(), now(), &cfg(), &registry())
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_eq!(s.readings.len(), 2);
+        assert!((s.readings[0].value_mgkg - 0.42).abs() < 1e-12);
+        assert_eq!(s.readings[0].unit_orig, "µg/kg");
+        assert_eq!(s.readings[1].metal, Metal::Pb);
+        assert!(!s.readings[1].detected);
+        assert_eq!(s.depth_cm, Some((0.0, 20.0)));
+        assert_eq!(s.payload["extra"]["battery"], 0.9, "extra fields kept");
+        assert_eq!(
+            s.sampled_at,
+            Utc.with_ymd_and_hms(2026, 11, 28, 1, 30, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn equal_content_has_equal_hash_whatever_the_key_order() {
+        let a = parse("st07", GOOD.as_bytes(), now(), &cfg(), &registry()).ok();
+        let v: Value = serde_json::from_str(GOOD).unwrap_or(Value::Null);
+        let mut keys: Vec<(String, Value)> = v
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        keys.reverse();
+        let reordered = format!(
+            "{{{}}}",
+            keys.iter()
+                .map(|(k, v)| format!("{k:?}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let b = parse("st07", reordered.as_bytes(), now(), &cfg(), &registry()).ok();
+        assert_eq!(a.map(|s| s.content_sha256), b.map(|s| s.content_sha256));
+    }
+
+    #[test]
+    fn refusals_keep_the_msg_id_when_readable() {
+        let bad = GOOD.replace("\"Cd\"", "\"Fe\"");
+        let r = parse("st07", bad.as_bytes(), now(), &cfg(), &registry()).unwrap_err();
+        assert_eq!(r.code, RejectCode::UnknownMetal);
+        assert_eq!(r.msg_id.as_deref(), Some("st07-000123"));
+        let r = parse("st07", b"[1,", now(), &cfg(), &registry()).unwrap_err();
+        assert_eq!(r.code, RejectCode::MalformedJson);
+        assert_eq!(r.msg_id, None);
+    }
+
+    proptest! {
+        /// Arbitrary bytes never panic and always give a sample or a reason.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = parse("st", &bytes, now(), &cfg(), &registry());
+        }
+
+        /// Mutating the contract example anywhere never panics.
+        #[test]
+        fn mutated_examples_never_panic(pos in 0usize..400, byte in any::<u8>()) {
+            let mut b = GOOD.as_bytes().to_vec();
+            let i = pos % b.len();
+            b[i] = byte;
+            let _ = parse("st07", &b, now(), &cfg(), &registry());
+        }
+
+        /// Any finite non-negative value below the Cd ceiling, in a known unit, is accepted and
+        /// normalised.
+        #[test]
+        fn valid_values_round_trip(v in 0.0f64..10_000.0, unit in prop::sample::select(vec!["mg/kg", "ppm", "µg/kg", "ppb"])) {
+            let text = GOOD.replace("420", &format!("{v}")).replace("µg/kg", unit);
+            let s = parse("st07", text.as_bytes(), now(), &cfg(), &registry());
+            let s = s.map_err(|r| TestCaseError::fail(format!("{r:?}")))?;
+            let factor = Unit::parse(unit).map_or(f64::NAN, Unit::to_mg_per_kg);
+            prop_assert!((s.readings[0].value_mgkg - v * factor).abs() <= 1e-9 * v.max(1.0));
+        }
+    }
+}

@@ -84,12 +84,16 @@ async fn every_reason_code_is_quarantined_answered_and_survived() -> anyhow::Res
         .collect();
     p.publish(msgs).await?;
     let n = cases.len() as i64;
-    p.wait_count("SELECT count(*) FROM quarantine", n, WAIT).await?;
+    p.wait_count("SELECT count(*) FROM quarantine", n, WAIT)
+        .await?;
 
     let rows = p
         .db()
         .await?
-        .query("SELECT station_id, reason, raw, detail FROM quarantine", &[])
+        .query(
+            "SELECT station_id, reason, raw, detail FROM quarantine",
+            &[],
+        )
         .await?;
     let stored: HashMap<String, (String, Vec<u8>, String)> = rows
         .iter()
@@ -118,8 +122,10 @@ async fn every_reason_code_is_quarantined_answered_and_survived() -> anyhow::Res
     // Still up, and a message with SQL-looking text in a free field is stored verbatim.
     let mut good = base("x'); DROP TABLE readings; --");
     good["method"] = json!("XRF\"; DELETE FROM points; --");
-    p.publish(vec![(readings_topic("good"), body(good))]).await?;
-    p.wait_count("SELECT count(*) FROM readings", 1, WAIT).await?;
+    p.publish(vec![(readings_topic("good"), body(good))])
+        .await?;
+    p.wait_count("SELECT count(*) FROM readings", 1, WAIT)
+        .await?;
     let method: Option<String> = p
         .db()
         .await?
@@ -134,9 +140,16 @@ async fn every_reason_code_is_quarantined_answered_and_survived() -> anyhow::Res
     p.soilmon.terminate().await?;
     p.soilmon.start().await?;
     p.wait_ready(2).await?;
-    p.publish(vec![sample("good", "after", "441781-T-0001", "2026-11-28T11:00:00+08:00", &[("Cd", 0.1)])])
+    p.publish(vec![sample(
+        "good",
+        "after",
+        "441781-T-0001",
+        "2026-11-28T11:00:00+08:00",
+        &[("Cd", 0.1)],
+    )])
+    .await?;
+    p.wait_count("SELECT count(*) FROM readings", 2, WAIT)
         .await?;
-    p.wait_count("SELECT count(*) FROM readings", 2, WAIT).await?;
     assert_eq!(p.count("SELECT count(*) FROM quarantine").await?, n);
     Ok(())
 }

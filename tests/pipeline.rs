@@ -78,10 +78,22 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     let p = Pipeline::start(&[]).await?;
     let alerts = p.subscribe("soil/v1/alerts/#").await?;
     let rejects = p.subscribe("soil/v1/stations/st02/rejects").await?;
-    let msg = sample("st02", "dup-1", "441781-T-0001", "2026-11-28T10:00:00+08:00", &[("Cd", 3.0)]);
+    let msg = sample(
+        "st02",
+        "dup-1",
+        "441781-T-0001",
+        "2026-11-28T10:00:00+08:00",
+        &[("Cd", 3.0)],
+    );
     p.publish(vec![msg.clone(), msg.clone()]).await?;
     p.publish(vec![msg]).await?;
-    let changed = sample("st02", "dup-1", "441781-T-0001", "2026-11-28T10:00:00+08:00", &[("Cd", 0.1)]);
+    let changed = sample(
+        "st02",
+        "dup-1",
+        "441781-T-0001",
+        "2026-11-28T10:00:00+08:00",
+        &[("Cd", 0.1)],
+    );
     p.publish(vec![changed]).await?;
     let got = rejects.wait_for(1, WAIT).await;
     assert_eq!(got.len(), 1, "log:\n{}", p.soilmon.log());
@@ -91,7 +103,11 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     let alert = alerts.wait_for(1, WAIT).await;
     assert_eq!(json_of(&alert[0].1)["level"], "intervention");
     assert_eq!(p.count("SELECT count(*) FROM readings").await?, 1);
-    assert_eq!(p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'").await?, 1);
+    assert_eq!(
+        p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'")
+            .await?,
+        1
+    );
     let kept: f64 = p
         .db()
         .await?
@@ -106,7 +122,10 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
         .await?;
     assert_eq!(q.get::<_, String>(0), "conflicting_duplicate");
     let raw: Vec<u8> = q.get(2);
-    assert!(String::from_utf8_lossy(&raw).contains("0.1"), "raw bytes of the second kept");
+    assert!(
+        String::from_utf8_lossy(&raw).contains("0.1"),
+        "raw bytes of the second kept"
+    );
     // No second alert arrives for the duplicates.
     assert_eq!(alerts.wait_for(2, Duration::from_secs(2)).await.len(), 1);
     Ok(())
@@ -117,36 +136,53 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
 #[tokio::test]
 async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
     let p = Pipeline::start(&[]).await?;
-    let alerts = p.subscribe("soil/v1/alerts/441781/441781-T-0001/Cd").await?;
+    let alerts = p
+        .subscribe("soil/v1/alerts/441781/441781-T-0001/Cd")
+        .await?;
     let point = "441781-T-0001";
     let seq = [
-        ("c-1", "2026-11-01T08:00:00+08:00", 0.5),  // screening: opened
-        ("c-2", "2026-11-02T08:00:00+08:00", 2.5),  // intervention: escalated
-        ("c-3", "2026-11-03T08:00:00+08:00", 1.0),  // screening: de-escalated
-        ("c-4", "2026-11-04T08:00:00+08:00", 0.2),  // clean 1
-        ("c-0", "2026-10-01T08:00:00+08:00", 5.0),  // late and older: ignored
-        ("c-5", "2026-11-05T08:00:00+08:00", 0.1),  // clean 2: cleared
+        ("c-1", "2026-11-01T08:00:00+08:00", 0.5), // screening: opened
+        ("c-2", "2026-11-02T08:00:00+08:00", 2.5), // intervention: escalated
+        ("c-3", "2026-11-03T08:00:00+08:00", 1.0), // screening: de-escalated
+        ("c-4", "2026-11-04T08:00:00+08:00", 0.2), // clean 1
+        ("c-0", "2026-10-01T08:00:00+08:00", 5.0), // late and older: ignored
+        ("c-5", "2026-11-05T08:00:00+08:00", 0.1), // clean 2: cleared
     ];
     for (id, at, v) in seq {
         // One at a time so each lands in its own batch.
-        p.publish(vec![sample("st03", id, point, at, &[("Cd", v)])]).await?;
-        p.wait_count(&format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'"), 1, WAIT)
+        p.publish(vec![sample("st03", id, point, at, &[("Cd", v)])])
             .await?;
+        p.wait_count(
+            &format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'"),
+            1,
+            WAIT,
+        )
+        .await?;
     }
     let got = alerts.wait_for(4, WAIT).await;
     let states: Vec<String> = got
         .iter()
         .map(|(_, b)| json_of(b)["state"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(states, ["opened", "escalated", "deescalated", "cleared"], "log:\n{}", p.soilmon.log());
+    assert_eq!(
+        states,
+        ["opened", "escalated", "deescalated", "cleared"],
+        "log:\n{}",
+        p.soilmon.log()
+    );
     let ids: Vec<String> = got
         .iter()
         .map(|(_, b)| json_of(b)["incident_id"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(ids.iter().all(|i| i == &ids[0]), "one incident throughout");
-    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 6, "the late sample is stored");
     assert_eq!(
-        p.count("SELECT count(*) FROM incidents WHERE state = 'cleared'").await?,
+        p.count("SELECT count(*) FROM readings").await?,
+        6,
+        "the late sample is stored"
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM incidents WHERE state = 'cleared'")
+            .await?,
         1
     );
     // Zn on development land: stored, no standard, no alert. Pb above 400: screening.
@@ -158,8 +194,12 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         &[("Zn", 5000.0), ("Pb", 450.0)],
     )])
     .await?;
-    p.wait_count("SELECT count(*) FROM readings WHERE point_id = '441781-T-0002'", 2, WAIT)
-        .await?;
+    p.wait_count(
+        "SELECT count(*) FROM readings WHERE point_id = '441781-T-0002'",
+        2,
+        WAIT,
+    )
+    .await?;
     let rows = p
         .db()
         .await?
@@ -170,7 +210,10 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         )
         .await?;
     assert_eq!(rows[0].get::<_, String>(1), "screening");
-    assert_eq!(rows[0].get::<_, Option<String>>(2).as_deref(), Some("GB 36600-2018"));
+    assert_eq!(
+        rows[0].get::<_, Option<String>>(2).as_deref(),
+        Some("GB 36600-2018")
+    );
     assert_eq!(rows[1].get::<_, String>(1), "no_standard");
     assert!(alerts.wait_for(5, Duration::from_secs(1)).await.len() == 4);
     Ok(())
@@ -189,7 +232,8 @@ async fn missing_ph_uses_the_strictest_band() -> anyhow::Result<()> {
         &[("Cu", 160.0), ("As", 26.0)],
     )])
     .await?;
-    p.wait_count("SELECT count(*) FROM readings", 2, WAIT).await?;
+    p.wait_count("SELECT count(*) FROM readings", 2, WAIT)
+        .await?;
     let rows = p
         .db()
         .await?

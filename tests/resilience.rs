@@ -23,13 +23,22 @@ const POINTS: [&str; 2] = ["441781-T-0001", "441702-T-0001"];
 /// `n` messages (n a multiple of 20), alternating between the two points, sampled a minute
 /// apart, each with Cd and Pb.
 fn stream(n: usize, station: &str) -> Vec<(String, Vec<u8>)> {
-    let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).single().unwrap_or_default();
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 6, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default();
     (0..n)
         .map(|i| {
             let point = POINTS[i % 2];
             let cd = CYCLE[(i / 2) % CYCLE.len()];
             let at = (t0 + chrono::Duration::minutes(i as i64)).to_rfc3339();
-            sample(station, &format!("{station}-{i:06}"), point, &at, &[("Cd", cd), ("Pb", 20.0)])
+            sample(
+                station,
+                &format!("{station}-{i:06}"),
+                point,
+                &at,
+                &[("Cd", cd), ("Pb", 20.0)],
+            )
         })
         .collect()
 }
@@ -45,12 +54,21 @@ async fn assert_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
     );
     let cycles = n / 10;
     assert_eq!(
-        p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'").await?,
+        p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'")
+            .await?,
         cycles * EVENTS_PER_CYCLE,
         "one event per state change, none lost or repeated"
     );
-    assert_eq!(p.count("SELECT count(*) FROM incidents WHERE state = 'cleared'").await?, cycles);
-    assert_eq!(p.count("SELECT count(*) FROM incidents WHERE state = 'open'").await?, 0);
+    assert_eq!(
+        p.count("SELECT count(*) FROM incidents WHERE state = 'cleared'")
+            .await?,
+        cycles
+    );
+    assert_eq!(
+        p.count("SELECT count(*) FROM incidents WHERE state = 'open'")
+            .await?,
+        0
+    );
     assert_eq!(p.count("SELECT count(*) FROM quarantine").await?, 0);
     Ok(())
 }
@@ -71,10 +89,18 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> 
     .await?;
     p.soilmon.kill9()?;
     let at_kill = p.count("SELECT count(*) FROM messages").await?;
-    assert!(at_kill < N as i64, "the kill must land mid-stream (stored {at_kill})");
+    assert!(
+        at_kill < N as i64,
+        "the kill must land mid-stream (stored {at_kill})"
+    );
 
     p.soilmon.start().await?;
-    p.wait_count("SELECT count(*) FROM messages", N as i64, Duration::from_secs(120)).await?;
+    p.wait_count(
+        "SELECT count(*) FROM messages",
+        N as i64,
+        Duration::from_secs(120),
+    )
+    .await?;
     p.wait_count(
         "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
         (N as i64 / 10) * EVENTS_PER_CYCLE,
@@ -95,20 +121,36 @@ async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     let msgs = stream(N, "outage");
     let (first, rest) = msgs.split_at(N / 4);
     p.publish(first.to_vec()).await?;
-    p.wait_count("SELECT count(*) FROM messages", (N / 4) as i64, Duration::from_secs(60))
-        .await?;
+    p.wait_count(
+        "SELECT count(*) FROM messages",
+        (N / 4) as i64,
+        Duration::from_secs(60),
+    )
+    .await?;
 
     cluster.stop().await?;
     p.publish(rest.to_vec()).await?;
     // The outage lasts 20 s; the service must stay up through it.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert!(p.soilmon.is_running(), "log:\n{}", tail(&p.soilmon.log(), 4000));
+    assert!(
+        p.soilmon.is_running(),
+        "log:\n{}",
+        tail(&p.soilmon.log(), 4000)
+    );
     let log = p.soilmon.log();
-    assert!(log.contains("batch not committed"), "the outage was seen by the writer");
+    assert!(
+        log.contains("batch not committed"),
+        "the outage was seen by the writer"
+    );
     let hwm_kb = peak_rss_kb(p.soilmon.pid().unwrap_or(0));
     cluster.resume().await?;
 
-    p.wait_count("SELECT count(*) FROM messages", N as i64, Duration::from_secs(120)).await?;
+    p.wait_count(
+        "SELECT count(*) FROM messages",
+        N as i64,
+        Duration::from_secs(120),
+    )
+    .await?;
     p.wait_count(
         "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
         (N as i64 / 10) * EVENTS_PER_CYCLE,
@@ -117,7 +159,10 @@ async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     .await?;
     assert_exactly_once(&p, N as i64).await?;
     // Bounded: the in-flight window holds at most ingest.inflight_window small messages.
-    assert!(hwm_kb > 0 && hwm_kb < 200 * 1024, "peak RSS {hwm_kb} kB during the outage");
+    assert!(
+        hwm_kb > 0 && hwm_kb < 200 * 1024,
+        "peak RSS {hwm_kb} kB during the outage"
+    );
     p.soilmon.terminate().await?;
     Ok(())
 }

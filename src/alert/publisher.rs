@@ -60,7 +60,12 @@ enum Signal {
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs the publisher until shutdown.
-pub async fn run(settings: Arc<Settings>, pool: Pool, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn run(
+    settings: Arc<Settings>,
+    pool: Pool,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let m = &settings.mqtt;
     let mut backoff = Backoff::new(m.reconnect_min_ms, m.reconnect_max_ms);
     while !shutdown.is_cancelled() {

@@ -268,10 +268,14 @@ impl Standard {
             .map(|k| (k.0, k.2.clone()))
             .collect();
         if let Some((m, c)) = expected.difference(&present).next() {
-            return Err(invalid(format!("{m}: declared screening column {c:?} has no row")));
+            return Err(invalid(format!(
+                "{m}: declared screening column {c:?} has no row"
+            )));
         }
         if let Some((m, c)) = present.difference(&expected).next() {
-            return Err(invalid(format!("{m}: screening row in undeclared column {c:?}")));
+            return Err(invalid(format!(
+                "{m}: screening row in undeclared column {c:?}"
+            )));
         }
         for (m, level, c) in self.rows.keys() {
             let ok = match self.applies_to {

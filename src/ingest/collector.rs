@@ -282,7 +282,10 @@ async fn writer_task(
                     warn!(error = %e, messages = received.len(), retry_in_ms = delay.as_millis() as u64,
                           "store: batch not committed; holding acks");
                     if !sleep_or_cancel(delay, &token).await {
-                        info!(messages = received.len(), "shutdown: uncommitted batch abandoned (will be redelivered)");
+                        info!(
+                            messages = received.len(),
+                            "shutdown: uncommitted batch abandoned (will be redelivered)"
+                        );
                         break 'batches;
                     }
                 }
@@ -344,7 +347,10 @@ fn receive(
         ),
         None => Err(payload::Rejection {
             code: payload::RejectCode::BadTopic,
-            detail: format!("topic {topic:?} is not {}", shared.settings.mqtt.readings_filter()),
+            detail: format!(
+                "topic {topic:?} is not {}",
+                shared.settings.mqtt.readings_filter()
+            ),
             msg_id: None,
         }),
     };

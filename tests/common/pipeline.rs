@@ -39,7 +39,11 @@ impl Pipeline {
     }
 
     /// Same, on a given database URL (e.g. a private cluster).
-    pub async fn start_on(db_url: String, db: Option<TestDb>, env: &[(&str, &str)]) -> Result<Pipeline> {
+    pub async fn start_on(
+        db_url: String,
+        db: Option<TestDb>,
+        env: &[(&str, &str)],
+    ) -> Result<Pipeline> {
         let broker = Broker::start().await?;
         let mut soilmon = Soilmon::new(&db_url, broker.port);
         for (k, v) in env {
@@ -120,7 +124,13 @@ pub fn readings_topic(station: &str) -> String {
 }
 
 /// A well-formed station message with the given readings (metal, value in mg/kg).
-pub fn sample(station: &str, msg_id: &str, point: &str, sampled_at: &str, readings: &[(&str, f64)]) -> (String, Vec<u8>) {
+pub fn sample(
+    station: &str,
+    msg_id: &str,
+    point: &str,
+    sampled_at: &str,
+    readings: &[(&str, f64)],
+) -> (String, Vec<u8>) {
     let readings: Vec<Value> = readings
         .iter()
         .map(|(m, v)| json!({"metal": m, "value": v, "unit": "mg/kg"}))

@@ -43,8 +43,17 @@ fn stream(n: usize, station: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Checks exactly-once storage and the incident outcome for a stream of `n` messages.
-async fn assert_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
+/// Waits until all `n` messages are stored and their alerts published, then checks
+/// exactly-once storage and the incident outcome.
+async fn drained_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
+    p.wait_count("SELECT count(*) FROM messages", n, Duration::from_secs(120))
+        .await?;
+    p.wait_count(
+        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+        (n / 10) * EVENTS_PER_CYCLE,
+        Duration::from_secs(60),
+    )
+    .await?;
     assert_eq!(p.count("SELECT count(*) FROM messages").await?, n);
     assert_eq!(p.count("SELECT count(*) FROM readings").await?, 2 * n);
     assert_eq!(
@@ -95,19 +104,7 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> 
     );
 
     p.soilmon.start().await?;
-    p.wait_count(
-        "SELECT count(*) FROM messages",
-        N as i64,
-        Duration::from_secs(120),
-    )
-    .await?;
-    p.wait_count(
-        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
-        (N as i64 / 10) * EVENTS_PER_CYCLE,
-        Duration::from_secs(60),
-    )
-    .await?;
-    assert_exactly_once(&p, N as i64).await?;
+    drained_exactly_once(&p, N as i64).await?;
     Ok(())
 }
 
@@ -145,19 +142,7 @@ async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     let hwm_kb = peak_rss_kb(p.soilmon.pid().unwrap_or(0));
     cluster.resume().await?;
 
-    p.wait_count(
-        "SELECT count(*) FROM messages",
-        N as i64,
-        Duration::from_secs(120),
-    )
-    .await?;
-    p.wait_count(
-        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
-        (N as i64 / 10) * EVENTS_PER_CYCLE,
-        Duration::from_secs(60),
-    )
-    .await?;
-    assert_exactly_once(&p, N as i64).await?;
+    drained_exactly_once(&p, N as i64).await?;
     // Bounded: the in-flight window holds at most ingest.inflight_window small messages.
     assert!(
         hwm_kb > 0 && hwm_kb < 200 * 1024,

@@ -3,8 +3,8 @@
 # Mosquitto for local development, tests and CI on a Debian 12 (bookworm)
 # machine, as root, with nothing done by hand.
 #
-#   deploy/local/services.sh [up]     install what is missing, start both (idempotent)
-#   deploy/local/services.sh down     stop both cleanly
+#   deploy/local/services.sh [up]     install what is missing, start both (idempotent; alias: start)
+#   deploy/local/services.sh down     stop both cleanly (alias: stop)
 #   deploy/local/services.sh status   print both states (exit 0 only if both run)
 #   deploy/local/services.sh env      print the `export` lines the project consumes
 #   eval "$(deploy/local/services.sh env)"
@@ -605,8 +605,8 @@ cmd_status() {
 main() {
 	local cmd="${1:-up}"
 	case "$cmd" in
-	up) cmd_up ;;
-	down) cmd_down ;;
+	up | start) cmd_up ;;
+	down | stop) cmd_down ;;
 	status) cmd_status ;;
 	env) cmd_env ;;
 	-h | --help | help) usage ;;

@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::readings::{self, insert_outbox, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
-use crate::domain::incident::{self, Active, Change, Track};
-use crate::domain::judge::{judge, Judgement, Level};
+use crate::domain::judge::judge;
 use crate::domain::standard::Standards;
 use crate::ingest::payload::{RejectCode, Rejection, Sample};
 use crate::registry::Registry;
@@ -141,8 +141,8 @@ pub async fn write_batch(
     for j in &judged {
         *report.levels.entry(j.judgement.level.as_str()).or_default() += 1;
     }
-    insert_readings(&tx, &judged).await?;
-    report.alerts = update_incidents(&tx, ctx, &judged).await?;
+    readings::insert(&tx, &judged).await?;
+    report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     tx.commit().await?;
     Ok(report)
@@ -220,18 +220,7 @@ async fn stored_hashes(
         .collect())
 }
 
-/// One judged reading of a freshly stored message.
-struct Judged<'a> {
-    msg: &'a Received,
-    sample: &'a Sample,
-    index: usize,
-    county: &'a str,
-    land_use: &'static str,
-    ph: Option<f64>,
-    judgement: Judgement,
-}
-
-fn judge_all<'a>(ctx: &Context<'a>, fresh: &[(&'a Received, &'a Sample)]) -> Vec<Judged<'a>> {
+fn judge_all(ctx: &Context<'_>, fresh: &[(&Received, &Sample)]) -> Vec<JudgedReading> {
     let mut out = Vec::new();
     for (msg, sample) in fresh {
         // The registry snapshot is the one the sample was validated against.
@@ -239,347 +228,36 @@ fn judge_all<'a>(ctx: &Context<'a>, fresh: &[(&'a Received, &'a Sample)]) -> Vec
             continue;
         };
         let ph = sample.ph.or(point.ph);
-        for (index, r) in sample.readings.iter().enumerate() {
-            let judgement = judge(
-                ctx.standards,
-                point.land_use,
+        for r in &sample.readings {
+            out.push(JudgedReading {
+                source: Source::Station,
+                source_id: sample.station_id.clone(),
+                msg_id: sample.msg_id.clone(),
+                point_id: point.id.clone(),
+                county: point.county_code.clone(),
+                land_use: point.land_use,
+                sampled_at: sample.sampled_at,
+                received_at: msg.received_at,
+                metal: r.metal,
+                value_mgkg: r.value_mgkg,
+                value_orig: r.value_orig,
+                unit_orig: r.unit_orig.clone(),
+                detected: r.detected,
                 ph,
-                r.metal,
-                r.value_mgkg,
-                r.detected,
-            );
-            out.push(Judged {
-                msg,
-                sample,
-                index,
-                county: &point.county_code,
-                land_use: point.land_use.as_str(),
-                ph,
-                judgement,
+                method: sample.method.clone(),
+                depth_cm: sample.depth_cm,
+                judgement: judge(
+                    ctx.standards,
+                    point.land_use,
+                    ph,
+                    r.metal,
+                    r.value_mgkg,
+                    r.detected,
+                ),
             });
         }
     }
     out
-}
-
-async fn insert_readings(tx: &Transaction<'_>, judged: &[Judged<'_>]) -> Result<(), StoreError> {
-    if judged.is_empty() {
-        return Ok(());
-    }
-    let t = |j: &Judged| j.judgement.thresholds.clone();
-    let reading = |j: &Judged| j.sample.readings[j.index].clone();
-    let sampled: Vec<DateTime<Utc>> = judged.iter().map(|j| j.sample.sampled_at).collect();
-    let points: Vec<&str> = judged.iter().map(|j| j.sample.point_id.as_str()).collect();
-    let metals: Vec<&str> = judged.iter().map(|j| reading(j).metal.symbol()).collect();
-    let stations: Vec<&str> = judged
-        .iter()
-        .map(|j| j.sample.station_id.as_str())
-        .collect();
-    let ids: Vec<&str> = judged.iter().map(|j| j.sample.msg_id.as_str()).collect();
-    let mgkg: Vec<f64> = judged.iter().map(|j| reading(j).value_mgkg).collect();
-    let orig: Vec<f64> = judged.iter().map(|j| reading(j).value_orig).collect();
-    let units: Vec<String> = judged.iter().map(|j| reading(j).unit_orig).collect();
-    let detected: Vec<bool> = judged.iter().map(|j| reading(j).detected).collect();
-    let levels: Vec<&str> = judged.iter().map(|j| j.judgement.level.as_str()).collect();
-    let screening: Vec<Option<f64>> = judged.iter().map(|j| t(j).map(|t| t.screening)).collect();
-    let intervention: Vec<Option<f64>> = judged
-        .iter()
-        .map(|j| t(j).and_then(|t| t.intervention))
-        .collect();
-    let std_ids: Vec<Option<String>> = judged.iter().map(|j| t(j).map(|t| t.standard_id)).collect();
-    let std_versions: Vec<Option<String>> = judged
-        .iter()
-        .map(|j| t(j).map(|t| t.standard_version))
-        .collect();
-    let columns: Vec<Option<String>> = judged.iter().map(|j| t(j).map(|t| t.column)).collect();
-    let s_src: Vec<Option<String>> = judged
-        .iter()
-        .map(|j| t(j).map(|t| t.screening_source))
-        .collect();
-    let i_src: Vec<Option<String>> = judged
-        .iter()
-        .map(|j| t(j).and_then(|t| t.intervention_source))
-        .collect();
-    let land_uses: Vec<&str> = judged.iter().map(|j| j.land_use).collect();
-    let phs: Vec<Option<f64>> = judged.iter().map(|j| j.ph).collect();
-    let bands: Vec<Option<String>> = judged
-        .iter()
-        .map(|j| t(j).and_then(|t| t.ph_band).map(|b| b.to_string()))
-        .collect();
-    let assumed: Vec<bool> = judged
-        .iter()
-        .map(|j| t(j).is_some_and(|t| t.ph_assumed))
-        .collect();
-    let methods: Vec<Option<&str>> = judged.iter().map(|j| j.sample.method.as_deref()).collect();
-    let tops: Vec<Option<f64>> = judged
-        .iter()
-        .map(|j| j.sample.depth_cm.map(|d| d.0))
-        .collect();
-    let bottoms: Vec<Option<f64>> = judged
-        .iter()
-        .map(|j| j.sample.depth_cm.map(|d| d.1))
-        .collect();
-    let received: Vec<DateTime<Utc>> = judged.iter().map(|j| j.msg.received_at).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO readings (sampled_at, point_id, metal, source, source_id, msg_id,
-                 value_mgkg, value_orig, unit_orig, detected, level, screening_mgkg,
-                 intervention_mgkg, standard_id, standard_version, threshold_column,
-                 screening_source, intervention_source, land_use, ph, ph_band, ph_assumed,
-                 method, depth_top_cm, depth_bottom_cm, received_at)
-             SELECT s, p, m, 'station', st, id, v, vo, u, d, l, sc, iv, sid, sv, col, ss, isr,
-                    lu, ph, b, a, me, dt, db, r
-             FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::float8[], $7::float8[], $8::text[], $9::bool[], $10::text[],
-                         $11::float8[], $12::float8[], $13::text[], $14::text[], $15::text[],
-                         $16::text[], $17::text[], $18::text[], $19::float8[], $20::text[],
-                         $21::bool[], $22::text[], $23::float8[], $24::float8[],
-                         $25::timestamptz[])
-                  AS x(s, p, m, st, id, v, vo, u, d, l, sc, iv, sid, sv, col, ss, isr, lu, ph,
-                       b, a, me, dt, db, r)
-             ON CONFLICT DO NOTHING",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &sampled,
-            &points,
-            &metals,
-            &stations,
-            &ids,
-            &mgkg,
-            &orig,
-            &units,
-            &detected,
-            &levels,
-            &screening,
-            &intervention,
-            &std_ids,
-            &std_versions,
-            &columns,
-            &s_src,
-            &i_src,
-            &land_uses,
-            &phs,
-            &bands,
-            &assumed,
-            &methods,
-            &tops,
-            &bottoms,
-            &received,
-        ],
-    )
-    .await?;
-    Ok(())
-}
-
-fn level_from(text: Option<&str>) -> Level {
-    match text {
-        Some("intervention") => Level::Intervention,
-        _ => Level::Screening,
-    }
-}
-
-/// Applies the judged readings to the incident tracks (in `sampled_at` order), records
-/// incident history and writes one outbox event per state change. Returns the event count.
-async fn update_incidents(
-    tx: &Transaction<'_>,
-    ctx: &Context<'_>,
-    judged: &[Judged<'_>],
-) -> Result<usize, StoreError> {
-    if judged.is_empty() {
-        return Ok(0);
-    }
-    let mut order: Vec<&Judged> = judged.iter().collect();
-    order.sort_by_key(|j| j.sample.sampled_at);
-    let keys: BTreeMap<(&str, &str), ()> = order
-        .iter()
-        .map(|j| ((j.sample.point_id.as_str(), j.metal_symbol()), ()))
-        .collect();
-    let key_points: Vec<&str> = keys.keys().map(|k| k.0).collect();
-    let key_metals: Vec<&str> = keys.keys().map(|k| k.1).collect();
-    let rows = tx
-        .query(
-            "SELECT t.point_id, t.metal, t.last_sampled_at, t.incident_id, t.level, t.ok_streak
-             FROM incident_tracks t
-             JOIN unnest($1::text[], $2::text[]) AS k(point_id, metal)
-               ON t.point_id = k.point_id AND t.metal = k.metal
-             ORDER BY t.point_id, t.metal
-             FOR UPDATE OF t",
-            &[&key_points, &key_metals],
-        )
-        .await?;
-    let mut tracks: HashMap<(String, String), Track> = HashMap::new();
-    for r in rows {
-        let incident_id: Option<Uuid> = r.get(3);
-        let level: Option<&str> = r.get(4);
-        let ok_streak: i32 = r.get(5);
-        tracks.insert(
-            (r.get(0), r.get(1)),
-            Track {
-                last_sampled_at: r.get(2),
-                active: incident_id.map(|incident_id| Active {
-                    incident_id,
-                    level: level_from(level),
-                    ok_streak: u32::try_from(ok_streak).unwrap_or(0),
-                }),
-            },
-        );
-    }
-
-    let mut events = 0;
-    for j in order {
-        let key = (j.sample.point_id.clone(), j.metal_symbol().to_string());
-        let prev = tracks.get(&key);
-        let (next, change) = incident::apply(
-            prev,
-            j.sample.sampled_at,
-            j.judgement.level,
-            ctx.clear_after,
-            Uuid::now_v7,
-        );
-        if let Some(change) = change {
-            record_change(tx, ctx, j, &change).await?;
-            events += 1;
-        }
-        tracks.insert(key, next);
-    }
-
-    let mut points = Vec::new();
-    let mut metals = Vec::new();
-    let mut last = Vec::new();
-    let mut ids = Vec::new();
-    let mut levels = Vec::new();
-    let mut streaks = Vec::new();
-    for ((p, m), t) in &tracks {
-        points.push(p.as_str());
-        metals.push(m.as_str());
-        last.push(t.last_sampled_at);
-        ids.push(t.active.as_ref().map(|a| a.incident_id));
-        levels.push(t.active.as_ref().map(|a| a.level.as_str()));
-        streaks.push(t.active.as_ref().map_or(0, |a| a.ok_streak as i32));
-    }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO incident_tracks (point_id, metal, last_sampled_at, incident_id, level,
-                                          ok_streak)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
-                                  $5::text[], $6::int4[])
-             ON CONFLICT (point_id, metal) DO UPDATE SET
-                 last_sampled_at = EXCLUDED.last_sampled_at,
-                 incident_id = EXCLUDED.incident_id,
-                 level = EXCLUDED.level,
-                 ok_streak = EXCLUDED.ok_streak",
-        )
-        .await?;
-    tx.execute(&stmt, &[&points, &metals, &last, &ids, &levels, &streaks])
-        .await?;
-    Ok(events)
-}
-
-impl Judged<'_> {
-    fn metal_symbol(&self) -> &'static str {
-        self.sample.readings[self.index].metal.symbol()
-    }
-}
-
-/// Writes the incident history row and the outbox event of one state change.
-async fn record_change(
-    tx: &Transaction<'_>,
-    ctx: &Context<'_>,
-    j: &Judged<'_>,
-    change: &Change,
-) -> Result<(), StoreError> {
-    let reading = &j.sample.readings[j.index];
-    let level = change.level.as_str();
-    let at = j.sample.sampled_at;
-    match change.transition {
-        incident::Transition::Opened => {
-            tx.execute(
-                "INSERT INTO incidents (incident_id, point_id, metal, county_code, state, level,
-                                        opened_sampled_at, updated_sampled_at)
-                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $6)",
-                &[
-                    &change.incident_id,
-                    &j.sample.point_id,
-                    &reading.metal.symbol(),
-                    &j.county,
-                    &level,
-                    &at,
-                ],
-            )
-            .await?;
-        }
-        incident::Transition::Escalated | incident::Transition::Deescalated => {
-            tx.execute(
-                "UPDATE incidents SET level = $2, updated_sampled_at = $3 WHERE incident_id = $1",
-                &[&change.incident_id, &level, &at],
-            )
-            .await?;
-        }
-        incident::Transition::Cleared => {
-            tx.execute(
-                "UPDATE incidents SET state = 'cleared', updated_sampled_at = $2,
-                        cleared_sampled_at = $2
-                 WHERE incident_id = $1",
-                &[&change.incident_id, &at],
-            )
-            .await?;
-        }
-    }
-    let event_id = Uuid::now_v7();
-    let t = j.judgement.thresholds.as_ref();
-    let payload = json!({
-        "event_id": event_id,
-        "incident_id": change.incident_id,
-        "state": change.transition.as_str(),
-        "level": level,
-        "point_id": j.sample.point_id,
-        "county_code": j.county,
-        "metal": reading.metal.symbol(),
-        "value_mgkg": reading.value_mgkg,
-        "value_orig": reading.value_orig,
-        "unit_orig": reading.unit_orig,
-        "detected": reading.detected,
-        "reading_level": j.judgement.level.as_str(),
-        "screening_mgkg": t.map(|t| t.screening),
-        "intervention_mgkg": t.and_then(|t| t.intervention),
-        "standard": t.map(|t| t.standard_id.as_str()),
-        "standard_version": t.map(|t| t.standard_version.as_str()),
-        "screening_source": t.map(|t| t.screening_source.as_str()),
-        "intervention_source": t.and_then(|t| t.intervention_source.as_deref()),
-        "threshold_column": t.map(|t| t.column.as_str()),
-        "land_use": j.land_use,
-        "ph": j.ph,
-        "ph_band": t.and_then(|t| t.ph_band).map(|b| b.to_string()),
-        "ph_assumed": t.is_some_and(|t| t.ph_assumed),
-        "sampled_at": at,
-        "msg_id": j.sample.msg_id,
-        "station_id": j.sample.station_id,
-        "source": "station",
-    });
-    let topic = ctx
-        .mqtt
-        .alert_topic(j.county, &j.sample.point_id, reading.metal);
-    insert_outbox(tx, event_id, "alert", &topic, &payload).await
-}
-
-async fn insert_outbox(
-    tx: &Transaction<'_>,
-    event_id: Uuid,
-    kind: &str,
-    topic: &str,
-    payload: &Value,
-) -> Result<(), StoreError> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO outbox (event_id, kind, topic, payload) VALUES ($1, $2, $3, $4)",
-        )
-        .await?;
-    tx.execute(&stmt, &[&event_id, &kind, &topic, payload])
-        .await?;
-    Ok(())
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each

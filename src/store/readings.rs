@@ -1,0 +1,380 @@
+//! Judged readings, whatever their source (station message or lab batch): inserting them,
+//! applying them to the incident tracks, and writing alert events to the outbox — all inside
+//! the caller's transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::config::MqttConfig;
+use crate::domain::incident::{self, Active, Change, Track, Transition};
+use crate::domain::judge::{Judgement, Level};
+use crate::domain::metal::Metal;
+use crate::domain::point::LandUse;
+
+/// Where a reading came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A station message over MQTT.
+    Station,
+    /// A laboratory batch.
+    Lab,
+}
+
+impl Source {
+    /// The database and wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Station => "station",
+            Source::Lab => "lab",
+        }
+    }
+}
+
+/// One judged reading, ready to store.
+#[derive(Debug, Clone)]
+pub struct JudgedReading {
+    /// Source kind.
+    pub source: Source,
+    /// Station id, or lab batch id.
+    pub source_id: String,
+    /// Station `msg_id`, or lab sample id.
+    pub msg_id: String,
+    /// Monitoring point.
+    pub point_id: String,
+    /// County of the point (selects the alert topic).
+    pub county: String,
+    /// Land use of the point.
+    pub land_use: LandUse,
+    /// Sampling time.
+    pub sampled_at: DateTime<Utc>,
+    /// When soilmon received it.
+    pub received_at: DateTime<Utc>,
+    /// Analyte.
+    pub metal: Metal,
+    /// Value in mg/kg (the detection limit when not detected).
+    pub value_mgkg: f64,
+    /// Value as sent.
+    pub value_orig: f64,
+    /// Unit as sent.
+    pub unit_orig: String,
+    /// False when below the detection limit.
+    pub detected: bool,
+    /// pH used for the judgement (sample's, else the point's).
+    pub ph: Option<f64>,
+    /// Analysis method.
+    pub method: Option<String>,
+    /// Sampling depth (top, bottom), cm.
+    pub depth_cm: Option<(f64, f64)>,
+    /// The judgement.
+    pub judgement: Judgement,
+}
+
+/// Inserts readings with one `unnest` statement; an already-stored reading (same source,
+/// source id, msg id, metal and time) is skipped. Returns the number inserted.
+pub async fn insert(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let t = |j: &JudgedReading| j.judgement.thresholds.clone();
+    let sampled: Vec<DateTime<Utc>> = rows.iter().map(|j| j.sampled_at).collect();
+    let points: Vec<&str> = rows.iter().map(|j| j.point_id.as_str()).collect();
+    let metals: Vec<&str> = rows.iter().map(|j| j.metal.symbol()).collect();
+    let sources: Vec<&str> = rows.iter().map(|j| j.source.as_str()).collect();
+    let source_ids: Vec<&str> = rows.iter().map(|j| j.source_id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|j| j.msg_id.as_str()).collect();
+    let mgkg: Vec<f64> = rows.iter().map(|j| j.value_mgkg).collect();
+    let orig: Vec<f64> = rows.iter().map(|j| j.value_orig).collect();
+    let units: Vec<&str> = rows.iter().map(|j| j.unit_orig.as_str()).collect();
+    let detected: Vec<bool> = rows.iter().map(|j| j.detected).collect();
+    let levels: Vec<&str> = rows.iter().map(|j| j.judgement.level.as_str()).collect();
+    let screening: Vec<Option<f64>> = rows.iter().map(|j| t(j).map(|t| t.screening)).collect();
+    let intervention: Vec<Option<f64>> = rows
+        .iter()
+        .map(|j| t(j).and_then(|t| t.intervention))
+        .collect();
+    let std_ids: Vec<Option<String>> = rows.iter().map(|j| t(j).map(|t| t.standard_id)).collect();
+    let std_versions: Vec<Option<String>> = rows
+        .iter()
+        .map(|j| t(j).map(|t| t.standard_version))
+        .collect();
+    let columns: Vec<Option<String>> = rows.iter().map(|j| t(j).map(|t| t.column)).collect();
+    let s_src: Vec<Option<String>> = rows
+        .iter()
+        .map(|j| t(j).map(|t| t.screening_source))
+        .collect();
+    let i_src: Vec<Option<String>> = rows
+        .iter()
+        .map(|j| t(j).and_then(|t| t.intervention_source))
+        .collect();
+    let land_uses: Vec<&str> = rows.iter().map(|j| j.land_use.as_str()).collect();
+    let phs: Vec<Option<f64>> = rows.iter().map(|j| j.ph).collect();
+    let bands: Vec<Option<String>> = rows
+        .iter()
+        .map(|j| t(j).and_then(|t| t.ph_band).map(|b| b.to_string()))
+        .collect();
+    let assumed: Vec<bool> = rows
+        .iter()
+        .map(|j| t(j).is_some_and(|t| t.ph_assumed))
+        .collect();
+    let methods: Vec<Option<&str>> = rows.iter().map(|j| j.method.as_deref()).collect();
+    let tops: Vec<Option<f64>> = rows.iter().map(|j| j.depth_cm.map(|d| d.0)).collect();
+    let bottoms: Vec<Option<f64>> = rows.iter().map(|j| j.depth_cm.map(|d| d.1)).collect();
+    let received: Vec<DateTime<Utc>> = rows.iter().map(|j| j.received_at).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO readings (sampled_at, point_id, metal, source, source_id, msg_id,
+                 value_mgkg, value_orig, unit_orig, detected, level, screening_mgkg,
+                 intervention_mgkg, standard_id, standard_version, threshold_column,
+                 screening_source, intervention_source, land_use, ph, ph_band, ph_assumed,
+                 method, depth_top_cm, depth_bottom_cm, received_at)
+             SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[],
+                         $5::text[], $6::text[], $7::float8[], $8::float8[], $9::text[],
+                         $10::bool[], $11::text[], $12::float8[], $13::float8[], $14::text[],
+                         $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
+                         $20::float8[], $21::text[], $22::bool[], $23::text[], $24::float8[],
+                         $25::float8[], $26::timestamptz[])
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let n = tx
+        .execute(
+            &stmt,
+            &[
+                &sampled,
+                &points,
+                &metals,
+                &sources,
+                &source_ids,
+                &ids,
+                &mgkg,
+                &orig,
+                &units,
+                &detected,
+                &levels,
+                &screening,
+                &intervention,
+                &std_ids,
+                &std_versions,
+                &columns,
+                &s_src,
+                &i_src,
+                &land_uses,
+                &phs,
+                &bands,
+                &assumed,
+                &methods,
+                &tops,
+                &bottoms,
+                &received,
+            ],
+        )
+        .await?;
+    Ok(n)
+}
+
+fn level_from(text: Option<&str>) -> Level {
+    match text {
+        Some("intervention") => Level::Intervention,
+        _ => Level::Screening,
+    }
+}
+
+/// Applies readings to the incident tracks in `sampled_at` order, records incident history
+/// and writes one outbox event per state change. Returns the number of events.
+pub async fn apply_incidents(
+    tx: &Transaction<'_>,
+    mqtt: &MqttConfig,
+    clear_after: u32,
+    rows: &[JudgedReading],
+) -> Result<usize, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut order: Vec<&JudgedReading> = rows.iter().collect();
+    order.sort_by_key(|j| j.sampled_at);
+    let keys: BTreeMap<(&str, &str), ()> = order
+        .iter()
+        .map(|j| ((j.point_id.as_str(), j.metal.symbol()), ()))
+        .collect();
+    let key_points: Vec<&str> = keys.keys().map(|k| k.0).collect();
+    let key_metals: Vec<&str> = keys.keys().map(|k| k.1).collect();
+    let found = tx
+        .query(
+            "SELECT t.point_id, t.metal, t.last_sampled_at, t.incident_id, t.level, t.ok_streak
+             FROM incident_tracks t
+             JOIN unnest($1::text[], $2::text[]) AS k(point_id, metal)
+               ON t.point_id = k.point_id AND t.metal = k.metal
+             ORDER BY t.point_id, t.metal
+             FOR UPDATE OF t",
+            &[&key_points, &key_metals],
+        )
+        .await?;
+    let mut tracks: HashMap<(String, String), Track> = HashMap::new();
+    for r in found {
+        let incident_id: Option<Uuid> = r.get(3);
+        let level: Option<&str> = r.get(4);
+        let ok_streak: i32 = r.get(5);
+        tracks.insert(
+            (r.get(0), r.get(1)),
+            Track {
+                last_sampled_at: r.get(2),
+                active: incident_id.map(|incident_id| Active {
+                    incident_id,
+                    level: level_from(level),
+                    ok_streak: u32::try_from(ok_streak).unwrap_or(0),
+                }),
+            },
+        );
+    }
+
+    let mut events = 0;
+    for j in order {
+        let key = (j.point_id.clone(), j.metal.symbol().to_string());
+        let (next, change) = incident::apply(
+            tracks.get(&key),
+            j.sampled_at,
+            j.judgement.level,
+            clear_after,
+            Uuid::now_v7,
+        );
+        if let Some(change) = change {
+            record_change(tx, mqtt, j, &change).await?;
+            events += 1;
+        }
+        tracks.insert(key, next);
+    }
+
+    let mut points = Vec::new();
+    let mut metals = Vec::new();
+    let mut last = Vec::new();
+    let mut ids = Vec::new();
+    let mut levels = Vec::new();
+    let mut streaks = Vec::new();
+    for ((p, m), t) in &tracks {
+        points.push(p.as_str());
+        metals.push(m.as_str());
+        last.push(t.last_sampled_at);
+        ids.push(t.active.as_ref().map(|a| a.incident_id));
+        levels.push(t.active.as_ref().map(|a| a.level.as_str()));
+        streaks.push(t.active.as_ref().map_or(0, |a| a.ok_streak as i32));
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO incident_tracks (point_id, metal, last_sampled_at, incident_id, level,
+                                          ok_streak)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
+                                  $5::text[], $6::int4[])
+             ON CONFLICT (point_id, metal) DO UPDATE SET
+                 last_sampled_at = EXCLUDED.last_sampled_at,
+                 incident_id = EXCLUDED.incident_id,
+                 level = EXCLUDED.level,
+                 ok_streak = EXCLUDED.ok_streak",
+        )
+        .await?;
+    tx.execute(&stmt, &[&points, &metals, &last, &ids, &levels, &streaks])
+        .await?;
+    Ok(events)
+}
+
+/// Writes the incident history row and the outbox event of one state change.
+async fn record_change(
+    tx: &Transaction<'_>,
+    mqtt: &MqttConfig,
+    j: &JudgedReading,
+    change: &Change,
+) -> Result<(), StoreError> {
+    let level = change.level.as_str();
+    let at = j.sampled_at;
+    let metal = j.metal.symbol();
+    match change.transition {
+        Transition::Opened => {
+            tx.execute(
+                "INSERT INTO incidents (incident_id, point_id, metal, county_code, state, level,
+                                        opened_sampled_at, updated_sampled_at)
+                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $6)",
+                &[
+                    &change.incident_id,
+                    &j.point_id,
+                    &metal,
+                    &j.county,
+                    &level,
+                    &at,
+                ],
+            )
+            .await?;
+        }
+        Transition::Escalated | Transition::Deescalated => {
+            tx.execute(
+                "UPDATE incidents SET level = $2, updated_sampled_at = $3 WHERE incident_id = $1",
+                &[&change.incident_id, &level, &at],
+            )
+            .await?;
+        }
+        Transition::Cleared => {
+            tx.execute(
+                "UPDATE incidents SET state = 'cleared', updated_sampled_at = $2,
+                        cleared_sampled_at = $2
+                 WHERE incident_id = $1",
+                &[&change.incident_id, &at],
+            )
+            .await?;
+        }
+    }
+    let event_id = Uuid::now_v7();
+    let t = j.judgement.thresholds.as_ref();
+    let payload = json!({
+        "event_id": event_id,
+        "incident_id": change.incident_id,
+        "state": change.transition.as_str(),
+        "level": level,
+        "point_id": j.point_id,
+        "county_code": j.county,
+        "metal": metal,
+        "value_mgkg": j.value_mgkg,
+        "value_orig": j.value_orig,
+        "unit_orig": j.unit_orig,
+        "detected": j.detected,
+        "reading_level": j.judgement.level.as_str(),
+        "screening_mgkg": t.map(|t| t.screening),
+        "intervention_mgkg": t.and_then(|t| t.intervention),
+        "standard": t.map(|t| t.standard_id.as_str()),
+        "standard_version": t.map(|t| t.standard_version.as_str()),
+        "screening_source": t.map(|t| t.screening_source.as_str()),
+        "intervention_source": t.and_then(|t| t.intervention_source.as_deref()),
+        "threshold_column": t.map(|t| t.column.as_str()),
+        "land_use": j.land_use.as_str(),
+        "ph": j.ph,
+        "ph_band": t.and_then(|t| t.ph_band).map(|b| b.to_string()),
+        "ph_assumed": t.is_some_and(|t| t.ph_assumed),
+        "sampled_at": at,
+        "msg_id": j.msg_id,
+        "source": j.source.as_str(),
+        "source_id": j.source_id,
+        "station_id": (j.source == Source::Station).then_some(&j.source_id),
+    });
+    let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
+    insert_outbox(tx, event_id, "alert", &topic, &payload).await
+}
+
+/// Queues one MQTT publication in the outbox (published by the alert publisher).
+pub async fn insert_outbox(
+    tx: &Transaction<'_>,
+    event_id: Uuid,
+    kind: &str,
+    topic: &str,
+    payload: &Value,
+) -> Result<(), StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, kind, topic, payload) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&event_id, &kind, &topic, payload])
+        .await?;
+    Ok(())
+}

@@ -180,19 +180,22 @@ async fn list_points(settings: &Settings) -> Result<()> {
     let client = connect(settings).await?;
     let (mut points, _) = store::points::load(&client).await?;
     points.sort_by(|a, b| a.id.cmp(&b.id));
-    for p in points {
-        let ph = p.ph.map_or("-".to_string(), |v| v.to_string());
-        println!(
-            "{}\t{}\t{}\t{}\tpH {}\t{}",
-            p.id,
-            p.county_code,
-            p.point_type.as_str(),
-            p.land_use,
-            ph,
-            p.name
-        );
-    }
-    Ok(())
+    let lines: Vec<String> = points
+        .iter()
+        .map(|p| {
+            let ph = p.ph.map_or("-".to_string(), |v| v.to_string());
+            format!(
+                "{}\t{}\t{}\t{}\tpH {}\t{}",
+                p.id,
+                p.county_code,
+                p.point_type.as_str(),
+                p.land_use,
+                ph,
+                p.name
+            )
+        })
+        .collect();
+    write_lines(&mut std::io::stdout().lock(), &lines)
 }
 
 fn classify(settings: &Settings, a: &ClassifyArgs) -> Result<()> {
@@ -280,17 +283,32 @@ async fn tiers(settings: &Settings) -> Result<()> {
             &[],
         )
         .await?;
-    println!("soil screening tier per farmland point (soil only: the legal category also needs crop co-monitoring)");
+    let mut out = std::io::stdout().lock();
+    let mut lines = vec![
+        "soil screening tier per farmland point (soil only: the legal category also needs crop co-monitoring)".to_string(),
+    ];
     for r in rows {
         let latest: chrono::DateTime<chrono::Utc> = r.get(3);
         let seen: i64 = r.get(2);
-        println!(
+        lines.push(format!(
             "{}\t{}\t{} metals\tlatest {}",
             r.get::<_, String>(0),
             r.get::<_, String>(1),
             seen,
             latest
-        );
+        ));
+    }
+    write_lines(&mut out, &lines)
+}
+
+/// Writes lines to stdout; a reader that went away (`| head`) ends the output quietly.
+fn write_lines(out: &mut impl std::io::Write, lines: &[String]) -> Result<()> {
+    for l in lines {
+        match writeln!(out, "{l}") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }

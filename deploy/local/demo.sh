@@ -32,7 +32,7 @@ done
 
 echo "== simulating the station network for ${DEMO_SECONDS:-30} s"
 $BIN simulate --duration "${DEMO_SECONDS:-30}" --rate "${DEMO_RATE:-20}" \
-  --exceed-share 0.1 --bad-share 0.02 --seed "$(date +%s)"
+  --exceed-share 0.1 --bad-share 0.02 --show-rejects --seed "$(date +%s)"
 sleep 3
 
 psql_q() { psql "$SOILMON__DATABASE__URL" -X -q -c "$1"; }

@@ -3,6 +3,7 @@
 
 pub mod migrate;
 pub mod points;
+pub mod queries;
 pub mod readings;
 pub mod writer;
 

@@ -27,7 +27,9 @@
 pub mod alert;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod ingest;
+pub mod lab;
 pub mod registry;
 pub mod simulate;
 pub mod store;

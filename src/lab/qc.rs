@@ -107,7 +107,10 @@ pub fn check(rows: &[LabRow], cfg: &LabConfig) -> (QcSummary, Vec<Issue>) {
     s.crm.present = ids(&[QcType::Crm]);
     s.spikes.present = ids(&[QcType::Spike]);
     if s.samples > 0 {
-        let need = |rate: f64, min: usize| ((s.samples as f64 * rate).ceil() as usize).max(min);
+        // The small tolerance keeps 80000 × 0.05 at 4000 despite binary fractions.
+        let need = |rate: f64, min: usize| {
+            ((s.samples as f64 * rate - 1e-9).ceil().max(0.0) as usize).max(min)
+        };
         s.duplicates.required = need(cfg.duplicate_rate, cfg.min_duplicates);
         s.blanks.required = need(cfg.blank_rate, cfg.min_blanks);
     }

@@ -401,6 +401,10 @@ async fn hundred_thousand_row_batch_uploads() -> anyhow::Result<()> {
         csv.len(),
         rows as f64 / secs
     );
+    let log = s.p.soilmon.log();
+    for line in log.lines().filter(|l| l.contains("\"lab batch")) {
+        eprintln!("service log: {line}");
+    }
     assert_eq!(
         st,
         201,

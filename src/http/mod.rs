@@ -241,7 +241,9 @@ async fn upload(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body)
         clear_after: st.settings.judge.clear_after,
     };
     let commit_started = Instant::now();
+    let read_check_ms = (commit_started - started).as_millis() as u64;
     let outcome = store::lab::submit(&mut client, &ctx, checked, received_at, &who.name).await;
+    let store_ms = commit_started.elapsed().as_millis() as u64;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let (status, outcome_name, body) = match outcome {
         Ok(Outcome::Accepted(report)) => {
@@ -278,6 +280,8 @@ async fn upload(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body)
         uploaded_by = %who.name,
         outcome = outcome_name,
         errors = body["error_count"].as_u64().unwrap_or(0),
+        read_check_ms,
+        store_ms,
         elapsed_ms,
         "lab batch"
     );

@@ -139,11 +139,15 @@ pub async fn submit(
         received_at,
     )
     .await?;
+    let t0 = std::time::Instant::now();
     copy_rows(&tx, &batch_id, &checked.rows, &levels).await?;
+    let t1 = std::time::Instant::now();
     for chunk in judged.chunks(READINGS_CHUNK) {
         readings::insert(&tx, chunk).await?;
     }
+    let t2 = std::time::Instant::now();
     report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    let t3 = std::time::Instant::now();
     let report = to_json(&report);
     tx.execute(
         "UPDATE lab_batches SET report = $2 WHERE batch_id = $1",
@@ -151,6 +155,16 @@ pub async fn submit(
     )
     .await?;
     tx.commit().await?;
+    tracing::info!(
+        batch_id,
+        rows = checked.row_count,
+        readings = judged.len(),
+        copy_ms = (t1 - t0).as_millis() as u64,
+        readings_ms = (t2 - t1).as_millis() as u64,
+        incidents_ms = (t3 - t2).as_millis() as u64,
+        commit_ms = t3.elapsed().as_millis() as u64,
+        "lab batch stored"
+    );
     Ok(Outcome::Accepted(report))
 }
 

@@ -152,3 +152,43 @@ pub fn summary(a: &Answer, max_errors: usize) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_shows_verdict_counts_and_first_errors() {
+        let body = serde_json::json!({
+            "batch_id": "B1", "lab_id": "L1", "rows": 3, "status": "rejected",
+            "by_qc_type": {"sample": 3}, "by_judgement": {}, "alerts": 0,
+            "qc": {"samples": 3, "duplicates": {"present": 0, "required": 1, "checked": 0, "failed": 0},
+                   "blanks": {"present": 0, "required": 1, "failed": 0},
+                   "crm": {"checked": 0, "failed": 0}, "spikes": {"checked": 0, "failed": 0}},
+            "errors": [
+                {"code": "unknown_metal", "line": 2, "column": "metal", "detail": "unknown metal \"Fe\""},
+                {"code": "bad_type", "line": 3, "column": "value", "detail": "\"x\" is not a finite number"},
+                {"code": "qc_blank_rate", "line": null, "column": null, "detail": "0 blanks"}
+            ]
+        });
+        let text = summary(&Answer { status: 422, body }, 2);
+        assert!(
+            text.starts_with("REJECTED (nothing stored) (HTTP 422)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("line 2 [metal] unknown_metal: unknown metal \"Fe\""),
+            "{text}"
+        );
+        assert!(text.contains("line 3 [value] bad_type"), "{text}");
+        assert!(text.contains("… and 1 more (use --json for all)"), "{text}");
+        let text = summary(
+            &Answer {
+                status: 401,
+                body: serde_json::json!({"error": "missing or invalid bearer token"}),
+            },
+            5,
+        );
+        assert!(text.contains("REFUSED: missing or invalid token"), "{text}");
+    }
+}

@@ -187,6 +187,66 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// HTTP API settings (lab uploads, health, metrics).
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    /// Listen address, e.g. `127.0.0.1:8480`.
+    pub addr: String,
+    /// Largest accepted request body, bytes (413 beyond it).
+    pub body_limit_bytes: usize,
+    /// File of API tokens, one `sha256hex role name` per line; empty: no token is valid.
+    /// Keep it outside the repository.
+    pub tokens_file: PathBuf,
+}
+
+/// One concentration band of the duplicate relative-deviation limit.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct DuplicateLimit {
+    /// The band applies when the pair's mean is above this value, mg/kg.
+    pub above_mgkg: f64,
+    /// Largest allowed relative deviation |a−b|/(a+b), percent.
+    pub max_rd_pct: f64,
+}
+
+/// Lab batch checks and QC rules.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabConfig {
+    /// Samples taken before this date are refused (`bad_timestamp`).
+    pub earliest_sample: DateTime<Utc>,
+    /// Duplicates (field + lab) required per field sample, as a share (0.2 = 20 %).
+    pub duplicate_rate: f64,
+    /// Duplicates required in any batch with samples.
+    pub min_duplicates: usize,
+    /// Blanks required per field sample, as a share.
+    pub blank_rate: f64,
+    /// Blanks required in any batch with samples.
+    pub min_blanks: usize,
+    /// Lowest acceptable spike recovery, percent.
+    pub spike_recovery_min_pct: f64,
+    /// Highest acceptable spike recovery, percent.
+    pub spike_recovery_max_pct: f64,
+    /// Duplicate RD limits by concentration, any order; the band with the highest
+    /// `above_mgkg` below the pair's mean applies.
+    pub duplicate_limits: Vec<DuplicateLimit>,
+}
+
+impl LabConfig {
+    /// The duplicate RD limit (percent) for a pair whose mean is `mean_mgkg`.
+    pub fn duplicate_limit(&self, mean_mgkg: f64) -> f64 {
+        let mut best: Option<DuplicateLimit> = None;
+        for l in &self.duplicate_limits {
+            let higher = match best {
+                None => true,
+                Some(b) => l.above_mgkg > b.above_mgkg,
+            };
+            if mean_mgkg > l.above_mgkg && higher {
+                best = Some(*l);
+            }
+        }
+        best.map_or(f64::INFINITY, |b| b.max_rd_pct)
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -204,6 +264,10 @@ pub struct Settings {
     pub alerts: AlertsConfig,
     /// Logging.
     pub log: LogConfig,
+    /// HTTP API.
+    pub http: HttpConfig,
+    /// Lab batch checks.
+    pub lab: LabConfig,
 }
 
 impl Settings {
@@ -222,6 +286,12 @@ impl Settings {
         if settings.judge.standards_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             settings.judge.standards_dir = base.join(&settings.judge.standards_dir);
+        }
+        if !settings.http.tokens_file.as_os_str().is_empty()
+            && settings.http.tokens_file.is_relative()
+        {
+            let base = path.parent().unwrap_or(Path::new("."));
+            settings.http.tokens_file = base.join(&settings.http.tokens_file);
         }
         settings.validate()?;
         Ok(settings)
@@ -279,6 +349,38 @@ impl Settings {
         }
         if self.alerts.publish_batch == 0 {
             return invalid("alerts.publish_batch", "must be at least 1");
+        }
+        if self.http.addr.parse::<std::net::SocketAddr>().is_err() {
+            return invalid("http.addr", "must be host:port with an IP address");
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return invalid("http.body_limit_bytes", "must be at least 1024");
+        }
+        let l = &self.lab;
+        let share = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !share(l.duplicate_rate) || !share(l.blank_rate) {
+            return invalid("lab.duplicate_rate", "rates must be within 0-1");
+        }
+        if !(l.spike_recovery_min_pct.is_finite()
+            && l.spike_recovery_max_pct.is_finite()
+            && 0.0 < l.spike_recovery_min_pct
+            && l.spike_recovery_min_pct < l.spike_recovery_max_pct)
+        {
+            return invalid(
+                "lab.spike_recovery_min_pct",
+                "need 0 < spike_recovery_min_pct < spike_recovery_max_pct",
+            );
+        }
+        if l.duplicate_limits.is_empty()
+            || l.duplicate_limits.iter().any(|d| {
+                !(d.above_mgkg.is_finite() && d.max_rd_pct.is_finite() && d.max_rd_pct > 0.0)
+            })
+            || !l.duplicate_limits.iter().any(|d| d.above_mgkg <= 0.0)
+        {
+            return invalid(
+                "lab.duplicate_limits",
+                "need finite bands with positive limits, one of them covering 0 mg/kg",
+            );
         }
         if self.registry.counties.is_empty() {
             return invalid("registry.counties", "must list at least one county code");

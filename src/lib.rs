@@ -16,8 +16,16 @@
 //! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
 //!   code), [`ingest::collector`] (the poll task, batching, ordered acks after commit).
+//! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
+//!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
+//!   CRM, spikes).
+//! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
+//!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), and the
+//!   `soilmon upload` client ([`http::client`]).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
 //!   [`store::writer`] (one transaction per batch: readings, quarantine, incidents, outbox),
+//!   [`store::readings`] (judged readings, incidents and outbox shared by every source),
+//!   [`store::lab`] (lab batches: idempotency, stored-data checks, COPY staging),
 //!   [`store::points`].
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
@@ -27,7 +35,9 @@
 pub mod alert;
 pub mod config;
 pub mod domain;
+pub mod http;
 pub mod ingest;
+pub mod lab;
 pub mod registry;
 pub mod simulate;
 pub mod store;

@@ -55,6 +55,27 @@ enum Command {
     CheckConfig,
     /// Print the soil screening tier of each farmland point (soil-only).
     Tiers,
+    /// Upload a lab batch (CSV or .json) to a running service and print the report; exits
+    /// non-zero when the batch is not accepted.
+    Upload(UploadArgs),
+}
+
+#[derive(clap::Args)]
+struct UploadArgs {
+    /// The batch file (CSV, see config/lab/template.csv; `.json` is sent as JSON).
+    file: PathBuf,
+    /// Service URL; default http://{http.addr}.
+    #[arg(long)]
+    server: Option<String>,
+    /// File holding the bearer token; default: the SOILMON_TOKEN environment variable.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the full JSON report instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Errors shown in the summary.
+    #[arg(long, default_value_t = 20)]
+    max_errors: usize,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +150,7 @@ async fn main() -> Result<()> {
         }
         Command::CheckConfig => check_config(&settings),
         Command::Tiers => tiers(&settings).await,
+        Command::Upload(args) => upload(&settings, &args).await,
     }
 }
 
@@ -301,6 +323,31 @@ async fn tiers(settings: &Settings) -> Result<()> {
     write_lines(&mut out, &lines)
 }
 
+async fn upload(settings: &Settings, a: &UploadArgs) -> Result<()> {
+    let token = match &a.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("SOILMON_TOKEN").unwrap_or_default(),
+    };
+    let server = a
+        .server
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", settings.http.addr));
+    let answer = soilmon::http::client::upload(&server, &token, &a.file).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+    } else {
+        print!("{}", soilmon::http::client::summary(&answer, a.max_errors));
+    }
+    match answer.status {
+        200 | 201 => Ok(()),
+        422 => std::process::exit(2),
+        _ => std::process::exit(1),
+    }
+}
+
 /// Writes lines to stdout; a reader that went away (`| head`) ends the output quietly.
 fn write_lines(out: &mut impl std::io::Write, lines: &[String]) -> Result<()> {
     for l in lines {
@@ -382,6 +429,25 @@ async fn run(settings: Arc<Settings>) -> Result<()> {
         outbox.clone(),
         shutdown.clone(),
     ));
+    let tokens = soilmon::http::auth::Tokens::load(&settings.http.tokens_file)?;
+    if tokens.is_empty() {
+        warn!("http: no API tokens configured (http.tokens_file); lab uploads will get 401");
+    }
+    let metrics = soilmon::http::metrics::install()
+        .map_err(|e| warn!(error = %e, "metrics recorder not installed"))
+        .ok();
+    let http = tokio::spawn(soilmon::http::serve(
+        Arc::new(soilmon::http::AppState {
+            settings: settings.clone(),
+            pool: pool.clone(),
+            registry: registry.clone(),
+            standards: standards.clone(),
+            outbox: outbox.clone(),
+            tokens,
+            metrics,
+        }),
+        shutdown.clone(),
+    ));
     let shared = Shared {
         settings: settings.clone(),
         pool: pool.clone(),
@@ -394,6 +460,9 @@ async fn run(settings: Arc<Settings>) -> Result<()> {
     shutdown.cancel();
     publisher.await?;
     refresher.await?;
+    if let Err(e) = http.await? {
+        warn!(error = %e, "http server stopped with an error");
+    }
     result?;
     info!("stopped");
     Ok(())

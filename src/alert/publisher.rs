@@ -130,7 +130,7 @@ async fn rounds(
         let rows = {
             let db = pool.get().await?;
             db.query(
-                "SELECT id, topic, payload FROM outbox WHERE published_at IS NULL
+                "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
                  ORDER BY id LIMIT $1",
                 &[&(settings.alerts.publish_batch as i64)],
             )
@@ -153,6 +153,10 @@ async fn rounds(
             continue;
         }
         let mut ids = Vec::with_capacity(rows.len());
+        let alerts = rows
+            .iter()
+            .filter(|r| r.get::<_, &str>(3) == "alert")
+            .count();
         for r in &rows {
             let id: i64 = r.get(0);
             let topic: String = r.get(1);
@@ -178,6 +182,7 @@ async fn rounds(
             &[&ids],
         )
         .await?;
+        metrics::counter!(crate::http::metrics::ALERTS_PUBLISHED).increment(alerts as u64);
         info!(events = ids.len(), "alerts: published");
     }
 }

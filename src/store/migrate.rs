@@ -12,8 +12,10 @@ use tracing::info;
 use super::StoreError;
 
 /// The migrations, in order: (version, name, SQL).
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "lab", include_str!("migrations/0002_lab.sql")),
+];
 
 /// Arbitrary constant identifying soilmon's migration lock.
 const LOCK_KEY: i64 = 0x501_1303;

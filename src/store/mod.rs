@@ -1,6 +1,7 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
 //! writer and the queries the CLI uses.
 
+pub mod lab;
 pub mod migrate;
 pub mod points;
 pub mod queries;

@@ -114,6 +114,7 @@ pub async fn write_batch(
         }
     }
 
+    let started = std::time::Instant::now();
     let tx = client.transaction().await?;
     let inserted = insert_messages(&tx, &candidates).await?;
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
@@ -145,7 +146,24 @@ pub async fn write_batch(
     report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     tx.commit().await?;
+    record_metrics(&report, batch.len(), started.elapsed());
     Ok(report)
+}
+
+/// Counts a committed batch in the Prometheus metrics (see `http::metrics`).
+fn record_metrics(report: &BatchReport, received: usize, took: std::time::Duration) {
+    use crate::http::metrics::{COMMIT_SECONDS, MESSAGES, QUARANTINED, READINGS};
+    metrics::histogram!(COMMIT_SECONDS, "source" => "station").record(took.as_secs_f64());
+    metrics::counter!(MESSAGES, "outcome" => "received").increment(received as u64);
+    metrics::counter!(MESSAGES, "outcome" => "stored").increment(report.stored as u64);
+    metrics::counter!(MESSAGES, "outcome" => "duplicate").increment(report.duplicates as u64);
+    for (reason, n) in &report.rejected {
+        metrics::counter!(MESSAGES, "outcome" => "quarantined").increment(*n as u64);
+        metrics::counter!(QUARANTINED, "reason" => *reason).increment(*n as u64);
+    }
+    for (level, n) in &report.levels {
+        metrics::counter!(READINGS, "source" => "station", "level" => *level).increment(*n as u64);
+    }
 }
 
 fn conflict<'a>(msg: &'a Received, s: &Sample) -> Refusal<'a> {

@@ -1174,4 +1174,5 @@ pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) -> Result<()> 
     }
     Ok(())
 }
+pub mod lab;
 pub mod pipeline;

@@ -1,0 +1,433 @@
+//! Lab batch uploads, the pure part: parsing a batch (CSV or JSON) into rows, checking every
+//! row and the batch as a whole, and the QC rules. No I/O: the HTTP adapter (`http`) reads
+//! the body, the store (`store::lab`) checks against stored data and writes.
+//!
+//! A batch is accepted whole or rejected whole: every problem found is reported as an
+//! [`Issue`] with its code, line and column, never just the first one.
+
+pub mod checks;
+pub mod csv;
+pub mod qc;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::metal::Metal;
+
+/// Errors of the lab module (a body that cannot be read as a batch at all is reported as
+/// issues instead; this is for programming-level failures).
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The report could not be serialised.
+    #[error("report: {0}")]
+    Report(#[from] serde_json::Error),
+}
+
+/// Why a row or a batch was refused. The spelling of each code is part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckCode {
+    /// The body is not UTF-8, not CSV/JSON of the expected shape, or a row is unreadable.
+    MalformedBatch,
+    /// The header lacks a required column.
+    MissingColumn,
+    /// The batch has no rows.
+    EmptyBatch,
+    /// A required field is empty.
+    MissingField,
+    /// A field does not parse as its type (number, boolean, QC type, identifier).
+    BadType,
+    /// A date is unreadable or before `lab.earliest_sample`.
+    BadTimestamp,
+    /// A date lies in the future.
+    FutureTimestamp,
+    /// `point_id` is not registered.
+    UnknownPoint,
+    /// Unknown analyte.
+    UnknownMetal,
+    /// Unknown unit.
+    UnknownUnit,
+    /// A negative value or MDL.
+    NegativeValue,
+    /// Above the metal's physical ceiling after unit conversion.
+    ImplausibleValue,
+    /// A non-detect (or a blank) without a method detection limit.
+    MissingMdl,
+    /// pH outside 0–14.
+    PhOutOfRange,
+    /// Depth top/bottom not `0 ≤ top < bottom`.
+    BadDepth,
+    /// The same (sample, metal) twice in the batch.
+    DuplicateRow,
+    /// Rows of one batch disagree on `batch_id` or `lab_id`.
+    BatchMismatch,
+    /// `qc_ref` is required, unreadable, or points to no sample/metal in the batch.
+    OrphanQcRef,
+    /// The same (sample, metal) is stored from another batch with a different value.
+    ConflictsWithStored,
+    /// The same (sample, metal) is already stored from another batch (same value).
+    AlreadyStored,
+    /// Fewer duplicates than `lab.duplicate_rate` / `lab.min_duplicates` require.
+    QcDuplicateRate,
+    /// Fewer blanks than `lab.blank_rate` / `lab.min_blanks` require.
+    QcBlankRate,
+    /// A duplicate pair's relative deviation exceeds its concentration band's limit.
+    QcDuplicateDeviation,
+    /// A blank at or above its MDL.
+    QcBlankAboveMdl,
+    /// A CRM result outside its certified range: the batch is invalid.
+    QcCrmOutOfRange,
+    /// A spike recovery outside the configured window.
+    QcSpikeRecovery,
+}
+
+impl CheckCode {
+    /// Every code, for documentation and metrics.
+    pub const ALL: [CheckCode; 26] = [
+        CheckCode::MalformedBatch,
+        CheckCode::MissingColumn,
+        CheckCode::EmptyBatch,
+        CheckCode::MissingField,
+        CheckCode::BadType,
+        CheckCode::BadTimestamp,
+        CheckCode::FutureTimestamp,
+        CheckCode::UnknownPoint,
+        CheckCode::UnknownMetal,
+        CheckCode::UnknownUnit,
+        CheckCode::NegativeValue,
+        CheckCode::ImplausibleValue,
+        CheckCode::MissingMdl,
+        CheckCode::PhOutOfRange,
+        CheckCode::BadDepth,
+        CheckCode::DuplicateRow,
+        CheckCode::BatchMismatch,
+        CheckCode::OrphanQcRef,
+        CheckCode::ConflictsWithStored,
+        CheckCode::AlreadyStored,
+        CheckCode::QcDuplicateRate,
+        CheckCode::QcBlankRate,
+        CheckCode::QcDuplicateDeviation,
+        CheckCode::QcBlankAboveMdl,
+        CheckCode::QcCrmOutOfRange,
+        CheckCode::QcSpikeRecovery,
+    ];
+
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckCode::MalformedBatch => "malformed_batch",
+            CheckCode::MissingColumn => "missing_column",
+            CheckCode::EmptyBatch => "empty_batch",
+            CheckCode::MissingField => "missing_field",
+            CheckCode::BadType => "bad_type",
+            CheckCode::BadTimestamp => "bad_timestamp",
+            CheckCode::FutureTimestamp => "future_timestamp",
+            CheckCode::UnknownPoint => "unknown_point",
+            CheckCode::UnknownMetal => "unknown_metal",
+            CheckCode::UnknownUnit => "unknown_unit",
+            CheckCode::NegativeValue => "negative_value",
+            CheckCode::ImplausibleValue => "implausible_value",
+            CheckCode::MissingMdl => "missing_mdl",
+            CheckCode::PhOutOfRange => "ph_out_of_range",
+            CheckCode::BadDepth => "bad_depth",
+            CheckCode::DuplicateRow => "duplicate_row",
+            CheckCode::BatchMismatch => "batch_mismatch",
+            CheckCode::OrphanQcRef => "orphan_qc_ref",
+            CheckCode::ConflictsWithStored => "conflicts_with_stored",
+            CheckCode::AlreadyStored => "already_stored",
+            CheckCode::QcDuplicateRate => "qc_duplicate_rate",
+            CheckCode::QcBlankRate => "qc_blank_rate",
+            CheckCode::QcDuplicateDeviation => "qc_duplicate_deviation",
+            CheckCode::QcBlankAboveMdl => "qc_blank_above_mdl",
+            CheckCode::QcCrmOutOfRange => "qc_crm_out_of_range",
+            CheckCode::QcSpikeRecovery => "qc_spike_recovery",
+        }
+    }
+}
+
+impl fmt::Display for CheckCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found in a batch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Issue {
+    /// The check that failed.
+    pub code: CheckCode,
+    /// Line of the row (CSV: physical line, header = 1; JSON: 1-based row index);
+    /// absent for batch-level findings.
+    pub line: Option<u64>,
+    /// Column concerned, when one is.
+    pub column: Option<&'static str>,
+    /// What exactly is wrong.
+    pub detail: String,
+}
+
+impl Issue {
+    /// An issue on one row and column.
+    pub fn row(code: CheckCode, line: u64, column: &'static str, detail: String) -> Issue {
+        Issue {
+            code,
+            line: Some(line),
+            column: Some(column),
+            detail,
+        }
+    }
+
+    /// A batch-level issue.
+    pub fn batch(code: CheckCode, detail: String) -> Issue {
+        Issue {
+            code,
+            line: None,
+            column: None,
+            detail,
+        }
+    }
+}
+
+/// The kind of a result row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QcType {
+    /// A field sample: judged, stored as a reading, may alert.
+    Sample,
+    /// A second field sample of the same spot (`qc_ref` = the sample).
+    FieldDuplicate,
+    /// A second analysis of the same sample in the lab (`qc_ref` = the sample).
+    LabDuplicate,
+    /// A method blank.
+    Blank,
+    /// A certified reference material (`qc_ref` = `NAME:certified:low:high`, mg/kg).
+    Crm,
+    /// A matrix spike (`qc_ref` = `SAMPLE_ID:added_mgkg`).
+    Spike,
+}
+
+impl QcType {
+    /// Parses the API spelling (and the Chinese names).
+    pub fn parse(text: &str) -> Option<QcType> {
+        match text.trim().to_lowercase().as_str() {
+            "sample" | "样品" => Some(QcType::Sample),
+            "field_duplicate" | "现场平行" => Some(QcType::FieldDuplicate),
+            "lab_duplicate" | "实验室平行" => Some(QcType::LabDuplicate),
+            "blank" | "空白" => Some(QcType::Blank),
+            "crm" | "标准物质" => Some(QcType::Crm),
+            "spike" | "加标" => Some(QcType::Spike),
+            _ => None,
+        }
+    }
+
+    /// The API and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QcType::Sample => "sample",
+            QcType::FieldDuplicate => "field_duplicate",
+            QcType::LabDuplicate => "lab_duplicate",
+            QcType::Blank => "blank",
+            QcType::Crm => "crm",
+            QcType::Spike => "spike",
+        }
+    }
+}
+
+/// One row as read from the body: canonical column name → trimmed text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRow {
+    /// Line number (see [`Issue::line`]).
+    pub line: u64,
+    /// Fields by canonical column name; empty fields are absent.
+    pub fields: BTreeMap<&'static str, String>,
+}
+
+impl RawRow {
+    /// A field's text, if present and non-empty.
+    pub fn get(&self, column: &str) -> Option<&str> {
+        self.fields
+            .get(column)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// One checked result row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabRow {
+    /// Line number in the upload.
+    pub line: u64,
+    /// Batch id (one analytical run).
+    pub batch_id: String,
+    /// Laboratory id.
+    pub lab_id: String,
+    /// Sample id (for QC rows, the QC item's own id).
+    pub sample_id: String,
+    /// Monitoring point (required for field samples and field duplicates).
+    pub point_id: Option<String>,
+    /// When the soil was sampled (required for field samples and field duplicates).
+    pub sampled_at: Option<DateTime<Utc>>,
+    /// When the lab analysed it (optional `analysed_at` column).
+    pub analysed_at: Option<DateTime<Utc>>,
+    /// Sampling depth (top, bottom), cm.
+    pub depth_cm: Option<(f64, f64)>,
+    /// pH of the same sample.
+    pub ph: Option<f64>,
+    /// Analyte.
+    pub metal: Metal,
+    /// Value as sent.
+    pub value_orig: f64,
+    /// Unit as sent.
+    pub unit_orig: String,
+    /// Value in mg/kg.
+    pub value_mgkg: f64,
+    /// False when below the MDL.
+    pub detected: bool,
+    /// Method detection limit, mg/kg.
+    pub mdl_mgkg: Option<f64>,
+    /// Analysis method (standard number).
+    pub method: Option<String>,
+    /// Row kind.
+    pub qc_type: QcType,
+    /// Link of a QC row (see [`QcType`]).
+    pub qc_ref: Option<String>,
+}
+
+impl LabRow {
+    /// The value to judge: the measured value, or the MDL for a non-detect.
+    pub fn judged_value_mgkg(&self) -> f64 {
+        if self.detected {
+            self.value_mgkg
+        } else {
+            self.mdl_mgkg.unwrap_or(self.value_mgkg)
+        }
+    }
+}
+
+/// A parsed body: the rows and the SHA-256 of their canonical content (same values ⇒ same
+/// hash, whatever the format, delimiter, BOM, line endings or column order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedBatch {
+    /// Rows in order.
+    pub rows: Vec<RawRow>,
+    /// Hex SHA-256 of the canonical content.
+    pub content_sha256: String,
+}
+
+/// A batch after every pure check: the rows that parsed, every issue, the QC summary.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Batch id (from the first readable row).
+    pub batch_id: Option<String>,
+    /// Lab id (from the first readable row).
+    pub lab_id: Option<String>,
+    /// Hex SHA-256 of the canonical content.
+    pub content_sha256: String,
+    /// Rows read from the body.
+    pub row_count: usize,
+    /// Rows that passed the row checks.
+    pub rows: Vec<LabRow>,
+    /// Every issue found (row, batch and QC).
+    pub issues: Vec<Issue>,
+    /// QC results.
+    pub qc: qc::QcSummary,
+}
+
+/// Runs the row, batch and QC checks on a parsed body.
+pub fn check_batch(parsed: &ParsedBatch, ctx: &checks::CheckContext<'_>) -> Checked {
+    let (rows, mut issues) = checks::check_rows(&parsed.rows, ctx);
+    let (qc, qc_issues) = qc::check(&rows, ctx.lab);
+    issues.extend(qc_issues);
+    let first = parsed.rows.first();
+    Checked {
+        batch_id: first.and_then(|r| r.get("batch_id")).map(str::to_string),
+        lab_id: first.and_then(|r| r.get("lab_id")).map(str::to_string),
+        content_sha256: parsed.content_sha256.clone(),
+        row_count: parsed.rows.len(),
+        rows,
+        issues,
+        qc,
+    }
+}
+
+/// Outcome of an upload, as returned by the API and stored with the batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Batch id, when readable.
+    pub batch_id: Option<String>,
+    /// Lab id, when readable.
+    pub lab_id: Option<String>,
+    /// `accepted` or `rejected`.
+    pub status: &'static str,
+    /// Hex SHA-256 of the canonical content.
+    pub content_sha256: Option<String>,
+    /// Rows in the upload.
+    pub rows: usize,
+    /// Rows per QC type.
+    pub by_qc_type: BTreeMap<&'static str, usize>,
+    /// Field-sample readings per judgement level (accepted batches).
+    pub by_judgement: BTreeMap<&'static str, usize>,
+    /// Alert events queued (accepted batches).
+    pub alerts: usize,
+    /// QC results.
+    pub qc: qc::QcSummary,
+    /// Number of issues.
+    pub error_count: usize,
+    /// Every issue, in line order (batch-level ones last).
+    pub errors: Vec<Issue>,
+    /// When the upload was received.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Report {
+    /// A report for a body that could not be read as a batch at all.
+    pub fn unreadable(issues: Vec<Issue>, received_at: DateTime<Utc>) -> Report {
+        Report {
+            batch_id: None,
+            lab_id: None,
+            status: "rejected",
+            content_sha256: None,
+            rows: 0,
+            by_qc_type: BTreeMap::new(),
+            by_judgement: BTreeMap::new(),
+            alerts: 0,
+            qc: qc::QcSummary::default(),
+            error_count: issues.len(),
+            errors: issues,
+            received_at,
+        }
+    }
+
+    /// The report of a checked batch (rejected when it has issues).
+    pub fn of(c: &Checked, received_at: DateTime<Utc>) -> Report {
+        let mut by_qc_type = BTreeMap::new();
+        for r in &c.rows {
+            *by_qc_type.entry(r.qc_type.as_str()).or_default() += 1;
+        }
+        Report {
+            batch_id: c.batch_id.clone(),
+            lab_id: c.lab_id.clone(),
+            status: if c.issues.is_empty() {
+                "accepted"
+            } else {
+                "rejected"
+            },
+            content_sha256: Some(c.content_sha256.clone()),
+            rows: c.row_count,
+            by_qc_type,
+            by_judgement: BTreeMap::new(),
+            alerts: 0,
+            qc: c.qc.clone(),
+            error_count: c.issues.len(),
+            errors: c.issues.clone(),
+            received_at,
+        }
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> Result<serde_json::Value, LabError> {
+        Ok(serde_json::to_value(self)?)
+    }
+}

@@ -1,0 +1,404 @@
+//! Lab batches in the database: idempotency by batch id and content hash, checks against
+//! stored data, and the accepted batch written in one transaction — every row (QC included)
+//! by binary COPY into a staging table then `INSERT … ON CONFLICT`, the field samples judged
+//! and inserted into `readings`, incidents and alerts through the same path as MQTT.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Client, Transaction};
+use futures_util::pin_mut;
+use serde_json::Value;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::readings::{self, JudgedReading, Source};
+use super::StoreError;
+use crate::config::MqttConfig;
+use crate::domain::judge::judge;
+use crate::domain::standard::Standards;
+use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
+use crate::registry::Registry;
+
+/// Readings inserted per statement.
+const READINGS_CHUNK: usize = 20_000;
+
+/// Everything the store needs besides the batch.
+pub struct LabContext<'a> {
+    /// Registry snapshot the batch was checked against.
+    pub registry: &'a Registry,
+    /// Standards in force.
+    pub standards: &'a Standards,
+    /// Topic layout.
+    pub mqtt: &'a MqttConfig,
+    /// Consecutive non-exceeding samples that clear an incident.
+    pub clear_after: u32,
+}
+
+/// What became of an upload.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Stored now (201).
+    Accepted(Value),
+    /// The same content was accepted before under this id: its original report (200).
+    Replayed(Value),
+    /// This id was accepted with different content (409); the stored content hash.
+    Conflict(String),
+    /// Refused (422), with every issue.
+    Rejected(Value),
+}
+
+/// Status and report of a stored batch.
+pub async fn get(client: &Client, batch_id: &str) -> Result<Option<(String, Value)>, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT status, report FROM lab_batches WHERE batch_id = $1",
+            &[&batch_id],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
+}
+
+/// Decides and stores one checked batch in one transaction.
+pub async fn submit(
+    client: &mut Client,
+    ctx: &LabContext<'_>,
+    mut checked: Checked,
+    received_at: DateTime<Utc>,
+    uploaded_by: &str,
+) -> Result<Outcome, StoreError> {
+    let Some(batch_id) = checked.batch_id.clone() else {
+        let report = Report::of(&checked, received_at);
+        return Ok(Outcome::Rejected(to_json(&report)));
+    };
+    let lab_id = checked.lab_id.clone().unwrap_or_default();
+    let tx = client.transaction().await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('lab_batch:' || $1))",
+        &[&batch_id],
+    )
+    .await?;
+    let existing = tx
+        .query_opt(
+            "SELECT status, content_sha256, report FROM lab_batches WHERE batch_id = $1",
+            &[&batch_id],
+        )
+        .await?;
+    if let Some(row) = existing {
+        let status: String = row.get(0);
+        let sha: String = row.get(1);
+        if status == "accepted" {
+            tx.commit().await?;
+            return Ok(if sha == checked.content_sha256 {
+                Outcome::Replayed(row.get(2))
+            } else {
+                Outcome::Conflict(sha)
+            });
+        }
+    }
+    let stored = stored_conflicts(&tx, &batch_id, &checked.rows).await?;
+    checked.issues.extend(stored);
+    if !checked.issues.is_empty() {
+        let report = to_json(&Report::of(&checked, received_at));
+        upsert_batch(
+            &tx,
+            &batch_id,
+            &lab_id,
+            "rejected",
+            &checked,
+            &report,
+            uploaded_by,
+            received_at,
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Outcome::Rejected(report));
+    }
+
+    let judged = judge_samples(ctx, &checked.rows, received_at);
+    let mut report = Report::of(&checked, received_at);
+    let mut levels: HashMap<(&str, &str), &'static str> = HashMap::new();
+    for j in &judged {
+        *report
+            .by_judgement
+            .entry(j.judgement.level.as_str())
+            .or_default() += 1;
+        levels.insert(
+            (j.msg_id.as_str(), j.metal.symbol()),
+            j.judgement.level.as_str(),
+        );
+    }
+    upsert_batch(
+        &tx,
+        &batch_id,
+        &lab_id,
+        "accepted",
+        &checked,
+        &Value::Null,
+        uploaded_by,
+        received_at,
+    )
+    .await?;
+    let t0 = std::time::Instant::now();
+    copy_rows(&tx, &batch_id, &checked.rows, &levels).await?;
+    let t1 = std::time::Instant::now();
+    for chunk in judged.chunks(READINGS_CHUNK) {
+        readings::insert(&tx, chunk).await?;
+    }
+    let t2 = std::time::Instant::now();
+    report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    let t3 = std::time::Instant::now();
+    let report = to_json(&report);
+    tx.execute(
+        "UPDATE lab_batches SET report = $2 WHERE batch_id = $1",
+        &[&batch_id, &report],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(
+        batch_id,
+        rows = checked.row_count,
+        readings = judged.len(),
+        copy_ms = (t1 - t0).as_millis() as u64,
+        readings_ms = (t2 - t1).as_millis() as u64,
+        incidents_ms = (t3 - t2).as_millis() as u64,
+        commit_ms = t3.elapsed().as_millis() as u64,
+        "lab batch stored"
+    );
+    Ok(Outcome::Accepted(report))
+}
+
+fn to_json(report: &Report) -> Value {
+    // A report is plain data (strings, numbers, maps): serialising it cannot fail.
+    report.to_json().unwrap_or(Value::Null)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upsert_batch(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    lab_id: &str,
+    status: &str,
+    checked: &Checked,
+    report: &Value,
+    uploaded_by: &str,
+    received_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let rows = i32::try_from(checked.row_count).unwrap_or(i32::MAX);
+    tx.execute(
+        "INSERT INTO lab_batches (batch_id, lab_id, status, content_sha256, row_count, report,
+                                  uploaded_by, received_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (batch_id) DO UPDATE SET lab_id = EXCLUDED.lab_id,
+             status = EXCLUDED.status, content_sha256 = EXCLUDED.content_sha256,
+             row_count = EXCLUDED.row_count, report = EXCLUDED.report,
+             uploaded_by = EXCLUDED.uploaded_by, received_at = EXCLUDED.received_at,
+             stored_at = now()",
+        &[
+            &batch_id,
+            &lab_id,
+            &status,
+            &checked.content_sha256,
+            &rows,
+            report,
+            &uploaded_by,
+            &received_at,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Rows whose (sample, metal) is already stored from another batch.
+async fn stored_conflicts(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    rows: &[LabRow],
+) -> Result<Vec<Issue>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.sample_id.as_str()).collect();
+    let metals: Vec<&str> = rows.iter().map(|r| r.metal.symbol()).collect();
+    let found = tx
+        .query(
+            "SELECT l.sample_id, l.metal, l.value_mgkg, l.batch_id
+             FROM lab_rows l
+             JOIN unnest($1::text[], $2::text[]) AS k(sample_id, metal)
+               ON l.sample_id = k.sample_id AND l.metal = k.metal
+             WHERE l.batch_id <> $3",
+            &[&ids, &metals, &batch_id],
+        )
+        .await?;
+    let stored: HashMap<(String, String), (f64, String)> = found
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        .collect();
+    let mut issues = Vec::new();
+    for r in rows {
+        let key = (r.sample_id.clone(), r.metal.symbol().to_string());
+        let Some((value, other)) = stored.get(&key) else {
+            continue;
+        };
+        let same = (value - r.value_mgkg).abs() <= 1e-9 * value.abs().max(1.0);
+        let (code, what) = if same {
+            (CheckCode::AlreadyStored, "is already stored")
+        } else {
+            (
+                CheckCode::ConflictsWithStored,
+                "is stored with a different value",
+            )
+        };
+        issues.push(Issue::row(
+            code,
+            r.line,
+            "value",
+            format!(
+                "sample {:?} {} {what} ({value} mg/kg) from batch {other:?}",
+                r.sample_id, r.metal
+            ),
+        ));
+    }
+    Ok(issues)
+}
+
+/// Field samples → judged readings (QC rows are never judged).
+fn judge_samples(
+    ctx: &LabContext<'_>,
+    rows: &[LabRow],
+    received_at: DateTime<Utc>,
+) -> Vec<JudgedReading> {
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.qc_type == QcType::Sample) {
+        // Both were checked present and registered.
+        let (Some(point), Some(sampled_at)) = (
+            r.point_id.as_deref().and_then(|p| ctx.registry.get(p)),
+            r.sampled_at,
+        ) else {
+            continue;
+        };
+        let ph = r.ph.or(point.ph);
+        let value = r.judged_value_mgkg();
+        out.push(JudgedReading {
+            source: Source::Lab,
+            source_id: r.batch_id.clone(),
+            msg_id: r.sample_id.clone(),
+            point_id: point.id.clone(),
+            county: point.county_code.clone(),
+            land_use: point.land_use,
+            sampled_at,
+            received_at,
+            metal: r.metal,
+            value_mgkg: value,
+            value_orig: r.value_orig,
+            unit_orig: r.unit_orig.clone(),
+            detected: r.detected,
+            ph,
+            method: r.method.clone(),
+            depth_cm: r.depth_cm,
+            judgement: judge(
+                ctx.standards,
+                point.land_use,
+                ph,
+                r.metal,
+                value,
+                r.detected,
+            ),
+        });
+    }
+    out
+}
+
+/// Binary COPY of every row into a staging table, then one `INSERT … ON CONFLICT`.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    rows: &[LabRow],
+    levels: &HashMap<(&str, &str), &'static str>,
+) -> Result<u64, StoreError> {
+    tx.batch_execute(
+        "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
+    )
+    .await?;
+    let sink = tx
+        .copy_in(
+            "COPY lab_rows_stage (batch_id, line, sample_id, point_id, sampled_at, analysed_at,
+                 depth_top_cm, depth_bottom_cm, ph, metal, value_orig, unit_orig, value_mgkg,
+                 detected, mdl_mgkg, method, qc_type, qc_ref, level) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::INT4,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::FLOAT8,
+        Type::FLOAT8,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::BOOL,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+    ];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for r in rows {
+        let line = i32::try_from(r.line).unwrap_or(i32::MAX);
+        let level = levels
+            .get(&(r.sample_id.as_str(), r.metal.symbol()))
+            .filter(|_| r.qc_type == QcType::Sample)
+            .copied();
+        let values: [&(dyn ToSql + Sync); 19] = [
+            &batch_id,
+            &line,
+            &r.sample_id,
+            &r.point_id,
+            &r.sampled_at,
+            &r.analysed_at,
+            &r.depth_cm.map(|d| d.0),
+            &r.depth_cm.map(|d| d.1),
+            &r.ph,
+            &r.metal.symbol(),
+            &r.value_orig,
+            &r.unit_orig,
+            &r.value_mgkg,
+            &r.detected,
+            &r.mdl_mgkg,
+            &r.method,
+            &r.qc_type.as_str(),
+            &r.qc_ref,
+            &level,
+        ];
+        writer.as_mut().write(&values).await?;
+    }
+    writer.finish().await?;
+    let n = tx
+        .execute(
+            "INSERT INTO lab_rows SELECT * FROM lab_rows_stage ON CONFLICT DO NOTHING",
+            &[],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// Counts of stored lab rows per QC type for a batch (for reports and tests).
+pub async fn row_counts(
+    client: &Client,
+    batch_id: &str,
+) -> Result<BTreeMap<String, i64>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT qc_type, count(*) FROM lab_rows WHERE batch_id = $1 GROUP BY qc_type",
+            &[&batch_id],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

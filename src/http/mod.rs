@@ -28,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::domain::standard::Standards;
@@ -84,7 +84,7 @@ pub async fn serve(state: Arc<AppState>, shutdown: CancellationToken) -> Result<
         match tokio::net::TcpListener::bind(&addr).await {
             Ok(l) => break l,
             Err(e) => {
-                warn!(%addr, error = %e, "http: cannot bind; retrying in 5 s");
+                error!(%addr, error = %e, "http: cannot bind; retrying in 5 s (MQTT ingestion continues)");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}

@@ -771,6 +771,11 @@ impl Soilmon {
                 alerts_client_id.clone(),
             ),
             ("SOILMON__LOG__FORMAT".to_string(), "json".to_string()),
+            // Every service under test gets its own HTTP port.
+            (
+                "SOILMON__HTTP__ADDR".to_string(),
+                format!("127.0.0.1:{}", free_port()),
+            ),
         ];
         Soilmon {
             envs,

@@ -1,6 +1,8 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
-//! writer and the queries the CLI uses.
+//! writer, the tamper-evident archive, broker identities and the queries the CLI uses.
 
+pub mod archive;
+pub mod identities;
 pub mod migrate;
 pub mod points;
 pub mod readings;
@@ -27,8 +29,14 @@ pub enum StoreError {
     #[error("database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A query failed.
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// The archive could not be appended to or read.
+    #[error("archive: {0}")]
+    Archive(String),
+    /// A request was refused (unknown or ambiguous reading, bad name, duplicate identity…).
+    #[error("{0}")]
+    Refused(String),
     /// A migration failed.
     #[error("migration {version}: {source}")]
     Migration {
@@ -37,6 +45,14 @@ pub enum StoreError {
         /// Underlying error.
         source: tokio_postgres::Error,
     },
+}
+
+/// A database error with the server's message (tokio-postgres shows only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// Builds the connection pool. Connections are verified when taken from the pool, so a pool

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -69,6 +70,9 @@ pub struct MqttConfig {
     /// plain TCP (local development only).
     #[serde(default)]
     pub tls_ca_file: PathBuf,
+    /// The TLS client configuration built from `tls_ca_file` at load (None: plain TCP).
+    #[serde(skip)]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl MqttConfig {
@@ -266,6 +270,13 @@ impl Settings {
             }
         }
         settings.validate()?;
+        if let Some(ca) = settings.mqtt.tls_ca() {
+            let tls = tls_client_config(ca).map_err(|detail| ConfigError::Invalid {
+                key: "mqtt.tls_ca_file",
+                detail,
+            })?;
+            settings.mqtt.tls = Some(tls);
+        }
         Ok(settings)
     }
 
@@ -347,6 +358,34 @@ impl Settings {
     pub fn standards(&self) -> Result<Standards, ConfigError> {
         load_standards(&self.judge.standards_dir, self.judge.rotation_rule)
     }
+}
+
+/// A rustls client configuration (ring provider, TLS 1.2 and 1.3) trusting only the CA
+/// certificates in the PEM file `ca`. The broker's certificate must name the configured
+/// `mqtt.host` (DNS name or IP address).
+pub fn tls_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        CertificateDer::pem_file_iter(ca).map_err(|e| format!("reading {}: {e}", ca.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("parsing {}: {e}", ca.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA certificate in {}: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("no certificate in {}", ca.display()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Loads every `*.toml` file in `dir` as a standard and builds the set.

@@ -9,10 +9,14 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use common::pipeline::{sample, Pipeline};
+use common::secure::{
+    options, password_from, publish_as, try_connect, AuthSubscriber, SecureBroker,
+};
 use common::{Soilmon, TestDb};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -267,5 +271,323 @@ async fn the_record_is_append_only_for_the_service_role_and_the_owner() -> Resul
     }
     db.drop_db().await?;
     template.drop_db().await?;
+    Ok(())
+}
+
+/// A secured broker with soilmon managing its files, a fresh database with the test points,
+/// and stations/bureaus created by the CLI. Returns (broker, soilmon, db, secrets).
+async fn secured(
+    tls: bool,
+    stations: &[&str],
+    bureaus: &[(&str, &[&str])],
+) -> Result<(SecureBroker, Soilmon, TestDb, HashMap<String, String>)> {
+    let db = TestDb::create().await?;
+    let broker = SecureBroker::prepare(tls)?;
+    let mut s = Soilmon::new(&db.url, broker.port);
+    broker.configure(&mut s);
+    let points = tempfile::Builder::new().suffix(".csv").tempfile()?;
+    std::fs::write(points.path(), common::pipeline::TEST_POINTS)?;
+    let (ok, out) = run(&s, &["points", "import", &points.path().to_string_lossy()]).await?;
+    ensure!(ok, "{out}");
+    let (ok, out) = run(&s, &["broker", "sync"]).await?;
+    ensure!(ok, "{out}");
+    let mut secrets = HashMap::new();
+    for st in stations {
+        let out = s.command(&["stations", "add", st]).await?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        secrets.insert(st.to_string(), password_from(&text)?);
+    }
+    for (name, counties) in bureaus {
+        let mut args = vec!["bureaus", "add", name];
+        for c in counties.iter() {
+            args.extend(["--county", c]);
+        }
+        if counties.is_empty() {
+            args.push("--all");
+        }
+        let out = s.command(&args).await?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        secrets.insert(name.to_string(), password_from(&text)?);
+    }
+    Ok((broker, s, db, secrets))
+}
+
+async fn wait_subscribed(s: &Soilmon) -> Result<()> {
+    common::wait_until("soilmon subscribed", WAIT, || async {
+        Ok(s.log().contains("ready: subscribed"))
+    })
+    .await
+    .with_context(|| s.log())
+}
+
+async fn count(db: &TestDb, sql: &str) -> Result<i64> {
+    Ok(db.client().await?.query_one(sql, &[]).await?.get(0))
+}
+
+#[tokio::test]
+async fn stations_write_only_their_own_topic_and_revoked_ones_cannot_connect() -> Result<()> {
+    let (mut broker, mut s, db, secrets) = secured(false, &["st01", "st02"], &[]).await?;
+    // Only hashes on disk and in the database.
+    let passwd = broker.file("passwd");
+    assert!(passwd.contains("st01:$7$101$") && passwd.contains("soilmon:$7$101$"));
+    assert!(!passwd.contains(&secrets["st01"]));
+    let stored: String = db
+        .client()
+        .await?
+        .query_one(
+            "SELECT string_agg(password_hash, ' ') FROM broker_identities",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(!stored.contains(&secrets["st01"]) && stored.starts_with("$7$"));
+    broker.start().await?;
+    s.start().await?;
+    wait_subscribed(&s).await?;
+
+    let st01 = |port| options(port, Some(("st01", secrets["st01"].as_str())), None);
+    // st01 on its own topic: stored. st01 on st02's topic: the broker drops it (QoS1 is
+    // still PUBACKed by mosquitto 2.0), so nothing reaches soilmon. The allowed message is
+    // sent after the forbidden one on the same connection, so once it is stored the
+    // forbidden one has been dealt with.
+    publish_as(
+        st01(broker.port),
+        vec![
+            sample(
+                "st02",
+                "forged-1",
+                "441781-T-0001",
+                "2026-11-28T09:00:00+08:00",
+                &[("Cd", 9.0)],
+            ),
+            sample(
+                "st01",
+                "m-1",
+                "441781-T-0001",
+                "2026-11-28T09:30:00+08:00",
+                &[("Cd", 0.2)],
+            ),
+        ],
+    )
+    .await?;
+    common::wait_until("st01/m-1 stored", WAIT, || async {
+        Ok(count(&db, "SELECT count(*) FROM messages WHERE msg_id = 'm-1'").await? == 1)
+    })
+    .await
+    .with_context(|| s.log())?;
+    for sql in [
+        "SELECT count(*) FROM messages WHERE station_id = 'st02'",
+        "SELECT count(*) FROM readings WHERE source_id = 'st02'",
+        "SELECT count(*) FROM archive WHERE ref LIKE 'st02/%'",
+    ] {
+        assert_eq!(count(&db, sql).await?, 0, "{sql}");
+    }
+    assert!(
+        broker.log().contains("Denied PUBLISH from"),
+        "{}",
+        broker.log()
+    );
+    // Nor may it read another station's rejects: mosquitto 2.0.11 grants the SUBSCRIBE but
+    // delivers nothing the ACL does not let it read.
+    let peek = AuthSubscriber::start(st01(broker.port), "soil/v1/stations/st02/rejects").await?;
+    // A fresh client id per connection (the same id would take over the other session).
+    let st02 = || options(broker.port, Some(("st02", secrets["st02"].as_str())), None);
+    let open = AuthSubscriber::start(st02(), "soil/v1/stations/st02/rejects").await?;
+    assert!(open.granted);
+    publish_as(
+        st02(),
+        vec![sample(
+            "st02",
+            "bad-1",
+            "no-such-point",
+            "2026-11-28T09:30:00+08:00",
+            &[("Cd", 0.2)],
+        )],
+    )
+    .await?;
+    let got = open.wait_for(1, WAIT).await;
+    assert_eq!(
+        got.len(),
+        1,
+        "st02 is told about its reject; log:\n{}\n{}",
+        s.log(),
+        broker.log()
+    );
+    assert!(
+        peek.wait_for(1, Duration::from_secs(1)).await.is_empty(),
+        "st01 saw st02's reject"
+    );
+
+    // Anonymous and wrong passwords are refused.
+    assert!(try_connect(options(broker.port, None, None)).await.is_err());
+    assert!(
+        try_connect(options(broker.port, Some(("st01", "wrong")), None))
+            .await
+            .is_err()
+    );
+    assert!(
+        try_connect(options(broker.port, Some(("nobody", "x")), None))
+            .await
+            .is_err()
+    );
+
+    // Revocation: regenerated files + SIGHUP; st02 can no longer connect, and its open
+    // session is closed by the reload.
+    try_connect(st02()).await?;
+    let (ok, out) = run(&s, &["stations", "revoke", "st02"]).await?;
+    assert!(ok && out.contains("broker reloaded"), "{out}");
+    assert!(!broker.file("passwd").contains("st02:"));
+    common::wait_until("revoked st02 refused", WAIT, || async {
+        Ok(try_connect(st02()).await.is_err())
+    })
+    .await
+    .with_context(|| broker.log())?;
+    common::wait_until("st02's open session closed", WAIT, || async {
+        Ok(open.is_finished())
+    })
+    .await
+    .with_context(|| broker.log())?;
+    // st01 is unaffected.
+    try_connect(st01(broker.port)).await?;
+    let (ok, out) = run(&s, &["stations", "list"]).await?;
+    assert!(
+        ok && out.contains("st01\tactive") && out.contains("st02\trevoked"),
+        "{out}"
+    );
+    s.terminate().await?;
+    db.drop_db().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bureau_receives_only_its_counties_alerts() -> Result<()> {
+    let (mut broker, mut s, db, secrets) = secured(
+        false,
+        &["st01"],
+        &[("yangchun", &["441781"]), ("city", &[])],
+    )
+    .await?;
+    broker.start().await?;
+    s.start().await?;
+    wait_subscribed(&s).await?;
+    let bureau = |port| options(port, Some(("yangchun", secrets["yangchun"].as_str())), None);
+    let own = AuthSubscriber::start(bureau(broker.port), "soil/v1/alerts/441781/#").await?;
+    let wide = AuthSubscriber::start(bureau(broker.port), "soil/v1/alerts/#").await?;
+    let other = AuthSubscriber::start(bureau(broker.port), "soil/v1/alerts/441702/#").await?;
+    assert!(own.granted);
+    let city = AuthSubscriber::start(
+        options(broker.port, Some(("city", secrets["city"].as_str())), None),
+        "soil/v1/alerts/#",
+    )
+    .await?;
+    assert!(city.granted);
+
+    // Exceedances in both counties: Cd 0.5 on paddy pH 6.2 (441781, screening 0.4) and on
+    // dry land pH 7.0 (441702, screening 0.3).
+    let st01 = options(broker.port, Some(("st01", secrets["st01"].as_str())), None);
+    publish_as(
+        st01,
+        vec![
+            sample(
+                "st01",
+                "a-1",
+                "441781-T-0001",
+                "2026-11-28T09:30:00+08:00",
+                &[("Cd", 0.5)],
+            ),
+            sample(
+                "st01",
+                "a-2",
+                "441702-T-0001",
+                "2026-11-28T09:31:00+08:00",
+                &[("Cd", 0.5)],
+            ),
+        ],
+    )
+    .await?;
+    let all = city.wait_for(2, WAIT).await;
+    assert_eq!(
+        all.len(),
+        2,
+        "city-wide bureau sees both; log:\n{}",
+        s.log()
+    );
+    let got = own.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert!(got[0].0.starts_with("soil/v1/alerts/441781/"));
+    // The wide subscription only delivers what the ACL lets it read.
+    let got = wide.wait_for(2, Duration::from_secs(2)).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].0.starts_with("soil/v1/alerts/441781/"));
+    assert!(other
+        .wait_for(1, Duration::from_millis(200))
+        .await
+        .is_empty());
+    let acl = broker.file("acl");
+    assert!(
+        acl.contains("user yangchun\ntopic read soil/v1/alerts/441781/#\n"),
+        "{acl}"
+    );
+    s.terminate().await?;
+    db.drop_db().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_with_the_test_ca_and_no_plaintext_on_the_tls_port() -> Result<()> {
+    let (mut broker, mut s, db, secrets) = secured(true, &["st01"], &[]).await?;
+    broker.start().await?;
+    let (tls_port, ca) = (
+        broker.tls_port.context("tls port")?,
+        broker.ca.clone().context("ca")?,
+    );
+    let tls = soilmon::config::tls_client_config(&ca).map_err(anyhow::Error::msg)?;
+    let st01 = Some(("st01", secrets["st01"].as_str()));
+
+    // Plain MQTT to the TLS port fails; TLS with the test CA works.
+    assert!(try_connect(options(tls_port, st01, None)).await.is_err());
+    try_connect(options(tls_port, st01, Some(tls.clone()))).await?;
+    // A client that does not trust the test CA is refused by its own verification.
+    let other_dir = tempfile::tempdir()?;
+    common::secure::make_test_ca(other_dir.path())?;
+    let stranger = soilmon::config::tls_client_config(&other_dir.path().join("ca.crt"))
+        .map_err(anyhow::Error::msg)?;
+    assert!(try_connect(options(tls_port, st01, Some(stranger)))
+        .await
+        .is_err());
+
+    // soilmon itself over TLS: collector subscribes, a TLS station's reading is stored.
+    s.set_env("SOILMON__MQTT__PORT", &tls_port.to_string());
+    s.set_env("SOILMON__MQTT__TLS_CA_FILE", &ca.to_string_lossy());
+    s.start().await?;
+    wait_subscribed(&s).await?;
+    publish_as(
+        options(tls_port, st01, Some(tls)),
+        vec![sample(
+            "st01",
+            "t-1",
+            "441781-T-0001",
+            "2026-11-28T09:30:00+08:00",
+            &[("Pb", 20.0)],
+        )],
+    )
+    .await?;
+    common::wait_until("reading over TLS stored", WAIT, || async {
+        Ok(count(&db, "SELECT count(*) FROM readings").await? == 1)
+    })
+    .await
+    .with_context(|| s.log())?;
+    s.terminate().await?;
+    db.drop_db().await?;
     Ok(())
 }

@@ -1175,3 +1175,4 @@ pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) -> Result<()> 
     Ok(())
 }
 pub mod pipeline;
+pub mod secure;

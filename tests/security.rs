@@ -591,3 +591,88 @@ async fn tls_with_the_test_ca_and_no_plaintext_on_the_tls_port() -> Result<()> {
     db.drop_db().await?;
     Ok(())
 }
+
+/// The service runs as a login role that is only a member of `soilmon_service`: it
+/// starts (no DDL when the schema is up to date), stores, archives, quarantines and
+/// publishes, and the record verifies.
+#[tokio::test]
+async fn the_service_runs_as_a_member_of_soilmon_service() -> Result<()> {
+    let db = TestDb::create().await?;
+    let broker = common::Broker::start().await?;
+    let owner = Soilmon::new(&db.url, broker.port);
+    let points = tempfile::Builder::new().suffix(".csv").tempfile()?;
+    std::fs::write(points.path(), common::pipeline::TEST_POINTS)?;
+    let (ok, out) = run(
+        &owner,
+        &["points", "import", &points.path().to_string_lossy()],
+    )
+    .await?;
+    ensure!(ok, "{out}");
+
+    let role = format!("app_{}", common::random_suffix());
+    let admin = db.client().await?;
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN IN ROLE soilmon_service"))
+        .await?;
+    let url = format!("{} user={role}", db.url);
+    let mut s = Soilmon::new(&url, broker.port);
+    s.start().await?;
+    wait_subscribed(&s).await?;
+    let rejects = common::Subscriber::start(broker.port, "soil/v1/stations/st01/rejects").await?;
+    let alerts = common::Subscriber::start(broker.port, "soil/v1/alerts/#").await?;
+    common::publish_all(
+        broker.port,
+        vec![
+            sample(
+                "st01",
+                "s-1",
+                "441781-T-0001",
+                "2026-11-28T09:30:00+08:00",
+                &[("Cd", 0.5)],
+            ),
+            sample(
+                "st01",
+                "s-2",
+                "no-such-point",
+                "2026-11-28T09:30:00+08:00",
+                &[("Cd", 0.5)],
+            ),
+        ],
+    )
+    .await?;
+    assert_eq!(alerts.wait_for(1, WAIT).await.len(), 1, "{}", s.log());
+    assert_eq!(rejects.wait_for(1, WAIT).await.len(), 1, "{}", s.log());
+    assert_eq!(count(&db, "SELECT count(*) FROM archive").await?, 1);
+    s.terminate().await?;
+    let (ok, out) = run(&s, &["verify"]).await?;
+    assert!(
+        ok && out.contains("archive OK: 1 entries, 1 readings"),
+        "{out}"
+    );
+    // And it cannot correct: only an admin role can.
+    let (ok, out) = run(
+        &s,
+        &[
+            "correct",
+            "--point",
+            "441781-T-0001",
+            "--metal",
+            "Cd",
+            "--sampled-at",
+            "2026-11-28T09:30:00+08:00",
+            "--value",
+            "0.1",
+            "--reason",
+            "x",
+            "--by",
+            "y",
+        ],
+    )
+    .await?;
+    assert!(!ok && out.contains("permission denied"), "{out}");
+    drop(admin);
+    db.drop_db().await?;
+    let admin = common::pg_connect(&format!("{} dbname=postgres", common::test_pg_admin())).await?;
+    admin.batch_execute(&format!("DROP ROLE {role}")).await?;
+    Ok(())
+}

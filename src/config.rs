@@ -137,6 +137,19 @@ pub struct DatabaseConfig {
     pub retry_min_ms: u64,
     /// Retry back-off upper bound, ms.
     pub retry_max_ms: u64,
+    /// CA certificate (PEM) of the database server's certificate. Set: connect with TLS
+    /// (rustls, ring provider), verifying the server against this CA and the URL's `host`;
+    /// put `sslmode=require` in the URL so a server without TLS is refused. Empty: no TLS
+    /// (unix socket or a private network).
+    #[serde(default)]
+    pub tls_ca_file: PathBuf,
+}
+
+impl DatabaseConfig {
+    /// The CA file when TLS is configured.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        (!self.tls_ca_file.as_os_str().is_empty()).then_some(self.tls_ca_file.as_path())
+    }
 }
 
 /// Ingestion and validation settings.
@@ -262,6 +275,7 @@ impl Settings {
         for p in [
             &mut settings.judge.standards_dir,
             &mut settings.mqtt.tls_ca_file,
+            &mut settings.database.tls_ca_file,
             &mut settings.broker.password_file,
             &mut settings.broker.acl_file,
         ] {

@@ -676,3 +676,38 @@ async fn the_service_runs_as_a_member_of_soilmon_service() -> Result<()> {
     admin.batch_execute(&format!("DROP ROLE {role}")).await?;
     Ok(())
 }
+
+/// soilmon reaches PostgreSQL over TLS with the configured CA; without TLS, or with a CA
+/// that did not sign the server's certificate, it does not.
+#[tokio::test]
+async fn database_over_tls_with_the_test_ca() -> Result<()> {
+    let pg = common::secure::TlsPostgres::start().await?;
+    let mut s = Soilmon::new(&format!("{} sslmode=require", pg.tcp_url()), 1);
+    s.set_env("SOILMON__DATABASE__TLS_CA_FILE", &pg.ca.to_string_lossy());
+    let (ok, out) = run(&s, &["migrate"]).await?;
+    assert!(ok && out.contains("schema up to date"), "{out}");
+    let (ok, out) = run(&s, &["verify"]).await?;
+    assert!(ok && out.contains("archive OK: 0 entries"), "{out}");
+
+    // Plain TCP: the server only accepts TLS.
+    let plain = Soilmon::new(&format!("{} sslmode=disable", pg.tcp_url()), 1);
+    let (ok, out) = run(&plain, &["migrate"]).await?;
+    assert!(!ok && out.contains("no encryption"), "{out}");
+    // sslmode=require without a CA is refused up front (never an unverified TLS).
+    let (ok, out) = run(
+        &Soilmon::new(&format!("{} sslmode=require", pg.tcp_url()), 1),
+        &["migrate"],
+    )
+    .await?;
+    assert!(!ok && out.contains("needs database.tls_ca_file"), "{out}");
+    // A CA that did not sign the server's certificate.
+    let other = tempfile::tempdir()?;
+    common::secure::make_test_ca(other.path())?;
+    s.set_env(
+        "SOILMON__DATABASE__TLS_CA_FILE",
+        &other.path().join("ca.crt").to_string_lossy(),
+    );
+    let (ok, out) = run(&s, &["migrate"]).await?;
+    assert!(!ok && out.contains("certificate"), "{out}");
+    Ok(())
+}

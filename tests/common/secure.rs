@@ -383,3 +383,139 @@ pub fn password_from(stdout: &str) -> Result<String> {
         .map(|s| s.trim().to_string())
         .ok_or_else(|| anyhow!("no password line in: {stdout}"))
 }
+
+/// A throwaway PostgreSQL cluster (TimescaleDB preloaded) that accepts TCP connections on
+/// 127.0.0.1 **only with TLS** (`hostssl` in pg_hba.conf; the unix socket stays for setup),
+/// with a server certificate from a throwaway CA ([`make_test_ca`]).
+pub struct TlsPostgres {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The CA certificate the server's certificate is signed by.
+    pub ca: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn as_postgres(dir: &Path, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("runuser")?;
+    if !out.status.success() {
+        bail!(
+            "{args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl TlsPostgres {
+    /// initdb, certificates, `ssl = on`, start, `CREATE DATABASE soilmon`.
+    pub async fn start() -> Result<TlsPostgres> {
+        let dir = tempfile::Builder::new()
+            .prefix("soilmon-pgtls-")
+            .tempdir()?;
+        let d = dir.path();
+        make_test_ca(d)?;
+        let status = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(d)
+            .status()?;
+        ensure_ok(status.success(), "chown")?;
+        std::fs::set_permissions(
+            d.join("server.key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )?;
+        let bin = super::pg_bin();
+        let data = d.join("data");
+        as_postgres(
+            d,
+            &[
+                &bin.join("initdb").to_string_lossy(),
+                "-D",
+                &data.to_string_lossy(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        )?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )?;
+        let port = free_port();
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {dd} -c ssl=on \
+             -c ssl_cert_file={dd}/server.crt -c ssl_key_file={dd}/server.key \
+             -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off \
+             -c fsync=off",
+            dd = d.display()
+        );
+        as_postgres(
+            d,
+            &[
+                &bin.join("pg_ctl").to_string_lossy(),
+                "-D",
+                &data.to_string_lossy(),
+                "-l",
+                &d.join("postgres.log").to_string_lossy(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &opts,
+                "start",
+            ],
+        )?;
+        let pg = TlsPostgres {
+            port,
+            ca: d.join("ca.crt"),
+            dir,
+        };
+        let admin = super::pg_connect(&format!(
+            "host={} port={port} user=postgres dbname=postgres",
+            pg.dir.path().display()
+        ))
+        .await?;
+        admin.batch_execute("CREATE DATABASE soilmon").await?;
+        Ok(pg)
+    }
+
+    /// TCP connection string of database `soilmon` (add `sslmode=…`).
+    pub fn tcp_url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=soilmon",
+            self.port
+        )
+    }
+}
+
+fn ensure_ok(ok: bool, what: &str) -> Result<()> {
+    if ok {
+        Ok(())
+    } else {
+        bail!("{what} failed")
+    }
+}
+
+impl Drop for TlsPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(super::pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}

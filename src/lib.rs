@@ -29,10 +29,15 @@
 //!   [`store::points`].
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
+//! - [`broker`] — Mosquitto password and ACL files generated from the broker identities in
+//!   [`store::identities`], and the broker reload.
+//! - [`store::archive`] — the tamper-evident archive (hash chain over raw inputs and the
+//!   readings derived from them), `soilmon verify` and the admin correction path.
 //! - [`simulate`] — a demo station network publishing to the broker.
 //! - `main.rs` — the `soilmon` command line; wires the pieces together.
 
 pub mod alert;
+pub mod broker;
 pub mod config;
 pub mod domain;
 pub mod http;

@@ -18,7 +18,8 @@ use soilmon::domain::point::LandUse;
 use soilmon::domain::unit::Unit;
 use soilmon::ingest::collector::{self, sleep_or_cancel, Backoff, Shared};
 use soilmon::registry::{parse_points_csv, Registry};
-use soilmon::{alert, simulate, store};
+use soilmon::store::identities::{self, IdentityKind};
+use soilmon::{alert, broker, simulate, store};
 
 /// soilmon: soil heavy-metal monitoring ingestion (MQTT + lab batches → GB 15618 / GB 36600
 /// judgements in TimescaleDB → exceedance alerts).
@@ -58,6 +59,25 @@ enum Command {
     /// Upload a lab batch (CSV or .json) to a running service and print the report; exits
     /// non-zero when the batch is not accepted.
     Upload(UploadArgs),
+    /// Manage station broker identities (credential printed once, broker files regenerated).
+    #[command(subcommand)]
+    Stations(StationsCommand),
+    /// Manage bureau broker identities (read the alerts of their counties only).
+    #[command(subcommand)]
+    Bureaus(BureausCommand),
+    /// Broker files: regenerate the password and ACL files and reload the broker.
+    #[command(subcommand)]
+    Broker(BrokerCommand),
+    /// Recompute the archive chain and the readings derived from it; exit 1 at the first
+    /// broken link.
+    Verify {
+        /// Start at the first entry created on or after this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Correct one stored reading (admin database role): recorded in the archive with who,
+    /// when and why.
+    Correct(CorrectArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,6 +96,79 @@ struct UploadArgs {
     /// Errors shown in the summary.
     #[arg(long, default_value_t = 20)]
     max_errors: usize,
+}
+
+#[derive(Subcommand)]
+enum StationsCommand {
+    /// Create a station identity; prints its password once.
+    Add {
+        /// Station id (its topic level: soil/v1/stations/ID/readings).
+        id: String,
+    },
+    /// List station identities.
+    List,
+    /// Revoke a station: it can no longer connect (broker reloaded).
+    Revoke {
+        /// Station id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BureausCommand {
+    /// Create a bureau identity reading soil/v1/alerts/<county>/#; prints its password once.
+    Add {
+        /// Bureau name (its broker username).
+        name: String,
+        /// County code (GB/T 2260), repeatable.
+        #[arg(long = "county", required_unless_present = "all")]
+        counties: Vec<String>,
+        /// City-wide: every county.
+        #[arg(long, conflicts_with = "counties")]
+        all: bool,
+    },
+    /// List bureau identities.
+    List,
+    /// Revoke a bureau identity.
+    Revoke {
+        /// Bureau name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BrokerCommand {
+    /// Write broker.password_file and broker.acl_file from the database, then run
+    /// broker.reload_command.
+    Sync,
+}
+
+#[derive(clap::Args)]
+struct CorrectArgs {
+    /// Monitoring point.
+    #[arg(long)]
+    point: String,
+    /// Metal symbol.
+    #[arg(long)]
+    metal: String,
+    /// Sampling time of the reading (RFC 3339).
+    #[arg(long)]
+    sampled_at: String,
+    /// Station id or lab batch id, if several readings match.
+    #[arg(long)]
+    source_id: Option<String>,
+    /// msg_id or sample id, if several readings match.
+    #[arg(long)]
+    msg_id: Option<String>,
+    /// Corrected value, mg/kg.
+    #[arg(long)]
+    value: f64,
+    /// Why (recorded).
+    #[arg(long)]
+    reason: String,
+    /// Who (recorded).
+    #[arg(long)]
+    by: String,
 }
 
 #[derive(Subcommand)]
@@ -151,6 +244,14 @@ async fn main() -> Result<()> {
         Command::CheckConfig => check_config(&settings),
         Command::Tiers => tiers(&settings).await,
         Command::Upload(args) => upload(&settings, &args).await,
+        Command::Stations(c) => stations(&settings, c).await,
+        Command::Bureaus(c) => bureaus(&settings, c).await,
+        Command::Broker(BrokerCommand::Sync) => {
+            let client = admin_connect(&settings).await?;
+            broker_sync(&settings, &client).await
+        }
+        Command::Verify { from } => verify(&settings, from.as_deref()).await,
+        Command::Correct(args) => correct(&settings, &args).await,
     }
 }
 
@@ -346,6 +447,179 @@ async fn upload(settings: &Settings, a: &UploadArgs) -> Result<()> {
         422 => std::process::exit(2),
         _ => std::process::exit(1),
     }
+}
+
+/// A migrated connection for the admin commands.
+async fn admin_connect(settings: &Settings) -> Result<deadpool_postgres::Object> {
+    let mut client = connect(settings).await?;
+    store::migrate::run(&mut client).await?;
+    Ok(client)
+}
+
+/// Regenerates the broker files and reloads the broker, printing what was done.
+async fn broker_sync(settings: &Settings, client: &tokio_postgres::Client) -> Result<()> {
+    let ids = identities::active(client).await?;
+    let report = broker::sync(settings, &ids).await?;
+    println!(
+        "broker files written: {} identities{}; {}",
+        report.identities,
+        if report.service_identity {
+            format!(" + soilmon's own ({})", settings.mqtt.username)
+        } else {
+            " (no service identity: set mqtt.username and SOILMON__MQTT__PASSWORD)".into()
+        },
+        if report.reloaded {
+            "broker reloaded"
+        } else {
+            "broker.reload_command is empty: reload the broker now (SIGHUP)"
+        }
+    );
+    Ok(())
+}
+
+fn print_identities(ids: &[identities::Identity]) -> Result<()> {
+    let lines: Vec<String> = ids
+        .iter()
+        .map(|i| {
+            let scope = match i.kind {
+                IdentityKind::Station => String::new(),
+                IdentityKind::Bureau if i.all_counties => "\tall counties".into(),
+                IdentityKind::Bureau => format!("\tcounties {}", i.counties.join(",")),
+            };
+            let state = i
+                .revoked_at
+                .map_or("active".to_string(), |t| format!("revoked {t}"));
+            format!("{}\t{}\tcreated {}{scope}", i.username, state, i.created_at)
+        })
+        .collect();
+    write_lines(&mut std::io::stdout().lock(), &lines)
+}
+
+async fn stations(settings: &Settings, c: StationsCommand) -> Result<()> {
+    let client = admin_connect(settings).await?;
+    match c {
+        StationsCommand::Add { id } => {
+            broker::check_name(&id, settings)?;
+            let secret = broker::new_secret();
+            let hash = broker::mosquitto_hash(&secret);
+            identities::add(&client, &id, IdentityKind::Station, &hash, &[], false).await?;
+            println!("station {id} created; its broker password (shown once, stored hashed):");
+            println!("password: {secret}");
+            broker_sync(settings, &client).await
+        }
+        StationsCommand::List => {
+            print_identities(&identities::list(&client, Some(IdentityKind::Station)).await?)
+        }
+        StationsCommand::Revoke { id } => {
+            identities::revoke(&client, IdentityKind::Station, &id).await?;
+            println!("station {id} revoked");
+            broker_sync(settings, &client).await
+        }
+    }
+}
+
+async fn bureaus(settings: &Settings, c: BureausCommand) -> Result<()> {
+    let client = admin_connect(settings).await?;
+    match c {
+        BureausCommand::Add {
+            name,
+            counties,
+            all,
+        } => {
+            broker::check_name(&name, settings)?;
+            if let Some(c) = counties
+                .iter()
+                .find(|c| !settings.registry.counties.contains(c))
+            {
+                bail!(
+                    "unknown county {c:?} (registry.counties: {:?})",
+                    settings.registry.counties
+                );
+            }
+            let secret = broker::new_secret();
+            let hash = broker::mosquitto_hash(&secret);
+            identities::add(&client, &name, IdentityKind::Bureau, &hash, &counties, all).await?;
+            println!("bureau {name} created; its broker password (shown once, stored hashed):");
+            println!("password: {secret}");
+            broker_sync(settings, &client).await
+        }
+        BureausCommand::List => {
+            print_identities(&identities::list(&client, Some(IdentityKind::Bureau)).await?)
+        }
+        BureausCommand::Revoke { name } => {
+            identities::revoke(&client, IdentityKind::Bureau, &name).await?;
+            println!("bureau {name} revoked");
+            broker_sync(settings, &client).await
+        }
+    }
+}
+
+/// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339.
+fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("{s:?} is neither YYYY-MM-DD nor RFC 3339"))?;
+    Ok(d.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
+async fn verify(settings: &Settings, from: Option<&str>) -> Result<()> {
+    let from = from.map(parse_date).transpose()?;
+    let mut client = connect(settings).await?;
+    let report = store::archive::verify(&mut client, from).await?;
+    match &report.broken {
+        None => {
+            println!(
+                "archive OK: {} entries, {} readings verified; head seq {} hash {}",
+                report.entries, report.readings, report.last_seq, report.last_hash
+            );
+            Ok(())
+        }
+        Some(b) => {
+            println!(
+                "archive BROKEN after {} verified entries: {b}",
+                report.entries
+            );
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn correct(settings: &Settings, a: &CorrectArgs) -> Result<()> {
+    let standards = settings.standards()?;
+    let Some(metal) = Metal::parse(&a.metal) else {
+        bail!("unknown metal {:?}", a.metal);
+    };
+    let sampled_at = chrono::DateTime::parse_from_rfc3339(&a.sampled_at)
+        .with_context(|| format!("--sampled-at {:?} is not RFC 3339", a.sampled_at))?
+        .with_timezone(&chrono::Utc);
+    let mut client = admin_connect(settings).await?;
+    let req = store::archive::CorrectionRequest {
+        point_id: a.point.clone(),
+        metal,
+        sampled_at,
+        source_id: a.source_id.clone(),
+        msg_id: a.msg_id.clone(),
+        value_mgkg: a.value,
+        reason: a.reason.clone(),
+        by: a.by.clone(),
+    };
+    let (c, entry) = store::archive::correct(&mut client, &standards, &req).await?;
+    println!(
+        "corrected {} {} at point {} ({}/{}): {} -> {} mg/kg, level {} -> {}; archive entry {}",
+        c.new.metal,
+        c.new.msg_id,
+        c.new.point_id,
+        c.source,
+        c.source_id,
+        c.old.value_mgkg,
+        c.new.value_mgkg,
+        c.old.level,
+        c.new.level,
+        entry.seq
+    );
+    Ok(())
 }
 
 /// Writes lines to stdout; a reader that went away (`| head`) ends the output quietly.

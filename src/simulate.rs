@@ -978,6 +978,11 @@ pub async fn run(
     if !mqtt.username.is_empty() {
         opts.set_credentials(mqtt.username.clone(), mqtt.password.clone());
     }
+    if let Some(tls) = &mqtt.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     // Room for about two seconds of publishes; `publish().await` applies back-pressure beyond.
     let capacity = ((args.rate * 2.0).ceil() as usize).clamp(256, 65_536);
     let (client, eventloop) = AsyncClient::new(opts, capacity);

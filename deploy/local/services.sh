@@ -102,6 +102,7 @@ readonly PACKAGES=(
 	mosquitto mosquitto-clients
 	cmake gcc make libc6-dev libssl-dev dpkg-dev xz-utils
 	debian-archive-keyring gpgv util-linux procps
+	openssl                     # tests/security.rs makes a throwaway CA with the CLI
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

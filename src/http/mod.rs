@@ -189,6 +189,9 @@ async fn upload(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body)
     };
     let settings = st.settings.clone();
     let reg = registry.clone();
+    // The file is archived verbatim (tamper evidence) once the batch is accepted.
+    let buf = std::sync::Arc::new(buf);
+    let raw = buf.clone();
     let checked = tokio::task::spawn_blocking(move || {
         let parsed = if json_body {
             lab::csv::parse_json(&buf)
@@ -242,7 +245,8 @@ async fn upload(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body)
     };
     let commit_started = Instant::now();
     let read_check_ms = (commit_started - started).as_millis() as u64;
-    let outcome = store::lab::submit(&mut client, &ctx, checked, received_at, &who.name).await;
+    let outcome =
+        store::lab::submit(&mut client, &ctx, checked, &raw, received_at, &who.name).await;
     let store_ms = commit_started.elapsed().as_millis() as u64;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let (status, outcome_name, body) = match outcome {

@@ -69,7 +69,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
 }
 
-/// MQTT options shared by the collector and the alert publisher.
+/// MQTT options shared by the collector and the alert publisher: credentials from the
+/// configuration (the password from the environment), TLS when `mqtt.tls_ca_file` is set.
 pub fn mqtt_options(settings: &Settings, client_id: &str) -> MqttOptions {
     let m = &settings.mqtt;
     let mut opts = MqttOptions::new(client_id, &m.host, m.port);
@@ -77,6 +78,11 @@ pub fn mqtt_options(settings: &Settings, client_id: &str) -> MqttOptions {
     opts.set_max_packet_size(m.max_packet_bytes, m.max_packet_bytes);
     if !m.username.is_empty() {
         opts.set_credentials(&m.username, &m.password);
+    }
+    if let Some(tls) = &m.tls {
+        opts.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
     }
     opts
 }

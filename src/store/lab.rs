@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
+use super::archive;
 use super::readings::{self, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
@@ -64,6 +65,7 @@ pub async fn submit(
     client: &mut Client,
     ctx: &LabContext<'_>,
     mut checked: Checked,
+    raw: &[u8],
     received_at: DateTime<Utc>,
     uploaded_by: &str,
 ) -> Result<Outcome, StoreError> {
@@ -152,6 +154,15 @@ pub async fn submit(
     tx.execute(
         "UPDATE lab_batches SET report = $2 WHERE batch_id = $1",
         &[&batch_id, &report],
+    )
+    .await?;
+    // Last before COMMIT (the archive head lock comes after every other lock).
+    archive::append(
+        &tx,
+        archive::Kind::LabBatch,
+        &batch_id,
+        raw,
+        &archive::digest_of(&judged),
     )
     .await?;
     tx.commit().await?;

@@ -12,10 +12,35 @@ use tracing::info;
 use super::StoreError;
 
 /// The migrations, in order: (version, name, SQL).
+///
+/// Versions 2 (lab batches) and 3 (security) were developed side by side and do not depend
+/// on each other; version 4 grants the service role its rights on the lab tables.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
+    (3, "security", include_str!("migrations/0003_security.sql")),
+    (
+        4,
+        "lab_grants",
+        include_str!("migrations/0004_lab_grants.sql"),
+    ),
 ];
+
+/// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].
+async fn up_to_date(client: &Client) -> Result<bool, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(false);
+    }
+    let rows = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?;
+    let done: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    Ok(MIGRATIONS.iter().all(|(v, _, _)| done.contains(v)))
+}
 
 /// Arbitrary constant identifying soilmon's migration lock.
 const LOCK_KEY: i64 = 0x501_1303;
@@ -32,7 +57,23 @@ pub struct MigrationReport {
 }
 
 /// Brings the schema up to date.
+///
+/// When every migration is already applied nothing is created or altered, so a service
+/// connected as a role without DDL rights (a member of `soilmon_service`) can call this at
+/// startup; the schema itself is migrated by the owner (`soilmon migrate`).
 pub async fn run(client: &mut Client) -> Result<MigrationReport, StoreError> {
+    if up_to_date(client).await? {
+        let license: String = client
+            .query_one("SELECT current_setting('timescaledb.license')", &[])
+            .await?
+            .get(0);
+        let compression = license == "timescale";
+        return Ok(MigrationReport {
+            applied: Vec::new(),
+            license,
+            compression,
+        });
+    }
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (

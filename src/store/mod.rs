@@ -1,6 +1,8 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
-//! writer and the queries the CLI uses.
+//! writer, the tamper-evident archive, broker identities and the queries the CLI uses.
 
+pub mod archive;
+pub mod identities;
 pub mod lab;
 pub mod migrate;
 pub mod points;
@@ -12,7 +14,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::DatabaseConfig;
 
@@ -29,8 +33,17 @@ pub enum StoreError {
     #[error("database connection: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A query failed.
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
+    /// The archive could not be appended to or read.
+    #[error("archive: {0}")]
+    Archive(String),
+    /// A request was refused (unknown or ambiguous reading, bad name, duplicate identity…).
+    #[error("{0}")]
+    Refused(String),
+    /// TLS to the database could not be set up.
+    #[error("database TLS: {0}")]
+    Tls(String),
     /// A migration failed.
     #[error("migration {version}: {source}")]
     Migration {
@@ -41,8 +54,20 @@ pub enum StoreError {
     },
 }
 
+/// A database error with the server's message (tokio-postgres shows only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
 /// Builds the connection pool. Connections are verified when taken from the pool, so a pool
 /// survives a database restart.
+///
+/// With `database.tls_ca_file` set, connections use TLS (rustls, ring provider) and verify
+/// the server against that CA; `sslmode=require` in the URL then refuses a server without
+/// TLS. `sslmode=require` without a CA file is refused here rather than left unverified.
 pub fn pool(cfg: &DatabaseConfig) -> Result<Pool, StoreError> {
     let mut pg = tokio_postgres::Config::from_str(&cfg.url).map_err(StoreError::Url)?;
     if pg.get_connect_timeout().is_none() {
@@ -52,13 +77,22 @@ pub fn pool(cfg: &DatabaseConfig) -> Result<Pool, StoreError> {
     if pg.get_application_name().is_none() {
         pg.application_name("soilmon");
     }
-    let mgr = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Verified,
-        },
-    );
+    let mc = ManagerConfig {
+        recycling_method: RecyclingMethod::Verified,
+    };
+    let mgr = match cfg.tls_ca() {
+        Some(ca) => {
+            let tls = crate::config::tls_client_config(ca).map_err(StoreError::Tls)?;
+            Manager::from_config(pg, MakeRustlsConnect::new((*tls).clone()), mc)
+        }
+        None if pg.get_ssl_mode() == SslMode::Require => {
+            return Err(StoreError::Tls(
+                "sslmode=require needs database.tls_ca_file (the CA of the server certificate)"
+                    .into(),
+            ))
+        }
+        None => Manager::from_config(pg, NoTls, mc),
+    };
     Ok(Pool::builder(mgr)
         .max_size(cfg.pool_size)
         .runtime(Runtime::Tokio1)

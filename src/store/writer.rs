@@ -6,6 +6,9 @@
 //! reply in the outbox. Only after the commit does the collector acknowledge the messages,
 //! so a crash at any point leads to redelivery, which this writer absorbs:
 //! a redelivered message matches its stored hash and changes nothing.
+//!
+//! Each freshly stored message is also appended, verbatim, to the tamper-evident archive
+//! ([`super::archive`]) in the same transaction.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,6 +18,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::archive::{self, readings_digest, DigestRow, Kind, NewEntry};
 use super::readings::{self, insert_outbox, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
@@ -145,6 +149,8 @@ pub async fn write_batch(
     readings::insert(&tx, &judged).await?;
     report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
+    // Last before COMMIT: the archive head lock is taken after every other row lock.
+    archive_fresh(&tx, &fresh, &judged).await?;
     tx.commit().await?;
     record_metrics(&report, batch.len(), started.elapsed());
     Ok(report)
@@ -164,6 +170,40 @@ fn record_metrics(report: &BatchReport, received: usize, took: std::time::Durati
     for (level, n) in &report.levels {
         metrics::counter!(READINGS, "source" => "station", "level" => *level).increment(*n as u64);
     }
+}
+
+/// Appends each freshly stored message to the tamper-evident archive: the raw payload and the
+/// digest of the readings derived from it (one chain-head lock for the whole batch).
+async fn archive_fresh(
+    tx: &Transaction<'_>,
+    fresh: &[(&Received, &Sample)],
+    judged: &[JudgedReading],
+) -> Result<(), StoreError> {
+    let mut rows: HashMap<(&str, &str), Vec<DigestRow>> = HashMap::new();
+    for j in judged {
+        rows.entry((&j.source_id, &j.msg_id))
+            .or_default()
+            .push(DigestRow::of(j));
+    }
+    let refs: Vec<String> = fresh
+        .iter()
+        .map(|(_, s)| format!("{}/{}", s.station_id, s.msg_id))
+        .collect();
+    let entries: Vec<NewEntry> = fresh
+        .iter()
+        .zip(&refs)
+        .map(|((m, s), reference)| NewEntry {
+            kind: Kind::StationMessage,
+            reference,
+            raw: &m.payload,
+            readings_digest: readings_digest(
+                rows.get(&(s.station_id.as_str(), s.msg_id.as_str()))
+                    .map_or(&[][..], Vec::as_slice),
+            ),
+        })
+        .collect();
+    archive::append_batch(tx, &entries).await?;
+    Ok(())
 }
 
 fn conflict<'a>(msg: &'a Received, s: &Sample) -> Refusal<'a> {

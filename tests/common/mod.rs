@@ -1181,3 +1181,4 @@ pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) -> Result<()> 
 }
 pub mod lab;
 pub mod pipeline;
+pub mod secure;

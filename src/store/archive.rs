@@ -1,0 +1,600 @@
+//! The tamper-evident archive: every accepted raw input, verbatim, in a hash chain.
+//!
+//! Each entry stores the raw bytes (a station message payload, a lab batch file, or the JSON
+//! of an admin correction), their SHA-256, and a **readings digest**: the SHA-256 of the
+//! canonical list of readings derived from that input ([`readings_digest`]). Entries are
+//! numbered `seq = 1, 2, …` and chained:
+//!
+//! ```text
+//! entry_hash = SHA-256( "soilmon-archive-v1"
+//!                       ‖ seq ‖ prev_hash ‖ kind ‖ ref ‖ raw_sha256 ‖ readings_digest
+//!                       ‖ created_at (µs since the Unix epoch) )
+//! ```
+//!
+//! every field length-prefixed (u64 big-endian), `prev_hash` being the previous entry's
+//! `entry_hash` (64 zeros for the first). Editing, deleting or reordering an entry breaks
+//! the chain; editing or deleting a reading changes the digest of its entry. `soilmon
+//! verify` ([`verify`]) recomputes all of it.
+//!
+//! # Appending (station messages, lab batches)
+//!
+//! Appends happen **in the same transaction** as the data they describe, as the last step
+//! before COMMIT (the head lock is then held briefly, and always taken after any other row
+//! lock, which rules out deadlocks between writers). One call takes the head lock once,
+//! whatever the number of entries:
+//!
+//! ```ignore
+//! // station messages: done by store::writer::write_batch for each freshly stored message
+//! archive::append_batch(&tx, &entries).await?;
+//! // a lab batch: one line after inserting its readings (`judged`: the rows actually stored)
+//! archive::append(&tx, Kind::LabBatch, &batch_id, &raw_file_bytes,
+//!                 &archive::digest_of(&judged)).await?;
+//! ```
+//!
+//! For a lab batch, `verify` recomputes the digest from every `readings` row with
+//! `source = 'lab'` and `source_id = batch_id`, so the batch id must be unique per archived
+//! batch and the digest must cover exactly the rows that batch stored.
+//!
+//! # Corrections
+//!
+//! The database refuses UPDATE/DELETE on `readings` and `archive` (grants and a trigger).
+//! [`correct`] is the one legitimate path: it updates a reading inside a transaction that
+//! sets `soilmon.correction = on` and appends a `correction` entry whose raw JSON records who,
+//! when, why, and the old and new values. `verify` undoes the recorded corrections before
+//! recomputing the original entry's digest, so a documented correction verifies and an
+//! undocumented edit does not.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::Transaction;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::readings::JudgedReading;
+use super::StoreError;
+
+/// `prev_hash` of the first entry.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What an archive entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// One accepted station message (ref `station_id/msg_id`).
+    StationMessage,
+    /// One accepted lab batch file (ref: the batch id).
+    LabBatch,
+    /// An admin correction of one reading (raw: [`Correction`] as JSON).
+    Correction,
+}
+
+impl Kind {
+    /// The database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::StationMessage => "station_message",
+            Kind::LabBatch => "lab_batch",
+            Kind::Correction => "correction",
+        }
+    }
+
+    /// Parses the database spelling.
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "station_message" => Some(Kind::StationMessage),
+            "lab_batch" => Some(Kind::LabBatch),
+            "correction" => Some(Kind::Correction),
+            _ => None,
+        }
+    }
+}
+
+/// One entry to append.
+#[derive(Debug, Clone)]
+pub struct NewEntry<'a> {
+    /// Kind of input.
+    pub kind: Kind,
+    /// Reference: `station_id/msg_id`, a lab batch id, or `correction`.
+    pub reference: &'a str,
+    /// The raw input, verbatim.
+    pub raw: &'a [u8],
+    /// [`readings_digest`] of the readings derived from it.
+    pub readings_digest: String,
+}
+
+/// An entry as appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence number.
+    pub seq: i64,
+    /// Its entry hash (the new head).
+    pub entry_hash: String,
+}
+
+/// The fields of a reading that the digest covers (those an edit would falsify).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DigestRow {
+    /// Station `msg_id` or lab sample id.
+    pub msg_id: String,
+    /// Analyte symbol.
+    pub metal: String,
+    /// Sampling time, µs since the Unix epoch (as stored).
+    pub sampled_at_us: i64,
+    /// Monitoring point.
+    pub point_id: String,
+    /// Value in mg/kg.
+    pub value_mgkg: f64,
+    /// Value as sent.
+    pub value_orig: f64,
+    /// Unit as sent.
+    pub unit_orig: String,
+    /// Detected flag.
+    pub detected: bool,
+    /// Judgement level.
+    pub level: String,
+    /// pH used.
+    pub ph: Option<f64>,
+    /// Screening value used.
+    pub screening_mgkg: Option<f64>,
+    /// Intervention value used.
+    pub intervention_mgkg: Option<f64>,
+    /// Standard used.
+    pub standard_id: Option<String>,
+}
+
+impl DigestRow {
+    /// The digest row of a judged reading as it will be stored.
+    pub fn of(j: &JudgedReading) -> DigestRow {
+        let t = j.judgement.thresholds.as_ref();
+        DigestRow {
+            msg_id: j.msg_id.clone(),
+            metal: j.metal.symbol().to_string(),
+            sampled_at_us: j.sampled_at.timestamp_micros(),
+            point_id: j.point_id.clone(),
+            value_mgkg: j.value_mgkg,
+            value_orig: j.value_orig,
+            unit_orig: j.unit_orig.clone(),
+            detected: j.detected,
+            level: j.judgement.level.as_str().to_string(),
+            ph: j.ph,
+            screening_mgkg: t.map(|t| t.screening),
+            intervention_mgkg: t.and_then(|t| t.intervention),
+            standard_id: t.map(|t| t.standard_id.clone()),
+        }
+    }
+
+    /// The key that identifies the reading within its source.
+    fn key(&self) -> (&str, &str, i64) {
+        (&self.msg_id, &self.metal, self.sampled_at_us)
+    }
+}
+
+/// SELECT list that yields a [`DigestRow`] (see [`DigestRow::from_row`]).
+pub const DIGEST_COLUMNS: &str = "msg_id, metal, sampled_at, point_id, value_mgkg, value_orig, \
+     unit_orig, detected, level, ph, screening_mgkg, intervention_mgkg, standard_id";
+
+impl DigestRow {
+    /// Reads a row selected with [`DIGEST_COLUMNS`].
+    pub fn from_row(r: &tokio_postgres::Row) -> DigestRow {
+        let at: DateTime<Utc> = r.get(2);
+        DigestRow {
+            msg_id: r.get(0),
+            metal: r.get(1),
+            sampled_at_us: at.timestamp_micros(),
+            point_id: r.get(3),
+            value_mgkg: r.get(4),
+            value_orig: r.get(5),
+            unit_orig: r.get(6),
+            detected: r.get(7),
+            level: r.get(8),
+            ph: r.get(9),
+            screening_mgkg: r.get(10),
+            intervention_mgkg: r.get(11),
+            standard_id: r.get(12),
+        }
+    }
+}
+
+/// Feeds one length-prefixed field into a hasher.
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+fn opt_f64(h: &mut Sha256, v: Option<f64>) {
+    match v {
+        None => field(h, b""),
+        Some(x) => field(h, &x.to_bits().to_be_bytes()),
+    }
+}
+
+/// SHA-256 (hex) of the canonical list of readings: sorted by (msg_id, metal, sampled_at),
+/// every field length-prefixed, floats by their IEEE-754 bits. An empty list has a digest
+/// too (a message whose readings were all deleted is then detected).
+pub fn readings_digest(rows: &[DigestRow]) -> String {
+    let mut sorted: Vec<&DigestRow> = rows.iter().collect();
+    sorted.sort_by(|a, b| a.key().cmp(&b.key()));
+    let mut h = Sha256::new();
+    field(&mut h, b"soilmon-readings-v1");
+    field(&mut h, &(sorted.len() as u64).to_be_bytes());
+    for r in sorted {
+        field(&mut h, r.msg_id.as_bytes());
+        field(&mut h, r.metal.as_bytes());
+        field(&mut h, &r.sampled_at_us.to_be_bytes());
+        field(&mut h, r.point_id.as_bytes());
+        field(&mut h, &r.value_mgkg.to_bits().to_be_bytes());
+        field(&mut h, &r.value_orig.to_bits().to_be_bytes());
+        field(&mut h, r.unit_orig.as_bytes());
+        field(&mut h, &[u8::from(r.detected)]);
+        field(&mut h, r.level.as_bytes());
+        opt_f64(&mut h, r.ph);
+        opt_f64(&mut h, r.screening_mgkg);
+        opt_f64(&mut h, r.intervention_mgkg);
+        field(&mut h, r.standard_id.as_deref().unwrap_or("").as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+/// [`readings_digest`] of judged readings (what a writer passes to [`append`]).
+pub fn digest_of(rows: &[JudgedReading]) -> String {
+    let rows: Vec<DigestRow> = rows.iter().map(DigestRow::of).collect();
+    readings_digest(&rows)
+}
+
+/// SHA-256 (hex) of raw bytes.
+pub fn sha256_hex(raw: &[u8]) -> String {
+    hex::encode(Sha256::digest(raw))
+}
+
+/// The fields an entry hash commits to.
+#[derive(Debug, Clone)]
+pub struct EntryFields<'a> {
+    /// Sequence number.
+    pub seq: i64,
+    /// Previous entry's hash.
+    pub prev_hash: &'a str,
+    /// Kind spelling.
+    pub kind: &'a str,
+    /// Reference.
+    pub reference: &'a str,
+    /// SHA-256 of the raw bytes (hex).
+    pub raw_sha256: &'a str,
+    /// Readings digest (hex).
+    pub readings_digest: &'a str,
+    /// Creation time, µs since the Unix epoch.
+    pub created_at_us: i64,
+}
+
+/// The entry hash (hex) of an entry.
+pub fn entry_hash(f: &EntryFields<'_>) -> String {
+    let mut h = Sha256::new();
+    field(&mut h, b"soilmon-archive-v1");
+    field(&mut h, &f.seq.to_be_bytes());
+    field(&mut h, f.prev_hash.as_bytes());
+    field(&mut h, f.kind.as_bytes());
+    field(&mut h, f.reference.as_bytes());
+    field(&mut h, f.raw_sha256.as_bytes());
+    field(&mut h, f.readings_digest.as_bytes());
+    field(&mut h, &f.created_at_us.to_be_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Appends one entry (takes the chain head lock; see the module docs).
+pub async fn append(
+    tx: &Transaction<'_>,
+    kind: Kind,
+    reference: &str,
+    raw: &[u8],
+    readings_digest: &str,
+) -> Result<Appended, StoreError> {
+    let entry = NewEntry {
+        kind,
+        reference,
+        raw,
+        readings_digest: readings_digest.to_string(),
+    };
+    let mut out = append_batch(tx, std::slice::from_ref(&entry)).await?;
+    out.pop()
+        .ok_or_else(|| StoreError::Archive("append returned no entry".into()))
+}
+
+/// Appends entries in order, taking the chain head lock once. Returns them as appended.
+pub async fn append_batch(
+    tx: &Transaction<'_>,
+    entries: &[NewEntry<'_>],
+) -> Result<Vec<Appended>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let head = tx
+        .query_one(
+            "SELECT seq, hash FROM archive_head WHERE id FOR UPDATE",
+            &[],
+        )
+        .await?;
+    let mut seq: i64 = head.get(0);
+    let mut prev: String = head.get(1);
+    // Microsecond precision, as timestamptz stores it, so the hash recomputes exactly.
+    let created_at = Utc::now().trunc_subsecs(6);
+    let created_us = created_at.timestamp_micros();
+    let mut seqs = Vec::with_capacity(entries.len());
+    let mut kinds = Vec::with_capacity(entries.len());
+    let mut refs = Vec::with_capacity(entries.len());
+    let mut raws: Vec<&[u8]> = Vec::with_capacity(entries.len());
+    let mut shas = Vec::with_capacity(entries.len());
+    let mut digests = Vec::with_capacity(entries.len());
+    let mut prevs = Vec::with_capacity(entries.len());
+    let mut hashes = Vec::with_capacity(entries.len());
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        seq += 1;
+        let raw_sha256 = sha256_hex(e.raw);
+        let hash = entry_hash(&EntryFields {
+            seq,
+            prev_hash: &prev,
+            kind: e.kind.as_str(),
+            reference: e.reference,
+            raw_sha256: &raw_sha256,
+            readings_digest: &e.readings_digest,
+            created_at_us: created_us,
+        });
+        seqs.push(seq);
+        kinds.push(e.kind.as_str());
+        refs.push(e.reference);
+        raws.push(e.raw);
+        shas.push(raw_sha256);
+        digests.push(e.readings_digest.as_str());
+        prevs.push(std::mem::replace(&mut prev, hash.clone()));
+        hashes.push(hash.clone());
+        out.push(Appended {
+            seq,
+            entry_hash: hash,
+        });
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO archive (seq, kind, ref, raw, raw_sha256, readings_digest, prev_hash,
+                                  entry_hash, created_at)
+             SELECT s, k, r, w, h, d, p, e, $9
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                         $6::text[], $7::text[], $8::text[]) AS u(s, k, r, w, h, d, p, e)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &seqs,
+            &kinds,
+            &refs,
+            &raws,
+            &shas,
+            &digests,
+            &prevs,
+            &hashes,
+            &created_at,
+        ],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE archive_head SET seq = $1, hash = $2 WHERE id",
+        &[&seq, &prev],
+    )
+    .await?;
+    Ok(out)
+}
+
+/// The raw JSON of a `correction` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correction {
+    /// `station` or `lab`.
+    pub source: String,
+    /// Station id or lab batch id.
+    pub source_id: String,
+    /// The reading before.
+    pub old: DigestRow,
+    /// The reading after.
+    pub new: DigestRow,
+    /// Who made the correction.
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: DateTime<Utc>,
+    /// Database role that executed it.
+    pub db_user: String,
+}
+
+/// Readings of one source as the archive saw them: undoes recorded corrections (newest
+/// first) after checking that each one's `new` state is what is stored now.
+///
+/// `corrections`: the corrections of readings among `rows`, in seq order.
+/// Returns the rows as originally stored, or a description of the inconsistency.
+pub fn undo_corrections(
+    mut rows: Vec<DigestRow>,
+    corrections: &[&(i64, Correction)],
+) -> Result<Vec<DigestRow>, String> {
+    for (seq, c) in corrections.iter().rev().map(|e| (e.0, &e.1)) {
+        let Some(row) = rows.iter_mut().find(|r| r.key() == c.new.key()) else {
+            return Err(format!(
+                "the reading corrected by entry {seq} ({} {} {}) is missing",
+                c.new.msg_id, c.new.metal, c.new.point_id
+            ));
+        };
+        if *row != c.new {
+            return Err(format!(
+                "reading {} {} at point {} was changed after correction entry {seq} \
+                 (stored value {} mg/kg, correction says {} mg/kg)",
+                c.new.msg_id, c.new.metal, c.new.point_id, row.value_mgkg, c.new.value_mgkg
+            ));
+        }
+        *row = c.old.clone();
+    }
+    Ok(rows)
+}
+
+/// Corrections grouped by (source, source_id), in seq order.
+pub type CorrectionIndex = HashMap<(String, String), Vec<(i64, Correction)>>;
+
+pub mod verify;
+pub use verify::{verify, Broken, VerifyReport};
+
+/// An admin correction of one stored reading.
+#[derive(Debug, Clone)]
+pub struct CorrectionRequest {
+    /// Monitoring point.
+    pub point_id: String,
+    /// Analyte.
+    pub metal: crate::domain::metal::Metal,
+    /// Sampling time of the reading.
+    pub sampled_at: DateTime<Utc>,
+    /// Station id or lab batch id, when the point/metal/time is ambiguous.
+    pub source_id: Option<String>,
+    /// `msg_id` / sample id, when still ambiguous.
+    pub msg_id: Option<String>,
+    /// The corrected value, mg/kg.
+    pub value_mgkg: f64,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub by: String,
+}
+
+/// Corrects one reading (value in mg/kg; the level is judged again with the reading's land
+/// use and pH) and appends a `correction` entry recording who, when, why, old and new, all in
+/// one transaction. Incidents and alerts already sent are not re-evaluated.
+///
+/// Needs a database role with UPDATE on `readings` (the schema owner or an admin role, not
+/// `soilmon_service`).
+pub async fn correct(
+    client: &mut deadpool_postgres::Client,
+    standards: &crate::domain::standard::Standards,
+    req: &CorrectionRequest,
+) -> Result<(Correction, Appended), StoreError> {
+    use crate::domain::judge::judge;
+    use crate::domain::point::LandUse;
+
+    if req.reason.trim().is_empty() || req.by.trim().is_empty() {
+        return Err(StoreError::Refused(
+            "a correction needs --by and --reason".into(),
+        ));
+    }
+    if !req.value_mgkg.is_finite() || req.value_mgkg < 0.0 {
+        return Err(StoreError::Refused(
+            "the corrected value must be a finite, non-negative number".into(),
+        ));
+    }
+    let tx = client.transaction().await?;
+    tx.execute("SELECT set_config('soilmon.correction', 'on', true)", &[])
+        .await?;
+    let rows = tx
+        .query(
+            &format!(
+                "SELECT {DIGEST_COLUMNS}, source, source_id, land_use FROM readings
+                 WHERE point_id = $1 AND metal = $2 AND sampled_at = $3
+                   AND ($4::text IS NULL OR source_id = $4)
+                   AND ($5::text IS NULL OR msg_id = $5)
+                 FOR UPDATE"
+            ),
+            &[
+                &req.point_id,
+                &req.metal.symbol(),
+                &req.sampled_at,
+                &req.source_id,
+                &req.msg_id,
+            ],
+        )
+        .await?;
+    let row = match rows.as_slice() {
+        [] => {
+            return Err(StoreError::Refused(format!(
+                "no reading of {} at point {} sampled at {}",
+                req.metal, req.point_id, req.sampled_at
+            )))
+        }
+        [one] => one,
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(|r| format!("{}/{}", r.get::<_, String>(14), r.get::<_, String>(0)))
+                .collect();
+            return Err(StoreError::Refused(format!(
+                "{} readings match; choose one with --source-id/--msg-id: {}",
+                many.len(),
+                list.join(", ")
+            )));
+        }
+    };
+    let old = DigestRow::from_row(row);
+    let source: String = row.get(13);
+    let source_id: String = row.get(14);
+    let land_use_text: String = row.get(15);
+    let Some(land_use) = LandUse::parse(&land_use_text) else {
+        return Err(StoreError::Refused(format!(
+            "stored land use {land_use_text:?} is unknown"
+        )));
+    };
+    let j = judge(
+        standards,
+        land_use,
+        old.ph,
+        req.metal,
+        req.value_mgkg,
+        old.detected,
+    );
+    let t = j.thresholds.as_ref();
+    let new = DigestRow {
+        value_mgkg: req.value_mgkg,
+        value_orig: req.value_mgkg,
+        unit_orig: "mg/kg".into(),
+        level: j.level.as_str().to_string(),
+        screening_mgkg: t.map(|t| t.screening),
+        intervention_mgkg: t.and_then(|t| t.intervention),
+        standard_id: t.map(|t| t.standard_id.clone()),
+        ..old.clone()
+    };
+    tx.execute(
+        "UPDATE readings SET value_mgkg = $6, value_orig = $7, unit_orig = $8, level = $9,
+                screening_mgkg = $10, intervention_mgkg = $11, standard_id = $12
+         WHERE source = $1 AND source_id = $2 AND msg_id = $3 AND metal = $4
+           AND sampled_at = $5",
+        &[
+            &source,
+            &source_id,
+            &old.msg_id,
+            &old.metal,
+            &req.sampled_at,
+            &new.value_mgkg,
+            &new.value_orig,
+            &new.unit_orig,
+            &new.level,
+            &new.screening_mgkg,
+            &new.intervention_mgkg,
+            &new.standard_id,
+        ],
+    )
+    .await?;
+    let db_user: String = tx.query_one("SELECT current_user::text", &[]).await?.get(0);
+    let correction = Correction {
+        source: source.clone(),
+        source_id: source_id.clone(),
+        old,
+        new: new.clone(),
+        by: req.by.clone(),
+        reason: req.reason.clone(),
+        at: Utc::now(),
+        db_user,
+    };
+    let raw = serde_json::to_vec(&correction)
+        .map_err(|e| StoreError::Archive(format!("encoding the correction: {e}")))?;
+    let reference = format!("{source}:{source_id}/{}/{}", new.msg_id, new.metal);
+    let appended = append(
+        &tx,
+        Kind::Correction,
+        &reference,
+        &raw,
+        &readings_digest(&[new]),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((correction, appended))
+}

@@ -22,9 +22,11 @@
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
 //! - [`simulate`] — a demo station network publishing to the broker.
+//! - [`bench`] — `soilmon bench`: end-to-end benchmark against the broker and COPY limits.
 //! - `main.rs` — the `soilmon` command line; wires the pieces together.
 
 pub mod alert;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod ingest;

@@ -55,6 +55,9 @@ enum Command {
     CheckConfig,
     /// Print the soil screening tier of each farmland point (soil-only).
     Tiers,
+    /// End-to-end benchmark on private services: broker and COPY limits, backlog drain, alert
+    /// latency, lab upload, resources.
+    Bench(soilmon::bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +132,10 @@ async fn main() -> Result<()> {
         }
         Command::CheckConfig => check_config(&settings),
         Command::Tiers => tiers(&settings).await,
+        Command::Bench(args) => soilmon::bench::run(&settings, &cli.config, &args)
+            .await
+            .map(drop)
+            .map_err(Into::into),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Msg {
     pub payload: Vec<u8>,
     /// Its `msg_id`.
     pub msg_id: String,
+    /// The publishing station.
+    pub station: String,
 }
 
 /// Deterministic message source over the bench's points.
@@ -106,6 +108,7 @@ impl Generator {
             topic,
             payload,
             msg_id,
+            station,
         }
     }
 

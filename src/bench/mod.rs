@@ -498,10 +498,15 @@ async fn run_phases(
             report.copy_limit =
                 Some(limits::copy_limit(env, settings, &msgs, args.copy_chunk).await?);
         }
+        let (last_station, last_msg_id) = msgs
+            .last()
+            .map(|m| (m.station.clone(), m.msg_id.clone()))
+            .unwrap_or_default();
         drop(msgs);
         if !args.skip_drain {
             eprintln!("bench: soilmon drain");
-            report.drain = Some(drain::run(env, args.messages as u64).await?);
+            report.drain =
+                Some(drain::run(env, args.messages as u64, &last_station, &last_msg_id).await?);
         }
     }
     if !args.skip_latency {

@@ -2,26 +2,30 @@
 //!
 //! Two tasks:
 //!
-//! - the **poll task** owns `EventLoop::poll()` and does nothing else: it forwards each
+//! - the **poll task** owns `EventLoop::poll()` and the connection: it forwards each
 //!   incoming publish, tagged with the connection generation it arrived on, into a bounded
 //!   channel. When the channel is full it stops polling, the socket is no longer read and
-//!   the broker is held back by TCP: memory stays bounded by `ingest.inflight_window`.
+//!   the broker is held back by TCP: memory stays bounded by `ingest.inflight_window`. It
+//!   also writes the writer's acks, in bulk and in order, straight onto the connection
+//!   (rumqttc's own request path takes one request per network read of up to ten packets,
+//!   so during a backlog drain acks queued there fell behind and were dropped).
 //! - the **writer task** takes batches (up to `ingest.batch_max` messages or
 //!   `ingest.batch_wait_ms`), parses them, writes them in one transaction (retrying with
 //!   back-off while the database is away, sending no acks meanwhile), and only after the
 //!   commit acknowledges them **in arrival order**.
 //!
 //! Acks from an earlier connection are never sent on a later one: the broker reuses packet
-//! ids, so such an ack could acknowledge a different, uncommitted message. The generation
-//! counter and rumqttc's request channel are cleaned under one lock when a connection
-//! fails; the redelivered copy of the message is absorbed by the idempotent writer.
+//! ids, so such an ack could acknowledge a different, uncommitted message. Each ack carries
+//! the generation of its message; the poll task, which alone bumps the generation when a
+//! connection fails, writes only acks of the current one. The redelivered copy of a message
+//! whose ack was dropped is absorbed by the idempotent writer.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
@@ -127,28 +131,107 @@ pub async fn run(shared: Shared) -> Result<(), CollectorError> {
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
     let window = settings.ingest.inflight_window;
-    // The request channel carries acks; sized above the whole window so an ack never waits.
-    let (client, eventloop) = AsyncClient::new(opts, window * 2 + 64);
+    // The request channel carries only SUBSCRIBE and DISCONNECT: acks go to the poll task.
+    let (client, eventloop) = AsyncClient::new(opts, 64);
     let (tx, rx) = mpsc::channel::<Delivery>(window);
+    // Acks from the writer to the poll task. Unbounded so the writer never waits on the
+    // poll task; it holds at most one packet id per message of the in-flight window.
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<ToPoll>();
     let generation = Arc::new(Mutex::new(0u64));
 
     let poll = tokio::spawn(poll_task(
         eventloop,
-        client.clone(),
+        client,
         tx,
+        ack_rx,
         generation.clone(),
         shared.clone(),
     ));
-    let writer = tokio::spawn(writer_task(rx, client, generation, shared));
+    let writer = tokio::spawn(writer_task(rx, ack_tx, generation, shared));
     writer.await?;
     poll.await?;
     Ok(())
+}
+
+/// What the writer hands to the poll task.
+enum ToPoll {
+    /// Acknowledge this packet id, if the connection it arrived on is still the current one.
+    Ack {
+        /// Connection generation the message arrived on.
+        generation: u64,
+        /// Its packet id.
+        pkid: u16,
+    },
+    /// The writer has stopped: send the remaining acks, then DISCONNECT.
+    Done,
+}
+
+/// One step of the poll task.
+enum Step {
+    Event(Result<Event, rumqttc::ConnectionError>),
+    Acks(Option<ToPoll>),
+    Deadline,
+}
+
+/// Waits until `deadline`, or forever when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and every other ack already waiting, in order, on the current connection,
+/// then flushes. Acks of an earlier generation are dropped. Returns whether `Done` was seen,
+/// or the connection error.
+///
+/// rumqttc's `EventLoop::poll` takes at most one request from its channel per network read
+/// of up to ten packets, so acks queued through `AsyncClient::ack` fall ever further behind a
+/// backlog (and are dropped once that channel is full). Writing them here, in bulk, keeps
+/// acks in step with commits.
+async fn write_acks(
+    eventloop: &mut EventLoop,
+    first: Option<ToPoll>,
+    rx: &mut mpsc::UnboundedReceiver<ToPoll>,
+    current: u64,
+) -> Result<bool, rumqttc::StateError> {
+    let mut next = first;
+    let mut done = false;
+    let mut wrote = false;
+    loop {
+        match next {
+            None | Some(ToPoll::Done) => {
+                done = true;
+                break;
+            }
+            Some(ToPoll::Ack { generation, pkid }) => {
+                if generation == current {
+                    if let Some(net) = eventloop.network.as_mut() {
+                        net.write(Packet::PubAck(PubAck::new(pkid))).await?;
+                        wrote = true;
+                    }
+                }
+            }
+        }
+        match rx.try_recv() {
+            Ok(m) => next = Some(m),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+        }
+    }
+    if wrote {
+        if let Some(net) = eventloop.network.as_mut() {
+            net.flush().await?;
+        }
+    }
+    Ok(done)
 }
 
 async fn poll_task(
     mut eventloop: EventLoop,
     client: AsyncClient,
     tx: mpsc::Sender<Delivery>,
+    mut acks: mpsc::UnboundedReceiver<ToPoll>,
     generation: Arc<Mutex<u64>>,
     shared: Shared,
 ) {
@@ -157,30 +240,62 @@ async fn poll_task(
     let mut backoff = Backoff::new(m.reconnect_min_ms, m.reconnect_max_ms);
     let token = shared.shutdown.clone();
     let mut stop_deadline: Option<Instant> = None;
+    // SUBACK seen on the current connection: from then on no request waits in rumqttc's
+    // channel (until DISCONNECT), so a poll() may be interrupted to write acks without
+    // losing a request.
+    let mut subscribed = false;
+    let mut writer_running = true;
     loop {
         if token.is_cancelled() && stop_deadline.is_none() {
             // Keep polling a little so the writer's last acks and DISCONNECT go out.
             stop_deadline = Some(Instant::now() + Duration::from_secs(5));
         }
-        let event = match stop_deadline {
-            None => eventloop.poll().await,
-            Some(d) => match tokio::time::timeout_at(d, eventloop.poll()).await {
-                Ok(e) => e,
-                Err(_) => {
-                    warn!("mqtt: shutdown deadline passed before DISCONNECT was sent");
-                    return;
+        let step = if writer_running && (subscribed || stop_deadline.is_some()) {
+            tokio::select! {
+                e = eventloop.poll() => Step::Event(e),
+                a = acks.recv() => Step::Acks(a),
+                _ = until(stop_deadline) => Step::Deadline,
+            }
+        } else {
+            tokio::select! {
+                e = eventloop.poll() => Step::Event(e),
+                _ = until(stop_deadline) => Step::Deadline,
+            }
+        };
+        let event = match step {
+            Step::Deadline => {
+                warn!("mqtt: shutdown deadline passed before DISCONNECT was sent");
+                return;
+            }
+            Step::Acks(first) => {
+                let current = *lock(&generation);
+                match write_acks(&mut eventloop, first, &mut acks, current).await {
+                    Ok(false) => continue,
+                    Ok(true) => {
+                        writer_running = false;
+                        // Queued behind the acks just written.
+                        if let Err(e) = client.try_disconnect() {
+                            warn!(error = %e, "mqtt: could not queue DISCONNECT");
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => Err(rumqttc::ConnectionError::MqttState(e)),
                 }
-            },
+            }
+            Step::Event(e) => e,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
+                subscribed = false;
                 info!(session_present = ack.session_present, "mqtt: connected");
                 if let Err(e) = client.try_subscribe(&filter, QoS::AtLeastOnce) {
                     error!(error = %e, "mqtt: could not queue SUBSCRIBE");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subscribed = true;
                 info!(filter = %filter, "ready: subscribed");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -208,15 +323,15 @@ async fn poll_task(
             }
             Ok(_) => {}
             Err(e) => {
+                subscribed = false;
                 {
-                    // Under the lock: later acks carry the old generation and are dropped;
-                    // acks already queued for the dead connection are removed from the
-                    // request channel by clean().
+                    // Under the lock: acks of the old generation are dropped from now on,
+                    // here and in the writer. clean() drops the dead connection.
                     let mut g = lock(&generation);
                     *g += 1;
                     eventloop.clean();
                 }
-                if stop_deadline.is_some() {
+                if stop_deadline.is_some() || !writer_running {
                     return;
                 }
                 let delay = backoff.next_delay();
@@ -235,7 +350,7 @@ fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
 
 async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<ToPoll>,
     generation: Arc<Mutex<u64>>,
     shared: Shared,
 ) {
@@ -297,8 +412,14 @@ async fn writer_task(
             for d in &batch {
                 if d.generation != *current {
                     stale += 1;
-                } else if let Err(e) = client.try_ack(&d.publish) {
-                    warn!(error = %e, "mqtt: ack not queued (message will be redelivered)");
+                } else if acks
+                    .send(ToPoll::Ack {
+                        generation: d.generation,
+                        pkid: d.publish.pkid,
+                    })
+                    .is_err()
+                {
+                    warn!("mqtt: poll task gone; ack not sent (message will be redelivered)");
                 }
             }
         }
@@ -323,10 +444,8 @@ async fn writer_task(
             "batch committed"
         );
     }
-    // Queue DISCONNECT behind the last acks so the poll task sends them first.
-    if let Err(e) = client.try_disconnect() {
-        warn!(error = %e, "mqtt: could not queue DISCONNECT");
-    }
+    // The poll task writes the last acks, then queues DISCONNECT.
+    let _ = acks.send(ToPoll::Done);
 }
 
 fn receive(

@@ -510,6 +510,7 @@ async fn run_phases(
         }
     }
     if !args.skip_latency {
+        quiesce(env).await;
         eprintln!("bench: alert latency");
         let mut gen = load::Generator::new(settings, args, "l")?;
         report.latency = Some(latency::run(env, &mut gen, args).await?);
@@ -518,6 +519,20 @@ async fn run_phases(
         report.lab = Some(lab::run(env).await?);
     }
     Ok(report)
+}
+
+/// Lets the database settle between phases (vacuum + checkpoint of what the drain wrote), so
+/// the latency phase does not pay for the drain's autovacuum and checkpoint. Best effort.
+async fn quiesce(env: &services::BenchEnv) {
+    let Ok(db) = env.db().await else { return };
+    for sql in [
+        "VACUUM (ANALYZE) messages, readings, outbox, incident_tracks, incidents",
+        "CHECKPOINT",
+    ] {
+        if let Err(e) = db.batch_execute(sql).await {
+            eprintln!("bench: {sql}: {e} (ignored)");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,10 @@
 //! - the **writer task** takes batches (up to `ingest.batch_max` messages or
 //!   `ingest.batch_wait_ms`), parses them, writes them in one transaction (retrying with
 //!   back-off while the database is away, sending no acks meanwhile), and only after the
-//!   commit acknowledges them **in arrival order**.
+//!   commit acknowledges them **in arrival order**. While one batch commits, the next one is
+//!   collected and parsed (never written: batches commit one at a time, in order), so the
+//!   service's CPU work overlaps the database's. At most `inflight_window` messages wait in
+//!   the channel plus two batches in the writer.
 //!
 //! Acks from an earlier connection are never sent on a later one: the broker reuses packet
 //! ids, so such an ack could acknowledge a different, uncommitted message. Each ack carries
@@ -348,6 +351,90 @@ fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A batch taken off the channel and parsed, ready to write.
+struct Prepared {
+    batch: Vec<Delivery>,
+    received: Vec<Received>,
+    registry: Arc<Registry>,
+}
+
+/// Waits for the next message (or shutdown), fills a batch up to `ingest.batch_max` or
+/// `ingest.batch_wait_ms`, and parses it. `None` when the channel closed or shutdown began
+/// before a first message.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Delivery>,
+    shared: &Shared,
+    token: &CancellationToken,
+) -> Option<Prepared> {
+    let s = &shared.settings;
+    let first = tokio::select! {
+        d = rx.recv() => d?,
+        _ = token.cancelled() => return None,
+    };
+    let mut batch = vec![first];
+    let deadline = Instant::now() + s.ingest.batch_wait();
+    while batch.len() < s.ingest.batch_max {
+        tokio::select! {
+            d = rx.recv() => match d { Some(d) => batch.push(d), None => break },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let registry = match shared.registry.read() {
+        Ok(r) => r.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let now = Utc::now();
+    let received = batch
+        .iter()
+        .map(|d| receive(d, now, shared, &registry))
+        .collect();
+    Some(Prepared {
+        batch,
+        received,
+        registry,
+    })
+}
+
+/// Writes a prepared batch, retrying with back-off while the database is away. `None` when
+/// shutdown interrupted the retries (the batch stays un-acked and will be redelivered).
+async fn commit(
+    p: &Prepared,
+    shared: &Shared,
+    backoff: &mut Backoff,
+    token: &CancellationToken,
+) -> Option<writer::BatchReport> {
+    let s = &shared.settings;
+    let ctx = Context {
+        registry: &p.registry,
+        standards: &shared.standards,
+        mqtt: &s.mqtt,
+        clear_after: s.judge.clear_after,
+    };
+    loop {
+        match write(&shared.pool, &ctx, &p.received).await {
+            Ok(r) => {
+                backoff.reset();
+                return Some(r);
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, messages = p.received.len(), retry_in_ms = delay.as_millis() as u64,
+                      "store: batch not committed; holding acks");
+                if !sleep_or_cancel(delay, token).await {
+                    info!(
+                        messages = p.received.len(),
+                        "shutdown: uncommitted batch abandoned (will be redelivered)"
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Takes batches off the channel and commits them one at a time, in arrival order, acking
+/// each batch's messages (in order) right after its commit. While one batch commits, the
+/// next is collected and parsed, so soilmon's CPU work overlaps the database's.
 async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
     acks: mpsc::UnboundedSender<ToPoll>,
@@ -357,95 +444,98 @@ async fn writer_task(
     let s = &shared.settings;
     let token = shared.shutdown.clone();
     let mut backoff = Backoff::new(s.database.retry_min_ms, s.database.retry_max_ms);
-    'batches: loop {
-        let first = tokio::select! {
-            d = rx.recv() => match d { Some(d) => d, None => break },
-            _ = token.cancelled() => break,
-        };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + s.ingest.batch_wait();
-        while batch.len() < s.ingest.batch_max {
-            tokio::select! {
-                d = rx.recv() => match d { Some(d) => batch.push(d), None => break },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        let registry = match shared.registry.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        let now = Utc::now();
-        let received: Vec<Received> = batch
-            .iter()
-            .map(|d| receive(d, now, &shared, &registry))
-            .collect();
-        let ctx = Context {
-            registry: &registry,
-            standards: &shared.standards,
-            mqtt: &s.mqtt,
-            clear_after: s.judge.clear_after,
+    let mut upcoming: Option<Prepared> = None;
+    loop {
+        let current = match upcoming.take() {
+            Some(p) if !token.is_cancelled() => p,
+            // Shutdown: a batch collected while the previous one committed is not written.
+            Some(_) => break,
+            None => match next_batch(&mut rx, &shared, &token).await {
+                Some(p) => p,
+                None => break,
+            },
         };
         let started = Instant::now();
-        let report = loop {
-            match write(&shared.pool, &ctx, &received).await {
-                Ok(r) => {
-                    backoff.reset();
-                    break r;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    warn!(error = %e, messages = received.len(), retry_in_ms = delay.as_millis() as u64,
-                          "store: batch not committed; holding acks");
-                    if !sleep_or_cancel(delay, &token).await {
-                        info!(
-                            messages = received.len(),
-                            "shutdown: uncommitted batch abandoned (will be redelivered)"
-                        );
-                        break 'batches;
+        {
+            let committing = commit(&current, &shared, &mut backoff, &token);
+            tokio::pin!(committing);
+            let collecting = next_batch(&mut rx, &shared, &token);
+            tokio::pin!(collecting);
+            let mut collected = false;
+            let report = loop {
+                tokio::select! {
+                    r = &mut committing => break r,
+                    p = &mut collecting, if !collected => {
+                        collected = true;
+                        upcoming = p;
                     }
                 }
-            }
-        };
-        let mut stale = 0;
-        {
-            let current = lock(&generation);
-            for d in &batch {
-                if d.generation != *current {
-                    stale += 1;
-                } else if acks
-                    .send(ToPoll::Ack {
-                        generation: d.generation,
-                        pkid: d.publish.pkid,
-                    })
-                    .is_err()
-                {
-                    warn!("mqtt: poll task gone; ack not sent (message will be redelivered)");
-                }
+            };
+            let Some(report) = report else { break };
+            // Ack before waiting for the rest of the next batch.
+            let stale = send_acks(&current.batch, &acks, &generation);
+            log_batch(&current, &report, stale, started, &shared);
+            if !collected {
+                upcoming = collecting.await;
             }
         }
-        if report.has_outbox() {
-            shared.outbox.notify_one();
-        }
-        for r in received.iter().filter(|r| r.parsed.is_err()) {
-            if let Err(rej) = &r.parsed {
-                info!(topic = %r.topic, station = r.station_id.as_deref().unwrap_or(""),
-                      msg_id = rej.msg_id.as_deref().unwrap_or(""), reason = %rej.code,
-                      detail = %rej.detail, "message refused");
-            }
-        }
-        debug!(
-            messages = batch.len(),
-            stored = report.stored,
-            readings = report.readings,
-            duplicates = report.duplicates,
-            alerts = report.alerts,
-            stale_acks_dropped = stale,
-            commit_ms = started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
     }
     // The poll task writes the last acks, then queues DISCONNECT.
     let _ = acks.send(ToPoll::Done);
+}
+
+/// Hands the acks of a committed batch to the poll task, in arrival order; messages of an
+/// earlier connection are not acked. Returns how many were dropped as stale.
+fn send_acks(
+    batch: &[Delivery],
+    acks: &mpsc::UnboundedSender<ToPoll>,
+    generation: &Mutex<u64>,
+) -> usize {
+    let mut stale = 0;
+    let current = lock(generation);
+    for d in batch {
+        if d.generation != *current {
+            stale += 1;
+        } else if acks
+            .send(ToPoll::Ack {
+                generation: d.generation,
+                pkid: d.publish.pkid,
+            })
+            .is_err()
+        {
+            warn!("mqtt: poll task gone; ack not sent (message will be redelivered)");
+        }
+    }
+    stale
+}
+
+fn log_batch(
+    p: &Prepared,
+    report: &writer::BatchReport,
+    stale: usize,
+    started: Instant,
+    shared: &Shared,
+) {
+    if report.has_outbox() {
+        shared.outbox.notify_one();
+    }
+    for r in p.received.iter().filter(|r| r.parsed.is_err()) {
+        if let Err(rej) = &r.parsed {
+            info!(topic = %r.topic, station = r.station_id.as_deref().unwrap_or(""),
+                  msg_id = rej.msg_id.as_deref().unwrap_or(""), reason = %rej.code,
+                  detail = %rej.detail, "message refused");
+        }
+    }
+    debug!(
+        messages = p.batch.len(),
+        stored = report.stored,
+        readings = report.readings,
+        duplicates = report.duplicates,
+        alerts = report.alerts,
+        stale_acks_dropped = stale,
+        commit_ms = started.elapsed().as_millis() as u64,
+        "batch committed"
+    );
 }
 
 fn receive(

@@ -430,7 +430,8 @@ pub async fn run(
     config_path: &Path,
     args: &BenchArgs,
 ) -> Result<Report, BenchError> {
-    if args.messages == 0 || !(args.rate > 0.0) || !(args.latency_seconds > 0.0) {
+    let positive = |v: f64| v.is_finite() && v > 0.0;
+    if args.messages == 0 || !positive(args.rate) || !positive(args.latency_seconds) {
         return Err(BenchError::Args(
             "--messages, --rate and --latency-seconds must be positive".into(),
         ));

@@ -34,9 +34,11 @@
 //! - [`store::archive`] — the tamper-evident archive (hash chain over raw inputs and the
 //!   readings derived from them), `soilmon verify` and the admin correction path.
 //! - [`simulate`] — a demo station network publishing to the broker.
+//! - [`bench`] — `soilmon bench`: end-to-end benchmark against the broker and COPY limits.
 //! - `main.rs` — the `soilmon` command line; wires the pieces together.
 
 pub mod alert;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod domain;

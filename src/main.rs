@@ -77,6 +77,9 @@ enum Command {
     },
     /// Correct one stored reading (admin database role): recorded in the archive with who,
     /// when and why.
+    /// End-to-end benchmark on private services: broker and COPY limits, backlog drain, alert
+    /// latency, lab upload, resources.
+    Bench(soilmon::bench::BenchArgs),
     Correct(CorrectArgs),
 }
 
@@ -252,6 +255,10 @@ async fn main() -> Result<()> {
         }
         Command::Verify { from } => verify(&settings, from.as_deref()).await,
         Command::Correct(args) => correct(&settings, &args).await,
+        Command::Bench(args) => soilmon::bench::run(&settings, &cli.config, &args)
+            .await
+            .map(drop)
+            .map_err(Into::into),
     }
 }
 

@@ -2,26 +2,33 @@
 //!
 //! Two tasks:
 //!
-//! - the **poll task** owns `EventLoop::poll()` and does nothing else: it forwards each
+//! - the **poll task** owns `EventLoop::poll()` and the connection: it forwards each
 //!   incoming publish, tagged with the connection generation it arrived on, into a bounded
 //!   channel. When the channel is full it stops polling, the socket is no longer read and
-//!   the broker is held back by TCP: memory stays bounded by `ingest.inflight_window`.
+//!   the broker is held back by TCP: memory stays bounded by `ingest.inflight_window`. It
+//!   also writes the writer's acks, in bulk and in order, straight onto the connection
+//!   (rumqttc's own request path takes one request per network read of up to ten packets,
+//!   so during a backlog drain acks queued there fell behind and were dropped).
 //! - the **writer task** takes batches (up to `ingest.batch_max` messages or
 //!   `ingest.batch_wait_ms`), parses them, writes them in one transaction (retrying with
 //!   back-off while the database is away, sending no acks meanwhile), and only after the
-//!   commit acknowledges them **in arrival order**.
+//!   commit acknowledges them **in arrival order**. While one batch commits, the next one is
+//!   collected and parsed (never written: batches commit one at a time, in order), so the
+//!   service's CPU work overlaps the database's. At most `inflight_window` messages wait in
+//!   the channel plus two batches in the writer.
 //!
 //! Acks from an earlier connection are never sent on a later one: the broker reuses packet
-//! ids, so such an ack could acknowledge a different, uncommitted message. The generation
-//! counter and rumqttc's request channel are cleaned under one lock when a connection
-//! fails; the redelivered copy of the message is absorbed by the idempotent writer.
+//! ids, so such an ack could acknowledge a different, uncommitted message. Each ack carries
+//! the generation of its message; the poll task, which alone bumps the generation when a
+//! connection fails, writes only acks of the current one. The redelivered copy of a message
+//! whose ack was dropped is absorbed by the idempotent writer.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
@@ -133,28 +140,107 @@ pub async fn run(shared: Shared) -> Result<(), CollectorError> {
     opts.set_clean_session(false);
     opts.set_manual_acks(true);
     let window = settings.ingest.inflight_window;
-    // The request channel carries acks; sized above the whole window so an ack never waits.
-    let (client, eventloop) = AsyncClient::new(opts, window * 2 + 64);
+    // The request channel carries only SUBSCRIBE and DISCONNECT: acks go to the poll task.
+    let (client, eventloop) = AsyncClient::new(opts, 64);
     let (tx, rx) = mpsc::channel::<Delivery>(window);
+    // Acks from the writer to the poll task. Unbounded so the writer never waits on the
+    // poll task; it holds at most one packet id per message of the in-flight window.
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel::<ToPoll>();
     let generation = Arc::new(Mutex::new(0u64));
 
     let poll = tokio::spawn(poll_task(
         eventloop,
-        client.clone(),
+        client,
         tx,
+        ack_rx,
         generation.clone(),
         shared.clone(),
     ));
-    let writer = tokio::spawn(writer_task(rx, client, generation, shared));
+    let writer = tokio::spawn(writer_task(rx, ack_tx, generation, shared));
     writer.await?;
     poll.await?;
     Ok(())
+}
+
+/// What the writer hands to the poll task.
+enum ToPoll {
+    /// Acknowledge this packet id, if the connection it arrived on is still the current one.
+    Ack {
+        /// Connection generation the message arrived on.
+        generation: u64,
+        /// Its packet id.
+        pkid: u16,
+    },
+    /// The writer has stopped: send the remaining acks, then DISCONNECT.
+    Done,
+}
+
+/// One step of the poll task.
+enum Step {
+    Event(Result<Event, rumqttc::ConnectionError>),
+    Acks(Option<ToPoll>),
+    Deadline,
+}
+
+/// Waits until `deadline`, or forever when there is none.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes `first` and every other ack already waiting, in order, on the current connection,
+/// then flushes. Acks of an earlier generation are dropped. Returns whether `Done` was seen,
+/// or the connection error.
+///
+/// rumqttc's `EventLoop::poll` takes at most one request from its channel per network read
+/// of up to ten packets, so acks queued through `AsyncClient::ack` fall ever further behind a
+/// backlog (and are dropped once that channel is full). Writing them here, in bulk, keeps
+/// acks in step with commits.
+async fn write_acks(
+    eventloop: &mut EventLoop,
+    first: Option<ToPoll>,
+    rx: &mut mpsc::UnboundedReceiver<ToPoll>,
+    current: u64,
+) -> Result<bool, rumqttc::StateError> {
+    let mut next = first;
+    let mut done = false;
+    let mut wrote = false;
+    loop {
+        match next {
+            None | Some(ToPoll::Done) => {
+                done = true;
+                break;
+            }
+            Some(ToPoll::Ack { generation, pkid }) => {
+                if generation == current {
+                    if let Some(net) = eventloop.network.as_mut() {
+                        net.write(Packet::PubAck(PubAck::new(pkid))).await?;
+                        wrote = true;
+                    }
+                }
+            }
+        }
+        match rx.try_recv() {
+            Ok(m) => next = Some(m),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => next = None,
+        }
+    }
+    if wrote {
+        if let Some(net) = eventloop.network.as_mut() {
+            net.flush().await?;
+        }
+    }
+    Ok(done)
 }
 
 async fn poll_task(
     mut eventloop: EventLoop,
     client: AsyncClient,
     tx: mpsc::Sender<Delivery>,
+    mut acks: mpsc::UnboundedReceiver<ToPoll>,
     generation: Arc<Mutex<u64>>,
     shared: Shared,
 ) {
@@ -163,30 +249,62 @@ async fn poll_task(
     let mut backoff = Backoff::new(m.reconnect_min_ms, m.reconnect_max_ms);
     let token = shared.shutdown.clone();
     let mut stop_deadline: Option<Instant> = None;
+    // SUBACK seen on the current connection: from then on no request waits in rumqttc's
+    // channel (until DISCONNECT), so a poll() may be interrupted to write acks without
+    // losing a request.
+    let mut subscribed = false;
+    let mut writer_running = true;
     loop {
         if token.is_cancelled() && stop_deadline.is_none() {
             // Keep polling a little so the writer's last acks and DISCONNECT go out.
             stop_deadline = Some(Instant::now() + Duration::from_secs(5));
         }
-        let event = match stop_deadline {
-            None => eventloop.poll().await,
-            Some(d) => match tokio::time::timeout_at(d, eventloop.poll()).await {
-                Ok(e) => e,
-                Err(_) => {
-                    warn!("mqtt: shutdown deadline passed before DISCONNECT was sent");
-                    return;
+        let step = if writer_running && (subscribed || stop_deadline.is_some()) {
+            tokio::select! {
+                e = eventloop.poll() => Step::Event(e),
+                a = acks.recv() => Step::Acks(a),
+                _ = until(stop_deadline) => Step::Deadline,
+            }
+        } else {
+            tokio::select! {
+                e = eventloop.poll() => Step::Event(e),
+                _ = until(stop_deadline) => Step::Deadline,
+            }
+        };
+        let event = match step {
+            Step::Deadline => {
+                warn!("mqtt: shutdown deadline passed before DISCONNECT was sent");
+                return;
+            }
+            Step::Acks(first) => {
+                let current = *lock(&generation);
+                match write_acks(&mut eventloop, first, &mut acks, current).await {
+                    Ok(false) => continue,
+                    Ok(true) => {
+                        writer_running = false;
+                        // Queued behind the acks just written.
+                        if let Err(e) = client.try_disconnect() {
+                            warn!(error = %e, "mqtt: could not queue DISCONNECT");
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(e) => Err(rumqttc::ConnectionError::MqttState(e)),
                 }
-            },
+            }
+            Step::Event(e) => e,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 backoff.reset();
+                subscribed = false;
                 info!(session_present = ack.session_present, "mqtt: connected");
                 if let Err(e) = client.try_subscribe(&filter, QoS::AtLeastOnce) {
                     error!(error = %e, "mqtt: could not queue SUBSCRIBE");
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
+                subscribed = true;
                 info!(filter = %filter, "ready: subscribed");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -214,15 +332,15 @@ async fn poll_task(
             }
             Ok(_) => {}
             Err(e) => {
+                subscribed = false;
                 {
-                    // Under the lock: later acks carry the old generation and are dropped;
-                    // acks already queued for the dead connection are removed from the
-                    // request channel by clean().
+                    // Under the lock: acks of the old generation are dropped from now on,
+                    // here and in the writer. clean() drops the dead connection.
                     let mut g = lock(&generation);
                     *g += 1;
                     eventloop.clean();
                 }
-                if stop_deadline.is_some() {
+                if stop_deadline.is_some() || !writer_running {
                     return;
                 }
                 let delay = backoff.next_delay();
@@ -239,100 +357,191 @@ fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// A batch taken off the channel and parsed, ready to write.
+struct Prepared {
+    batch: Vec<Delivery>,
+    received: Vec<Received>,
+    registry: Arc<Registry>,
+}
+
+/// Waits for the next message (or shutdown), fills a batch up to `ingest.batch_max` or
+/// `ingest.batch_wait_ms`, and parses it. `None` when the channel closed or shutdown began
+/// before a first message.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Delivery>,
+    shared: &Shared,
+    token: &CancellationToken,
+) -> Option<Prepared> {
+    let s = &shared.settings;
+    let first = tokio::select! {
+        d = rx.recv() => d?,
+        _ = token.cancelled() => return None,
+    };
+    let mut batch = vec![first];
+    let deadline = Instant::now() + s.ingest.batch_wait();
+    while batch.len() < s.ingest.batch_max {
+        tokio::select! {
+            d = rx.recv() => match d { Some(d) => batch.push(d), None => break },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    let registry = match shared.registry.read() {
+        Ok(r) => r.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    };
+    let now = Utc::now();
+    let received = batch
+        .iter()
+        .map(|d| receive(d, now, shared, &registry))
+        .collect();
+    Some(Prepared {
+        batch,
+        received,
+        registry,
+    })
+}
+
+/// Writes a prepared batch, retrying with back-off while the database is away. `None` when
+/// shutdown interrupted the retries (the batch stays un-acked and will be redelivered).
+async fn commit(
+    p: &Prepared,
+    shared: &Shared,
+    backoff: &mut Backoff,
+    token: &CancellationToken,
+) -> Option<writer::BatchReport> {
+    let s = &shared.settings;
+    let ctx = Context {
+        registry: &p.registry,
+        standards: &shared.standards,
+        mqtt: &s.mqtt,
+        clear_after: s.judge.clear_after,
+    };
+    loop {
+        match write(&shared.pool, &ctx, &p.received).await {
+            Ok(r) => {
+                backoff.reset();
+                return Some(r);
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, messages = p.received.len(), retry_in_ms = delay.as_millis() as u64,
+                      "store: batch not committed; holding acks");
+                if !sleep_or_cancel(delay, token).await {
+                    info!(
+                        messages = p.received.len(),
+                        "shutdown: uncommitted batch abandoned (will be redelivered)"
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Takes batches off the channel and commits them one at a time, in arrival order, acking
+/// each batch's messages (in order) right after its commit. While one batch commits, the
+/// next is collected and parsed, so soilmon's CPU work overlaps the database's.
 async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
-    client: AsyncClient,
+    acks: mpsc::UnboundedSender<ToPoll>,
     generation: Arc<Mutex<u64>>,
     shared: Shared,
 ) {
     let s = &shared.settings;
     let token = shared.shutdown.clone();
     let mut backoff = Backoff::new(s.database.retry_min_ms, s.database.retry_max_ms);
-    'batches: loop {
-        let first = tokio::select! {
-            d = rx.recv() => match d { Some(d) => d, None => break },
-            _ = token.cancelled() => break,
-        };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + s.ingest.batch_wait();
-        while batch.len() < s.ingest.batch_max {
-            tokio::select! {
-                d = rx.recv() => match d { Some(d) => batch.push(d), None => break },
-                _ = tokio::time::sleep_until(deadline) => break,
-            }
-        }
-        let registry = match shared.registry.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        let now = Utc::now();
-        let received: Vec<Received> = batch
-            .iter()
-            .map(|d| receive(d, now, &shared, &registry))
-            .collect();
-        let ctx = Context {
-            registry: &registry,
-            standards: &shared.standards,
-            mqtt: &s.mqtt,
-            clear_after: s.judge.clear_after,
+    let mut upcoming: Option<Prepared> = None;
+    loop {
+        let current = match upcoming.take() {
+            Some(p) if !token.is_cancelled() => p,
+            // Shutdown: a batch collected while the previous one committed is not written.
+            Some(_) => break,
+            None => match next_batch(&mut rx, &shared, &token).await {
+                Some(p) => p,
+                None => break,
+            },
         };
         let started = Instant::now();
-        let report = loop {
-            match write(&shared.pool, &ctx, &received).await {
-                Ok(r) => {
-                    backoff.reset();
-                    break r;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    warn!(error = %e, messages = received.len(), retry_in_ms = delay.as_millis() as u64,
-                          "store: batch not committed; holding acks");
-                    if !sleep_or_cancel(delay, &token).await {
-                        info!(
-                            messages = received.len(),
-                            "shutdown: uncommitted batch abandoned (will be redelivered)"
-                        );
-                        break 'batches;
+        {
+            let committing = commit(&current, &shared, &mut backoff, &token);
+            tokio::pin!(committing);
+            let collecting = next_batch(&mut rx, &shared, &token);
+            tokio::pin!(collecting);
+            let mut collected = false;
+            let report = loop {
+                tokio::select! {
+                    r = &mut committing => break r,
+                    p = &mut collecting, if !collected => {
+                        collected = true;
+                        upcoming = p;
                     }
                 }
+            };
+            let Some(report) = report else { break };
+            // Ack before waiting for the rest of the next batch.
+            let stale = send_acks(&current.batch, &acks, &generation);
+            log_batch(&current, &report, stale, started, &shared);
+            if !collected {
+                upcoming = collecting.await;
             }
-        };
-        let mut stale = 0;
+        }
+    }
+    // The poll task writes the last acks, then queues DISCONNECT.
+    let _ = acks.send(ToPoll::Done);
+}
+
+/// Hands the acks of a committed batch to the poll task, in arrival order; messages of an
+/// earlier connection are not acked. Returns how many were dropped as stale.
+fn send_acks(
+    batch: &[Delivery],
+    acks: &mpsc::UnboundedSender<ToPoll>,
+    generation: &Mutex<u64>,
+) -> usize {
+    let mut stale = 0;
+    let current = lock(generation);
+    for d in batch {
+        if d.generation != *current {
+            stale += 1;
+        } else if acks
+            .send(ToPoll::Ack {
+                generation: d.generation,
+                pkid: d.publish.pkid,
+            })
+            .is_err()
         {
-            let current = lock(&generation);
-            for d in &batch {
-                if d.generation != *current {
-                    stale += 1;
-                } else if let Err(e) = client.try_ack(&d.publish) {
-                    warn!(error = %e, "mqtt: ack not queued (message will be redelivered)");
-                }
-            }
+            warn!("mqtt: poll task gone; ack not sent (message will be redelivered)");
         }
-        if report.has_outbox() {
-            shared.outbox.notify_one();
-        }
-        for r in received.iter().filter(|r| r.parsed.is_err()) {
-            if let Err(rej) = &r.parsed {
-                info!(topic = %r.topic, station = r.station_id.as_deref().unwrap_or(""),
-                      msg_id = rej.msg_id.as_deref().unwrap_or(""), reason = %rej.code,
-                      detail = %rej.detail, "message refused");
-            }
-        }
-        debug!(
-            messages = batch.len(),
-            stored = report.stored,
-            readings = report.readings,
-            duplicates = report.duplicates,
-            alerts = report.alerts,
-            stale_acks_dropped = stale,
-            commit_ms = started.elapsed().as_millis() as u64,
-            "batch committed"
-        );
     }
-    // Queue DISCONNECT behind the last acks so the poll task sends them first.
-    if let Err(e) = client.try_disconnect() {
-        warn!(error = %e, "mqtt: could not queue DISCONNECT");
+    stale
+}
+
+fn log_batch(
+    p: &Prepared,
+    report: &writer::BatchReport,
+    stale: usize,
+    started: Instant,
+    shared: &Shared,
+) {
+    if report.has_outbox() {
+        shared.outbox.notify_one();
     }
+    for r in p.received.iter().filter(|r| r.parsed.is_err()) {
+        if let Err(rej) = &r.parsed {
+            info!(topic = %r.topic, station = r.station_id.as_deref().unwrap_or(""),
+                  msg_id = rej.msg_id.as_deref().unwrap_or(""), reason = %rej.code,
+                  detail = %rej.detail, "message refused");
+        }
+    }
+    debug!(
+        messages = p.batch.len(),
+        stored = report.stored,
+        readings = report.readings,
+        duplicates = report.duplicates,
+        alerts = report.alerts,
+        stale_acks_dropped = stale,
+        commit_ms = started.elapsed().as_millis() as u64,
+        "batch committed"
+    );
 }
 
 fn receive(

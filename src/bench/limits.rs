@@ -1,0 +1,296 @@
+//! The limits soilmon is measured against: the broker (a bare subscriber draining the
+//! backlog, acking on receipt, storing nothing) and the database (binary COPY of the same
+//! readings into a table identical to `readings`).
+
+use std::time::Duration;
+
+use chrono::Utc;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::time::Instant;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::load::Msg;
+use super::services::BenchEnv;
+use super::{BenchError, Throughput};
+use crate::config::{MqttConfig, Settings};
+use crate::domain::judge::judge;
+use crate::ingest::payload;
+use crate::registry::Registry;
+use crate::store::readings::{JudgedReading, Source};
+
+/// A persistent-session subscriber registered before the backlog is published.
+pub struct BareSubscriber {
+    port: u16,
+    id: String,
+    filter: String,
+}
+
+fn options(port: u16, id: &str, clean: bool) -> MqttOptions {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(clean)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(1 << 22, 1 << 22);
+    opts
+}
+
+impl BareSubscriber {
+    /// Connects with `clean_session = false`, subscribes to every station's readings (QoS1)
+    /// and disconnects: from now on the broker queues the readings for it.
+    pub async fn register(port: u16, mqtt: &MqttConfig) -> Result<BareSubscriber, BenchError> {
+        let s = BareSubscriber {
+            port,
+            id: format!("bench-bare-{:08x}", rand::random::<u32>()),
+            filter: mqtt.readings_filter(),
+        };
+        let (client, mut el) = AsyncClient::new(options(port, &s.id, false), 16);
+        client.subscribe(&s.filter, QoS::AtLeastOnce).await?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, el.poll())
+                .await
+                .map_err(|_| BenchError::MqttConnection("bare subscriber: no SUBACK".into()))?
+                .map_err(|e| BenchError::MqttConnection(e.to_string()))?;
+            if let Event::Incoming(Packet::SubAck(_)) = ev {
+                break;
+            }
+        }
+        client.disconnect().await?;
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, el.poll()).await {
+            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                break;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Reconnects (session resumed) and receives `n` queued messages, each acked on receipt.
+    /// Timed from the connection attempt to the `n`-th message.
+    pub async fn drain(self, n: u64) -> Result<Throughput, BenchError> {
+        let mut opts = options(self.port, &self.id, false);
+        opts.set_inflight(1000);
+        let (client, mut el) = AsyncClient::new(opts, 4096);
+        let started = Instant::now();
+        let mut got = 0u64;
+        while got < n {
+            let ev = tokio::time::timeout(Duration::from_secs(30), el.poll())
+                .await
+                .map_err(|_| {
+                    BenchError::MqttConnection(format!(
+                        "bare subscriber: stalled after {got} of {n} messages"
+                    ))
+                })?
+                .map_err(|e| BenchError::MqttConnection(e.to_string()))?;
+            if let Event::Incoming(Packet::Publish(_)) = ev {
+                got += 1;
+            }
+        }
+        let elapsed = started.elapsed();
+        // Flush the last PUBACKs, then end the session for good.
+        let _ = client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(ev) = el.poll().await {
+                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                    break;
+                }
+            }
+        })
+        .await;
+        let (c2, mut el2) = AsyncClient::new(options(self.port, &self.id, true), 4);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Ok(ev) = el2.poll().await {
+                if let Event::Incoming(Packet::ConnAck(_)) = ev {
+                    let _ = c2.disconnect().await;
+                }
+                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(Throughput::new(n, elapsed))
+    }
+}
+
+/// Parses and judges `msgs` exactly as soilmon does (not timed).
+pub fn judged_rows(
+    msgs: &[Msg],
+    settings: &Settings,
+    registry: &Registry,
+    standards: &crate::domain::standard::Standards,
+) -> Vec<JudgedReading> {
+    let now = Utc::now() + chrono::TimeDelta::seconds(60);
+    let mut out = Vec::with_capacity(msgs.len() * 8);
+    for m in msgs {
+        let Some(station) = settings.mqtt.station_of(&m.topic) else {
+            continue;
+        };
+        let Ok(s) = payload::parse(station, &m.payload, now, &settings.ingest, registry) else {
+            continue;
+        };
+        let Some(point) = registry.get(&s.point_id) else {
+            continue;
+        };
+        let ph = s.ph.or(point.ph);
+        for r in &s.readings {
+            out.push(JudgedReading {
+                source: Source::Station,
+                source_id: s.station_id.clone(),
+                msg_id: s.msg_id.clone(),
+                point_id: point.id.clone(),
+                county: point.county_code.clone(),
+                land_use: point.land_use,
+                sampled_at: s.sampled_at,
+                received_at: Utc::now(),
+                metal: r.metal,
+                value_mgkg: r.value_mgkg,
+                value_orig: r.value_orig,
+                unit_orig: r.unit_orig.clone(),
+                detected: r.detected,
+                ph,
+                method: s.method.clone(),
+                depth_cm: s.depth_cm,
+                judgement: judge(
+                    standards,
+                    point.land_use,
+                    ph,
+                    r.metal,
+                    r.value_mgkg,
+                    r.detected,
+                ),
+            });
+        }
+    }
+    out
+}
+
+const COPY_TYPES: [Type; 26] = [
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::BOOL,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TIMESTAMPTZ,
+];
+
+/// Writes the readings of `msgs` by binary COPY into `bench_copy_readings` (created
+/// `LIKE readings INCLUDING ALL`, made a hypertable the same way), `chunk` rows per
+/// committed COPY. Only the COPY statements are timed.
+pub async fn copy_limit(
+    env: &BenchEnv,
+    settings: &Settings,
+    msgs: &[Msg],
+    chunk: usize,
+) -> Result<Throughput, BenchError> {
+    let db = env.db().await?;
+    db.batch_execute(
+        "DROP TABLE IF EXISTS bench_copy_readings;
+         CREATE TABLE bench_copy_readings (LIKE readings INCLUDING ALL);
+         SELECT create_hypertable('bench_copy_readings', by_range('sampled_at', INTERVAL '90 days'));",
+    )
+    .await?;
+    let (points, _) = crate::store::points::load(&db)
+        .await
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let registry = Registry::new(points);
+    let standards = settings
+        .standards()
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let per_chunk = (chunk / 8).max(1);
+    let mut rows_total = 0u64;
+    let mut timed = Duration::ZERO;
+    for part in msgs.chunks(per_chunk) {
+        let rows = judged_rows(part, settings, &registry, &standards);
+        let started = Instant::now();
+        let sink = db
+            .copy_in(
+                "COPY bench_copy_readings (sampled_at, point_id, metal, source, source_id,
+                     msg_id, value_mgkg, value_orig, unit_orig, detected, level,
+                     screening_mgkg, intervention_mgkg, standard_id, standard_version,
+                     threshold_column, screening_source, intervention_source, land_use, ph,
+                     ph_band, ph_assumed, method, depth_top_cm, depth_bottom_cm, received_at)
+                 FROM STDIN BINARY",
+            )
+            .await?;
+        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
+        let mut writer = std::pin::pin!(writer);
+        for j in &rows {
+            let t = j.judgement.thresholds.as_ref();
+            let band = t.and_then(|t| t.ph_band).map(|b| b.to_string());
+            let screening = t.map(|t| t.screening);
+            let intervention = t.and_then(|t| t.intervention);
+            let std_id = t.map(|t| t.standard_id.as_str());
+            let std_version = t.map(|t| t.standard_version.as_str());
+            let column = t.map(|t| t.column.as_str());
+            let s_src = t.map(|t| t.screening_source.as_str());
+            let i_src = t.and_then(|t| t.intervention_source.as_deref());
+            let assumed = t.is_some_and(|t| t.ph_assumed);
+            let top = j.depth_cm.map(|d| d.0);
+            let bottom = j.depth_cm.map(|d| d.1);
+            let row: [&(dyn ToSql + Sync); 26] = [
+                &j.sampled_at,
+                &j.point_id,
+                &j.metal.symbol(),
+                &j.source.as_str(),
+                &j.source_id,
+                &j.msg_id,
+                &j.value_mgkg,
+                &j.value_orig,
+                &j.unit_orig,
+                &j.detected,
+                &j.judgement.level.as_str(),
+                &screening,
+                &intervention,
+                &std_id,
+                &std_version,
+                &column,
+                &s_src,
+                &i_src,
+                &j.land_use.as_str(),
+                &j.ph,
+                &band,
+                &assumed,
+                &j.method,
+                &top,
+                &bottom,
+                &j.received_at,
+            ];
+            writer.as_mut().write(&row).await?;
+        }
+        writer.finish().await?;
+        timed += started.elapsed();
+        rows_total += rows.len() as u64;
+    }
+    let expected = msgs.len() as u64 * 8;
+    let stored: i64 = db
+        .query_one("SELECT count(*) FROM bench_copy_readings", &[])
+        .await?
+        .get(0);
+    if stored as u64 != rows_total || rows_total != expected {
+        return Err(BenchError::Check(format!(
+            "COPY limit: {stored} rows stored, {rows_total} copied, {expected} expected"
+        )));
+    }
+    db.batch_execute("DROP TABLE bench_copy_readings").await?;
+    Ok(Throughput::new(rows_total, timed))
+}

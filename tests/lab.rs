@@ -453,3 +453,48 @@ fn big_batch(batch: &str, samples: usize) -> String {
     }
     out
 }
+
+/// An accepted batch file is archived verbatim in the hash chain, `soilmon verify` passes,
+/// and an edit of one of its readings behind the trigger's back is reported.
+#[tokio::test]
+async fn accepted_batches_are_in_the_tamper_evident_chain() -> anyhow::Result<()> {
+    let s = LabService::start(&[]).await?;
+    let csv = clean_batch("B-ARCH");
+    let (status, report) = s.upload(&csv).await?;
+    assert_eq!(status, 201, "{report}");
+    let db = s.p.db().await?;
+    let raw: Vec<u8> = db
+        .query_one(
+            "SELECT raw FROM archive WHERE kind = 'lab_batch' AND ref = 'B-ARCH'",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(raw, csv.as_bytes(), "the file is archived verbatim");
+    let out = s.p.soilmon.command(&["verify"]).await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    db.batch_execute(
+        "SET session_replication_role = replica;
+         UPDATE readings SET value_mgkg = 0.2
+         WHERE source = 'lab' AND source_id = 'B-ARCH' AND metal = 'Cd';",
+    )
+    .await?;
+    let out = s.p.soilmon.command(&["verify"]).await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "an edited lab reading must fail verification: {text}"
+    );
+    assert!(text.contains("B-ARCH"), "the broken entry is named: {text}");
+    Ok(())
+}

@@ -658,3 +658,21 @@ async fn render_metrics(State(st): State<Arc<AppState>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_is_per_identity_and_refills() {
+        let l = RateLimiter::new(3);
+        for _ in 0..3 {
+            assert_eq!(l.take("a"), Ok(()));
+        }
+        let wait = l.take("a").expect_err("bucket empty");
+        assert!((1..=20).contains(&wait), "{wait}");
+        assert_eq!(l.take("b"), Ok(()), "another identity has its own bucket");
+        let off = RateLimiter::new(0);
+        assert!((0..1000).all(|_| off.take("a").is_ok()));
+    }
+}

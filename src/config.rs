@@ -236,16 +236,31 @@ pub struct LogConfig {
     pub level: String,
 }
 
-/// HTTP API settings (lab uploads, health, metrics).
+/// HTTP API settings (lab uploads, bureau and admin reads, health, metrics).
 #[derive(Debug, Clone, Deserialize)]
 pub struct HttpConfig {
     /// Listen address, e.g. `127.0.0.1:8480`.
     pub addr: String,
     /// Largest accepted request body, bytes (413 beyond it).
     pub body_limit_bytes: usize,
-    /// File of API tokens, one `sha256hex role name` per line; empty: no token is valid.
-    /// Keep it outside the repository.
+    /// File of API tokens, one `sha256hex role name [counties]` per line (managed with
+    /// `soilmon tokens`); empty: no token is valid. Keep it outside the repository.
     pub tokens_file: PathBuf,
+    /// Longest time one request may take, seconds (408 beyond it).
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Requests per minute per identity (token bucket, burst of the same size; 429 beyond
+    /// it); 0 turns the limit off.
+    #[serde(default = "default_rate_limit_per_minute")]
+    pub rate_limit_per_minute: u32,
+}
+
+fn default_request_timeout_secs() -> u64 {
+    120
+}
+
+fn default_rate_limit_per_minute() -> u32 {
+    600
 }
 
 /// One concentration band of the duplicate relative-deviation limit.
@@ -422,6 +437,9 @@ impl Settings {
         }
         if self.http.body_limit_bytes < 1024 {
             return invalid("http.body_limit_bytes", "must be at least 1024");
+        }
+        if !(1..=3600).contains(&self.http.request_timeout_secs) {
+            return invalid("http.request_timeout_secs", "must be within 1-3600");
         }
         let l = &self.lab;
         let share = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);

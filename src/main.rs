@@ -65,6 +65,10 @@ enum Command {
     /// Manage bureau broker identities (read the alerts of their counties only).
     #[command(subcommand)]
     Bureaus(BureausCommand),
+    /// HTTP API tokens (roles lab, bureau, admin) in http.tokens_file; the token is printed
+    /// once, only its SHA-256 is kept. The running service picks up changes within seconds.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Broker files: regenerate the password and ACL files and reload the broker.
     #[command(subcommand)]
     Broker(BrokerCommand),
@@ -135,6 +139,32 @@ enum BureausCommand {
     /// Revoke a bureau identity.
     Revoke {
         /// Bureau name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token; prints it once.
+    Add {
+        /// Token name (shown in logs and batch records).
+        name: String,
+        /// lab (upload batches), bureau (read its counties' alerts, incidents, readings) or
+        /// admin (read everything: points, stations, bureaus).
+        #[arg(long)]
+        role: String,
+        /// County code a bureau may read (GB/T 2260), repeatable; bureau only.
+        #[arg(long = "county")]
+        counties: Vec<String>,
+        /// City-wide bureau: every county.
+        #[arg(long, conflicts_with = "counties")]
+        all: bool,
+    },
+    /// List tokens: name, role, counties.
+    List,
+    /// Revoke a token (the file is rewritten atomically).
+    Revoke {
+        /// Token name.
         name: String,
     },
 }
@@ -249,6 +279,7 @@ async fn main() -> Result<()> {
         Command::Upload(args) => upload(&settings, &args).await,
         Command::Stations(c) => stations(&settings, c).await,
         Command::Bureaus(c) => bureaus(&settings, c).await,
+        Command::Tokens(c) => tokens(&settings, c),
         Command::Broker(BrokerCommand::Sync) => {
             let client = admin_connect(&settings).await?;
             broker_sync(&settings, &client).await
@@ -561,6 +592,79 @@ async fn bureaus(settings: &Settings, c: BureausCommand) -> Result<()> {
     }
 }
 
+fn tokens(settings: &Settings, c: TokensCommand) -> Result<()> {
+    use soilmon::http::auth::{self, Role};
+    use soilmon::store::queries::Scope;
+    let path = &settings.http.tokens_file;
+    if path.as_os_str().is_empty() {
+        bail!("http.tokens_file is not set (SOILMON__HTTP__TOKENS_FILE)");
+    }
+    match c {
+        TokensCommand::Add {
+            name,
+            role,
+            counties,
+            all,
+        } => {
+            let Some(role) = Role::parse(&role) else {
+                bail!("--role must be lab, bureau or admin");
+            };
+            let scope = match role {
+                Role::Bureau if all => Scope::All,
+                Role::Bureau if counties.is_empty() => {
+                    bail!("a bureau token needs --county CODE (repeatable) or --all")
+                }
+                Role::Bureau => {
+                    if let Some(c) = counties
+                        .iter()
+                        .find(|c| !settings.registry.counties.contains(c))
+                    {
+                        bail!(
+                            "unknown county {c:?} (registry.counties: {:?})",
+                            settings.registry.counties
+                        );
+                    }
+                    Scope::Counties(counties)
+                }
+                _ if all || !counties.is_empty() => {
+                    bail!("--county and --all apply to bureau tokens only")
+                }
+                Role::Admin => Scope::All,
+                Role::Lab => Scope::Counties(Vec::new()),
+            };
+            let token = auth::add(path, &name, role, scope)?;
+            println!(
+                "{role} token {name} added to {}; the token (shown once, stored hashed):",
+                path.display()
+            );
+            println!("token: {token}");
+            Ok(())
+        }
+        TokensCommand::List => {
+            let lines: Vec<String> = auth::entries(path)?
+                .iter()
+                .map(|p| {
+                    let scope = match (p.role, &p.scope) {
+                        (Role::Bureau, Scope::All) => "\tall counties".to_string(),
+                        (Role::Bureau, Scope::Counties(c)) => format!("\tcounties {}", c.join(",")),
+                        _ => String::new(),
+                    };
+                    format!("{}\t{}{scope}", p.name, p.role)
+                })
+                .collect();
+            write_lines(&mut std::io::stdout().lock(), &lines)
+        }
+        TokensCommand::Revoke { name } => {
+            auth::revoke(path, &name)?;
+            println!(
+                "token {name} revoked; the running service refuses it within {} s",
+                auth::RELOAD_CHECK.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
 /// Parses `YYYY-MM-DD` (midnight UTC) or RFC 3339.
 fn parse_date(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
@@ -710,9 +814,9 @@ async fn run(settings: Arc<Settings>) -> Result<()> {
         outbox.clone(),
         shutdown.clone(),
     ));
-    let tokens = soilmon::http::auth::Tokens::load(&settings.http.tokens_file)?;
+    let tokens = soilmon::http::auth::TokenStore::open(&settings.http.tokens_file)?;
     if tokens.is_empty() {
-        warn!("http: no API tokens configured (http.tokens_file); lab uploads will get 401");
+        warn!("http: no API tokens configured (http.tokens_file); every /v1 request will get 401");
     }
     let metrics = soilmon::http::metrics::install()
         .map_err(|e| warn!(error = %e, "metrics recorder not installed"))
@@ -726,6 +830,7 @@ async fn run(settings: Arc<Settings>) -> Result<()> {
             outbox: outbox.clone(),
             tokens,
             metrics,
+            limiter: soilmon::http::RateLimiter::new(settings.http.rate_limit_per_minute),
         }),
         shutdown.clone(),
     ));

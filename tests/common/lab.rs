@@ -21,7 +21,7 @@ pub struct LabService {
     pub base: String,
     /// A token with role `lab`.
     pub lab_token: String,
-    /// A token with role `viewer` (may read, not upload).
+    /// A token with role `admin` (may read batch reports, not upload).
     pub viewer_token: String,
     /// Holds the tokens file.
     pub dir: tempfile::TempDir,
@@ -40,7 +40,7 @@ impl LabService {
         std::fs::write(
             &tokens,
             format!(
-                "# test tokens\n{} lab test-lab\n{} viewer test-viewer\n",
+                "# test tokens\n{} lab test-lab\n{} admin test-viewer\n",
                 hash(&lab_token),
                 hash(&viewer_token)
             ),

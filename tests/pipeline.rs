@@ -253,3 +253,52 @@ async fn missing_ph_uses_the_strictest_band() -> anyhow::Result<()> {
     assert_eq!(cu.get::<_, Option<String>>(3).as_deref(), Some("orchard"));
     Ok(())
 }
+
+/// Readings of a "new" message are written by binary COPY; should one already be stored
+/// (here: its `messages` row removed by hand), the COPY's unique violation is rolled back to
+/// a savepoint and the batch goes through `ON CONFLICT DO NOTHING`: nothing stalls, nothing
+/// is stored twice, the other message of the batch is stored.
+#[tokio::test]
+async fn readings_already_stored_for_a_new_message_do_not_stall_the_batch() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    let first = sample(
+        "st03",
+        "again-1",
+        "441781-T-0001",
+        "2026-11-28T09:00:00+08:00",
+        &[("Pb", 20.0), ("Cd", 0.1)],
+    );
+    p.publish(vec![first.clone()]).await?;
+    p.wait_count("SELECT count(*) FROM readings", 2, WAIT)
+        .await?;
+    p.db()
+        .await?
+        .execute("DELETE FROM messages WHERE msg_id = 'again-1'", &[])
+        .await?;
+    let second = sample(
+        "st03",
+        "again-2",
+        "441781-T-0001",
+        "2026-11-28T09:05:00+08:00",
+        &[("Pb", 21.0)],
+    );
+    p.publish(vec![first, second]).await?;
+    p.wait_count("SELECT count(*) FROM messages", 2, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
+    p.wait_count("SELECT count(*) FROM readings", 3, WAIT)
+        .await?;
+    assert_eq!(
+        p.count("SELECT count(*) FROM readings WHERE msg_id = 'again-1'")
+            .await?,
+        2
+    );
+    assert!(
+        p.soilmon
+            .log()
+            .contains("readings already stored for a new message"),
+        "log:\n{}",
+        p.soilmon.log()
+    );
+    Ok(())
+}

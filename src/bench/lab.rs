@@ -1,73 +1,285 @@
-//! Lab upload (`POST /v1/lab/batches`, CSV): probed, and skipped while the build under test
-//! has no lab HTTP API.
+//! Lab upload: one valid `--lab-rows` batch (CSV) posted to `POST /v1/lab/batches` of a fresh
+//! soilmon, timed from the start of the request to the `201 Created`.
 //!
-//! The bench starts every soilmon with `SOILMON__HTTP__LISTEN=127.0.0.1:<free port>` (a key
-//! this build ignores). If nothing listens there, or the route answers 404, the phase is
-//! reported as skipped. Once the lab API is merged, the upload of a `--lab-rows` batch is to be
-//! wired here against its CSV contract, timed and compared with the COPY limit.
+//! Every soilmon the bench starts listens on `SOILMON__HTTP__ADDR=127.0.0.1:<free port>` with
+//! a tokens file of the bench's own (`SOILMON__HTTP__TOKENS_FILE`, one random `lab` token;
+//! see [`super::services::BenchEnv`]). The batch references the points the bench imported
+//! (`--points`), carries the duplicates and blanks the configured QC rates require
+//! (`lab.duplicate_rate`, `lab.blank_rate`, minimums included), and every value is below
+//! screening, so it must be accepted whole: any other answer is a bench error carrying the
+//! report. The upload goes through [`crate::http::client::upload`] (what `soilmon upload`
+//! uses); the time therefore includes reading the file back, sending, parsing and checking,
+//! the store's binary COPY into staging, the readings, incidents and the archive entry, and
+//! the COMMIT.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 
 use super::services::BenchEnv;
-use super::{BenchError, LabResult};
+use super::{BenchError, LabResult, Throughput};
+use crate::config::{LabConfig, Settings};
+use crate::http::client;
+use crate::registry::parse_points_csv;
 
-/// The status line's code of an HTTP response, if it is one.
-pub fn status_code(response: &str) -> Option<u16> {
-    let line = response.lines().next()?;
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/") {
+/// The template header of a CSV batch.
+pub const HEADER: &str = "batch_id,lab_id,sample_id,point_id,sampled_at,depth_top_cm,\
+depth_bottom_cm,ph,metal,value,unit,detected,mdl,method,qc_type,qc_ref";
+
+/// Metals of the generated samples and a base value well below every screening value.
+const METALS: [(&str, f64); 5] = [
+    ("Pb", 20.0),
+    ("Cd", 0.1),
+    ("As", 5.0),
+    ("Cu", 15.0),
+    ("Ni", 12.0),
+];
+
+/// How a batch of `rows` rows splits into field samples, duplicates and blanks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    /// Field samples (one metal each).
+    pub samples: usize,
+    /// Lab duplicates (at least the required number; the remainder of `rows` goes here).
+    pub duplicates: usize,
+    /// Blanks (exactly the required number).
+    pub blanks: usize,
+}
+
+/// QC items required for `samples` field samples at `rate`, at least `min` (as `lab::qc`).
+fn required(samples: usize, rate: f64, min: usize) -> usize {
+    ((samples as f64 * rate - 1e-9).ceil().max(0.0) as usize).max(min)
+}
+
+/// The largest number of samples whose required duplicates and blanks fit in `rows`; the
+/// rows left over become extra duplicates. `None` when not even one sample fits.
+pub fn split(rows: usize, lab: &LabConfig) -> Option<Split> {
+    let total = |s: usize| {
+        s + required(s, lab.duplicate_rate, lab.min_duplicates)
+            + required(s, lab.blank_rate, lab.min_blanks)
+    };
+    let (mut lo, mut hi) = (0usize, rows);
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        if total(mid) <= rows {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let samples = lo;
+    if samples == 0 {
         return None;
     }
-    parts.next()?.parse().ok()
+    let blanks = required(samples, lab.blank_rate, lab.min_blanks);
+    let duplicates = rows - samples - blanks;
+    // Each duplicate duplicates a distinct sample.
+    (duplicates <= samples).then_some(Split {
+        samples,
+        duplicates,
+        blanks,
+    })
 }
 
-/// Sends an empty CSV to the lab route; `None` if no HTTP server answered.
-async fn probe(port: u16) -> Option<u16> {
-    let attempt = async {
-        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        let req = format!(
-            "POST /v1/lab/batches HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
-             Content-Type: text/csv\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+/// A valid CSV batch of exactly `rows` rows over `points`: samples spread over the points and
+/// over 28 days before `now`, a lab duplicate (same value) of the first samples, blanks at
+/// 0.01 mg/kg (MDL 0.05).
+pub fn batch_csv(
+    batch_id: &str,
+    rows: usize,
+    points: &[String],
+    lab: &LabConfig,
+    now: DateTime<Utc>,
+) -> Result<String, BenchError> {
+    let sp = split(rows, lab).ok_or_else(|| {
+        BenchError::Args(format!(
+            "--lab-rows {rows} is too small for one sample with its required duplicates and blanks"
+        ))
+    })?;
+    if points.is_empty() {
+        return Err(BenchError::Setup("the points file has no points".into()));
+    }
+    // Sampling times: whole minutes in the 28 days before now, in UTC+8 (the batch's local
+    // time), one day before now at the latest.
+    let local = now + chrono::Duration::hours(8) - chrono::Duration::days(1);
+    let start = local - chrono::Duration::days(28);
+    let mut out = String::with_capacity(rows * 110 + HEADER.len() + 1);
+    out.push_str(HEADER);
+    out.push('\n');
+    let value = |i: usize| {
+        let (metal, base) = METALS[i % METALS.len()];
+        (metal, base * (1.0 + (i % 7) as f64 * 0.01))
+    };
+    for i in 0..sp.samples {
+        let (metal, v) = value(i);
+        let point = &points[i % points.len()];
+        let minutes = (i * 7 % (28 * 1440)) as i64;
+        let when = (start + chrono::Duration::minutes(minutes)).format("%Y-%m-%d %H:%M");
+        // The write to a String cannot fail.
+        let _ = writeln!(
+            out,
+            "{batch_id},BENCHLAB,S{i:07},{point},{when},0,20,6.5,{metal},{v:.3},mg/kg,true,0.05,HJ 803,sample,"
         );
-        sock.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        sock.read_to_end(&mut buf).await.ok()?;
-        status_code(&String::from_utf8_lossy(&buf))
-    };
-    tokio::time::timeout(Duration::from_secs(5), attempt)
-        .await
-        .ok()
-        .flatten()
+    }
+    for i in 0..sp.duplicates {
+        let (metal, v) = value(i);
+        let _ = writeln!(
+            out,
+            "{batch_id},BENCHLAB,S{i:07}-LD,,,,,,{metal},{v:.3},mg/kg,true,0.05,HJ 803,lab_duplicate,S{i:07}"
+        );
+    }
+    for k in 0..sp.blanks {
+        let (metal, _) = value(k);
+        let _ = writeln!(
+            out,
+            "{batch_id},BENCHLAB,BLK{k:07},,,,,,{metal},0.01,mg/kg,true,0.05,HJ 803,blank,"
+        );
+    }
+    Ok(out)
 }
 
-/// Runs (for now: probes) the lab-upload phase against a fresh soilmon.
-pub async fn run(env: &BenchEnv) -> Result<LabResult, BenchError> {
+/// A log line without its ANSI colour sequences (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Reads `key=<number>` from a (text-format) log line.
+fn log_field(line: &str, key: &str) -> Option<u64> {
+    strip_ansi(line)
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
+
+/// Uploads a `rows`-row batch to a fresh soilmon and times it.
+pub async fn run(
+    env: &BenchEnv,
+    settings: &Settings,
+    args: &super::BenchArgs,
+) -> Result<LabResult, BenchError> {
+    let rows = args.lab_rows;
+    let text = std::fs::read(&args.points)
+        .map_err(BenchError::io(format!("reading {}", args.points.display())))?;
+    let points: Vec<String> = parse_points_csv(text.as_slice(), &settings.registry.counties)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", args.points.display())))?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    let batch_id = format!("BENCH-{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let csv = batch_csv(&batch_id, rows, &points, &settings.lab, Utc::now())?;
+    let bytes = csv.len() as u64;
+    let file = env.dir.join("lab-batch.csv");
+    std::fs::write(&file, &csv).map_err(BenchError::io("writing the lab batch"))?;
+    drop(csv);
+
     let mut s = env.soilmon("lab").await?;
-    let status = probe(env.http_port).await;
+    let server = format!("http://127.0.0.1:{}", env.http_port);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = http
+            .get(format!("{server}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Service(format!(
+                "soilmon's HTTP API did not answer on {server} within 30 s; log {}",
+                s.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("bench: uploading a {rows}-row lab batch ({bytes} bytes)");
+    let started = Instant::now();
+    let answer = client::upload(&server, env.lab_token(), &file)
+        .await
+        .map_err(|e| BenchError::Service(format!("lab upload: {e}")))?;
+    let elapsed = started.elapsed();
+    let resources = s.resources();
     s.stop().await?;
-    let reason = match status {
-        None | Some(404) => "skipped: lab upload API not available in this build".to_string(),
-        Some(code) => format!(
-            "skipped: lab upload API answered {code} to a probe, but the bench does not drive \
-             its CSV contract yet"
-        ),
-    };
-    Ok(LabResult::Skipped { reason })
+    let _ = std::fs::remove_file(&file);
+    if answer.status != 201 {
+        let mut body = answer.body.to_string();
+        body.truncate(4000);
+        return Err(BenchError::Check(format!(
+            "lab upload of {rows} rows answered HTTP {} (expected 201): {body}",
+            answer.status
+        )));
+    }
+    let log = std::fs::read_to_string(&s.log).unwrap_or_default();
+    let line = log.lines().find(|l| l.contains("lab batch stored"));
+    let served = log
+        .lines()
+        .find(|l| l.contains(" lab batch") && l.contains("store_ms"));
+    Ok(LabResult::Done {
+        rows: Throughput::new(rows as u64, elapsed),
+        bytes,
+        server_check_ms: served.and_then(|l| log_field(l, "read_check_ms")),
+        server_store_ms: served.and_then(|l| log_field(l, "store_ms")),
+        copy_ms: line.and_then(|l| log_field(l, "copy_ms")),
+        readings_ms: line.and_then(|l| log_field(l, "readings_ms")),
+        resources,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::status_code;
+    use super::*;
+
+    fn lab() -> LabConfig {
+        crate::config::Settings::load(std::path::Path::new("config/default.toml"))
+            .expect("default config")
+            .lab
+    }
 
     #[test]
-    fn reads_status_line() {
-        assert_eq!(status_code("HTTP/1.1 404 Not Found\r\n\r\n"), Some(404));
-        assert_eq!(status_code("HTTP/1.1 201 Created\r\nX: y\r\n"), Some(201));
-        assert_eq!(status_code("garbage"), None);
-        assert_eq!(status_code(""), None);
+    fn split_meets_the_rates_and_fills_the_rows() {
+        let lab = lab();
+        let sp = split(100_000, &lab).expect("fits");
+        assert_eq!(sp.samples + sp.duplicates + sp.blanks, 100_000);
+        assert!(sp.duplicates >= required(sp.samples, lab.duplicate_rate, lab.min_duplicates));
+        assert_eq!(
+            sp.blanks,
+            required(sp.samples, lab.blank_rate, lab.min_blanks)
+        );
+        for rows in [3, 4, 7, 100, 1001] {
+            let sp = split(rows, &lab).expect("fits");
+            assert_eq!(sp.samples + sp.duplicates + sp.blanks, rows, "{rows}");
+        }
+        assert_eq!(split(2, &lab), None);
+    }
+
+    #[test]
+    fn batch_has_the_rows_asked_for() {
+        let csv =
+            batch_csv("B", 1000, &["P1".into(), "P2".into()], &lab(), Utc::now()).expect("batch");
+        assert_eq!(csv.lines().count(), 1001);
+        assert!(csv.starts_with(HEADER));
+        assert_eq!(
+            log_field("x read_check_ms=12 store_ms=34", "store_ms"),
+            Some(34)
+        );
+        assert_eq!(log_field("x read_check_ms=12", "store_ms"), None);
+        let colored = "\u{1b}[3mstore_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m56 x";
+        assert_eq!(log_field(colored, "store_ms"), Some(56));
     }
 }

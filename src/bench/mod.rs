@@ -22,7 +22,9 @@
 //! 3. **Alert latency** ([`latency`]): steady publishing at `--rate` with 5 % exceeding
 //!    samples; the time from a station's publish to the alert naming that `msg_id` reaching a
 //!    bureau subscriber.
-//! 4. **Lab upload** ([`lab`]): probed; skipped while the build has no lab HTTP API.
+//! 4. **Lab upload** ([`lab`]): a valid `--lab-rows` batch (samples with the duplicates and
+//!    blanks the configured QC rates require) posted with the bench's `lab` token to
+//!    `POST /v1/lab/batches` of a fresh soilmon, timed from the request start to the 201.
 //! 5. **Resources** ([`resources`]): peak RSS (`VmHWM`) and CPU seconds of the soilmon process
 //!    in each phase (a fresh process per phase).
 //!
@@ -221,10 +223,20 @@ pub enum LabResult {
         /// Why.
         reason: String,
     },
-    /// The batch was uploaded.
+    /// The batch was uploaded (201).
     Done {
-        /// Rows and time.
+        /// Rows and time (request start to 201).
         rows: Throughput,
+        /// Size of the CSV body, bytes.
+        bytes: u64,
+        /// Server side: reading the body, parsing and checking, ms (from its log).
+        server_check_ms: Option<u64>,
+        /// Server side: the store transaction up to COMMIT, ms (from its log).
+        server_store_ms: Option<u64>,
+        /// Of which: binary COPY of every row into staging and into `lab_rows`, ms.
+        copy_ms: Option<u64>,
+        /// Of which: inserting the field samples into `readings`, ms.
+        readings_ms: Option<u64>,
         /// Resources of the soilmon process.
         resources: Resources,
     },
@@ -382,17 +394,37 @@ pub fn render(r: &Report) -> String {
         Some(LabResult::Skipped { reason }) => {
             rows.push(["lab upload".into(), reason.clone(), "".into(), "".into()])
         }
-        Some(LabResult::Done { rows: t, resources }) => {
+        Some(LabResult::Done {
+            rows: t,
+            bytes,
+            server_check_ms,
+            server_store_ms,
+            copy_ms,
+            readings_ms,
+            resources,
+        }) => {
+            let ms = |v: &Option<u64>| v.map_or("-".to_string(), |v| format!("{v} ms"));
             rows.push([
-                "lab upload".into(),
+                "lab upload (one batch, HTTP 201)".into(),
                 format!("{:.0} rows/s", t.per_second),
-                format!("{} rows in {:.2} s", t.items, t.seconds),
+                format!(
+                    "{} rows ({:.1} MB) in {:.2} s",
+                    t.items,
+                    *bytes as f64 / 1e6,
+                    t.seconds
+                ),
                 format!("{} of COPY", pct(t.per_second, copy)),
             ]);
             rows.push([
                 "  soilmon resources (lab)".into(),
                 res(resources),
-                "".into(),
+                format!(
+                    "server: check {}, store {} (COPY {}, readings {})",
+                    ms(server_check_ms),
+                    ms(server_store_ms),
+                    ms(copy_ms),
+                    ms(readings_ms)
+                ),
                 "".into(),
             ]);
         }
@@ -435,6 +467,12 @@ pub async fn run(
         return Err(BenchError::Args(
             "--messages, --rate and --latency-seconds must be positive".into(),
         ));
+    }
+    if !args.skip_lab && lab::split(args.lab_rows, &settings.lab).is_none() {
+        return Err(BenchError::Args(format!(
+            "--lab-rows {} is too small for one sample with its required duplicates and blanks",
+            args.lab_rows
+        )));
     }
     let machine = Machine::describe();
     let env = services::BenchEnv::start(settings, config_path, args).await?;
@@ -517,7 +555,9 @@ async fn run_phases(
         report.latency = Some(latency::run(env, &mut gen, args).await?);
     }
     if !args.skip_lab {
-        report.lab = Some(lab::run(env).await?);
+        quiesce(env).await;
+        eprintln!("bench: lab upload");
+        report.lab = Some(lab::run(env, settings, args).await?);
     }
     Ok(report)
 }
@@ -578,16 +618,26 @@ mod tests {
                 resources: Resources::default(),
             }),
             latency: None,
-            lab: Some(LabResult::Skipped {
-                reason: "skipped: lab upload API not available in this build".into(),
+            lab: Some(LabResult::Done {
+                rows: Throughput::new(40, Duration::from_secs(1)),
+                bytes: 4000,
+                server_check_ms: Some(300),
+                server_store_ms: Some(600),
+                copy_ms: None,
+                readings_ms: Some(200),
+                resources: Resources::default(),
             }),
         };
         let text = render(&r);
         assert!(text.contains("50 % of COPY, 100 % of broker"), "{text}");
-        assert!(text.contains("skipped: lab upload API"), "{text}");
+        assert!(text.contains("25 % of COPY"), "{text}");
+        assert!(
+            text.contains("check 300 ms, store 600 ms (COPY -, readings 200 ms)"),
+            "{text}"
+        );
         assert!(text.contains("Test CPU (2 CPUs"), "{text}");
         let json = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["lab"]["status"], "skipped");
+        assert_eq!(json["lab"]["status"], "done");
         assert_eq!(json["copy_limit"]["per_second"], 160.0);
     }
 }

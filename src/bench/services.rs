@@ -137,8 +137,14 @@ pub struct BenchEnv {
     pub db_name: String,
     /// Temp dir: broker files and soilmon logs.
     pub dir: PathBuf,
-    /// Port offered to soilmon's (future) lab HTTP API.
+    /// Port of soilmon's HTTP API (`SOILMON__HTTP__ADDR`).
     pub http_port: u16,
+    /// Tokens file given to soilmon (`SOILMON__HTTP__TOKENS_FILE`): one `lab` token.
+    tokens_file: PathBuf,
+    /// The `lab` token (random, this run only).
+    lab_token: String,
+    /// `SOILMON__HTTP__BODY_LIMIT_BYTES`: room for the `--lab-rows` batch.
+    body_limit: usize,
     /// Topic prefix of the wire contract.
     pub topic_prefix: String,
     exe: PathBuf,
@@ -190,8 +196,28 @@ impl BenchEnv {
             };
             extra_env.push((k.to_string(), v.to_string()));
         }
+        let lab_token = format!(
+            "bench-{:032x}",
+            rand::Rng::gen::<u128>(&mut rand::thread_rng())
+        );
+        let tokens_file = dir.join("tokens");
+        std::fs::write(
+            &tokens_file,
+            format!(
+                "# soilmon bench, this run only\n{} lab bench\n",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(lab_token.as_bytes()))
+            ),
+        )
+        .map_err(BenchError::io("writing the tokens file"))?;
+        let body_limit = settings
+            .http
+            .body_limit_bytes
+            .max(args.lab_rows.saturating_mul(256));
         let env = BenchEnv {
             broker,
+            tokens_file,
+            lab_token,
+            body_limit,
             db_url,
             admin_url,
             db_name,
@@ -207,6 +233,11 @@ impl BenchEnv {
         let points = args.points.display().to_string();
         env.command(&["points", "import", &points]).await?;
         Ok(env)
+    }
+
+    /// The bench's `lab` API token.
+    pub fn lab_token(&self) -> &str {
+        &self.lab_token
     }
 
     /// Client id of the collector under test (fixed for the run: its persistent session).
@@ -233,6 +264,11 @@ impl BenchEnv {
             .env(
                 "SOILMON__HTTP__ADDR",
                 format!("127.0.0.1:{}", self.http_port),
+            )
+            .env("SOILMON__HTTP__TOKENS_FILE", &self.tokens_file)
+            .env(
+                "SOILMON__HTTP__BODY_LIMIT_BYTES",
+                self.body_limit.to_string(),
             )
             .env("SOILMON__LOG__FORMAT", "text")
             .env("SOILMON__LOG__LEVEL", "info")

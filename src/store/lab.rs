@@ -21,9 +21,6 @@ use crate::domain::standard::Standards;
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
 use crate::registry::Registry;
 
-/// Readings inserted per statement.
-const READINGS_CHUNK: usize = 20_000;
-
 /// Everything the store needs besides the batch.
 pub struct LabContext<'a> {
     /// Registry snapshot the batch was checked against.
@@ -144,9 +141,9 @@ pub async fn submit(
     let t0 = std::time::Instant::now();
     copy_rows(&tx, &batch_id, &checked.rows, &levels).await?;
     let t1 = std::time::Instant::now();
-    for chunk in judged.chunks(READINGS_CHUNK) {
-        readings::insert(&tx, chunk).await?;
-    }
+    // A batch is stored once (advisory lock, status check): its readings are new. Binary
+    // COPY, with the ON CONFLICT fallback of `insert_fresh`.
+    readings::insert_fresh(&tx, &judged).await?;
     let t2 = std::time::Instant::now();
     report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     let t3 = std::time::Instant::now();

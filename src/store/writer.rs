@@ -146,7 +146,8 @@ pub async fn write_batch(
     for j in &judged {
         *report.levels.entry(j.judgement.level.as_str()).or_default() += 1;
     }
-    readings::insert(&tx, &judged).await?;
+    // Only readings of messages whose key was new in this transaction: binary COPY.
+    readings::insert_fresh(&tx, &judged).await?;
     report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.

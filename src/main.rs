@@ -81,10 +81,10 @@ enum Command {
     },
     /// Correct one stored reading (admin database role): recorded in the archive with who,
     /// when and why.
+    Correct(CorrectArgs),
     /// End-to-end benchmark on private services: broker and COPY limits, backlog drain, alert
     /// latency, lab upload, resources.
     Bench(soilmon::bench::BenchArgs),
-    Correct(CorrectArgs),
 }
 
 #[derive(clap::Args)]

@@ -7,8 +7,6 @@ use std::time::Duration;
 use chrono::Utc;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
 
 use super::load::Msg;
 use super::services::BenchEnv;
@@ -164,35 +162,6 @@ pub fn judged_rows(
     out
 }
 
-const COPY_TYPES: [Type; 26] = [
-    Type::TIMESTAMPTZ,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::FLOAT8,
-    Type::TEXT,
-    Type::BOOL,
-    Type::TEXT,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TIMESTAMPTZ,
-];
-
 /// Writes the readings of `msgs` by binary COPY into `bench_copy_readings` (created
 /// `LIKE readings INCLUDING ALL`, made a hypertable the same way), `chunk` rows per
 /// committed COPY. Only the COPY statements are timed.
@@ -222,62 +191,7 @@ pub async fn copy_limit(
     for part in msgs.chunks(per_chunk) {
         let rows = judged_rows(part, settings, &registry, &standards);
         let started = Instant::now();
-        let sink = db
-            .copy_in(
-                "COPY bench_copy_readings (sampled_at, point_id, metal, source, source_id,
-                     msg_id, value_mgkg, value_orig, unit_orig, detected, level,
-                     screening_mgkg, intervention_mgkg, standard_id, standard_version,
-                     threshold_column, screening_source, intervention_source, land_use, ph,
-                     ph_band, ph_assumed, method, depth_top_cm, depth_bottom_cm, received_at)
-                 FROM STDIN BINARY",
-            )
-            .await?;
-        let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
-        let mut writer = std::pin::pin!(writer);
-        for j in &rows {
-            let t = j.judgement.thresholds.as_ref();
-            let band = t.and_then(|t| t.ph_band).map(|b| b.to_string());
-            let screening = t.map(|t| t.screening);
-            let intervention = t.and_then(|t| t.intervention);
-            let std_id = t.map(|t| t.standard_id.as_str());
-            let std_version = t.map(|t| t.standard_version.as_str());
-            let column = t.map(|t| t.column.as_str());
-            let s_src = t.map(|t| t.screening_source.as_str());
-            let i_src = t.and_then(|t| t.intervention_source.as_deref());
-            let assumed = t.is_some_and(|t| t.ph_assumed);
-            let top = j.depth_cm.map(|d| d.0);
-            let bottom = j.depth_cm.map(|d| d.1);
-            let row: [&(dyn ToSql + Sync); 26] = [
-                &j.sampled_at,
-                &j.point_id,
-                &j.metal.symbol(),
-                &j.source.as_str(),
-                &j.source_id,
-                &j.msg_id,
-                &j.value_mgkg,
-                &j.value_orig,
-                &j.unit_orig,
-                &j.detected,
-                &j.judgement.level.as_str(),
-                &screening,
-                &intervention,
-                &std_id,
-                &std_version,
-                &column,
-                &s_src,
-                &i_src,
-                &j.land_use.as_str(),
-                &j.ph,
-                &band,
-                &assumed,
-                &j.method,
-                &top,
-                &bottom,
-                &j.received_at,
-            ];
-            writer.as_mut().write(&row).await?;
-        }
-        writer.finish().await?;
+        crate::store::readings::copy_into(&db, "bench_copy_readings", &rows).await?;
         timed += started.elapsed();
         rows_total += rows.len() as u64;
     }

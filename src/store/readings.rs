@@ -191,7 +191,7 @@ pub async fn insert(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64,
     Ok(n)
 }
 
-/// Column types of [`COPY_READINGS`], in order.
+/// Column types of [`COPY_COLUMNS`], in order.
 const COPY_TYPES: [Type; 26] = [
     Type::TIMESTAMPTZ,
     Type::TEXT,
@@ -221,11 +221,12 @@ const COPY_TYPES: [Type; 26] = [
     Type::TIMESTAMPTZ,
 ];
 
-const COPY_READINGS: &str = "COPY readings (sampled_at, point_id, metal, source, source_id,
+/// The column list of a binary COPY of readings, matching [`COPY_TYPES`].
+const COPY_COLUMNS: &str = "(sampled_at, point_id, metal, source, source_id,
      msg_id, value_mgkg, value_orig, unit_orig, detected, level, screening_mgkg,
      intervention_mgkg, standard_id, standard_version, threshold_column, screening_source,
      intervention_source, land_use, ph, ph_band, ph_assumed, method, depth_top_cm,
-     depth_bottom_cm, received_at) FROM STDIN BINARY";
+     depth_bottom_cm, received_at)";
 
 /// Inserts the readings of messages stored **in this transaction** (their idempotency key
 /// was new, so none of their readings can be stored yet) by binary COPY straight into the
@@ -240,7 +241,7 @@ pub async fn insert_fresh(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Resul
         return Ok(0);
     }
     tx.batch_execute("SAVEPOINT readings_copy").await?;
-    match copy(tx, rows).await {
+    match copy_into(tx.client(), "readings", rows).await {
         Ok(n) => Ok(n),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT readings_copy")
@@ -255,8 +256,17 @@ pub async fn insert_fresh(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Resul
     }
 }
 
-async fn copy(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64, tokio_postgres::Error> {
-    let sink = tx.copy_in(COPY_READINGS).await?;
+/// Binary COPY of judged readings into `table`, a table shaped like `readings` (the hypertable
+/// itself, or the bench's copy of it). `table` is a name from code, never from input. Runs
+/// inside whatever transaction is open on `client`. Returns the number of rows copied.
+pub async fn copy_into(
+    client: &tokio_postgres::Client,
+    table: &str,
+    rows: &[JudgedReading],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client
+        .copy_in(&format!("COPY {table} {COPY_COLUMNS} FROM STDIN BINARY"))
+        .await?;
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     pin_mut!(writer);
     for j in rows {

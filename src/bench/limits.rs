@@ -12,10 +12,10 @@ use super::load::Msg;
 use super::services::BenchEnv;
 use super::{BenchError, Throughput};
 use crate::config::{MqttConfig, Settings};
-use crate::domain::judge::judge;
 use crate::ingest::payload;
 use crate::registry::Registry;
-use crate::store::readings::{JudgedReading, Source};
+use crate::store::readings::JudgedReading;
+use crate::store::writer::judge_sample;
 
 /// A persistent-session subscriber registered before the backlog is published.
 pub struct BareSubscriber {
@@ -126,37 +126,8 @@ pub fn judged_rows(
         let Ok(s) = payload::parse(station, &m.payload, now, &settings.ingest, registry) else {
             continue;
         };
-        let Some(point) = registry.get(&s.point_id) else {
-            continue;
-        };
-        let ph = s.ph.or(point.ph);
-        for r in &s.readings {
-            out.push(JudgedReading {
-                source: Source::Station,
-                source_id: s.station_id.clone(),
-                msg_id: s.msg_id.clone(),
-                point_id: point.id.clone(),
-                county: point.county_code.clone(),
-                land_use: point.land_use,
-                sampled_at: s.sampled_at,
-                received_at: Utc::now(),
-                metal: r.metal,
-                value_mgkg: r.value_mgkg,
-                value_orig: r.value_orig,
-                unit_orig: r.unit_orig.clone(),
-                detected: r.detected,
-                ph,
-                method: s.method.clone(),
-                depth_cm: s.depth_cm,
-                judgement: judge(
-                    standards,
-                    point.land_use,
-                    ph,
-                    r.metal,
-                    r.value_mgkg,
-                    r.detected,
-                ),
-            });
+        if let Some(point) = registry.get(&s.point_id) {
+            out.extend(judge_sample(standards, point, &s, Utc::now()));
         }
     }
     out

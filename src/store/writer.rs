@@ -23,6 +23,7 @@ use super::readings::{self, insert_outbox, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
 use crate::domain::judge::judge;
+use crate::domain::point::Point;
 use crate::domain::standard::Standards;
 use crate::ingest::payload::{RejectCode, Rejection, Sample};
 use crate::registry::Registry;
@@ -283,40 +284,52 @@ fn judge_all(ctx: &Context<'_>, fresh: &[(&Received, &Sample)]) -> Vec<JudgedRea
     let mut out = Vec::new();
     for (msg, sample) in fresh {
         // The registry snapshot is the one the sample was validated against.
-        let Some(point) = ctx.registry.get(&sample.point_id) else {
-            continue;
-        };
-        let ph = sample.ph.or(point.ph);
-        for r in &sample.readings {
-            out.push(JudgedReading {
-                source: Source::Station,
-                source_id: sample.station_id.clone(),
-                msg_id: sample.msg_id.clone(),
-                point_id: point.id.clone(),
-                county: point.county_code.clone(),
-                land_use: point.land_use,
-                sampled_at: sample.sampled_at,
-                received_at: msg.received_at,
-                metal: r.metal,
-                value_mgkg: r.value_mgkg,
-                value_orig: r.value_orig,
-                unit_orig: r.unit_orig.clone(),
-                detected: r.detected,
-                ph,
-                method: sample.method.clone(),
-                depth_cm: sample.depth_cm,
-                judgement: judge(
-                    ctx.standards,
-                    point.land_use,
-                    ph,
-                    r.metal,
-                    r.value_mgkg,
-                    r.detected,
-                ),
-            });
+        if let Some(point) = ctx.registry.get(&sample.point_id) {
+            out.extend(judge_sample(ctx.standards, point, sample, msg.received_at));
         }
     }
     out
+}
+
+/// Judges every reading of a validated station sample taken at `point` (the sample's pH, else
+/// the point's registered pH).
+pub fn judge_sample(
+    standards: &Standards,
+    point: &Point,
+    sample: &Sample,
+    received_at: DateTime<Utc>,
+) -> Vec<JudgedReading> {
+    let ph = sample.ph.or(point.ph);
+    sample
+        .readings
+        .iter()
+        .map(|r| JudgedReading {
+            source: Source::Station,
+            source_id: sample.station_id.clone(),
+            msg_id: sample.msg_id.clone(),
+            point_id: point.id.clone(),
+            county: point.county_code.clone(),
+            land_use: point.land_use,
+            sampled_at: sample.sampled_at,
+            received_at,
+            metal: r.metal,
+            value_mgkg: r.value_mgkg,
+            value_orig: r.value_orig,
+            unit_orig: r.unit_orig.clone(),
+            detected: r.detected,
+            ph,
+            method: sample.method.clone(),
+            depth_cm: sample.depth_cm,
+            judgement: judge(
+                standards,
+                point.land_use,
+                ph,
+                r.metal,
+                r.value_mgkg,
+                r.detected,
+            ),
+        })
+        .collect()
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each

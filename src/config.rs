@@ -157,9 +157,9 @@ impl DatabaseConfig {
 pub struct IngestConfig {
     /// Largest accepted payload, bytes.
     pub max_payload_bytes: usize,
-    /// Messages per batch (one transaction).
+    /// Most messages per batch (one transaction).
     pub batch_max: usize,
-    /// Longest a message waits for its batch to fill, ms.
+    /// How long an idle writer lingers for more messages after the first, ms (0: none).
     pub batch_wait_ms: u64,
     /// Received-but-unacked messages the service holds at most.
     pub inflight_window: usize,
@@ -174,7 +174,7 @@ pub struct IngestConfig {
 }
 
 impl IngestConfig {
-    /// The batching deadline.
+    /// How long an idle writer lingers for more messages.
     pub fn batch_wait(&self) -> Duration {
         Duration::from_millis(self.batch_wait_ms)
     }
@@ -417,10 +417,10 @@ impl Settings {
         if self.judge.clear_after == 0 {
             return invalid("judge.clear_after", "must be at least 1");
         }
-        if self.database.pool_size < 2 {
+        if self.database.pool_size < 3 {
             return invalid(
                 "database.pool_size",
-                "must be at least 2 (writer + publisher)",
+                "must be at least 3 (two writer lanes + publisher)",
             );
         }
         if self.mqtt.client_id.is_empty() || self.mqtt.client_id == self.alerts.client_id {

@@ -10,6 +10,7 @@ mod common;
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use chrono::{TimeZone, Utc};
 use common::pipeline::{sample, tail, Pipeline};
 use common::{wait_until, PrivateCluster};
@@ -95,7 +96,8 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> 
     wait_until("first readings stored", Duration::from_secs(60), || async {
         Ok(p.count("SELECT count(*) FROM readings").await? > 0)
     })
-    .await?;
+    .await
+    .with_context(|| format!("soilmon log:\n{}", tail(&p.soilmon.log(), 4000)))?;
     p.soilmon.kill9()?;
     let at_kill = p.count("SELECT count(*) FROM messages").await?;
     assert!(

@@ -9,13 +9,14 @@
 //!   also writes the writer's acks, in bulk and in order, straight onto the connection
 //!   (rumqttc's own request path takes one request per network read of up to ten packets,
 //!   so during a backlog drain acks queued there fell behind and were dropped).
-//! - the **writer task** takes batches (up to `ingest.batch_max` messages or
-//!   `ingest.batch_wait_ms`), parses them, writes them in one transaction (retrying with
-//!   back-off while the database is away, sending no acks meanwhile), and only after the
-//!   commit acknowledges them **in arrival order**. While one batch commits, the next one is
-//!   collected and parsed (never written: batches commit one at a time, in order), so the
-//!   service's CPU work overlaps the database's. At most `inflight_window` messages wait in
-//!   the channel plus two batches in the writer.
+//! - the **writer task** writes batches in one transaction each (retrying with back-off
+//!   while the database is away, sending no acks meanwhile), and only after the commit
+//!   acknowledges them **in arrival order**. Batches form naturally: while one batch
+//!   commits, the messages arriving are parsed and gathered into the next (never written:
+//!   batches commit one at a time, in order), up to `ingest.batch_max`; an idle writer
+//!   starts on the first message at once. So a message at a steady rate waits about one
+//!   commit, and a backlog is written in full batches. At most `inflight_window` messages
+//!   wait in the channel plus two batches in the writer.
 //!
 //! Acks from an earlier connection are never sent on a later one: the broker reuses packet
 //! ids, so such an ack could acknowledge a different, uncommitted message. Each ack carries
@@ -23,13 +24,17 @@
 //! connection fails, writes only acks of the current one. The redelivered copy of a message
 //! whose ack was dropped is absorbed by the idempotent writer.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
+use futures_util::stream::{FuturesOrdered, StreamExt};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::{sleep, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -357,90 +362,151 @@ fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A batch taken off the channel and parsed, ready to write.
+/// A batch taken off the channel, each message parsed as it arrived, ready to write.
 struct Prepared {
     batch: Vec<Delivery>,
     received: Vec<Received>,
+    /// The registry snapshot the batch's messages were validated against.
     registry: Arc<Registry>,
 }
 
-/// Waits for the next message (or shutdown), fills a batch up to `ingest.batch_max` or
-/// `ingest.batch_wait_ms`, and parses it. `None` when the channel closed or shutdown began
-/// before a first message.
-async fn next_batch(
-    rx: &mut mpsc::Receiver<Delivery>,
-    shared: &Shared,
-    token: &CancellationToken,
-) -> Option<Prepared> {
-    let s = &shared.settings;
-    let first = tokio::select! {
-        d = rx.recv() => d?,
-        _ = token.cancelled() => return None,
-    };
-    let mut batch = vec![first];
-    let deadline = Instant::now() + s.ingest.batch_wait();
-    while batch.len() < s.ingest.batch_max {
+impl Prepared {
+    /// An empty batch validated against the current registry snapshot.
+    fn new(shared: &Shared) -> Prepared {
+        let registry = match shared.registry.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Prepared {
+            batch: Vec::new(),
+            received: Vec::new(),
+            registry,
+        }
+    }
+
+    /// Parses `d` and adds it to the batch.
+    fn push(&mut self, d: Delivery, shared: &Shared) {
+        self.received
+            .push(receive(&d, Utc::now(), shared, &self.registry));
+        self.batch.push(d);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+}
+
+/// Adds the messages already waiting in the channel to `p`, up to `ingest.batch_max`,
+/// without waiting for more, unless the writer is `idle` and `ingest.batch_wait_ms` asks it
+/// to linger.
+async fn top_up(p: &mut Prepared, rx: &mut mpsc::Receiver<Delivery>, shared: &Shared, idle: bool) {
+    let s = &shared.settings.ingest;
+    while p.batch.len() < s.batch_max {
+        match rx.try_recv() {
+            Ok(d) => p.push(d, shared),
+            Err(_) => break,
+        }
+    }
+    if s.batch_wait_ms == 0 || !idle {
+        return;
+    }
+    let deadline = Instant::now() + s.batch_wait();
+    while p.batch.len() < s.batch_max {
         tokio::select! {
-            d = rx.recv() => match d { Some(d) => batch.push(d), None => break },
+            d = rx.recv() => match d { Some(d) => p.push(d, shared), None => break },
             _ = tokio::time::sleep_until(deadline) => break,
         }
     }
-    let registry = match shared.registry.read() {
-        Ok(r) => r.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    let now = Utc::now();
-    let received = batch
-        .iter()
-        .map(|d| receive(d, now, shared, &registry))
-        .collect();
-    Some(Prepared {
-        batch,
-        received,
-        registry,
-    })
 }
 
-/// Writes a prepared batch, retrying with back-off while the database is away. `None` when
-/// shutdown interrupted the retries (the batch stays un-acked and will be redelivered).
-async fn commit(
-    p: &Prepared,
-    shared: &Shared,
-    backoff: &mut Backoff,
-    token: &CancellationToken,
-) -> Option<writer::BatchReport> {
-    let s = &shared.settings;
-    let ctx = Context {
-        registry: &p.registry,
-        standards: &shared.standards,
-        mqtt: &s.mqtt,
-        clear_after: s.judge.clear_after,
-    };
-    loop {
-        match write(&shared.pool, &ctx, &p.received).await {
-            Ok(r) => {
-                backoff.reset();
-                return Some(r);
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                warn!(error = %e, messages = p.received.len(), retry_in_ms = delay.as_millis() as u64,
-                      "store: batch not committed; holding acks");
-                if !sleep_or_cancel(delay, token).await {
-                    info!(
-                        messages = p.received.len(),
-                        "shutdown: uncommitted batch abandoned (will be redelivered)"
-                    );
-                    return None;
-                }
-            }
+/// Batches in the database at once: one finishing (incidents, archive, COMMIT) while the
+/// next is staged (messages and readings).
+const LANES: usize = 2;
+
+/// How a batch's transaction ended.
+enum Outcome {
+    /// Committed.
+    Committed(writer::BatchReport),
+    /// Failed; rolled back.
+    Failed(StoreError),
+    /// Rolled back because the batch before it did not commit.
+    Aborted,
+}
+
+/// How a batch waits for the one before it, and tells the one after it.
+struct Order {
+    /// Fires when the previous batch's stage is over (`None`: nothing before it).
+    prev_staged: Option<oneshot::Receiver<()>>,
+    /// Whether the previous batch committed (`None`: nothing before it).
+    prev_done: Option<oneshot::Receiver<bool>>,
+    /// This batch's stage is over.
+    staged: oneshot::Sender<()>,
+    /// Whether this batch committed.
+    done: oneshot::Sender<bool>,
+}
+
+/// Writes one batch on its own connection: [`writer::stage`] once the previous batch's stage
+/// is over, then [`writer::finish`] once the previous batch committed. So a batch may wait in
+/// the database on locks of the batch before it (a redelivered message it also holds, a new
+/// chunk it created), but never the reverse, and the app-level wait cannot close a cycle.
+async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outcome) {
+    let Order {
+        prev_staged,
+        prev_done,
+        staged,
+        done,
+    } = order;
+    let outcome = async {
+        let ctx = Context {
+            registry: &p.registry,
+            standards: &shared.standards,
+            mqtt: &shared.settings.mqtt,
+            clear_after: shared.settings.judge.clear_after,
+        };
+        let client = shared.pool.get().await;
+        if let Some(prev) = prev_staged {
+            // An error means the previous batch ended early: its stage is over too.
+            let _ = prev.await;
+        }
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(e.into()),
+        };
+        let result = writer::stage(&mut client, &ctx, &p.received).await;
+        let _ = staged.send(());
+        let previous_committed = match prev_done {
+            None => true,
+            Some(t) => t.await.unwrap_or(false),
+        };
+        // On either early return, dropping the transaction rolls it back.
+        let staged = match (previous_committed, result) {
+            (false, _) => return Outcome::Aborted,
+            (true, Err(e)) => return Outcome::Failed(e),
+            (true, Ok(s)) => s,
+        };
+        match writer::finish(staged, &ctx).await {
+            Ok(report) => Outcome::Committed(report),
+            Err(e) => Outcome::Failed(e),
         }
     }
+    .await;
+    let _ = done.send(matches!(outcome, Outcome::Committed(_)));
+    (p, outcome)
 }
 
-/// Takes batches off the channel and commits them one at a time, in arrival order, acking
-/// each batch's messages (in order) right after its commit. While one batch commits, the
-/// next is collected and parsed, so soilmon's CPU work overlaps the database's.
+/// Takes batches off the channel and commits them in arrival order, acking each batch's
+/// messages (in order) right after its commit.
+///
+/// Batches form by themselves: a batch is whatever arrived while the writer was busy
+/// (parsed on arrival, so soilmon's CPU work overlaps the database's), topped up with what
+/// is already waiting, up to `ingest.batch_max`. An idle writer starts on the first message
+/// without waiting for company, so a lone message waits for about one commit, not for a
+/// timer; under a backlog batches grow to `batch_max`.
+///
+/// Two batches are in the database at once ([`LANES`], one connection each): while one
+/// finishes, the next is staged ([`writer::stage`]), and it finishes only after the first
+/// committed (see [`run_batch`] for why this cannot deadlock). When a batch fails, the one behind it is rolled back, and both are retried in
+/// order with back-off (nothing is acked meanwhile).
 async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
     acks: mpsc::UnboundedSender<ToPoll>,
@@ -450,41 +516,81 @@ async fn writer_task(
     let s = &shared.settings;
     let token = shared.shutdown.clone();
     let mut backoff = Backoff::new(s.database.retry_min_ms, s.database.retry_max_ms);
-    let mut upcoming: Option<Prepared> = None;
+    let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = (Prepared, Outcome)> + Send>>> =
+        FuturesOrdered::new();
+    // The stage and the outcome of the batch most recently started: the next one waits on them.
+    let mut last: Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)> = None;
+    // Batches to write again, in order, once `resume_at` has passed.
+    let mut retry: VecDeque<Prepared> = VecDeque::new();
+    let mut resume_at: Option<Instant> = None;
+    let mut gathering = Prepared::new(&shared);
+    let mut open = true;
     loop {
-        let current = match upcoming.take() {
-            Some(p) if !token.is_cancelled() => p,
-            // Shutdown: a batch collected while the previous one committed is not written.
-            Some(_) => break,
-            None => match next_batch(&mut rx, &shared, &token).await {
-                Some(p) => p,
-                None => break,
-            },
-        };
-        let started = Instant::now();
-        {
-            let committing = commit(&current, &shared, &mut backoff, &token);
-            tokio::pin!(committing);
-            let collecting = next_batch(&mut rx, &shared, &token);
-            tokio::pin!(collecting);
-            let mut collected = false;
-            let report = loop {
-                tokio::select! {
-                    r = &mut committing => break r,
-                    p = &mut collecting, if !collected => {
-                        collected = true;
-                        upcoming = p;
-                    }
-                }
-            };
-            let Some(report) = report else { break };
-            // Ack before waiting for the rest of the next batch.
-            let stale = send_acks(&current.batch, &acks, &generation);
-            log_batch(&current, &report, stale, started, &shared);
-            if !collected {
-                upcoming = collecting.await;
-            }
+        let stopping = token.is_cancelled();
+        if resume_at.is_some_and(|t| Instant::now() >= t) {
+            resume_at = None;
         }
+        // Start batches while a lane is free: retries first, then what was gathered.
+        while inflight.len() < LANES && !stopping && resume_at.is_none() {
+            let p = match retry.pop_front() {
+                Some(p) => p,
+                None if !gathering.is_empty() => {
+                    top_up(&mut gathering, &mut rx, &shared, inflight.is_empty()).await;
+                    std::mem::replace(&mut gathering, Prepared::new(&shared))
+                }
+                None => break,
+            };
+            let (staged, staged_rx) = oneshot::channel();
+            let (done, done_rx) = oneshot::channel();
+            let (prev_staged, prev_done) = last.replace((staged_rx, done_rx)).unzip();
+            let order = Order {
+                prev_staged,
+                prev_done,
+                staged,
+                done,
+            };
+            inflight.push_back(Box::pin(run_batch(p, shared.clone(), order)));
+        }
+        if inflight.is_empty() && (stopping || (!open && retry.is_empty())) {
+            // Shutdown: messages gathered but not written are not acked (redelivered later).
+            break;
+        }
+        let room = open && !stopping && gathering.batch.len() < s.ingest.batch_max;
+        tokio::select! {
+            Some((p, outcome)) = inflight.next() => match outcome {
+                Outcome::Committed(report) => {
+                    backoff.reset();
+                    let stale = send_acks(&p.batch, &acks, &generation);
+                    log_batch(&p, &report, stale, &shared);
+                }
+                Outcome::Failed(e) => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %e, messages = p.received.len(), retry_in_ms = delay.as_millis() as u64,
+                          "store: batch not committed; holding acks");
+                    retry.push_back(p);
+                    // Every batch behind it rolls back: retry them all, in order.
+                    while let Some((p, _)) = inflight.next().await {
+                        retry.push_back(p);
+                    }
+                    last = None;
+                    resume_at = Some(Instant::now() + delay);
+                }
+                // Only behind a failed batch, whose arm collects it.
+                Outcome::Aborted => retry.push_back(p),
+            },
+            d = rx.recv(), if room => match d {
+                Some(d) => gathering.push(d, &shared),
+                None => open = false,
+            },
+            _ = until(resume_at), if resume_at.is_some() => {}
+            _ = token.cancelled(), if !stopping => {}
+        }
+    }
+    if !retry.is_empty() {
+        info!(
+            batches = retry.len(),
+            "shutdown: uncommitted batches abandoned (will be redelivered)"
+        );
     }
     // The poll task writes the last acks, then queues DISCONNECT.
     let _ = acks.send(ToPoll::Done);
@@ -515,13 +621,7 @@ fn send_acks(
     stale
 }
 
-fn log_batch(
-    p: &Prepared,
-    report: &writer::BatchReport,
-    stale: usize,
-    started: Instant,
-    shared: &Shared,
-) {
+fn log_batch(p: &Prepared, report: &writer::BatchReport, stale: usize, shared: &Shared) {
     if report.has_outbox() {
         shared.outbox.notify_one();
     }
@@ -539,7 +639,6 @@ fn log_batch(
         duplicates = report.duplicates,
         alerts = report.alerts,
         stale_acks_dropped = stale,
-        commit_ms = started.elapsed().as_millis() as u64,
         "batch committed"
     );
 }
@@ -576,13 +675,4 @@ fn receive(
         received_at: d.received_at,
         parsed,
     }
-}
-
-async fn write(
-    pool: &Pool,
-    ctx: &Context<'_>,
-    batch: &[Received],
-) -> Result<writer::BatchReport, StoreError> {
-    let mut client = pool.get().await?;
-    writer::write_batch(&mut client, ctx, batch).await
 }

@@ -3,7 +3,8 @@
 //!
 //! A message is accepted or refused whole: if any reading in it is bad, nothing of it is
 //! stored (it is quarantined), so a station can correct and resend it under the same
-//! `msg_id`. Unknown extra fields are allowed and kept in the stored payload.
+//! `msg_id`. Unknown extra fields are allowed: they are part of the content hash, and the
+//! raw bytes are archived verbatim by the writer.
 
 use std::fmt;
 
@@ -152,8 +153,6 @@ pub struct Sample {
     pub method: Option<String>,
     /// The readings.
     pub readings: Vec<ParsedReading>,
-    /// The whole payload, extra fields included.
-    pub payload: Value,
     /// SHA-256 (hex) of the canonical payload (keys sorted): equal content ⇔ equal hash.
     pub content_sha256: String,
 }
@@ -220,7 +219,6 @@ pub fn parse(
     let content_sha256 = hex::encode(Sha256::digest(value.to_string().as_bytes()));
     Ok(Sample {
         content_sha256,
-        payload: value,
         ..sample
     })
 }
@@ -351,7 +349,6 @@ impl Fields<'_> {
             depth_cm,
             method,
             readings,
-            payload: Value::Null,
             content_sha256: String::new(),
         })
     }
@@ -565,7 +562,14 @@ mod tests {
         assert_eq!(s.readings[1].metal, Metal::Pb);
         assert!(!s.readings[1].detected);
         assert_eq!(s.depth_cm, Some((0.0, 20.0)));
-        assert_eq!(s.payload["extra"]["battery"], 0.9, "extra fields kept");
+        let other = GOOD.replace("0.9", "0.8");
+        assert_ne!(other, GOOD, "the example carries an extra battery field");
+        let t = parse("st07", other.as_bytes(), now(), &cfg(), &registry())
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        assert_ne!(
+            s.content_sha256, t.content_sha256,
+            "extra fields are part of the content"
+        );
         assert_eq!(
             s.sampled_at,
             Utc.with_ymd_and_hms(2026, 11, 28, 1, 30, 0).unwrap()

@@ -14,7 +14,8 @@ use super::StoreError;
 /// The migrations, in order: (version, name, SQL).
 ///
 /// Versions 2 (lab batches) and 3 (security) were developed side by side and do not depend
-/// on each other; version 4 grants the service role its rights on the lab tables.
+/// on each other; version 4 grants the service role its rights on the lab tables; version 5
+/// stops storing a station payload twice and trims the archive's indexes.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -23,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         4,
         "lab_grants",
         include_str!("migrations/0004_lab_grants.sql"),
+    ),
+    (
+        5,
+        "lean_ingest",
+        include_str!("migrations/0005_lean_ingest.sql"),
     ),
 ];
 

@@ -2,7 +2,7 @@
 //! applying them to the incident tracks, and writing alert events to the outbox — all inside
 //! the caller's transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -352,13 +352,22 @@ pub async fn apply_incidents(
             &[&key_points, &key_metals],
         )
         .await?;
-    let mut tracks: HashMap<(String, String), Track> = HashMap::new();
-    for r in found {
+    // Keyed by strings borrowed from the readings: the rows found are mapped back to them.
+    let point_ids: HashSet<&str> = key_points.iter().copied().collect();
+    let metal_symbols: HashSet<&str> = key_metals.iter().copied().collect();
+    let mut tracks: HashMap<(&str, &str), Track> = HashMap::new();
+    for r in &found {
+        let (Some(point), Some(metal)) = (
+            point_ids.get(r.get::<_, &str>(0)),
+            metal_symbols.get(r.get::<_, &str>(1)),
+        ) else {
+            continue;
+        };
         let incident_id: Option<Uuid> = r.get(3);
         let level: Option<&str> = r.get(4);
         let ok_streak: i32 = r.get(5);
         tracks.insert(
-            (r.get(0), r.get(1)),
+            (point, metal),
             Track {
                 last_sampled_at: r.get(2),
                 active: incident_id.map(|incident_id| Active {
@@ -372,7 +381,7 @@ pub async fn apply_incidents(
 
     let mut events = 0;
     for j in order {
-        let key = (j.point_id.clone(), j.metal.symbol().to_string());
+        let key = (j.point_id.as_str(), j.metal.symbol());
         let (next, change) = incident::apply(
             tracks.get(&key),
             j.sampled_at,
@@ -394,8 +403,8 @@ pub async fn apply_incidents(
     let mut levels = Vec::new();
     let mut streaks = Vec::new();
     for ((p, m), t) in &tracks {
-        points.push(p.as_str());
-        metals.push(m.as_str());
+        points.push(*p);
+        metals.push(*m);
         last.push(t.last_sampled_at);
         ids.push(t.active.as_ref().map(|a| a.incident_id));
         levels.push(t.active.as_ref().map(|a| a.level.as_str()));

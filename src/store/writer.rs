@@ -10,11 +10,11 @@
 //! Each freshly stored message is also appended, verbatim, to the tamper-evident archive
 //! ([`super::archive`]) in the same transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Transaction};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -80,11 +80,23 @@ impl BatchReport {
 }
 
 /// A refusal on its way to quarantine.
+#[derive(Debug)]
 struct Refusal<'a> {
     msg: &'a Received,
     code: RejectCode,
     detail: String,
     msg_id: Option<String>,
+}
+
+/// A batch's open transaction between its two phases (see [`stage`] and [`finish`]).
+pub struct Staged<'a> {
+    tx: Transaction<'a>,
+    report: BatchReport,
+    refusals: Vec<Refusal<'a>>,
+    fresh: Vec<(&'a Received, &'a Sample)>,
+    judged: Vec<JudgedReading>,
+    received: usize,
+    started: std::time::Instant,
 }
 
 /// Writes one batch in one transaction. Safe to call again with the same batch after a
@@ -94,6 +106,20 @@ pub async fn write_batch(
     ctx: &Context<'_>,
     batch: &[Received],
 ) -> Result<BatchReport, StoreError> {
+    let staged = stage(client, ctx, batch).await?;
+    finish(staged, ctx).await
+}
+
+/// Phase one of a batch: opens its transaction, records the new messages under their
+/// idempotency keys (telling redeliveries from conflicting reuses) and writes their judged
+/// readings. It touches no row another batch's [`finish`] needs, so the collector runs it
+/// while the previous batch is still finishing; a message that batch is storing makes this
+/// one wait on its key and then count as a redelivery.
+pub async fn stage<'a>(
+    client: &'a mut Client,
+    ctx: &Context<'_>,
+    batch: &'a [Received],
+) -> Result<Staged<'a>, StoreError> {
     let mut report = BatchReport::default();
     let mut refusals: Vec<Refusal> = Vec::new();
     // In-batch de-duplication: the broker may redeliver a message while its first copy is
@@ -121,7 +147,13 @@ pub async fn write_batch(
 
     let started = std::time::Instant::now();
     let tx = client.transaction().await?;
-    let inserted = insert_messages(&tx, &candidates).await?;
+    // The collector holds a staged batch open while the one before it finishes: should a
+    // lock wait ever outlast this, the batch fails and is retried rather than hanging.
+    tx.batch_execute("SET LOCAL lock_timeout = '60s'").await?;
+    let inserted: HashSet<(String, String)> = insert_messages(&tx, &candidates)
+        .await?
+        .into_iter()
+        .collect();
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
     let mut seen: Vec<(&Received, &Sample)> = Vec::new();
     for c in candidates {
@@ -149,12 +181,36 @@ pub async fn write_batch(
     }
     // Only readings of messages whose key was new in this transaction: binary COPY.
     readings::insert_fresh(&tx, &judged).await?;
+    Ok(Staged {
+        tx,
+        report,
+        refusals,
+        fresh,
+        judged,
+        received: batch.len(),
+        started,
+    })
+}
+
+/// Phase two of a batch, run only once the previous batch has committed (so incidents see
+/// samples in arrival order and the archive chain follows the acks): incident tracks and
+/// alert events, quarantine and reject replies, the archive entries, then COMMIT.
+pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport, StoreError> {
+    let Staged {
+        tx,
+        mut report,
+        refusals,
+        fresh,
+        judged,
+        received,
+        started,
+    } = staged;
     report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
     archive_fresh(&tx, &fresh, &judged).await?;
     tx.commit().await?;
-    record_metrics(&report, batch.len(), started.elapsed());
+    record_metrics(&report, received, started.elapsed());
     Ok(report)
 }
 
@@ -236,14 +292,13 @@ async fn insert_messages(
     let points = col(|_, s| s.point_id.clone());
     let topics = col(|m, _| m.topic.clone());
     let sampled: Vec<DateTime<Utc>> = list.iter().map(|(_, s)| s.sampled_at).collect();
-    let payloads: Vec<Value> = list.iter().map(|(_, s)| s.payload.clone()).collect();
     let received: Vec<DateTime<Utc>> = list.iter().map(|(m, _)| m.received_at).collect();
     let stmt = tx
         .prepare_cached(
             "INSERT INTO messages (station_id, msg_id, content_sha256, point_id, sampled_at,
-                                   topic, payload, received_at)
+                                   topic, received_at)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                  $5::timestamptz[], $6::text[], $7::jsonb[], $8::timestamptz[])
+                                  $5::timestamptz[], $6::text[], $7::timestamptz[])
              ON CONFLICT (station_id, msg_id) DO NOTHING
              RETURNING station_id, msg_id",
         )
@@ -252,7 +307,7 @@ async fn insert_messages(
         .query(
             &stmt,
             &[
-                &stations, &ids, &hashes, &points, &sampled, &topics, &payloads, &received,
+                &stations, &ids, &hashes, &points, &sampled, &topics, &received,
             ],
         )
         .await?;

@@ -1,7 +1,7 @@
 //! Lab batches in the database: idempotency by batch id and content hash, checks against
 //! stored data, and the accepted batch written in one transaction — every row (QC included)
-//! by binary COPY into a staging table then `INSERT … ON CONFLICT`, the field samples judged
-//! and inserted into `readings`, incidents and alerts through the same path as MQTT.
+//! by binary COPY into `lab_rows`, the field samples judged and inserted into `readings`,
+//! incidents and alerts through the same path as MQTT.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -10,6 +10,7 @@ use deadpool_postgres::{Client, Transaction};
 use futures_util::pin_mut;
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::archive;
@@ -317,23 +318,61 @@ fn judge_samples(
     out
 }
 
-/// Binary COPY of every row into a staging table, then one `INSERT … ON CONFLICT`.
+/// Every row of the batch into `lab_rows`. The batch is stored once (advisory lock, status
+/// check, and a rejected batch stores no rows), so none of its rows can be stored yet: binary
+/// COPY straight into `lab_rows`, as [`readings::insert_fresh`] does for readings. The primary
+/// key still guards: should a row exist after all, the COPY's unique violation is rolled back
+/// to a savepoint and the rows go through the staging table and `INSERT … ON CONFLICT DO
+/// NOTHING` instead (the result is the same either way). Returns the number of rows copied.
 async fn copy_rows(
     tx: &Transaction<'_>,
     batch_id: &str,
     rows: &[LabRow],
     levels: &HashMap<(&str, &str), &'static str>,
 ) -> Result<u64, StoreError> {
-    tx.batch_execute(
-        "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
-    )
-    .await?;
-    let sink = tx
-        .copy_in(
-            "COPY lab_rows_stage (batch_id, line, sample_id, point_id, sampled_at, analysed_at,
+    tx.batch_execute("SAVEPOINT lab_rows_copy").await?;
+    match copy_rows_into(tx.client(), "lab_rows", batch_id, rows, levels).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT lab_rows_copy")
+                .await?;
+            tracing::warn!(
+                batch_id,
+                rows = rows.len(),
+                "lab rows already stored for a new batch; inserted with ON CONFLICT DO NOTHING"
+            );
+            tx.batch_execute(
+                "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
+            )
+            .await?;
+            copy_rows_into(tx.client(), "lab_rows_stage", batch_id, rows, levels).await?;
+            let n = tx
+                .execute(
+                    "INSERT INTO lab_rows SELECT * FROM lab_rows_stage ON CONFLICT DO NOTHING",
+                    &[],
+                )
+                .await?;
+            Ok(n)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Binary COPY of every row into `table` (`lab_rows` or its staging copy; a name from code,
+/// never from input). Returns the number of rows copied.
+async fn copy_rows_into(
+    client: &tokio_postgres::Client,
+    table: &str,
+    batch_id: &str,
+    rows: &[LabRow],
+    levels: &HashMap<(&str, &str), &'static str>,
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client
+        .copy_in(&format!(
+            "COPY {table} (batch_id, line, sample_id, point_id, sampled_at, analysed_at,
                  depth_top_cm, depth_bottom_cm, ph, metal, value_orig, unit_orig, value_mgkg,
-                 detected, mdl_mgkg, method, qc_type, qc_ref, level) FROM STDIN BINARY",
-        )
+                 detected, mdl_mgkg, method, qc_type, qc_ref, level) FROM STDIN BINARY"
+        ))
         .await?;
     let types = [
         Type::TEXT,
@@ -387,14 +426,7 @@ async fn copy_rows(
         ];
         writer.as_mut().write(&values).await?;
     }
-    writer.finish().await?;
-    let n = tx
-        .execute(
-            "INSERT INTO lab_rows SELECT * FROM lab_rows_stage ON CONFLICT DO NOTHING",
-            &[],
-        )
-        .await?;
-    Ok(n)
+    writer.finish().await
 }
 
 /// Counts of stored lab rows per QC type for a batch (for reports and tests).

@@ -227,7 +227,7 @@ async fn stored_conflicts(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<&str> = rows.iter().map(|r| r.sample_id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| &*r.sample_id).collect();
     let metals: Vec<&str> = rows.iter().map(|r| r.metal.symbol()).collect();
     let found = tx
         .query(
@@ -244,8 +244,11 @@ async fn stored_conflicts(
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect();
     let mut issues = Vec::new();
+    if stored.is_empty() {
+        return Ok(issues);
+    }
     for r in rows {
-        let key = (r.sample_id.clone(), r.metal.symbol().to_string());
+        let key = (r.sample_id.to_string(), r.metal.symbol().to_string());
         let Some((value, other)) = stored.get(&key) else {
             continue;
         };
@@ -290,8 +293,8 @@ fn judge_samples(
         let value = r.judged_value_mgkg();
         out.push(JudgedReading {
             source: Source::Lab,
-            source_id: r.batch_id.clone(),
-            msg_id: r.sample_id.clone(),
+            source_id: r.batch_id.to_string(),
+            msg_id: r.sample_id.to_string(),
             point_id: point.id.clone(),
             county: point.county_code.clone(),
             land_use: point.land_use,
@@ -300,10 +303,10 @@ fn judge_samples(
             metal: r.metal,
             value_mgkg: value,
             value_orig: r.value_orig,
-            unit_orig: r.unit_orig.clone(),
+            unit_orig: r.unit_orig.to_string(),
             detected: r.detected,
             ph,
-            method: r.method.clone(),
+            method: r.method.as_deref().map(str::to_string),
             depth_cm: r.depth_cm,
             judgement: judge(
                 ctx.standards,
@@ -399,15 +402,18 @@ async fn copy_rows_into(
     pin_mut!(writer);
     for r in rows {
         let line = i32::try_from(r.line).unwrap_or(i32::MAX);
+        let point_id = r.point_id.as_deref();
+        let unit = &*r.unit_orig;
+        let method = r.method.as_deref();
         let level = levels
-            .get(&(r.sample_id.as_str(), r.metal.symbol()))
+            .get(&(&*r.sample_id, r.metal.symbol()))
             .filter(|_| r.qc_type == QcType::Sample)
             .copied();
         let values: [&(dyn ToSql + Sync); 19] = [
             &batch_id,
             &line,
             &r.sample_id,
-            &r.point_id,
+            &point_id,
             &r.sampled_at,
             &r.analysed_at,
             &r.depth_cm.map(|d| d.0),
@@ -415,11 +421,11 @@ async fn copy_rows_into(
             &r.ph,
             &r.metal.symbol(),
             &r.value_orig,
-            &r.unit_orig,
+            &unit,
             &r.value_mgkg,
             &r.detected,
             &r.mdl_mgkg,
-            &r.method,
+            &method,
             &r.qc_type.as_str(),
             &r.qc_ref,
             &level,

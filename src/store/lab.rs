@@ -3,6 +3,7 @@
 //! by binary COPY into `lab_rows`, the field samples judged and inserted into `readings`,
 //! incidents and alerts through the same path as MQTT.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -14,10 +15,11 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::archive;
-use super::readings::{self, JudgedReading, Source};
+use super::readings::{self, IncidentKey, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
-use crate::domain::judge::judge;
+use crate::domain::judge::{judge, Judgement, Level};
+use crate::domain::point::Point;
 use crate::domain::standard::Standards;
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
 use crate::registry::Registry;
@@ -115,19 +117,17 @@ pub async fn submit(
         return Ok(Outcome::Rejected(report));
     }
 
-    let judged = judge_samples(ctx, &checked.rows, received_at);
+    // Field samples are judged one at a time whenever a step needs their readings (the lab
+    // rows' levels, the readings COPY, an alert, the archive digest): the same values each
+    // time, and a large batch is never held as a list of judged readings.
+    let samples = judgeable_samples(ctx, &checked.rows);
     let mut report = Report::of(&checked, received_at);
-    let mut levels: HashMap<(&str, &str), &'static str> = HashMap::new();
-    for j in &judged {
-        *report
-            .by_judgement
-            .entry(j.judgement.level.as_str())
-            .or_default() += 1;
-        levels.insert(
-            (j.msg_id.as_str(), j.metal.symbol()),
-            j.judgement.level.as_str(),
-        );
+    let mut levels: Vec<Option<Level>> = vec![None; checked.rows.len()];
+    for s in &samples {
+        *report.by_judgement.entry(s.level.as_str()).or_default() += 1;
+        levels[s.index] = Some(s.level);
     }
+    let reading = |s: &Sample<'_>| judged_reading(ctx, s, received_at);
     upsert_batch(
         &tx,
         &batch_id,
@@ -141,12 +141,28 @@ pub async fn submit(
     .await?;
     let t0 = std::time::Instant::now();
     copy_rows(&tx, &batch_id, &checked.rows, &levels).await?;
+    drop(levels);
     let t1 = std::time::Instant::now();
     // A batch is stored once (advisory lock, status check): its readings are new. Binary
     // COPY, with the ON CONFLICT fallback of `insert_fresh`.
-    readings::insert_fresh(&tx, &judged).await?;
+    if !samples.is_empty() {
+        readings::insert_fresh_from(&tx, || samples.iter().map(reading)).await?;
+    }
     let t2 = std::time::Instant::now();
-    report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    let keys: Vec<IncidentKey<'_>> = samples
+        .iter()
+        .map(|s| IncidentKey {
+            point_id: &s.point.id,
+            metal: s.row.metal,
+            sampled_at: s.sampled_at,
+            level: s.level,
+        })
+        .collect();
+    report.alerts = readings::apply_incidents_by(&tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
+        Cow::Owned(reading(&samples[i]))
+    })
+    .await?;
+    drop(keys);
     let t3 = std::time::Instant::now();
     let report = to_json(&report);
     tx.execute(
@@ -154,20 +170,31 @@ pub async fn submit(
         &[&batch_id, &report],
     )
     .await?;
+    // The digest of exactly the readings stored, in the digest's order.
+    let mut order: Vec<&Sample<'_>> = samples.iter().collect();
+    order.sort_by(|a, b| {
+        (
+            &*a.row.sample_id,
+            a.row.metal.symbol(),
+            a.sampled_at.timestamp_micros(),
+        )
+            .cmp(&(
+                &*b.row.sample_id,
+                b.row.metal.symbol(),
+                b.sampled_at.timestamp_micros(),
+            ))
+    });
+    let digest = archive::readings_digest_in_order(
+        order.iter().map(|s| archive::DigestRow::of(&reading(s))),
+    );
+    drop(order);
     // Last before COMMIT (the archive head lock comes after every other lock).
-    archive::append(
-        &tx,
-        archive::Kind::LabBatch,
-        &batch_id,
-        raw,
-        &archive::digest_of(&judged),
-    )
-    .await?;
+    archive::append(&tx, archive::Kind::LabBatch, &batch_id, raw, &digest).await?;
     tx.commit().await?;
     tracing::info!(
         batch_id,
         rows = checked.row_count,
-        readings = judged.len(),
+        readings = samples.len(),
         copy_ms = (t1 - t0).as_millis() as u64,
         readings_ms = (t2 - t1).as_millis() as u64,
         incidents_ms = (t3 - t2).as_millis() as u64,
@@ -274,14 +301,23 @@ async fn stored_conflicts(
     Ok(issues)
 }
 
-/// Field samples → judged readings (QC rows are never judged).
-fn judge_samples(
-    ctx: &LabContext<'_>,
-    rows: &[LabRow],
-    received_at: DateTime<Utc>,
-) -> Vec<JudgedReading> {
+/// A field sample of the batch that is judged and stored as a reading.
+struct Sample<'a> {
+    /// Position in the batch's rows.
+    index: usize,
+    row: &'a LabRow,
+    point: &'a Point,
+    sampled_at: DateTime<Utc>,
+    level: Level,
+}
+
+/// The field samples to judge (QC rows are never judged), with their judgement level.
+fn judgeable_samples<'a>(ctx: &LabContext<'a>, rows: &'a [LabRow]) -> Vec<Sample<'a>> {
     let mut out = Vec::new();
-    for r in rows.iter().filter(|r| r.qc_type == QcType::Sample) {
+    for (index, r) in rows.iter().enumerate() {
+        if r.qc_type != QcType::Sample {
+            continue;
+        }
         // Both were checked present and registered.
         let (Some(point), Some(sampled_at)) = (
             r.point_id.as_deref().and_then(|p| ctx.registry.get(p)),
@@ -289,36 +325,55 @@ fn judge_samples(
         ) else {
             continue;
         };
-        let ph = r.ph.or(point.ph);
-        let value = r.judged_value_mgkg();
-        out.push(JudgedReading {
-            source: Source::Lab,
-            source_id: r.batch_id.to_string(),
-            msg_id: r.sample_id.to_string(),
-            point_id: point.id.clone(),
-            county: point.county_code.clone(),
-            land_use: point.land_use,
+        let level = judgement(ctx, r, point).level;
+        out.push(Sample {
+            index,
+            row: r,
+            point,
             sampled_at,
-            received_at,
-            metal: r.metal,
-            value_mgkg: value,
-            value_orig: r.value_orig,
-            unit_orig: r.unit_orig.to_string(),
-            detected: r.detected,
-            ph,
-            method: r.method.as_deref().map(str::to_string),
-            depth_cm: r.depth_cm,
-            judgement: judge(
-                ctx.standards,
-                point.land_use,
-                ph,
-                r.metal,
-                value,
-                r.detected,
-            ),
+            level,
         });
     }
     out
+}
+
+fn judgement(ctx: &LabContext<'_>, r: &LabRow, point: &Point) -> Judgement {
+    judge(
+        ctx.standards,
+        point.land_use,
+        r.ph.or(point.ph),
+        r.metal,
+        r.judged_value_mgkg(),
+        r.detected,
+    )
+}
+
+/// The judged reading of a field sample.
+fn judged_reading(
+    ctx: &LabContext<'_>,
+    s: &Sample<'_>,
+    received_at: DateTime<Utc>,
+) -> JudgedReading {
+    let (r, point) = (s.row, s.point);
+    JudgedReading {
+        source: Source::Lab,
+        source_id: r.batch_id.to_string(),
+        msg_id: r.sample_id.to_string(),
+        point_id: point.id.clone(),
+        county: point.county_code.clone(),
+        land_use: point.land_use,
+        sampled_at: s.sampled_at,
+        received_at,
+        metal: r.metal,
+        value_mgkg: r.judged_value_mgkg(),
+        value_orig: r.value_orig,
+        unit_orig: r.unit_orig.to_string(),
+        detected: r.detected,
+        ph: r.ph.or(point.ph),
+        method: r.method.as_deref().map(str::to_string),
+        depth_cm: r.depth_cm,
+        judgement: judgement(ctx, r, point),
+    }
 }
 
 /// Every row of the batch into `lab_rows`. The batch is stored once (advisory lock, status
@@ -331,7 +386,7 @@ async fn copy_rows(
     tx: &Transaction<'_>,
     batch_id: &str,
     rows: &[LabRow],
-    levels: &HashMap<(&str, &str), &'static str>,
+    levels: &[Option<Level>],
 ) -> Result<u64, StoreError> {
     tx.batch_execute("SAVEPOINT lab_rows_copy").await?;
     match copy_rows_into(tx.client(), "lab_rows", batch_id, rows, levels).await {
@@ -368,7 +423,7 @@ async fn copy_rows_into(
     table: &str,
     batch_id: &str,
     rows: &[LabRow],
-    levels: &HashMap<(&str, &str), &'static str>,
+    levels: &[Option<Level>],
 ) -> Result<u64, tokio_postgres::Error> {
     let sink = client
         .copy_in(&format!(
@@ -400,15 +455,17 @@ async fn copy_rows_into(
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let line = i32::try_from(r.line).unwrap_or(i32::MAX);
         let point_id = r.point_id.as_deref();
         let unit = &*r.unit_orig;
         let method = r.method.as_deref();
         let level = levels
-            .get(&(&*r.sample_id, r.metal.symbol()))
+            .get(i)
+            .copied()
+            .flatten()
             .filter(|_| r.qc_type == QcType::Sample)
-            .copied();
+            .map(Level::as_str);
         let values: [&(dyn ToSql + Sync); 19] = [
             &batch_id,
             &line,

@@ -69,9 +69,15 @@ pub struct RowChecker<'c> {
 impl<'c> RowChecker<'c> {
     /// A checker with no rows yet.
     pub fn new(ctx: &'c CheckContext<'c>) -> RowChecker<'c> {
+        RowChecker::with_capacity(ctx, 0)
+    }
+
+    /// A checker with room for `rows` rows (no reallocation, hence no transient second copy of
+    /// the rows, while a large batch is read).
+    pub fn with_capacity(ctx: &'c CheckContext<'c>, rows: usize) -> RowChecker<'c> {
         RowChecker {
             ctx,
-            rows: Vec::new(),
+            rows: Vec::with_capacity(rows),
             issues: Vec::new(),
             batch_ids: Interner::default(),
             lab_ids: Interner::default(),

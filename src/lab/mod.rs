@@ -344,19 +344,23 @@ pub struct Checked {
 /// Reads a CSV body and runs the row, batch and QC checks on it, row by row as it is read.
 /// `Err` when the body cannot be read as a batch at all (see [`csv::parse_csv`]).
 pub fn check_csv(body: &[u8], ctx: &checks::CheckContext<'_>) -> Result<Checked, Vec<Issue>> {
-    check_with(|on_row| csv::parse_csv(body, on_row), ctx)
+    // At most one row per line after the header (a hint only: capped, so that a body of
+    // blank lines cannot reserve much; pages never written are not resident anyway).
+    let lines = body.iter().filter(|b| **b == b'\n').count().min(1 << 20);
+    check_with(|on_row| csv::parse_csv(body, on_row), ctx, lines)
 }
 
 /// [`check_csv`] for a JSON body.
 pub fn check_json(body: &[u8], ctx: &checks::CheckContext<'_>) -> Result<Checked, Vec<Issue>> {
-    check_with(|on_row| csv::parse_json(body, on_row), ctx)
+    check_with(|on_row| csv::parse_json(body, on_row), ctx, 0)
 }
 
 fn check_with(
     parse: impl FnOnce(&mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>>,
     ctx: &checks::CheckContext<'_>,
+    rows_hint: usize,
 ) -> Result<Checked, Vec<Issue>> {
-    let mut checker = checks::RowChecker::new(ctx);
+    let mut checker = checks::RowChecker::with_capacity(ctx, rows_hint);
     let mut first: Option<(Option<String>, Option<String>)> = None;
     let parsed = parse(&mut |r: &RawRow<'_>| {
         if first.is_none() {

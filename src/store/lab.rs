@@ -188,13 +188,18 @@ pub async fn submit(
         order.iter().map(|s| archive::DigestRow::of(&reading(s))),
     );
     drop(order);
+    let readings_stored = samples.len();
+    drop(samples);
+    // The rows are stored: free them before the raw file is encoded into the archive insert
+    // (the peak of the upload's memory otherwise).
+    checked.rows = Vec::new();
     // Last before COMMIT (the archive head lock comes after every other lock).
     archive::append(&tx, archive::Kind::LabBatch, &batch_id, raw, &digest).await?;
     tx.commit().await?;
     tracing::info!(
         batch_id,
         rows = checked.row_count,
-        readings = samples.len(),
+        readings = readings_stored,
         copy_ms = (t1 - t0).as_millis() as u64,
         readings_ms = (t2 - t1).as_millis() as u64,
         incidents_ms = (t3 - t2).as_millis() as u64,

@@ -25,7 +25,7 @@
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
 //!   [`store::writer`] (one transaction per batch: readings, quarantine, incidents, outbox),
 //!   [`store::readings`] (judged readings, incidents and outbox shared by every source),
-//!   [`store::lab`] (lab batches: idempotency, stored-data checks, COPY staging),
+//!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`].
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.

@@ -498,3 +498,41 @@ async fn accepted_batches_are_in_the_tamper_evident_chain() -> anyhow::Result<()
     assert!(text.contains("B-ARCH"), "the broken entry is named: {text}");
     Ok(())
 }
+
+/// The rows of a batch being stored are new (its id was never accepted), so they go by binary
+/// COPY straight into `lab_rows` and `readings`. Should they be stored after all (here the
+/// accepted batch is marked rejected by hand), the COPYs' unique violations roll back to
+/// their savepoints and the rows go through `ON CONFLICT DO NOTHING`: nothing is stored twice.
+#[tokio::test]
+async fn rows_already_stored_for_a_new_batch_fall_back_to_on_conflict() -> anyhow::Result<()> {
+    let s = LabService::start(&[]).await?;
+    let csv = clean_batch("B-AGAIN");
+    let (st, report) = s.upload(&csv).await?;
+    assert_eq!(st, 201, "{report}");
+    s.p.db()
+        .await?
+        .execute(
+            "UPDATE lab_batches SET status = 'rejected' WHERE batch_id = 'B-AGAIN'",
+            &[],
+        )
+        .await?;
+    let (st, again) = s.upload(&csv).await?;
+    assert_eq!(st, 201, "{again}\n{}", s.p.soilmon.log());
+    assert_eq!(again["by_judgement"], report["by_judgement"]);
+    assert_eq!(s.p.count("SELECT count(*) FROM lab_rows").await?, 8);
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM readings WHERE source_id = 'B-AGAIN'")
+            .await?,
+        3
+    );
+    let log = s.p.soilmon.log();
+    assert!(
+        log.contains("lab rows already stored for a new batch"),
+        "log:\n{log}"
+    );
+    assert!(
+        log.contains("readings already stored for a new message"),
+        "log:\n{log}"
+    );
+    Ok(())
+}

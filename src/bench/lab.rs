@@ -9,7 +9,7 @@
 //! screening, so it must be accepted whole: any other answer is a bench error carrying the
 //! report. The upload goes through [`crate::http::client::upload`] (what `soilmon upload`
 //! uses); the time therefore includes reading the file back, sending, parsing and checking,
-//! the store's binary COPY into staging, the readings, incidents and the archive entry, and
+//! the store's binary COPY into `lab_rows`, the readings, incidents and the archive entry, and
 //! the COMMIT.
 
 use std::fmt::Write as _;

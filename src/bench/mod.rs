@@ -233,7 +233,7 @@ pub enum LabResult {
         server_check_ms: Option<u64>,
         /// Server side: the store transaction up to COMMIT, ms (from its log).
         server_store_ms: Option<u64>,
-        /// Of which: binary COPY of every row into staging and into `lab_rows`, ms.
+        /// Of which: binary COPY of every row into `lab_rows`, ms.
         copy_ms: Option<u64>,
         /// Of which: inserting the field samples into `readings`, ms.
         readings_ms: Option<u64>,

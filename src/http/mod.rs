@@ -299,20 +299,18 @@ async fn upload(
     let buf = std::sync::Arc::new(buf);
     let raw = buf.clone();
     let checked = tokio::task::spawn_blocking(move || {
-        let parsed = if json_body {
-            lab::csv::parse_json(&buf)
-        } else {
-            lab::csv::parse_csv(&buf)
+        let ctx = CheckContext {
+            registry: &reg,
+            ingest: &settings.ingest,
+            lab: &settings.lab,
+            now: Utc::now(),
         };
-        parsed.map(|p| {
-            let ctx = CheckContext {
-                registry: &reg,
-                ingest: &settings.ingest,
-                lab: &settings.lab,
-                now: Utc::now(),
-            };
-            lab::check_batch(&p, &ctx)
-        })
+        // Rows are checked as they are read: the body is the only copy of the batch's text.
+        if json_body {
+            lab::check_json(&buf, &ctx)
+        } else {
+            lab::check_csv(&buf, &ctx)
+        }
     })
     .await;
     let checked = match checked {

@@ -1,7 +1,8 @@
 //! Row and batch checks: raw text → [`LabRow`]s, with every problem reported as an
 //! [`Issue`] (code, line, column). QC rules are in [`super::qc`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
@@ -26,66 +27,131 @@ pub struct CheckContext<'a> {
     pub now: DateTime<Utc>,
 }
 
-/// Checks every row, then the batch (consistent batch/lab id, duplicate rows). Returns the
-/// rows that parsed (possibly with issues elsewhere) and every issue found.
-pub fn check_rows(raw: &[RawRow], ctx: &CheckContext<'_>) -> (Vec<LabRow>, Vec<Issue>) {
-    let mut issues = Vec::new();
-    let mut rows = Vec::new();
-    for r in raw {
-        if let Some(row) = check_row(r, ctx, &mut issues) {
-            rows.push(row);
+/// Shares the texts that repeat across a batch's rows (batch, lab, point, unit, method): one
+/// allocation per distinct text, not one per row.
+#[derive(Default)]
+struct Interner {
+    last: Option<Arc<str>>,
+    seen: HashSet<Arc<str>>,
+}
+
+impl Interner {
+    fn get(&mut self, text: &str) -> Arc<str> {
+        if let Some(last) = self.last.as_ref().filter(|l| &***l == text) {
+            return last.clone();
+        }
+        let shared = match self.seen.get(text) {
+            Some(s) => s.clone(),
+            None => {
+                let s: Arc<str> = Arc::from(text);
+                self.seen.insert(s.clone());
+                s
+            }
+        };
+        self.last = Some(shared.clone());
+        shared
+    }
+}
+
+/// Checks rows one at a time as they are read ([`RowChecker::row`]), then the batch
+/// ([`RowChecker::finish`]: consistent batch/lab id, duplicate rows).
+pub struct RowChecker<'c> {
+    ctx: &'c CheckContext<'c>,
+    rows: Vec<LabRow>,
+    issues: Vec<Issue>,
+    batch_ids: Interner,
+    lab_ids: Interner,
+    points: Interner,
+    units: Interner,
+    methods: Interner,
+}
+
+impl<'c> RowChecker<'c> {
+    /// A checker with no rows yet.
+    pub fn new(ctx: &'c CheckContext<'c>) -> RowChecker<'c> {
+        RowChecker::with_capacity(ctx, 0)
+    }
+
+    /// A checker with room for `rows` rows (no reallocation, hence no transient second copy of
+    /// the rows, while a large batch is read).
+    pub fn with_capacity(ctx: &'c CheckContext<'c>, rows: usize) -> RowChecker<'c> {
+        RowChecker {
+            ctx,
+            rows: Vec::with_capacity(rows),
+            issues: Vec::new(),
+            batch_ids: Interner::default(),
+            lab_ids: Interner::default(),
+            points: Interner::default(),
+            units: Interner::default(),
+            methods: Interner::default(),
         }
     }
-    if let Some(first) = rows.first() {
-        let (batch, lab) = (first.batch_id.clone(), first.lab_id.clone());
+
+    /// Checks one row: keeps it when it passed, records its issues otherwise.
+    pub fn row(&mut self, r: &RawRow<'_>) {
+        if let Some(row) = check_row(r, self) {
+            self.rows.push(row);
+        }
+    }
+
+    /// The batch checks. Returns the rows that parsed (possibly with issues elsewhere) and
+    /// every issue found, in line order.
+    pub fn finish(self) -> (Vec<LabRow>, Vec<Issue>) {
+        let (rows, mut issues) = (self.rows, self.issues);
+        if let Some(first) = rows.first() {
+            let (batch, lab) = (first.batch_id.clone(), first.lab_id.clone());
+            for r in &rows {
+                if r.batch_id != batch {
+                    issues.push(Issue::row(
+                        CheckCode::BatchMismatch,
+                        r.line,
+                        "batch_id",
+                        format!("{:?} differs from the first row's {batch:?}", r.batch_id),
+                    ));
+                }
+                if r.lab_id != lab {
+                    issues.push(Issue::row(
+                        CheckCode::BatchMismatch,
+                        r.line,
+                        "lab_id",
+                        format!("{:?} differs from the first row's {lab:?}", r.lab_id),
+                    ));
+                }
+            }
+        }
+        let mut first_line: HashMap<(&str, Metal), u64> = HashMap::with_capacity(rows.len());
         for r in &rows {
-            if r.batch_id != batch {
+            if let Some(line) = first_line.insert((&r.sample_id, r.metal), r.line) {
+                // Keep the first occurrence as the reference.
+                first_line.insert((&r.sample_id, r.metal), line);
                 issues.push(Issue::row(
-                    CheckCode::BatchMismatch,
+                    CheckCode::DuplicateRow,
                     r.line,
-                    "batch_id",
-                    format!("{:?} differs from the first row's {batch:?}", r.batch_id),
-                ));
-            }
-            if r.lab_id != lab {
-                issues.push(Issue::row(
-                    CheckCode::BatchMismatch,
-                    r.line,
-                    "lab_id",
-                    format!("{:?} differs from the first row's {lab:?}", r.lab_id),
+                    "sample_id",
+                    format!(
+                        "sample {:?} {} already on line {line}",
+                        r.sample_id, r.metal
+                    ),
                 ));
             }
         }
+        drop(first_line);
+        issues.sort_by_key(|i| (i.line.unwrap_or(u64::MAX), i.code));
+        (rows, issues)
     }
-    let mut first_line: HashMap<(&str, Metal), u64> = HashMap::new();
-    for r in &rows {
-        if let Some(line) = first_line.insert((r.sample_id.as_str(), r.metal), r.line) {
-            // Keep the first occurrence as the reference.
-            first_line.insert((r.sample_id.as_str(), r.metal), line);
-            issues.push(Issue::row(
-                CheckCode::DuplicateRow,
-                r.line,
-                "sample_id",
-                format!(
-                    "sample {:?} {} already on line {line}",
-                    r.sample_id, r.metal
-                ),
-            ));
-        }
-    }
-    issues.sort_by_key(|i| (i.line.unwrap_or(u64::MAX), i.code));
-    (rows, issues)
 }
 
 /// Collects the issues of one row; `None` when a field the row cannot exist without failed.
-fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Option<LabRow> {
+fn check_row(r: &RawRow<'_>, checker: &mut RowChecker<'_>) -> Option<LabRow> {
+    let ctx = checker.ctx;
+    let issues = &mut checker.issues;
     let before = issues.len();
     let line = r.line;
     let mut push =
         |code, column, detail: String| issues.push(Issue::row(code, line, column, detail));
-    let mut required = |column: &'static str| -> Option<String> {
+    let mut required = |column: &'static str| -> Option<&str> {
         match r.get(column) {
-            Some(v) => Some(v.to_string()),
+            Some(v) => Some(v),
             None => {
                 push(
                     CheckCode::MissingField,
@@ -107,9 +173,9 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
         |code, column, detail: String| issues.push(Issue::row(code, line, column, detail));
 
     for (col, v) in [
-        ("batch_id", &batch_id),
-        ("lab_id", &lab_id),
-        ("sample_id", &sample_id),
+        ("batch_id", batch_id),
+        ("lab_id", lab_id),
+        ("sample_id", sample_id),
     ] {
         if let Some(v) = v {
             if !valid_id(v) {
@@ -121,7 +187,7 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
             }
         }
     }
-    let qc_type = qc_text.as_deref().and_then(|t| {
+    let qc_type = qc_text.and_then(|t| {
         let q = QcType::parse(t);
         if q.is_none() {
             push(
@@ -134,7 +200,7 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
         }
         q
     });
-    let metal = metal_text.as_deref().and_then(|t| {
+    let metal = metal_text.and_then(|t| {
         let m = Metal::parse(t);
         if m.is_none() {
             push(
@@ -145,7 +211,7 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
         }
         m
     });
-    let unit = unit_text.as_deref().and_then(|t| {
+    let unit = unit_text.and_then(|t| {
         let u = Unit::parse(t);
         if u.is_none() {
             push(
@@ -185,7 +251,7 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
             }
         }
     };
-    let value = number("value", value_text.as_deref());
+    let value = number("value", value_text);
     let mdl = number("mdl", r.get("mdl"));
     let ph = number("ph", r.get("ph"));
     let top = number("depth_top_cm", r.get("depth_top_cm"));
@@ -250,8 +316,8 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
         }
     };
     let field_sample = matches!(qc_type, Some(QcType::Sample | QcType::FieldDuplicate));
-    let point_id = r.get("point_id").map(str::to_string);
-    match &point_id {
+    let point_id = r.get("point_id");
+    match point_id {
         None if field_sample => push(
             CheckCode::MissingField,
             "point_id",
@@ -280,7 +346,7 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
     let analysed_at = r
         .get("analysed_at")
         .and_then(|t| check_time(t, "analysed_at", ctx, &mut push));
-    let qc_ref = r.get("qc_ref").map(str::to_string);
+    let qc_ref = r.get("qc_ref");
     if qc_ref.is_none()
         && matches!(
             qc_type,
@@ -296,25 +362,26 @@ fn check_row(r: &RawRow, ctx: &CheckContext<'_>, issues: &mut Vec<Issue>) -> Opt
     if issues.len() > before {
         return None;
     }
+    let value = value?;
     Some(LabRow {
         line,
-        batch_id: batch_id?,
-        lab_id: lab_id?,
-        sample_id: sample_id?,
-        point_id,
+        batch_id: checker.batch_ids.get(batch_id?),
+        lab_id: checker.lab_ids.get(lab_id?),
+        sample_id: Box::from(sample_id?),
+        point_id: point_id.map(|p| checker.points.get(p)),
         sampled_at,
         analysed_at,
         depth_cm,
         ph,
         metal: metal?,
-        value_orig: value?,
-        unit_orig: unit_text?,
-        value_mgkg: value? * factor,
+        value_orig: value,
+        unit_orig: checker.units.get(unit_text?),
+        value_mgkg: value * factor,
         detected,
         mdl_mgkg: mdl.map(|m| m * factor),
-        method: r.get("method").map(str::to_string),
+        method: r.get("method").map(|m| checker.methods.get(m)),
         qc_type: qc_type?,
-        qc_ref,
+        qc_ref: qc_ref.map(Box::from),
     })
 }
 
@@ -353,6 +420,9 @@ fn check_time(
 
 /// Parses RFC 3339, or a date/time without offset (taken as UTC+8).
 pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Some(t) = parse_plain_local(text) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.with_timezone(&Utc));
     }
@@ -366,6 +436,40 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
         })?;
     local
+        .from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The common shapes without offset, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM`,
+/// `YYYY-MM-DD HH:MM:SS` and `YYYY-MM-DDTHH:MM:SS` (UTC+8), read directly: the same result as
+/// the format strings of [`parse_time`], without them. `None` for anything else (then
+/// [`parse_time`] tries its formats).
+fn parse_plain_local(text: &str) -> Option<DateTime<Utc>> {
+    let b = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b.get(range)?.iter().try_fold(0u32, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0..4)?).ok()?,
+        digits(5..7)?,
+        digits(8..10)?,
+    )?;
+    let (h, m, s) = match (b.len(), b.get(10)) {
+        (10, _) => (0, 0, 0),
+        (16, Some(b' ')) if b[13] == b':' => (digits(11..13)?, digits(14..16)?, 0),
+        (19, Some(b' ' | b'T')) if b[13] == b':' && b[16] == b':' => {
+            (digits(11..13)?, digits(14..16)?, digits(17..19)?)
+        }
+        _ => return None,
+    };
+    let naive = date.and_hms_opt(h, m, s)?;
+    FixedOffset::east_opt(LOCAL_OFFSET_SECS)?
         .from_local_datetime(&naive)
         .single()
         .map(|t| t.with_timezone(&Utc))
@@ -422,8 +526,12 @@ pub(crate) mod tests {
             lab: &lab,
             now: Utc::now(),
         };
-        let parsed = parse_csv(format!("{HEADER}\n{rows}").as_bytes()).expect("parses");
-        let (_, issues) = check_rows(&parsed.rows, &ctx);
+        let mut checker = RowChecker::new(&ctx);
+        parse_csv(format!("{HEADER}\n{rows}").as_bytes(), &mut |r| {
+            checker.row(r)
+        })
+        .expect("parses");
+        let (_, issues) = checker.finish();
         issues.iter().map(|i| (i.code, i.line, i.column)).collect()
     }
 
@@ -552,5 +660,48 @@ pub(crate) mod tests {
             parse_time("2026-01-01 08:30"),
             parse_time("2026-01-01T00:30:00Z")
         );
+    }
+
+    #[test]
+    fn the_fast_time_path_reads_as_the_formats_do() {
+        let formats = |text: &str| {
+            let local = FixedOffset::east_opt(LOCAL_OFFSET_SECS).expect("offset");
+            ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+                .or_else(|| {
+                    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                })
+                .and_then(|n| local.from_local_datetime(&n).single())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        for text in [
+            "2026-01-01",
+            "2026-12-31 23:59",
+            "2026-02-28 00:00:59",
+            "2026-06-15T08:30:00",
+            "2024-02-29",
+        ] {
+            assert!(parse_plain_local(text).is_some(), "{text}");
+            assert_eq!(parse_plain_local(text), formats(text), "{text}");
+            assert_eq!(parse_time(text), formats(text), "{text}");
+        }
+        for text in [
+            "2026-02-30",
+            "2026-01-01T10:00",
+            "2026-01-01 24:00",
+            "2026-13-01",
+            "2026-1-01",
+            "2026-01-01 10:00:60",
+            "2026/01/01",
+            "2026-01-01 10:0a",
+            "+2026-01-01",
+        ] {
+            assert_eq!(parse_plain_local(text), None, "{text}");
+        }
+        assert_eq!(parse_time("2026-1-5"), formats("2026-1-5"));
+        assert_eq!(parse_time("2026-01-01T10:00"), None);
     }
 }

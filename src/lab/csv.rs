@@ -1,16 +1,21 @@
 //! Reading a batch body into [`RawRow`]s: CSV (UTF-8 with or without BOM, comma or tab,
 //! LF or CRLF, quoted fields, English or Chinese headers) or JSON (an array of objects, or
 //! `{"rows": [...]}`, keyed by the same column names).
+//!
+//! Rows are streamed: each one is handed to the caller's `on_row` as it is read, its fields
+//! borrowed from the parser's buffer, and is never kept here (a 100,000-row batch is not held
+//! as 100,000 maps of strings). The content hash is computed on the way.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{CheckCode, Issue, ParsedBatch, RawRow};
+use super::{CheckCode, Issue, Parsed, RawRow, N_COLUMNS};
 
-/// The template's columns, in order (`analysed_at` is optional and extra).
-pub const COLUMNS: [&str; 17] = [
+/// The template's columns, in order (`analysed_at` is optional and extra). A [`RawRow`]'s
+/// fields are indexed by position in this list.
+pub const COLUMNS: [&str; N_COLUMNS] = [
     "batch_id",
     "lab_id",
     "sample_id",
@@ -75,6 +80,49 @@ const ALIASES: [(&str, &str); 30] = [
     ("分析日期", "analysed_at"),
 ];
 
+/// The position of a canonical column name in [`COLUMNS`].
+pub fn column_index(column: &str) -> Option<usize> {
+    COLUMNS.iter().position(|c| *c == column)
+}
+
+/// [`COLUMNS`] positions in the order of their names (the content hash's field order).
+fn hash_order() -> [usize; N_COLUMNS] {
+    let mut order: [usize; N_COLUMNS] = std::array::from_fn(|i| i);
+    order.sort_by_key(|i| COLUMNS[*i]);
+    order
+}
+
+/// The content hash, fed one row at a time (see [`content_hash`]).
+struct RowHasher {
+    h: Sha256,
+    order: [usize; N_COLUMNS],
+}
+
+impl RowHasher {
+    fn new() -> RowHasher {
+        RowHasher {
+            h: Sha256::new(),
+            order: hash_order(),
+        }
+    }
+
+    fn row(&mut self, row: &RawRow<'_>) {
+        for &i in &self.order {
+            if let Some(v) = row.fields[i] {
+                self.h.update(COLUMNS[i].as_bytes());
+                self.h.update(b"=");
+                self.h.update(v.as_bytes());
+                self.h.update(b"\x1f");
+            }
+        }
+        self.h.update(b"\n");
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.h.finalize())
+    }
+}
+
 /// The canonical name of a header cell, if it names a known column.
 pub fn canonical_column(header: &str) -> Option<&'static str> {
     let h = header.trim().trim_start_matches('\u{feff}').to_lowercase();
@@ -91,9 +139,11 @@ fn malformed(detail: String) -> Vec<Issue> {
     vec![Issue::batch(CheckCode::MalformedBatch, detail)]
 }
 
-/// Parses a CSV body. Errors that make the whole body unreadable (encoding, header) are
-/// returned as issues; an unreadable row is an issue on its line, the others are still read.
-pub fn parse_csv(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
+/// Parses a CSV body, handing every row to `on_row` in order. Errors that make the whole body
+/// unreadable (encoding, header) are returned as issues; an unreadable row is an issue on its
+/// line, the others are still read (once there is an issue the body is refused, so later rows
+/// are only read for their issues and no longer handed to `on_row`).
+pub fn parse_csv(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>> {
     let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let text =
         std::str::from_utf8(body).map_err(|e| malformed(format!("the body is not UTF-8: {e}")))?;
@@ -112,9 +162,11 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
         .headers()
         .map_err(|e| malformed(format!("header row: {e}")))?
         .clone();
-    let columns: Vec<Option<&'static str>> = headers.iter().map(canonical_column).collect();
-    let mut issues: Vec<Issue> = missing_columns(columns.iter().flatten().copied());
-    let mut rows = Vec::new();
+    let names: Vec<Option<&'static str>> = headers.iter().map(canonical_column).collect();
+    let columns: Vec<Option<usize>> = names.iter().map(|n| n.and_then(column_index)).collect();
+    let mut issues: Vec<Issue> = missing_columns(names.iter().flatten().copied());
+    let mut hasher = RowHasher::new();
+    let mut rows = 0usize;
     let mut record = ::csv::StringRecord::new();
     // Physical line of a byte offset, counted incrementally (offsets only grow).
     let (mut counted_to, mut line_at) = (0usize, 1u64);
@@ -155,13 +207,22 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
                     });
                     continue;
                 }
-                let mut fields = BTreeMap::new();
+                rows += 1;
+                if !issues.is_empty() {
+                    continue;
+                }
+                let mut row = RawRow {
+                    line,
+                    fields: [None; N_COLUMNS],
+                };
+                // A column named twice: the last non-empty value counts.
                 for (col, value) in columns.iter().zip(record.iter()) {
                     if let (Some(col), false) = (col, value.is_empty()) {
-                        fields.insert(*col, value.to_string());
+                        row.fields[*col] = Some(value);
                     }
                 }
-                rows.push(RawRow { line, fields });
+                hasher.row(&row);
+                on_row(&row);
             }
             Err(e) => {
                 let line = e.position().map(|p| line_of(p.byte() as usize));
@@ -177,12 +238,12 @@ pub fn parse_csv(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
             }
         }
     }
-    finish(rows, issues)
+    finish(rows, hasher, issues)
 }
 
 /// Parses a JSON body: an array of row objects, or an object with a `rows` array. Values may
-/// be strings, numbers, booleans or null.
-pub fn parse_json(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
+/// be strings, numbers, booleans or null. Rows are handed to `on_row` as [`parse_csv`] does.
+pub fn parse_json(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
     let list = match &value {
@@ -194,7 +255,8 @@ pub fn parse_json(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
         _ => return Err(malformed("expected an array of rows".into())),
     };
     let mut issues = Vec::new();
-    let mut rows = Vec::new();
+    let mut hasher = RowHasher::new();
+    let mut rows = 0usize;
     let mut seen_columns = std::collections::BTreeSet::new();
     for (i, item) in list.iter().enumerate() {
         let line = i as u64 + 1;
@@ -207,17 +269,17 @@ pub fn parse_json(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
             });
             continue;
         };
-        let mut fields = BTreeMap::new();
+        let mut texts: [Option<Cow<'_, str>>; N_COLUMNS] = std::array::from_fn(|_| None);
         for (k, v) in obj {
             let Some(col) = canonical_column(k) else {
                 continue;
             };
             seen_columns.insert(col);
-            let text = match v {
+            let text: Cow<'_, str> = match v {
                 Value::Null => continue,
-                Value::String(s) => s.trim().to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
+                Value::String(s) => Cow::Borrowed(s.trim()),
+                Value::Number(n) => Cow::Owned(n.to_string()),
+                Value::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
                 _ => {
                     issues.push(Issue::row(
                         CheckCode::BadType,
@@ -228,16 +290,25 @@ pub fn parse_json(body: &[u8]) -> Result<ParsedBatch, Vec<Issue>> {
                     continue;
                 }
             };
-            if !text.is_empty() {
-                fields.insert(col, text);
+            if let (false, Some(i)) = (text.is_empty(), column_index(col)) {
+                texts[i] = Some(text);
             }
         }
-        rows.push(RawRow { line, fields });
+        rows += 1;
+        if !issues.is_empty() {
+            continue;
+        }
+        let row = RawRow {
+            line,
+            fields: std::array::from_fn(|i| texts[i].as_deref()),
+        };
+        hasher.row(&row);
+        on_row(&row);
     }
     if !list.is_empty() {
         issues.splice(0..0, missing_columns(seen_columns.into_iter()));
     }
-    finish(rows, issues)
+    finish(rows, hasher, issues)
 }
 
 fn missing_columns(present: impl Iterator<Item = &'static str>) -> Vec<Issue> {
@@ -254,33 +325,27 @@ fn missing_columns(present: impl Iterator<Item = &'static str>) -> Vec<Issue> {
         .collect()
 }
 
-fn finish(rows: Vec<RawRow>, mut issues: Vec<Issue>) -> Result<ParsedBatch, Vec<Issue>> {
-    if rows.is_empty() && issues.is_empty() {
+fn finish(rows: usize, hasher: RowHasher, mut issues: Vec<Issue>) -> Result<Parsed, Vec<Issue>> {
+    if rows == 0 && issues.is_empty() {
         issues.push(Issue::batch(CheckCode::EmptyBatch, "no rows".into()));
     }
     if !issues.is_empty() {
         return Err(issues);
     }
-    Ok(ParsedBatch {
-        content_sha256: content_hash(&rows),
+    Ok(Parsed {
         rows,
+        content_sha256: hasher.finish(),
     })
 }
 
 /// SHA-256 of the rows' canonical content: one line per row, `column=value` pairs in
 /// column-name order separated by U+001F.
-pub fn content_hash(rows: &[RawRow]) -> String {
-    let mut h = Sha256::new();
+pub fn content_hash<'a>(rows: impl IntoIterator<Item = &'a RawRow<'a>>) -> String {
+    let mut h = RowHasher::new();
     for r in rows {
-        for (k, v) in &r.fields {
-            h.update(k.as_bytes());
-            h.update(b"=");
-            h.update(v.as_bytes());
-            h.update(b"\x1f");
-        }
-        h.update(b"\n");
+        h.row(r);
     }
-    hex::encode(h.finalize())
+    h.finish()
 }
 
 #[cfg(test)]
@@ -289,26 +354,45 @@ mod tests {
 
     const HEADER: &str = "batch_id,lab_id,sample_id,point_id,sampled_at,depth_top_cm,depth_bottom_cm,ph,metal,value,unit,detected,mdl,method,qc_type,qc_ref";
 
+    type Parser = fn(&[u8], &mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>>;
+
+    /// A row's line and owned fields.
+    type Row = (u64, Vec<Option<String>>);
+
+    /// The rows and the parse result.
+    fn read(parse: Parser, body: &[u8]) -> Result<(Vec<Row>, Parsed), Vec<Issue>> {
+        let mut rows = Vec::new();
+        let parsed = parse(body, &mut |r| {
+            rows.push((
+                r.line,
+                r.fields.iter().map(|f| f.map(str::to_string)).collect(),
+            ));
+        })?;
+        Ok((rows, parsed))
+    }
+
     #[test]
     fn bom_crlf_quotes_tabs_and_chinese_headers_read_the_same() {
         let plain = format!(
             "{HEADER}\nB1,L1,S1,P1,2026-01-01,0,20,6.5,Cd,0.3,mg/kg,true,0.01,\"HJ 803, ICP-MS\",sample,\n"
         );
-        let a = parse_csv(plain.as_bytes()).expect("plain");
+        let a = read(parse_csv, plain.as_bytes()).expect("plain");
         let bom_crlf = format!("\u{feff}{}", plain.replace('\n', "\r\n"));
-        let b = parse_csv(bom_crlf.as_bytes()).expect("bom");
+        let b = read(parse_csv, bom_crlf.as_bytes()).expect("bom");
         let tabs = format!(
             "{}\nB1\tL1\tS1\tP1\t2026-01-01\t0\t20\t6.5\tCd\t0.3\tmg/kg\ttrue\t0.01\tHJ 803, ICP-MS\tsample\t\n",
             HEADER.replace(',', "\t")
         );
-        let c = parse_csv(tabs.as_bytes()).expect("tabs");
+        let c = read(parse_csv, tabs.as_bytes()).expect("tabs");
         let zh = "批次号,实验室,样品编号,点位编号,采样时间,采样深度上限,采样深度下限,pH,检测项目,测定值,单位,是否检出,检出限,分析方法,质控类型,质控关联\nB1,L1,S1,P1,2026-01-01,0,20,6.5,Cd,0.3,mg/kg,true,0.01,\"HJ 803, ICP-MS\",sample,\n";
-        let d = parse_csv(zh.as_bytes()).expect("zh");
-        assert_eq!(a.rows[0].get("method"), Some("HJ 803, ICP-MS"));
-        assert_eq!(a.rows[0].line, 2);
+        let d = read(parse_csv, zh.as_bytes()).expect("zh");
+        let method = column_index("method").expect("method");
+        assert_eq!(a.0[0].1[method].as_deref(), Some("HJ 803, ICP-MS"));
+        assert_eq!(a.0[0].0, 2);
+        assert_eq!(a.1.rows, 1);
         for other in [&b, &c, &d] {
-            assert_eq!(other.rows, a.rows);
-            assert_eq!(other.content_sha256, a.content_sha256);
+            assert_eq!(other.0, a.0);
+            assert_eq!(other.1, a.1);
         }
     }
 
@@ -320,22 +404,47 @@ mod tests {
             "sampled_at":"2026-01-01","depth_top_cm":0,"depth_bottom_cm":20,"ph":6.5,"metal":"Cd",
             "value":0.3,"unit":"mg/kg","detected":true,"mdl":0.01,"method":"M","qc_type":"sample",
             "qc_ref":null}]}"#;
-        let a = parse_csv(csv.as_bytes()).expect("csv");
-        let b = parse_json(json.as_bytes()).expect("json");
-        assert_eq!(a.content_sha256, b.content_sha256);
+        let a = read(parse_csv, csv.as_bytes()).expect("csv");
+        let b = read(parse_json, json.as_bytes()).expect("json");
+        assert_eq!(a.1.content_sha256, b.1.content_sha256);
+        assert_eq!(a.0[0].1, b.0[0].1);
+    }
+
+    #[test]
+    fn the_content_hash_is_that_of_the_canonical_text() {
+        // The canonical content as the service has always hashed it: `column=value` pairs
+        // of the non-empty fields in column-name order, U+001F after each, a line per row.
+        let csv = format!(
+            "{HEADER}\nB1,L1,S1,P1,2026-01-01,0,20,6.5,Cd,0.3,mg/kg,true,0.01,M,sample,\nB1,L1,BL,,,,,,Cd,0.001,mg/kg,,0.01,,blank,\n"
+        );
+        let (_, parsed) = read(parse_csv, csv.as_bytes()).expect("csv");
+        let mut text = String::new();
+        for line in csv.lines().skip(1) {
+            let mut pairs: Vec<(&str, &str)> = HEADER
+                .split(',')
+                .zip(line.split(','))
+                .filter(|(_, v)| !v.is_empty())
+                .collect();
+            pairs.sort();
+            for (k, v) in pairs {
+                text.push_str(&format!("{k}={v}\x1f"));
+            }
+            text.push('\n');
+        }
+        assert_eq!(parsed.content_sha256, hex::encode(Sha256::digest(text)));
     }
 
     #[test]
     fn unreadable_bodies_are_issues() {
-        let e = parse_csv(b"\xff\xfe").unwrap_err();
+        let e = read(parse_csv, b"\xff\xfe").unwrap_err();
         assert_eq!(e[0].code, CheckCode::MalformedBatch);
-        let e = parse_csv(b"batch_id,value\nB1,1\n").unwrap_err();
+        let e = read(parse_csv, b"batch_id,value\nB1,1\n").unwrap_err();
         assert!(e.iter().all(|i| i.code == CheckCode::MissingColumn));
         assert_eq!(e.len(), 5);
-        let e = parse_csv(format!("{HEADER}\n").as_bytes()).unwrap_err();
+        let e = read(parse_csv, format!("{HEADER}\n").as_bytes()).unwrap_err();
         assert_eq!(e[0].code, CheckCode::EmptyBatch);
-        let e = parse_csv(format!("{HEADER}\nB1,L1\n").as_bytes()).unwrap_err();
+        let e = read(parse_csv, format!("{HEADER}\nB1,L1\n").as_bytes()).unwrap_err();
         assert_eq!((e[0].code, e[0].line), (CheckCode::MalformedBatch, Some(2)));
-        assert!(parse_json(b"{").is_err());
+        assert!(read(parse_json, b"{").is_err());
     }
 }

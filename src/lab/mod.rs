@@ -11,6 +11,7 @@ pub mod qc;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -235,38 +236,42 @@ impl QcType {
     }
 }
 
-/// One row as read from the body: canonical column name → trimmed text.
+/// Number of canonical columns ([`csv::COLUMNS`]).
+pub const N_COLUMNS: usize = 17;
+
+/// One row as read from the body: the trimmed text of each canonical column, by position in
+/// [`csv::COLUMNS`], borrowed from the parser (rows are streamed, never collected as text).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawRow {
+pub struct RawRow<'a> {
     /// Line number (see [`Issue::line`]).
     pub line: u64,
-    /// Fields by canonical column name; empty fields are absent.
-    pub fields: BTreeMap<&'static str, String>,
+    /// Fields by position in [`csv::COLUMNS`]; empty fields are `None`.
+    pub fields: [Option<&'a str>; N_COLUMNS],
 }
 
-impl RawRow {
+impl<'a> RawRow<'a> {
     /// A field's text, if present and non-empty.
-    pub fn get(&self, column: &str) -> Option<&str> {
-        self.fields
-            .get(column)
-            .map(String::as_str)
+    pub fn get(&self, column: &str) -> Option<&'a str> {
+        csv::column_index(column)
+            .and_then(|i| self.fields[i])
             .filter(|s| !s.is_empty())
     }
 }
 
-/// One checked result row.
+/// One checked result row. Texts that repeat across a batch (batch, lab, point, unit,
+/// method) are shared, not copied per row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabRow {
     /// Line number in the upload.
     pub line: u64,
     /// Batch id (one analytical run).
-    pub batch_id: String,
+    pub batch_id: Arc<str>,
     /// Laboratory id.
-    pub lab_id: String,
+    pub lab_id: Arc<str>,
     /// Sample id (for QC rows, the QC item's own id).
-    pub sample_id: String,
+    pub sample_id: Box<str>,
     /// Monitoring point (required for field samples and field duplicates).
-    pub point_id: Option<String>,
+    pub point_id: Option<Arc<str>>,
     /// When the soil was sampled (required for field samples and field duplicates).
     pub sampled_at: Option<DateTime<Utc>>,
     /// When the lab analysed it (optional `analysed_at` column).
@@ -280,7 +285,7 @@ pub struct LabRow {
     /// Value as sent.
     pub value_orig: f64,
     /// Unit as sent.
-    pub unit_orig: String,
+    pub unit_orig: Arc<str>,
     /// Value in mg/kg.
     pub value_mgkg: f64,
     /// False when below the MDL.
@@ -288,11 +293,11 @@ pub struct LabRow {
     /// Method detection limit, mg/kg.
     pub mdl_mgkg: Option<f64>,
     /// Analysis method (standard number).
-    pub method: Option<String>,
+    pub method: Option<Arc<str>>,
     /// Row kind.
     pub qc_type: QcType,
     /// Link of a QC row (see [`QcType`]).
-    pub qc_ref: Option<String>,
+    pub qc_ref: Option<Box<str>>,
 }
 
 impl LabRow {
@@ -306,12 +311,13 @@ impl LabRow {
     }
 }
 
-/// A parsed body: the rows and the SHA-256 of their canonical content (same values ⇒ same
-/// hash, whatever the format, delimiter, BOM, line endings or column order).
+/// What parsing a whole body yields besides its rows (which go to the caller one by one): the
+/// row count and the SHA-256 of their canonical content (same values ⇒ same hash, whatever the
+/// format, delimiter, BOM, line endings or column order).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ParsedBatch {
-    /// Rows in order.
-    pub rows: Vec<RawRow>,
+pub struct Parsed {
+    /// Rows read.
+    pub rows: usize,
     /// Hex SHA-256 of the canonical content.
     pub content_sha256: String,
 }
@@ -335,21 +341,49 @@ pub struct Checked {
     pub qc: qc::QcSummary,
 }
 
-/// Runs the row, batch and QC checks on a parsed body.
-pub fn check_batch(parsed: &ParsedBatch, ctx: &checks::CheckContext<'_>) -> Checked {
-    let (rows, mut issues) = checks::check_rows(&parsed.rows, ctx);
+/// Reads a CSV body and runs the row, batch and QC checks on it, row by row as it is read.
+/// `Err` when the body cannot be read as a batch at all (see [`csv::parse_csv`]).
+pub fn check_csv(body: &[u8], ctx: &checks::CheckContext<'_>) -> Result<Checked, Vec<Issue>> {
+    // At most one row per line after the header (a hint only: capped, so that a body of
+    // blank lines cannot reserve much; pages never written are not resident anyway).
+    let lines = body.iter().filter(|b| **b == b'\n').count().min(1 << 20);
+    check_with(|on_row| csv::parse_csv(body, on_row), ctx, lines)
+}
+
+/// [`check_csv`] for a JSON body.
+pub fn check_json(body: &[u8], ctx: &checks::CheckContext<'_>) -> Result<Checked, Vec<Issue>> {
+    check_with(|on_row| csv::parse_json(body, on_row), ctx, 0)
+}
+
+fn check_with(
+    parse: impl FnOnce(&mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>>,
+    ctx: &checks::CheckContext<'_>,
+    rows_hint: usize,
+) -> Result<Checked, Vec<Issue>> {
+    let mut checker = checks::RowChecker::with_capacity(ctx, rows_hint);
+    let mut first: Option<(Option<String>, Option<String>)> = None;
+    let parsed = parse(&mut |r: &RawRow<'_>| {
+        if first.is_none() {
+            first = Some((
+                r.get("batch_id").map(str::to_string),
+                r.get("lab_id").map(str::to_string),
+            ));
+        }
+        checker.row(r);
+    })?;
+    let (rows, mut issues) = checker.finish();
     let (qc, qc_issues) = qc::check(&rows, ctx.lab);
     issues.extend(qc_issues);
-    let first = parsed.rows.first();
-    Checked {
-        batch_id: first.and_then(|r| r.get("batch_id")).map(str::to_string),
-        lab_id: first.and_then(|r| r.get("lab_id")).map(str::to_string),
-        content_sha256: parsed.content_sha256.clone(),
-        row_count: parsed.rows.len(),
+    let (batch_id, lab_id) = first.unwrap_or_default();
+    Ok(Checked {
+        batch_id,
+        lab_id,
+        content_sha256: parsed.content_sha256,
+        row_count: parsed.rows,
         rows,
         issues,
         qc,
-    }
+    })
 }
 
 /// Outcome of an upload, as returned by the API and stored with the batch.

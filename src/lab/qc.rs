@@ -92,12 +92,12 @@ pub fn check(rows: &[LabRow], cfg: &LabConfig) -> (QcSummary, Vec<Issue>) {
     let samples: HashMap<(&str, Metal), &LabRow> = rows
         .iter()
         .filter(|r| r.qc_type == QcType::Sample)
-        .map(|r| ((r.sample_id.as_str(), r.metal), r))
+        .map(|r| ((&*r.sample_id, r.metal), r))
         .collect();
     let ids = |t: &[QcType]| -> usize {
         rows.iter()
             .filter(|r| t.contains(&r.qc_type))
-            .map(|r| r.sample_id.as_str())
+            .map(|r| &*r.sample_id)
             .collect::<BTreeSet<_>>()
             .len()
     };
@@ -246,7 +246,7 @@ fn orphan(r: &LabRow, why: &str) -> Issue {
 mod tests {
     use super::*;
     use crate::lab::checks::tests::{configs, registry, HEADER};
-    use crate::lab::checks::{check_rows, CheckContext};
+    use crate::lab::checks::{CheckContext, RowChecker};
     use crate::lab::csv::parse_csv;
 
     fn run(rows: &str) -> (QcSummary, Vec<(CheckCode, Option<u64>)>) {
@@ -258,8 +258,12 @@ mod tests {
             lab: &lab,
             now: chrono::Utc::now(),
         };
-        let parsed = parse_csv(format!("{HEADER}\n{rows}").as_bytes()).expect("parses");
-        let (rows, issues) = check_rows(&parsed.rows, &ctx);
+        let mut checker = RowChecker::new(&ctx);
+        parse_csv(format!("{HEADER}\n{rows}").as_bytes(), &mut |r| {
+            checker.row(r)
+        })
+        .expect("parses");
+        let (rows, issues) = checker.finish();
         assert_eq!(issues, vec![]);
         let (s, issues) = check(&rows, &lab);
         (s, issues.iter().map(|i| (i.code, i.line)).collect())

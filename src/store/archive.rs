@@ -214,10 +214,19 @@ fn opt_f64(h: &mut Sha256, v: Option<f64>) {
 pub fn readings_digest(rows: &[DigestRow]) -> String {
     let mut sorted: Vec<&DigestRow> = rows.iter().collect();
     sorted.sort_by(|a, b| a.key().cmp(&b.key()));
+    readings_digest_in_order(sorted.into_iter())
+}
+
+/// [`readings_digest`] of rows already in its order (by msg_id, metal, sampled_at), made one at
+/// a time: a large batch need not be held as a list of digest rows.
+pub fn readings_digest_in_order<R: std::borrow::Borrow<DigestRow>>(
+    rows: impl ExactSizeIterator<Item = R>,
+) -> String {
     let mut h = Sha256::new();
     field(&mut h, b"soilmon-readings-v1");
-    field(&mut h, &(sorted.len() as u64).to_be_bytes());
-    for r in sorted {
+    field(&mut h, &(rows.len() as u64).to_be_bytes());
+    for r in rows {
+        let r = r.borrow();
         field(&mut h, r.msg_id.as_bytes());
         field(&mut h, r.metal.as_bytes());
         field(&mut h, &r.sampled_at_us.to_be_bytes());

@@ -1,8 +1,9 @@
 //! Lab batches in the database: idempotency by batch id and content hash, checks against
 //! stored data, and the accepted batch written in one transaction — every row (QC included)
-//! by binary COPY into a staging table then `INSERT … ON CONFLICT`, the field samples judged
-//! and inserted into `readings`, incidents and alerts through the same path as MQTT.
+//! by binary COPY into `lab_rows`, the field samples judged and inserted into `readings`,
+//! incidents and alerts through the same path as MQTT.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
@@ -10,13 +11,15 @@ use deadpool_postgres::{Client, Transaction};
 use futures_util::pin_mut;
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::archive;
-use super::readings::{self, JudgedReading, Source};
+use super::readings::{self, IncidentKey, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
-use crate::domain::judge::judge;
+use crate::domain::judge::{judge, Judgement, Level};
+use crate::domain::point::Point;
 use crate::domain::standard::Standards;
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
 use crate::registry::Registry;
@@ -114,19 +117,17 @@ pub async fn submit(
         return Ok(Outcome::Rejected(report));
     }
 
-    let judged = judge_samples(ctx, &checked.rows, received_at);
+    // Field samples are judged one at a time whenever a step needs their readings (the lab
+    // rows' levels, the readings COPY, an alert, the archive digest): the same values each
+    // time, and a large batch is never held as a list of judged readings.
+    let samples = judgeable_samples(ctx, &checked.rows);
     let mut report = Report::of(&checked, received_at);
-    let mut levels: HashMap<(&str, &str), &'static str> = HashMap::new();
-    for j in &judged {
-        *report
-            .by_judgement
-            .entry(j.judgement.level.as_str())
-            .or_default() += 1;
-        levels.insert(
-            (j.msg_id.as_str(), j.metal.symbol()),
-            j.judgement.level.as_str(),
-        );
+    let mut levels: Vec<Option<Level>> = vec![None; checked.rows.len()];
+    for s in &samples {
+        *report.by_judgement.entry(s.level.as_str()).or_default() += 1;
+        levels[s.index] = Some(s.level);
     }
+    let reading = |s: &Sample<'_>| judged_reading(ctx, s, received_at);
     upsert_batch(
         &tx,
         &batch_id,
@@ -140,12 +141,28 @@ pub async fn submit(
     .await?;
     let t0 = std::time::Instant::now();
     copy_rows(&tx, &batch_id, &checked.rows, &levels).await?;
+    drop(levels);
     let t1 = std::time::Instant::now();
     // A batch is stored once (advisory lock, status check): its readings are new. Binary
     // COPY, with the ON CONFLICT fallback of `insert_fresh`.
-    readings::insert_fresh(&tx, &judged).await?;
+    if !samples.is_empty() {
+        readings::insert_fresh_from(&tx, || samples.iter().map(reading)).await?;
+    }
     let t2 = std::time::Instant::now();
-    report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    let keys: Vec<IncidentKey<'_>> = samples
+        .iter()
+        .map(|s| IncidentKey {
+            point_id: &s.point.id,
+            metal: s.row.metal,
+            sampled_at: s.sampled_at,
+            level: s.level,
+        })
+        .collect();
+    report.alerts = readings::apply_incidents_by(&tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
+        Cow::Owned(reading(&samples[i]))
+    })
+    .await?;
+    drop(keys);
     let t3 = std::time::Instant::now();
     let report = to_json(&report);
     tx.execute(
@@ -153,20 +170,36 @@ pub async fn submit(
         &[&batch_id, &report],
     )
     .await?;
+    // The digest of exactly the readings stored, in the digest's order.
+    let mut order: Vec<&Sample<'_>> = samples.iter().collect();
+    order.sort_by(|a, b| {
+        (
+            &*a.row.sample_id,
+            a.row.metal.symbol(),
+            a.sampled_at.timestamp_micros(),
+        )
+            .cmp(&(
+                &*b.row.sample_id,
+                b.row.metal.symbol(),
+                b.sampled_at.timestamp_micros(),
+            ))
+    });
+    let digest = archive::readings_digest_in_order(
+        order.iter().map(|s| archive::DigestRow::of(&reading(s))),
+    );
+    drop(order);
+    let readings_stored = samples.len();
+    drop(samples);
+    // The rows are stored: free them before the raw file is encoded into the archive insert
+    // (the peak of the upload's memory otherwise).
+    checked.rows = Vec::new();
     // Last before COMMIT (the archive head lock comes after every other lock).
-    archive::append(
-        &tx,
-        archive::Kind::LabBatch,
-        &batch_id,
-        raw,
-        &archive::digest_of(&judged),
-    )
-    .await?;
+    archive::append(&tx, archive::Kind::LabBatch, &batch_id, raw, &digest).await?;
     tx.commit().await?;
     tracing::info!(
         batch_id,
         rows = checked.row_count,
-        readings = judged.len(),
+        readings = readings_stored,
         copy_ms = (t1 - t0).as_millis() as u64,
         readings_ms = (t2 - t1).as_millis() as u64,
         incidents_ms = (t3 - t2).as_millis() as u64,
@@ -226,7 +259,7 @@ async fn stored_conflicts(
     if rows.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<&str> = rows.iter().map(|r| r.sample_id.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| &*r.sample_id).collect();
     let metals: Vec<&str> = rows.iter().map(|r| r.metal.symbol()).collect();
     let found = tx
         .query(
@@ -243,8 +276,11 @@ async fn stored_conflicts(
         .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
         .collect();
     let mut issues = Vec::new();
+    if stored.is_empty() {
+        return Ok(issues);
+    }
     for r in rows {
-        let key = (r.sample_id.clone(), r.metal.symbol().to_string());
+        let key = (r.sample_id.to_string(), r.metal.symbol().to_string());
         let Some((value, other)) = stored.get(&key) else {
             continue;
         };
@@ -270,14 +306,23 @@ async fn stored_conflicts(
     Ok(issues)
 }
 
-/// Field samples → judged readings (QC rows are never judged).
-fn judge_samples(
-    ctx: &LabContext<'_>,
-    rows: &[LabRow],
-    received_at: DateTime<Utc>,
-) -> Vec<JudgedReading> {
+/// A field sample of the batch that is judged and stored as a reading.
+struct Sample<'a> {
+    /// Position in the batch's rows.
+    index: usize,
+    row: &'a LabRow,
+    point: &'a Point,
+    sampled_at: DateTime<Utc>,
+    level: Level,
+}
+
+/// The field samples to judge (QC rows are never judged), with their judgement level.
+fn judgeable_samples<'a>(ctx: &LabContext<'a>, rows: &'a [LabRow]) -> Vec<Sample<'a>> {
     let mut out = Vec::new();
-    for r in rows.iter().filter(|r| r.qc_type == QcType::Sample) {
+    for (index, r) in rows.iter().enumerate() {
+        if r.qc_type != QcType::Sample {
+            continue;
+        }
         // Both were checked present and registered.
         let (Some(point), Some(sampled_at)) = (
             r.point_id.as_deref().and_then(|p| ctx.registry.get(p)),
@@ -285,55 +330,112 @@ fn judge_samples(
         ) else {
             continue;
         };
-        let ph = r.ph.or(point.ph);
-        let value = r.judged_value_mgkg();
-        out.push(JudgedReading {
-            source: Source::Lab,
-            source_id: r.batch_id.clone(),
-            msg_id: r.sample_id.clone(),
-            point_id: point.id.clone(),
-            county: point.county_code.clone(),
-            land_use: point.land_use,
+        let level = judgement(ctx, r, point).level;
+        out.push(Sample {
+            index,
+            row: r,
+            point,
             sampled_at,
-            received_at,
-            metal: r.metal,
-            value_mgkg: value,
-            value_orig: r.value_orig,
-            unit_orig: r.unit_orig.clone(),
-            detected: r.detected,
-            ph,
-            method: r.method.clone(),
-            depth_cm: r.depth_cm,
-            judgement: judge(
-                ctx.standards,
-                point.land_use,
-                ph,
-                r.metal,
-                value,
-                r.detected,
-            ),
+            level,
         });
     }
     out
 }
 
-/// Binary COPY of every row into a staging table, then one `INSERT … ON CONFLICT`.
+fn judgement(ctx: &LabContext<'_>, r: &LabRow, point: &Point) -> Judgement {
+    judge(
+        ctx.standards,
+        point.land_use,
+        r.ph.or(point.ph),
+        r.metal,
+        r.judged_value_mgkg(),
+        r.detected,
+    )
+}
+
+/// The judged reading of a field sample.
+fn judged_reading(
+    ctx: &LabContext<'_>,
+    s: &Sample<'_>,
+    received_at: DateTime<Utc>,
+) -> JudgedReading {
+    let (r, point) = (s.row, s.point);
+    JudgedReading {
+        source: Source::Lab,
+        source_id: r.batch_id.to_string(),
+        msg_id: r.sample_id.to_string(),
+        point_id: point.id.clone(),
+        county: point.county_code.clone(),
+        land_use: point.land_use,
+        sampled_at: s.sampled_at,
+        received_at,
+        metal: r.metal,
+        value_mgkg: r.judged_value_mgkg(),
+        value_orig: r.value_orig,
+        unit_orig: r.unit_orig.to_string(),
+        detected: r.detected,
+        ph: r.ph.or(point.ph),
+        method: r.method.as_deref().map(str::to_string),
+        depth_cm: r.depth_cm,
+        judgement: judgement(ctx, r, point),
+    }
+}
+
+/// Every row of the batch into `lab_rows`. The batch is stored once (advisory lock, status
+/// check, and a rejected batch stores no rows), so none of its rows can be stored yet: binary
+/// COPY straight into `lab_rows`, as [`readings::insert_fresh`] does for readings. The primary
+/// key still guards: should a row exist after all, the COPY's unique violation is rolled back
+/// to a savepoint and the rows go through the staging table and `INSERT … ON CONFLICT DO
+/// NOTHING` instead (the result is the same either way). Returns the number of rows copied.
 async fn copy_rows(
     tx: &Transaction<'_>,
     batch_id: &str,
     rows: &[LabRow],
-    levels: &HashMap<(&str, &str), &'static str>,
+    levels: &[Option<Level>],
 ) -> Result<u64, StoreError> {
-    tx.batch_execute(
-        "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
-    )
-    .await?;
-    let sink = tx
-        .copy_in(
-            "COPY lab_rows_stage (batch_id, line, sample_id, point_id, sampled_at, analysed_at,
+    tx.batch_execute("SAVEPOINT lab_rows_copy").await?;
+    match copy_rows_into(tx.client(), "lab_rows", batch_id, rows, levels).await {
+        Ok(n) => Ok(n),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT lab_rows_copy")
+                .await?;
+            tracing::warn!(
+                batch_id,
+                rows = rows.len(),
+                "lab rows already stored for a new batch; inserted with ON CONFLICT DO NOTHING"
+            );
+            tx.batch_execute(
+                "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
+            )
+            .await?;
+            copy_rows_into(tx.client(), "lab_rows_stage", batch_id, rows, levels).await?;
+            let n = tx
+                .execute(
+                    "INSERT INTO lab_rows SELECT * FROM lab_rows_stage ON CONFLICT DO NOTHING",
+                    &[],
+                )
+                .await?;
+            Ok(n)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Binary COPY of every row into `table` (`lab_rows` or its staging copy; a name from code,
+/// never from input). Returns the number of rows copied.
+async fn copy_rows_into(
+    client: &tokio_postgres::Client,
+    table: &str,
+    batch_id: &str,
+    rows: &[LabRow],
+    levels: &[Option<Level>],
+) -> Result<u64, tokio_postgres::Error> {
+    let sink = client
+        .copy_in(&format!(
+            "COPY {table} (batch_id, line, sample_id, point_id, sampled_at, analysed_at,
                  depth_top_cm, depth_bottom_cm, ph, metal, value_orig, unit_orig, value_mgkg,
-                 detected, mdl_mgkg, method, qc_type, qc_ref, level) FROM STDIN BINARY",
-        )
+                 detected, mdl_mgkg, method, qc_type, qc_ref, level) FROM STDIN BINARY"
+        ))
         .await?;
     let types = [
         Type::TEXT,
@@ -358,17 +460,22 @@ async fn copy_rows(
     ];
     let writer = BinaryCopyInWriter::new(sink, &types);
     pin_mut!(writer);
-    for r in rows {
+    for (i, r) in rows.iter().enumerate() {
         let line = i32::try_from(r.line).unwrap_or(i32::MAX);
+        let point_id = r.point_id.as_deref();
+        let unit = &*r.unit_orig;
+        let method = r.method.as_deref();
         let level = levels
-            .get(&(r.sample_id.as_str(), r.metal.symbol()))
+            .get(i)
+            .copied()
+            .flatten()
             .filter(|_| r.qc_type == QcType::Sample)
-            .copied();
+            .map(Level::as_str);
         let values: [&(dyn ToSql + Sync); 19] = [
             &batch_id,
             &line,
             &r.sample_id,
-            &r.point_id,
+            &point_id,
             &r.sampled_at,
             &r.analysed_at,
             &r.depth_cm.map(|d| d.0),
@@ -376,25 +483,18 @@ async fn copy_rows(
             &r.ph,
             &r.metal.symbol(),
             &r.value_orig,
-            &r.unit_orig,
+            &unit,
             &r.value_mgkg,
             &r.detected,
             &r.mdl_mgkg,
-            &r.method,
+            &method,
             &r.qc_type.as_str(),
             &r.qc_ref,
             &level,
         ];
         writer.as_mut().write(&values).await?;
     }
-    writer.finish().await?;
-    let n = tx
-        .execute(
-            "INSERT INTO lab_rows SELECT * FROM lab_rows_stage ON CONFLICT DO NOTHING",
-            &[],
-        )
-        .await?;
-    Ok(n)
+    writer.finish().await
 }
 
 /// Counts of stored lab rows per QC type for a batch (for reports and tests).

@@ -2,6 +2,7 @@
 //! applying them to the incident tracks, and writing alert events to the outbox — all inside
 //! the caller's transaction.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
@@ -240,17 +241,31 @@ pub async fn insert_fresh(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Resul
     if rows.is_empty() {
         return Ok(0);
     }
+    insert_fresh_from(tx, || rows.iter()).await
+}
+
+/// [`insert_fresh`] for readings made one at a time by `readings()` (called again, from the
+/// start, for the fallback): a large batch is never held as a list of judged readings.
+pub async fn insert_fresh_from<I, R>(
+    tx: &Transaction<'_>,
+    readings: impl Fn() -> I,
+) -> Result<u64, StoreError>
+where
+    I: Iterator<Item = R>,
+    R: Borrow<JudgedReading>,
+{
     tx.batch_execute("SAVEPOINT readings_copy").await?;
-    match copy_into(tx.client(), "readings", rows).await {
+    match copy_into(tx.client(), "readings", readings()).await {
         Ok(n) => Ok(n),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT readings_copy")
                 .await?;
+            let rows: Vec<JudgedReading> = readings().map(|r| r.borrow().clone()).collect();
             tracing::warn!(
                 rows = rows.len(),
                 "readings already stored for a new message; inserted with ON CONFLICT DO NOTHING"
             );
-            insert(tx, rows).await
+            insert(tx, &rows).await
         }
         Err(e) => Err(e.into()),
     }
@@ -259,10 +274,10 @@ pub async fn insert_fresh(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Resul
 /// Binary COPY of judged readings into `table`, a table shaped like `readings` (the hypertable
 /// itself, or the bench's copy of it). `table` is a name from code, never from input. Runs
 /// inside whatever transaction is open on `client`. Returns the number of rows copied.
-pub async fn copy_into(
+pub async fn copy_into<R: Borrow<JudgedReading>>(
     client: &tokio_postgres::Client,
     table: &str,
-    rows: &[JudgedReading],
+    rows: impl IntoIterator<Item = R>,
 ) -> Result<u64, tokio_postgres::Error> {
     let sink = client
         .copy_in(&format!("COPY {table} {COPY_COLUMNS} FROM STDIN BINARY"))
@@ -270,6 +285,7 @@ pub async fn copy_into(
     let writer = BinaryCopyInWriter::new(sink, &COPY_TYPES);
     pin_mut!(writer);
     for j in rows {
+        let j = j.borrow();
         let t = j.judgement.thresholds.as_ref();
         let band = t.and_then(|t| t.ph_band).map(|b| b.to_string());
         let screening = t.map(|t| t.screening);
@@ -322,6 +338,19 @@ fn level_from(text: Option<&str>) -> Level {
     }
 }
 
+/// What the incident tracks need of a reading (see [`apply_incidents_by`]).
+#[derive(Debug, Clone, Copy)]
+pub struct IncidentKey<'a> {
+    /// Monitoring point.
+    pub point_id: &'a str,
+    /// Analyte.
+    pub metal: Metal,
+    /// Sampling time.
+    pub sampled_at: DateTime<Utc>,
+    /// Judgement level.
+    pub level: Level,
+}
+
 /// Applies readings to the incident tracks in `sampled_at` order, records incident history
 /// and writes one outbox event per state change. Returns the number of events.
 pub async fn apply_incidents(
@@ -330,17 +359,39 @@ pub async fn apply_incidents(
     clear_after: u32,
     rows: &[JudgedReading],
 ) -> Result<usize, StoreError> {
-    if rows.is_empty() {
+    let keys: Vec<IncidentKey<'_>> = rows
+        .iter()
+        .map(|j| IncidentKey {
+            point_id: &j.point_id,
+            metal: j.metal,
+            sampled_at: j.sampled_at,
+            level: j.judgement.level,
+        })
+        .collect();
+    apply_incidents_by(tx, mqtt, clear_after, &keys, |i| Cow::Borrowed(&rows[i])).await
+}
+
+/// [`apply_incidents`] over the keys of the readings; `reading(i)` makes the full reading of
+/// `keys[i]`, needed only for a state change (its alert event), so a large batch is never held
+/// as a list of judged readings.
+pub async fn apply_incidents_by<'r>(
+    tx: &Transaction<'_>,
+    mqtt: &MqttConfig,
+    clear_after: u32,
+    keys: &[IncidentKey<'_>],
+    reading: impl Fn(usize) -> Cow<'r, JudgedReading>,
+) -> Result<usize, StoreError> {
+    if keys.is_empty() {
         return Ok(0);
     }
-    let mut order: Vec<&JudgedReading> = rows.iter().collect();
-    order.sort_by_key(|j| j.sampled_at);
-    let keys: BTreeMap<(&str, &str), ()> = order
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|i| keys[*i].sampled_at);
+    let track_keys: BTreeMap<(&str, &str), ()> = order
         .iter()
-        .map(|j| ((j.point_id.as_str(), j.metal.symbol()), ()))
+        .map(|i| ((keys[*i].point_id, keys[*i].metal.symbol()), ()))
         .collect();
-    let key_points: Vec<&str> = keys.keys().map(|k| k.0).collect();
-    let key_metals: Vec<&str> = keys.keys().map(|k| k.1).collect();
+    let key_points: Vec<&str> = track_keys.keys().map(|k| k.0).collect();
+    let key_metals: Vec<&str> = track_keys.keys().map(|k| k.1).collect();
     let found = tx
         .query(
             "SELECT t.point_id, t.metal, t.last_sampled_at, t.incident_id, t.level, t.ok_streak
@@ -380,17 +431,18 @@ pub async fn apply_incidents(
     }
 
     let mut events = 0;
-    for j in order {
-        let key = (j.point_id.as_str(), j.metal.symbol());
+    for i in order {
+        let k = &keys[i];
+        let key = (k.point_id, k.metal.symbol());
         let (next, change) = incident::apply(
             tracks.get(&key),
-            j.sampled_at,
-            j.judgement.level,
+            k.sampled_at,
+            k.level,
             clear_after,
             Uuid::now_v7,
         );
         if let Some(change) = change {
-            record_change(tx, mqtt, j, &change).await?;
+            record_change(tx, mqtt, &reading(i), &change).await?;
             events += 1;
         }
         tracks.insert(key, next);

@@ -77,8 +77,11 @@ pub fn pool(cfg: &DatabaseConfig) -> Result<Pool, StoreError> {
     if pg.get_application_name().is_none() {
         pg.application_name("soilmon");
     }
+    // Fast: a pooled connection is reused unless it is closed, with no test query (one round
+    // trip saved per batch and per publishing round). A connection that breaks anyway fails
+    // that batch or round, which is retried with back-off on a new one.
     let mc = ManagerConfig {
-        recycling_method: RecyclingMethod::Verified,
+        recycling_method: RecyclingMethod::Fast,
     };
     let mgr = match cfg.tls_ca() {
         Some(ca) => {

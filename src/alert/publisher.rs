@@ -129,12 +129,14 @@ async fn rounds(
     loop {
         let rows = {
             let db = pool.get().await?;
-            db.query(
-                "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
-                 ORDER BY id LIMIT $1",
-                &[&(settings.alerts.publish_batch as i64)],
-            )
-            .await?
+            let stmt = db
+                .prepare_cached(
+                    "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
+                     ORDER BY id LIMIT $1",
+                )
+                .await?;
+            db.query(&stmt, &[&(settings.alerts.publish_batch as i64)])
+                .await?
         };
         if rows.is_empty() {
             tokio::select! {
@@ -177,11 +179,10 @@ async fn rounds(
             }
         }
         let db = pool.get().await?;
-        db.execute(
-            "UPDATE outbox SET published_at = now() WHERE id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
+        let stmt = db
+            .prepare_cached("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+            .await?;
+        db.execute(&stmt, &[&ids]).await?;
         metrics::counter!(crate::http::metrics::ALERTS_PUBLISHED).increment(alerts as u64);
         info!(events = ids.len(), "alerts: published");
     }

@@ -142,30 +142,110 @@ pub struct DigestRow {
     pub standard_id: Option<String>,
 }
 
-impl DigestRow {
-    /// The digest row of a judged reading as it will be stored.
-    pub fn of(j: &JudgedReading) -> DigestRow {
+/// The digest fields of a reading, borrowed (see [`DigestRow`]).
+#[derive(Debug, Clone, Copy)]
+struct DigestView<'a> {
+    msg_id: &'a str,
+    metal: &'a str,
+    sampled_at_us: i64,
+    point_id: &'a str,
+    value_mgkg: f64,
+    value_orig: f64,
+    unit_orig: &'a str,
+    detected: bool,
+    level: &'a str,
+    ph: Option<f64>,
+    screening_mgkg: Option<f64>,
+    intervention_mgkg: Option<f64>,
+    standard_id: Option<&'a str>,
+}
+
+impl<'a> DigestView<'a> {
+    /// The digest fields of a judged reading as it will be stored.
+    fn of(j: &'a JudgedReading) -> DigestView<'a> {
         let t = j.judgement.thresholds.as_ref();
-        DigestRow {
-            msg_id: j.msg_id.clone(),
-            metal: j.metal.symbol().to_string(),
+        DigestView {
+            msg_id: &j.msg_id,
+            metal: j.metal.symbol(),
             sampled_at_us: j.sampled_at.timestamp_micros(),
-            point_id: j.point_id.clone(),
+            point_id: &j.point_id,
             value_mgkg: j.value_mgkg,
             value_orig: j.value_orig,
-            unit_orig: j.unit_orig.clone(),
+            unit_orig: &j.unit_orig,
             detected: j.detected,
-            level: j.judgement.level.as_str().to_string(),
+            level: j.judgement.level.as_str(),
             ph: j.ph,
             screening_mgkg: t.map(|t| t.screening),
             intervention_mgkg: t.and_then(|t| t.intervention),
-            standard_id: t.map(|t| t.standard_id.clone()),
+            standard_id: t.map(|t| t.standard_id.as_str()),
+        }
+    }
+
+    /// The key that identifies the reading within its source (the digest's order).
+    fn key(&self) -> (&'a str, &'a str, i64) {
+        (self.msg_id, self.metal, self.sampled_at_us)
+    }
+
+    /// Feeds the fields, length-prefixed, into `h`.
+    fn feed(&self, h: &mut Sha256) {
+        field(h, self.msg_id.as_bytes());
+        field(h, self.metal.as_bytes());
+        field(h, &self.sampled_at_us.to_be_bytes());
+        field(h, self.point_id.as_bytes());
+        field(h, &self.value_mgkg.to_bits().to_be_bytes());
+        field(h, &self.value_orig.to_bits().to_be_bytes());
+        field(h, self.unit_orig.as_bytes());
+        field(h, &[u8::from(self.detected)]);
+        field(h, self.level.as_bytes());
+        opt_f64(h, self.ph);
+        opt_f64(h, self.screening_mgkg);
+        opt_f64(h, self.intervention_mgkg);
+        field(h, self.standard_id.unwrap_or("").as_bytes());
+    }
+}
+
+impl DigestRow {
+    /// The digest row of a judged reading as it will be stored.
+    pub fn of(j: &JudgedReading) -> DigestRow {
+        let v = DigestView::of(j);
+        DigestRow {
+            msg_id: v.msg_id.to_string(),
+            metal: v.metal.to_string(),
+            sampled_at_us: v.sampled_at_us,
+            point_id: v.point_id.to_string(),
+            value_mgkg: v.value_mgkg,
+            value_orig: v.value_orig,
+            unit_orig: v.unit_orig.to_string(),
+            detected: v.detected,
+            level: v.level.to_string(),
+            ph: v.ph,
+            screening_mgkg: v.screening_mgkg,
+            intervention_mgkg: v.intervention_mgkg,
+            standard_id: v.standard_id.map(str::to_string),
         }
     }
 
     /// The key that identifies the reading within its source.
     fn key(&self) -> (&str, &str, i64) {
         (&self.msg_id, &self.metal, self.sampled_at_us)
+    }
+
+    fn view(&self) -> DigestView<'_> {
+        DigestView {
+            msg_id: &self.msg_id,
+            metal: &self.metal,
+            sampled_at_us: self.sampled_at_us,
+            point_id: &self.point_id,
+            value_mgkg: self.value_mgkg,
+            value_orig: self.value_orig,
+            unit_orig: &self.unit_orig,
+            detected: self.detected,
+            level: &self.level,
+            ph: self.ph,
+            screening_mgkg: self.screening_mgkg,
+            intervention_mgkg: self.intervention_mgkg,
+            standard_id: self.standard_id.as_deref(),
+        }
     }
 }
 
@@ -212,9 +292,7 @@ fn opt_f64(h: &mut Sha256, v: Option<f64>) {
 /// every field length-prefixed, floats by their IEEE-754 bits. An empty list has a digest
 /// too (a message whose readings were all deleted is then detected).
 pub fn readings_digest(rows: &[DigestRow]) -> String {
-    let mut sorted: Vec<&DigestRow> = rows.iter().collect();
-    sorted.sort_by(|a, b| a.key().cmp(&b.key()));
-    readings_digest_in_order(sorted.into_iter())
+    digest_views(rows.iter().map(DigestRow::view).collect())
 }
 
 /// [`readings_digest`] of rows already in its order (by msg_id, metal, sampled_at), made one at
@@ -222,32 +300,35 @@ pub fn readings_digest(rows: &[DigestRow]) -> String {
 pub fn readings_digest_in_order<R: std::borrow::Borrow<DigestRow>>(
     rows: impl ExactSizeIterator<Item = R>,
 ) -> String {
-    let mut h = Sha256::new();
-    field(&mut h, b"soilmon-readings-v1");
-    field(&mut h, &(rows.len() as u64).to_be_bytes());
+    let mut h = digest_start(rows.len());
     for r in rows {
-        let r = r.borrow();
-        field(&mut h, r.msg_id.as_bytes());
-        field(&mut h, r.metal.as_bytes());
-        field(&mut h, &r.sampled_at_us.to_be_bytes());
-        field(&mut h, r.point_id.as_bytes());
-        field(&mut h, &r.value_mgkg.to_bits().to_be_bytes());
-        field(&mut h, &r.value_orig.to_bits().to_be_bytes());
-        field(&mut h, r.unit_orig.as_bytes());
-        field(&mut h, &[u8::from(r.detected)]);
-        field(&mut h, r.level.as_bytes());
-        opt_f64(&mut h, r.ph);
-        opt_f64(&mut h, r.screening_mgkg);
-        opt_f64(&mut h, r.intervention_mgkg);
-        field(&mut h, r.standard_id.as_deref().unwrap_or("").as_bytes());
+        r.borrow().view().feed(&mut h);
     }
     hex::encode(h.finalize())
 }
 
-/// [`readings_digest`] of judged readings (what a writer passes to [`append`]).
+/// [`readings_digest`] of judged readings (what a writer passes to [`append`]), without
+/// copying them.
 pub fn digest_of(rows: &[JudgedReading]) -> String {
-    let rows: Vec<DigestRow> = rows.iter().map(DigestRow::of).collect();
-    readings_digest(&rows)
+    digest_views(rows.iter().map(DigestView::of).collect())
+}
+
+/// The digest of `views` in any order.
+fn digest_views(mut views: Vec<DigestView<'_>>) -> String {
+    views.sort_by(|a, b| a.key().cmp(&b.key()));
+    let mut h = digest_start(views.len());
+    for v in &views {
+        v.feed(&mut h);
+    }
+    hex::encode(h.finalize())
+}
+
+/// A hasher fed with the digest's header for `n` readings.
+fn digest_start(n: usize) -> Sha256 {
+    let mut h = Sha256::new();
+    field(&mut h, b"soilmon-readings-v1");
+    field(&mut h, &(n as u64).to_be_bytes());
+    h
 }
 
 /// SHA-256 (hex) of raw bytes.
@@ -315,12 +396,10 @@ pub async fn append_batch(
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let head = tx
-        .query_one(
-            "SELECT seq, hash FROM archive_head WHERE id FOR UPDATE",
-            &[],
-        )
+    let lock_head = tx
+        .prepare_cached("SELECT seq, hash FROM archive_head WHERE id FOR UPDATE")
         .await?;
+    let head = tx.query_one(&lock_head, &[]).await?;
     let mut seq: i64 = head.get(0);
     let mut prev: String = head.get(1);
     // Microsecond precision, as timestamptz stores it, so the hash recomputes exactly.
@@ -384,11 +463,10 @@ pub async fn append_batch(
         ],
     )
     .await?;
-    tx.execute(
-        "UPDATE archive_head SET seq = $1, hash = $2 WHERE id",
-        &[&seq, &prev],
-    )
-    .await?;
+    let move_head = tx
+        .prepare_cached("UPDATE archive_head SET seq = $1, hash = $2 WHERE id")
+        .await?;
+    tx.execute(&move_head, &[&seq, &prev]).await?;
     Ok(out)
 }
 

@@ -392,17 +392,17 @@ pub async fn apply_incidents_by<'r>(
         .collect();
     let key_points: Vec<&str> = track_keys.keys().map(|k| k.0).collect();
     let key_metals: Vec<&str> = track_keys.keys().map(|k| k.1).collect();
-    let found = tx
-        .query(
+    let select = tx
+        .prepare_cached(
             "SELECT t.point_id, t.metal, t.last_sampled_at, t.incident_id, t.level, t.ok_streak
              FROM incident_tracks t
              JOIN unnest($1::text[], $2::text[]) AS k(point_id, metal)
                ON t.point_id = k.point_id AND t.metal = k.metal
              ORDER BY t.point_id, t.metal
              FOR UPDATE OF t",
-            &[&key_points, &key_metals],
         )
         .await?;
+    let found = tx.query(&select, &[&key_points, &key_metals]).await?;
     // Keyed by strings borrowed from the readings: the rows found are mapped back to them.
     let point_ids: HashSet<&str> = key_points.iter().copied().collect();
     let metal_symbols: HashSet<&str> = key_metals.iter().copied().collect();
@@ -492,36 +492,42 @@ async fn record_change(
     let metal = j.metal.symbol();
     match change.transition {
         Transition::Opened => {
-            tx.execute(
-                "INSERT INTO incidents (incident_id, point_id, metal, county_code, state, level,
-                                        opened_sampled_at, updated_sampled_at)
-                 VALUES ($1, $2, $3, $4, 'open', $5, $6, $6)",
-                &[
-                    &change.incident_id,
-                    &j.point_id,
-                    &metal,
-                    &j.county,
-                    &level,
-                    &at,
-                ],
-            )
-            .await?;
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO incidents (incident_id, point_id, metal, county_code, state,
+                                            level, opened_sampled_at, updated_sampled_at)
+                     VALUES ($1, $2, $3, $4, 'open', $5, $6, $6)",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 6] = [
+                &change.incident_id,
+                &j.point_id,
+                &metal,
+                &j.county,
+                &level,
+                &at,
+            ];
+            tx.execute(&stmt, &params).await?;
         }
         Transition::Escalated | Transition::Deescalated => {
-            tx.execute(
-                "UPDATE incidents SET level = $2, updated_sampled_at = $3 WHERE incident_id = $1",
-                &[&change.incident_id, &level, &at],
-            )
-            .await?;
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE incidents SET level = $2, updated_sampled_at = $3
+                     WHERE incident_id = $1",
+                )
+                .await?;
+            tx.execute(&stmt, &[&change.incident_id, &level, &at])
+                .await?;
         }
         Transition::Cleared => {
-            tx.execute(
-                "UPDATE incidents SET state = 'cleared', updated_sampled_at = $2,
-                        cleared_sampled_at = $2
-                 WHERE incident_id = $1",
-                &[&change.incident_id, &at],
-            )
-            .await?;
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE incidents SET state = 'cleared', updated_sampled_at = $2,
+                            cleared_sampled_at = $2
+                     WHERE incident_id = $1",
+                )
+                .await?;
+            tx.execute(&stmt, &[&change.incident_id, &at]).await?;
         }
     }
     let event_id = Uuid::now_v7();

@@ -18,7 +18,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::archive::{self, readings_digest, DigestRow, Kind, NewEntry};
+use super::archive::{self, Kind, NewEntry};
 use super::readings::{self, insert_outbox, JudgedReading, Source};
 use super::StoreError;
 use crate::config::MqttConfig;
@@ -237,11 +237,17 @@ async fn archive_fresh(
     fresh: &[(&Received, &Sample)],
     judged: &[JudgedReading],
 ) -> Result<(), StoreError> {
-    let mut rows: HashMap<(&str, &str), Vec<DigestRow>> = HashMap::new();
-    for j in judged {
-        rows.entry((&j.source_id, &j.msg_id))
-            .or_default()
-            .push(DigestRow::of(j));
+    // judge_all leaves each message's readings together, in the order of `fresh`.
+    let mut rest = judged;
+    let mut digests = Vec::with_capacity(fresh.len());
+    for (_, s) in fresh {
+        let n = rest
+            .iter()
+            .take_while(|j| j.source_id == s.station_id && j.msg_id == s.msg_id)
+            .count();
+        let (own, tail) = rest.split_at(n);
+        digests.push(archive::digest_of(own));
+        rest = tail;
     }
     let refs: Vec<String> = fresh
         .iter()
@@ -250,14 +256,12 @@ async fn archive_fresh(
     let entries: Vec<NewEntry> = fresh
         .iter()
         .zip(&refs)
-        .map(|((m, s), reference)| NewEntry {
+        .zip(digests)
+        .map(|(((m, _), reference), readings_digest)| NewEntry {
             kind: Kind::StationMessage,
             reference,
             raw: &m.payload,
-            readings_digest: readings_digest(
-                rows.get(&(s.station_id.as_str(), s.msg_id.as_str()))
-                    .map_or(&[][..], Vec::as_slice),
-            ),
+            readings_digest,
         })
         .collect();
     archive::append_batch(tx, &entries).await?;

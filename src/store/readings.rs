@@ -430,7 +430,7 @@ pub async fn apply_incidents_by<'r>(
         );
     }
 
-    let mut events = 0;
+    let mut log = ChangeLog::default();
     for i in order {
         let k = &keys[i];
         let key = (k.point_id, k.metal.symbol());
@@ -442,11 +442,11 @@ pub async fn apply_incidents_by<'r>(
             Uuid::now_v7,
         );
         if let Some(change) = change {
-            record_change(tx, mqtt, &reading(i), &change).await?;
-            events += 1;
+            log.record(mqtt, &reading(i), &change);
         }
         tracks.insert(key, next);
     }
+    let events = log.write(tx).await?;
 
     let mut points = Vec::new();
     let mut metals = Vec::new();
@@ -480,90 +480,179 @@ pub async fn apply_incidents_by<'r>(
     Ok(events)
 }
 
-/// Writes the incident history row and the outbox event of one state change.
-async fn record_change(
-    tx: &Transaction<'_>,
-    mqtt: &MqttConfig,
-    j: &JudgedReading,
-    change: &Change,
-) -> Result<(), StoreError> {
-    let level = change.level.as_str();
-    let at = j.sampled_at;
-    let metal = j.metal.symbol();
-    match change.transition {
-        Transition::Opened => {
+/// An incident row as a batch's state changes leave it.
+struct IncidentRow {
+    incident_id: Uuid,
+    /// Opened in this batch (inserted), else updated.
+    opened: bool,
+    point_id: String,
+    metal: &'static str,
+    county: String,
+    /// `None`: unchanged (an incident opened earlier).
+    state: Option<&'static str>,
+    /// `None`: unchanged.
+    level: Option<&'static str>,
+    opened_sampled_at: DateTime<Utc>,
+    updated_sampled_at: DateTime<Utc>,
+    cleared_sampled_at: Option<DateTime<Utc>>,
+}
+
+/// The incident history and the outbox events of one batch's state changes, gathered in
+/// order and written in at most three statements however many there are.
+#[derive(Default)]
+struct ChangeLog {
+    incidents: Vec<IncidentRow>,
+    by_id: HashMap<Uuid, usize>,
+    events: Vec<(Uuid, String, Value)>,
+}
+
+impl ChangeLog {
+    /// Records one state change caused by reading `j`.
+    fn record(&mut self, mqtt: &MqttConfig, j: &JudgedReading, change: &Change) {
+        let level = change.level.as_str();
+        let at = j.sampled_at;
+        let metal = j.metal.symbol();
+        let row = match self.by_id.get(&change.incident_id) {
+            Some(&i) => &mut self.incidents[i],
+            None => {
+                self.by_id.insert(change.incident_id, self.incidents.len());
+                self.incidents.push(IncidentRow {
+                    incident_id: change.incident_id,
+                    opened: change.transition == Transition::Opened,
+                    point_id: j.point_id.clone(),
+                    metal,
+                    county: j.county.clone(),
+                    state: None,
+                    level: None,
+                    opened_sampled_at: at,
+                    updated_sampled_at: at,
+                    cleared_sampled_at: None,
+                });
+                let last = self.incidents.len() - 1;
+                &mut self.incidents[last]
+            }
+        };
+        row.updated_sampled_at = at;
+        match change.transition {
+            Transition::Opened => {
+                row.state = Some("open");
+                row.level = Some(level);
+            }
+            Transition::Escalated | Transition::Deescalated => row.level = Some(level),
+            Transition::Cleared => {
+                row.state = Some("cleared");
+                row.cleared_sampled_at = Some(at);
+            }
+        }
+        let event_id = Uuid::now_v7();
+        let t = j.judgement.thresholds.as_ref();
+        let payload = json!({
+            "event_id": event_id,
+            "incident_id": change.incident_id,
+            "state": change.transition.as_str(),
+            "level": level,
+            "point_id": j.point_id,
+            "county_code": j.county,
+            "metal": metal,
+            "value_mgkg": j.value_mgkg,
+            "value_orig": j.value_orig,
+            "unit_orig": j.unit_orig,
+            "detected": j.detected,
+            "reading_level": j.judgement.level.as_str(),
+            "screening_mgkg": t.map(|t| t.screening),
+            "intervention_mgkg": t.and_then(|t| t.intervention),
+            "standard": t.map(|t| t.standard_id.as_str()),
+            "standard_version": t.map(|t| t.standard_version.as_str()),
+            "screening_source": t.map(|t| t.screening_source.as_str()),
+            "intervention_source": t.and_then(|t| t.intervention_source.as_deref()),
+            "threshold_column": t.map(|t| t.column.as_str()),
+            "land_use": j.land_use.as_str(),
+            "ph": j.ph,
+            "ph_band": t.and_then(|t| t.ph_band).map(|b| b.to_string()),
+            "ph_assumed": t.is_some_and(|t| t.ph_assumed),
+            "sampled_at": at,
+            "msg_id": j.msg_id,
+            "source": j.source.as_str(),
+            "source_id": j.source_id,
+            "station_id": (j.source == Source::Station).then_some(&j.source_id),
+        });
+        let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
+        self.events.push((event_id, topic, payload));
+    }
+
+    /// Writes the incident rows (updates of earlier incidents first, so one cleared here
+    /// frees its (point, metal) for an incident opened here) and the events, in order.
+    /// Returns the number of events.
+    async fn write(self, tx: &Transaction<'_>) -> Result<usize, StoreError> {
+        if self.events.is_empty() {
+            return Ok(0);
+        }
+        let (opened, updated): (Vec<&IncidentRow>, Vec<&IncidentRow>) =
+            self.incidents.iter().partition(|r| r.opened);
+        if !updated.is_empty() {
+            let ids: Vec<Uuid> = updated.iter().map(|r| r.incident_id).collect();
+            let levels: Vec<Option<&str>> = updated.iter().map(|r| r.level).collect();
+            let states: Vec<Option<&str>> = updated.iter().map(|r| r.state).collect();
+            let at: Vec<DateTime<Utc>> = updated.iter().map(|r| r.updated_sampled_at).collect();
+            let cleared: Vec<Option<DateTime<Utc>>> =
+                updated.iter().map(|r| r.cleared_sampled_at).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE incidents i SET level = coalesce(u.level, i.level),
+                            state = coalesce(u.state, i.state),
+                            updated_sampled_at = u.updated,
+                            cleared_sampled_at = coalesce(u.cleared, i.cleared_sampled_at)
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                                 $5::timestamptz[]) AS u(id, level, state, updated, cleared)
+                     WHERE i.incident_id = u.id",
+                )
+                .await?;
+            tx.execute(&stmt, &[&ids, &levels, &states, &at, &cleared])
+                .await?;
+        }
+        if !opened.is_empty() {
+            let ids: Vec<Uuid> = opened.iter().map(|r| r.incident_id).collect();
+            let points: Vec<&str> = opened.iter().map(|r| r.point_id.as_str()).collect();
+            let metals: Vec<&str> = opened.iter().map(|r| r.metal).collect();
+            let counties: Vec<&str> = opened.iter().map(|r| r.county.as_str()).collect();
+            let states: Vec<&str> = opened.iter().map(|r| r.state.unwrap_or("open")).collect();
+            let levels: Vec<&str> = opened
+                .iter()
+                .map(|r| r.level.unwrap_or("screening"))
+                .collect();
+            let first: Vec<DateTime<Utc>> = opened.iter().map(|r| r.opened_sampled_at).collect();
+            let at: Vec<DateTime<Utc>> = opened.iter().map(|r| r.updated_sampled_at).collect();
+            let cleared: Vec<Option<DateTime<Utc>>> =
+                opened.iter().map(|r| r.cleared_sampled_at).collect();
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO incidents (incident_id, point_id, metal, county_code, state,
-                                            level, opened_sampled_at, updated_sampled_at)
-                     VALUES ($1, $2, $3, $4, 'open', $5, $6, $6)",
+                                            level, opened_sampled_at, updated_sampled_at,
+                                            cleared_sampled_at)
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                          $5::text[], $6::text[], $7::timestamptz[],
+                                          $8::timestamptz[], $9::timestamptz[])",
                 )
                 .await?;
-            let params: [&(dyn ToSql + Sync); 6] = [
-                &change.incident_id,
-                &j.point_id,
-                &metal,
-                &j.county,
-                &level,
-                &at,
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &ids, &points, &metals, &counties, &states, &levels, &first, &at, &cleared,
             ];
             tx.execute(&stmt, &params).await?;
         }
-        Transition::Escalated | Transition::Deescalated => {
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE incidents SET level = $2, updated_sampled_at = $3
-                     WHERE incident_id = $1",
-                )
-                .await?;
-            tx.execute(&stmt, &[&change.incident_id, &level, &at])
-                .await?;
-        }
-        Transition::Cleared => {
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE incidents SET state = 'cleared', updated_sampled_at = $2,
-                            cleared_sampled_at = $2
-                     WHERE incident_id = $1",
-                )
-                .await?;
-            tx.execute(&stmt, &[&change.incident_id, &at]).await?;
-        }
+        let ids: Vec<Uuid> = self.events.iter().map(|e| e.0).collect();
+        let topics: Vec<&str> = self.events.iter().map(|e| e.1.as_str()).collect();
+        let payloads: Vec<&Value> = self.events.iter().map(|e| &e.2).collect();
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO outbox (event_id, kind, topic, payload)
+                 SELECT e, 'alert', t, p
+                 FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS u(e, t, p, n)
+                 ORDER BY n",
+            )
+            .await?;
+        tx.execute(&stmt, &[&ids, &topics, &payloads]).await?;
+        Ok(self.events.len())
     }
-    let event_id = Uuid::now_v7();
-    let t = j.judgement.thresholds.as_ref();
-    let payload = json!({
-        "event_id": event_id,
-        "incident_id": change.incident_id,
-        "state": change.transition.as_str(),
-        "level": level,
-        "point_id": j.point_id,
-        "county_code": j.county,
-        "metal": metal,
-        "value_mgkg": j.value_mgkg,
-        "value_orig": j.value_orig,
-        "unit_orig": j.unit_orig,
-        "detected": j.detected,
-        "reading_level": j.judgement.level.as_str(),
-        "screening_mgkg": t.map(|t| t.screening),
-        "intervention_mgkg": t.and_then(|t| t.intervention),
-        "standard": t.map(|t| t.standard_id.as_str()),
-        "standard_version": t.map(|t| t.standard_version.as_str()),
-        "screening_source": t.map(|t| t.screening_source.as_str()),
-        "intervention_source": t.and_then(|t| t.intervention_source.as_deref()),
-        "threshold_column": t.map(|t| t.column.as_str()),
-        "land_use": j.land_use.as_str(),
-        "ph": j.ph,
-        "ph_band": t.and_then(|t| t.ph_band).map(|b| b.to_string()),
-        "ph_assumed": t.is_some_and(|t| t.ph_assumed),
-        "sampled_at": at,
-        "msg_id": j.msg_id,
-        "source": j.source.as_str(),
-        "source_id": j.source_id,
-        "station_id": (j.source == Source::Station).then_some(&j.source_id),
-    });
-    let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
-    insert_outbox(tx, event_id, "alert", &topic, &payload).await
 }
 
 /// Queues one MQTT publication in the outbox (published by the alert publisher).

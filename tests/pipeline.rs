@@ -302,3 +302,85 @@ async fn readings_already_stored_for_a_new_message_do_not_stall_the_batch() -> a
     );
     Ok(())
 }
+
+/// One batch that clears an incident opened earlier and opens the next one for the same
+/// point and metal (the writer updates earlier incidents before inserting new ones, so the
+/// one-open-incident-per-pair index holds): both are in the history, the first cleared,
+/// and the alerts come in sample order.
+#[tokio::test]
+async fn one_batch_clears_an_incident_and_opens_the_next() -> anyhow::Result<()> {
+    // The idle writer lingers, so the three queued messages form one batch.
+    let mut p = Pipeline::start(&[("SOILMON__INGEST__BATCH_WAIT_MS", "1000")]).await?;
+    let alerts = p.subscribe("soil/v1/alerts/#").await?;
+    let cd = |id: &str, hour: u32, value: f64| {
+        sample(
+            "st01",
+            id,
+            "441781-T-0001",
+            &format!("2026-11-28T{hour:02}:00:00+08:00"),
+            &[("Cd", value)],
+        )
+    };
+    p.publish(vec![cd("c-1", 1, 0.45)]).await?;
+    let first = alerts.wait_for(1, WAIT).await;
+    assert_eq!(first.len(), 1, "log:\n{}", p.soilmon.log());
+
+    p.soilmon.terminate().await?;
+    // clear_after = 2: two clean samples clear it, the third opens a new incident.
+    p.publish(vec![
+        cd("c-2", 2, 0.1),
+        cd("c-3", 3, 0.1),
+        cd("c-4", 4, 0.5),
+    ])
+    .await?;
+    p.soilmon.start().await?;
+    let got = alerts.wait_for(3, WAIT).await;
+    let states: Vec<String> = got
+        .iter()
+        .map(|(_, body)| json_of(body)["state"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        states,
+        ["opened", "cleared", "opened"],
+        "log:\n{}",
+        p.soilmon.log()
+    );
+    let ids: Vec<String> = got
+        .iter()
+        .map(|(_, body)| {
+            json_of(body)["incident_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1]);
+    assert_ne!(ids[1], ids[2]);
+    let rows = p
+        .db()
+        .await?
+        .query(
+            "SELECT incident_id::text, state, cleared_sampled_at IS NOT NULL
+             FROM incidents ORDER BY opened_sampled_at",
+            &[],
+        )
+        .await?;
+    let history: Vec<(String, String, bool)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            (ids[0].clone(), "cleared".to_string(), true),
+            (ids[2].clone(), "open".to_string(), false),
+        ]
+    );
+    assert_eq!(
+        p.count("SELECT count(DISTINCT stored_at) FROM messages WHERE msg_id <> 'c-1'")
+            .await?,
+        1,
+        "the three queued messages were written in one batch"
+    );
+    Ok(())
+}

@@ -15,7 +15,8 @@
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
-//!   code), [`ingest::collector`] (the poll task, batching, ordered acks after commit).
+//!   code), [`ingest::collector`] (the poll task, natural batching, two batches in the
+//!   database at once, ordered acks after commit).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
 //!   CRM, spikes).
@@ -23,7 +24,8 @@
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), and the
 //!   `soilmon upload` client ([`http::client`]).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
-//!   [`store::writer`] (one transaction per batch: readings, quarantine, incidents, outbox),
+//!   [`store::writer`] (one transaction per batch, in two phases: stage (messages, readings),
+//!   finish (incidents, quarantine, outbox, archive, COMMIT)),
 //!   [`store::readings`] (judged readings, incidents and outbox shared by every source),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`].

@@ -423,6 +423,9 @@ async fn top_up(p: &mut Prepared, rx: &mut mpsc::Receiver<Delivery>, shared: &Sh
 /// next is staged (messages and readings).
 const LANES: usize = 2;
 
+/// A batch in the database: [`run_batch`] of it.
+type InFlight = Pin<Box<dyn Future<Output = (Prepared, Outcome)> + Send>>;
+
 /// How a batch's transaction ended.
 enum Outcome {
     /// Committed.
@@ -516,8 +519,7 @@ async fn writer_task(
     let s = &shared.settings;
     let token = shared.shutdown.clone();
     let mut backoff = Backoff::new(s.database.retry_min_ms, s.database.retry_max_ms);
-    let mut inflight: FuturesOrdered<Pin<Box<dyn Future<Output = (Prepared, Outcome)> + Send>>> =
-        FuturesOrdered::new();
+    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     // The stage and the outcome of the batch most recently started: the next one waits on them.
     let mut last: Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)> = None;
     // Batches to write again, in order, once `resume_at` has passed.

@@ -384,3 +384,37 @@ async fn one_batch_clears_an_incident_and_opens_the_next() -> anyhow::Result<()>
     );
     Ok(())
 }
+
+/// A point registered while the service runs is known to the next message, even when the
+/// writer sat idle through the registry refresh (its next batch takes a fresh snapshot).
+#[tokio::test]
+async fn a_point_registered_while_idle_is_known_to_the_next_message() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[("SOILMON__INGEST__REGISTRY_REFRESH_SECS", "1")]).await?;
+    p.db()
+        .await?
+        .execute(
+            "INSERT INTO points (point_id, name, county_code, lon, lat, point_type, land_use, ph)
+             VALUES ('441781-T-0999', 'new', '441781', 111.9, 21.8, 'basic', 'paddy', 6.2)",
+            &[],
+        )
+        .await?;
+    // Two refresh periods with nothing to write.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    p.publish(vec![sample(
+        "st01",
+        "new-1",
+        "441781-T-0999",
+        "2026-11-28T09:30:00+08:00",
+        &[("Pb", 20.0)],
+    )])
+    .await?;
+    p.wait_count(
+        "SELECT count(*) FROM readings WHERE point_id = '441781-T-0999'",
+        1,
+        WAIT,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
+    assert_eq!(p.count("SELECT count(*) FROM quarantine").await?, 0);
+    Ok(())
+}

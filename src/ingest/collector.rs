@@ -371,21 +371,21 @@ struct Prepared {
 }
 
 impl Prepared {
-    /// An empty batch validated against the current registry snapshot.
+    /// An empty batch.
     fn new(shared: &Shared) -> Prepared {
-        let registry = match shared.registry.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
         Prepared {
             batch: Vec::new(),
             received: Vec::new(),
-            registry,
+            registry: registry_snapshot(shared),
         }
     }
 
-    /// Parses `d` and adds it to the batch.
+    /// Parses `d` and adds it to the batch. A batch's first message takes the registry
+    /// snapshot then current (an empty batch may have waited through a refresh).
     fn push(&mut self, d: Delivery, shared: &Shared) {
+        if self.batch.is_empty() {
+            self.registry = registry_snapshot(shared);
+        }
         self.received
             .push(receive(&d, Utc::now(), shared, &self.registry));
         self.batch.push(d);
@@ -393,6 +393,14 @@ impl Prepared {
 
     fn is_empty(&self) -> bool {
         self.batch.is_empty()
+    }
+}
+
+/// The current registry snapshot (swapped by the refresh task).
+fn registry_snapshot(shared: &Shared) -> Arc<Registry> {
+    match shared.registry.read() {
+        Ok(r) => r.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
     }
 }
 

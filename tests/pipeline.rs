@@ -385,6 +385,62 @@ async fn one_batch_clears_an_incident_and_opens_the_next() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A pair with no open incident keeps no track of its own (schema version 6): the newest
+/// earlier sample is read from `readings`. A late exceedance older than a stored clean
+/// sample still opens nothing, and a batch's own newer clean sample does not hide its
+/// exceedance.
+#[tokio::test]
+async fn an_idle_pair_still_ignores_a_late_exceedance() -> anyhow::Result<()> {
+    let mut p = Pipeline::start(&[("SOILMON__INGEST__BATCH_WAIT_MS", "1000")]).await?;
+    let alerts = p.subscribe("soil/v1/alerts/#").await?;
+    let at = |hour: u32| format!("2026-11-28T{hour:02}:00:00+08:00");
+    let one = |id: &str, hour: u32, metal: &str, value: f64| {
+        sample("st01", id, "441781-T-0001", &at(hour), &[(metal, value)])
+    };
+    // Cd: clean at 10:00, then a late exceedance sampled at 09:00, then one at 11:00.
+    for (id, hour, value) in [("n-1", 10, 0.1), ("n-0", 9, 5.0), ("n-2", 11, 0.5)] {
+        p.publish(vec![one(id, hour, "Cd", value)]).await?;
+        p.wait_count(
+            &format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'"),
+            1,
+            WAIT,
+        )
+        .await?;
+    }
+    // Pb, in one batch: an exceedance at 12:00 and a clean sample at 13:00.
+    p.soilmon.terminate().await?;
+    p.publish(vec![
+        one("m-1", 12, "Pb", 200.0),
+        one("m-2", 13, "Pb", 10.0),
+    ])
+    .await?;
+    p.soilmon.start().await?;
+    let got = alerts.wait_for(2, WAIT).await;
+    let seen: Vec<(String, String, String)> = got
+        .iter()
+        .map(|(_, body)| {
+            let v = json_of(body);
+            let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+            (s("metal"), s("state"), s("msg_id"))
+        })
+        .collect();
+    let want = |m: &str, id: &str| (m.to_string(), "opened".to_string(), id.to_string());
+    assert_eq!(
+        seen,
+        vec![want("Cd", "n-2"), want("Pb", "m-1")],
+        "log:\n{}",
+        p.soilmon.log()
+    );
+    assert_eq!(
+        p.count("SELECT count(DISTINCT stored_at) FROM messages WHERE msg_id LIKE 'm-%'")
+            .await?,
+        1,
+        "the two Pb messages were written in one batch"
+    );
+    assert_eq!(p.count("SELECT count(*) FROM incidents").await?, 2);
+    Ok(())
+}
+
 /// A point registered while the service runs is known to the next message, even when the
 /// writer sat idle through the registry refresh (its next batch takes a fresh snapshot).
 #[tokio::test]

@@ -15,7 +15,8 @@ use super::StoreError;
 ///
 /// Versions 2 (lab batches) and 3 (security) were developed side by side and do not depend
 /// on each other; version 4 grants the service role its rights on the lab tables; version 5
-/// stops storing a station payload twice and trims the archive's indexes.
+/// stops storing a station payload twice and trims the archive's indexes; version 6 keeps
+/// incident tracks only for open incidents.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -29,6 +30,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "lean_ingest",
         include_str!("migrations/0005_lean_ingest.sql"),
+    ),
+    (
+        6,
+        "open_tracks",
+        include_str!("migrations/0006_open_tracks.sql"),
     ),
 ];
 

@@ -3,7 +3,7 @@
 //! the caller's transaction.
 
 use std::borrow::{Borrow, Cow};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -254,8 +254,14 @@ where
     I: Iterator<Item = R>,
     R: Borrow<JudgedReading>,
 {
-    tx.batch_execute("SAVEPOINT readings_copy").await?;
-    match copy_into(tx.client(), "readings", readings()).await {
+    // The savepoint and the COPY go out together (one round trip fewer); a failed savepoint
+    // fails the COPY with it.
+    let (savepoint, copied) = tokio::join!(
+        tx.batch_execute("SAVEPOINT readings_copy"),
+        copy_into(tx.client(), "readings", readings())
+    );
+    savepoint?;
+    match copied {
         Ok(n) => Ok(n),
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT readings_copy")
@@ -371,9 +377,21 @@ pub async fn apply_incidents(
     apply_incidents_by(tx, mqtt, clear_after, &keys, |i| Cow::Borrowed(&rows[i])).await
 }
 
+/// Transaction-level advisory lock every writer of the incident tracks takes first (station
+/// batches and lab uploads): a pair with no open incident has no row to lock, so two writers
+/// opening the same incident would otherwise both succeed. Taken before the archive head
+/// lock, like every other lock (see `store::archive`).
+pub const INCIDENT_LOCK: i64 = 0x501_1306;
+
 /// [`apply_incidents`] over the keys of the readings; `reading(i)` makes the full reading of
 /// `keys[i]`, needed only for a state change (its alert event), so a large batch is never held
 /// as a list of judged readings.
+///
+/// The keys' readings must already be in `readings` (this transaction inserted them). Only
+/// pairs with an open incident have state in `incident_tracks`; for a pair without one that
+/// has an exceedance here, the newest earlier sample time is read from `readings` (see
+/// [`newest_earlier`]), so a late, older exceedance stays stale exactly as if every sample
+/// had been kept in the track.
 pub async fn apply_incidents_by<'r>(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
@@ -384,48 +402,23 @@ pub async fn apply_incidents_by<'r>(
     if keys.is_empty() {
         return Ok(0);
     }
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await?;
+    // Sent together: the server runs the lock first, and the select waits behind it.
+    let (locked, open) = tokio::join!(tx.execute(&lock, &[&INCIDENT_LOCK]), open_tracks(tx, keys));
+    locked?;
+    let mut tracks = open?;
     let mut order: Vec<usize> = (0..keys.len()).collect();
     order.sort_by_key(|i| keys[*i].sampled_at);
-    let track_keys: BTreeMap<(&str, &str), ()> = order
-        .iter()
-        .map(|i| ((keys[*i].point_id, keys[*i].metal.symbol()), ()))
-        .collect();
-    let key_points: Vec<&str> = track_keys.keys().map(|k| k.0).collect();
-    let key_metals: Vec<&str> = track_keys.keys().map(|k| k.1).collect();
-    let select = tx
-        .prepare_cached(
-            "SELECT t.point_id, t.metal, t.last_sampled_at, t.incident_id, t.level, t.ok_streak
-             FROM incident_tracks t
-             JOIN unnest($1::text[], $2::text[]) AS k(point_id, metal)
-               ON t.point_id = k.point_id AND t.metal = k.metal
-             ORDER BY t.point_id, t.metal
-             FOR UPDATE OF t",
-        )
-        .await?;
-    let found = tx.query(&select, &[&key_points, &key_metals]).await?;
-    // Keyed by strings borrowed from the readings: the rows found are mapped back to them.
-    let point_ids: HashSet<&str> = key_points.iter().copied().collect();
-    let metal_symbols: HashSet<&str> = key_metals.iter().copied().collect();
-    let mut tracks: HashMap<(&str, &str), Track> = HashMap::new();
-    for r in &found {
-        let (Some(point), Some(metal)) = (
-            point_ids.get(r.get::<_, &str>(0)),
-            metal_symbols.get(r.get::<_, &str>(1)),
-        ) else {
-            continue;
-        };
-        let incident_id: Option<Uuid> = r.get(3);
-        let level: Option<&str> = r.get(4);
-        let ok_streak: i32 = r.get(5);
+    // Pairs whose state is written back: open at the start, or changed by this batch.
+    let mut touched: HashSet<(&str, &str)> = tracks.keys().copied().collect();
+    for (key, last) in newest_earlier(tx, keys, &tracks).await? {
         tracks.insert(
-            (point, metal),
+            key,
             Track {
-                last_sampled_at: r.get(2),
-                active: incident_id.map(|incident_id| Active {
-                    incident_id,
-                    level: level_from(level),
-                    ok_streak: u32::try_from(ok_streak).unwrap_or(0),
-                }),
+                last_sampled_at: last,
+                active: None,
             },
         );
     }
@@ -434,15 +427,16 @@ pub async fn apply_incidents_by<'r>(
     for i in order {
         let k = &keys[i];
         let key = (k.point_id, k.metal.symbol());
-        let (next, change) = incident::apply(
-            tracks.get(&key),
-            k.sampled_at,
-            k.level,
-            clear_after,
-            Uuid::now_v7,
-        );
+        let prev = tracks.get(&key);
+        if prev.is_none() && !k.level.exceeds() {
+            // No open incident, no earlier exceedance here: nothing can change.
+            continue;
+        }
+        let (next, change) =
+            incident::apply(prev, k.sampled_at, k.level, clear_after, Uuid::now_v7);
         if let Some(change) = change {
             log.record(mqtt, &reading(i), &change);
+            touched.insert(key);
         }
         tracks.insert(key, next);
     }
@@ -454,13 +448,17 @@ pub async fn apply_incidents_by<'r>(
     let mut ids = Vec::new();
     let mut levels = Vec::new();
     let mut streaks = Vec::new();
-    for ((p, m), t) in &tracks {
+    for key @ (p, m) in &touched {
+        let Some(t) = tracks.get(key) else { continue };
         points.push(*p);
         metals.push(*m);
         last.push(t.last_sampled_at);
         ids.push(t.active.as_ref().map(|a| a.incident_id));
         levels.push(t.active.as_ref().map(|a| a.level.as_str()));
         streaks.push(t.active.as_ref().map_or(0, |a| a.ok_streak as i32));
+    }
+    if points.is_empty() {
+        return Ok(events);
     }
     let stmt = tx
         .prepare_cached(
@@ -478,6 +476,110 @@ pub async fn apply_incidents_by<'r>(
     tx.execute(&stmt, &[&points, &metals, &last, &ids, &levels, &streaks])
         .await?;
     Ok(events)
+}
+
+/// The tracks with an open incident among the keys' pairs, keyed by strings borrowed from
+/// the keys.
+async fn open_tracks<'k>(
+    tx: &Transaction<'_>,
+    keys: &[IncidentKey<'k>],
+) -> Result<HashMap<(&'k str, &'static str), Track>, StoreError> {
+    let pairs: HashSet<(&'k str, &'static str)> = keys
+        .iter()
+        .map(|k| (k.point_id, k.metal.symbol()))
+        .collect();
+    let points: Vec<&str> = pairs
+        .iter()
+        .map(|p| p.0)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let select = tx
+        .prepare_cached(
+            "SELECT point_id, metal, last_sampled_at, incident_id, level, ok_streak
+             FROM incident_tracks
+             WHERE incident_id IS NOT NULL AND point_id = ANY($1::text[])",
+        )
+        .await?;
+    let mut tracks = HashMap::new();
+    for r in tx.query(&select, &[&points]).await? {
+        // Mapped back to the keys' own strings (the row's die with it).
+        let (point, metal): (&str, &str) = (r.get(0), r.get(1));
+        let Some(&key) = pairs.iter().find(|p| p.0 == point && p.1 == metal) else {
+            continue;
+        };
+        let incident_id: Uuid = r.get(3);
+        let ok_streak: i32 = r.get(5);
+        tracks.insert(
+            key,
+            Track {
+                last_sampled_at: r.get(2),
+                active: Some(Active {
+                    incident_id,
+                    level: level_from(r.get(4)),
+                    ok_streak: u32::try_from(ok_streak).unwrap_or(0),
+                }),
+            },
+        );
+    }
+    Ok(tracks)
+}
+
+/// For each pair without an open track that has an exceedance among the keys: the newest
+/// sample time of the pair stored before this batch, if it is later than the pair's earliest
+/// exceedance here (an earlier one cannot make any of them stale).
+///
+/// `readings` already holds this batch's own samples, so the times found are matched off
+/// against the batch's times of the pair, one for one; what is left was stored earlier.
+async fn newest_earlier<'k>(
+    tx: &Transaction<'_>,
+    keys: &[IncidentKey<'k>],
+    open: &HashMap<(&'k str, &'static str), Track>,
+) -> Result<Vec<((&'k str, &'static str), DateTime<Utc>)>, StoreError> {
+    let mut first: BTreeMap<(&'k str, &'static str), DateTime<Utc>> = BTreeMap::new();
+    for k in keys.iter().filter(|k| k.level.exceeds()) {
+        let key = (k.point_id, k.metal.symbol());
+        if !open.contains_key(&key) {
+            let t = first.entry(key).or_insert(k.sampled_at);
+            *t = (*t).min(k.sampled_at);
+        }
+    }
+    if first.is_empty() {
+        return Ok(Vec::new());
+    }
+    let points: Vec<&str> = first.keys().map(|k| k.0).collect();
+    let metals: Vec<&str> = first.keys().map(|k| k.1).collect();
+    let since: Vec<DateTime<Utc>> = first.values().copied().collect();
+    let select = tx
+        .prepare_cached(
+            "SELECT k.i, r.sampled_at
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY
+                  AS k(point_id, metal, since, i)
+             JOIN readings r
+               ON r.point_id = k.point_id AND r.metal = k.metal AND r.sampled_at > k.since",
+        )
+        .await?;
+    let pairs: Vec<(&'k str, &'static str)> = first.keys().copied().collect();
+    let mut found: HashMap<(&'k str, &'static str), Vec<DateTime<Utc>>> = HashMap::new();
+    for r in tx.query(&select, &[&points, &metals, &since]).await? {
+        let i: i64 = r.get(0);
+        let Some(key) = usize::try_from(i - 1).ok().and_then(|i| pairs.get(i)) else {
+            continue;
+        };
+        found.entry(*key).or_default().push(r.get(1));
+    }
+    // Match off this batch's own samples of the pairs found.
+    for k in keys {
+        if let Some(times) = found.get_mut(&(k.point_id, k.metal.symbol())) {
+            if let Some(pos) = times.iter().position(|t| *t == k.sampled_at) {
+                times.swap_remove(pos);
+            }
+        }
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|(key, times)| times.into_iter().max().map(|last| (key, last)))
+        .collect())
 }
 
 /// An incident row as a batch's state changes leave it.

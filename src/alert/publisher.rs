@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::ingest::collector::{mqtt_options, sleep_or_cancel, Backoff};
+use crate::ingest::collector::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
 use crate::store::StoreError;
 
 /// Errors of one publishing round (all retried).
@@ -91,7 +91,7 @@ async fn session(
 ) -> Result<(), PublishError> {
     let batch = settings.alerts.publish_batch;
     let opts = mqtt_options(settings, &settings.alerts.client_id);
-    let (client, mut eventloop) = AsyncClient::new(opts, batch + 16);
+    let (client, mut eventloop) = mqtt_client(opts, batch + 16);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let poller = tokio::spawn(async move {
         loop {
@@ -127,6 +127,7 @@ async fn rounds(
     }
     let idle = Duration::from_millis(settings.alerts.idle_poll_ms);
     loop {
+        let t0 = tokio::time::Instant::now();
         let rows = {
             let db = pool.get().await?;
             let stmt = db
@@ -154,6 +155,7 @@ async fn rounds(
             }
             continue;
         }
+        let t1 = tokio::time::Instant::now();
         let mut ids = Vec::with_capacity(rows.len());
         let alerts = rows
             .iter()
@@ -168,6 +170,7 @@ async fn rounds(
                 .await?;
             ids.push(id);
         }
+        let t2 = tokio::time::Instant::now();
         let mut acked = 0;
         while acked < ids.len() {
             match timeout(ACK_TIMEOUT, rx.recv()).await {
@@ -184,6 +187,12 @@ async fn rounds(
             .await?;
         db.execute(&stmt, &[&ids]).await?;
         metrics::counter!(crate::http::metrics::ALERTS_PUBLISHED).increment(alerts as u64);
-        info!(events = ids.len(), "alerts: published");
+        info!(
+            events = ids.len(),
+            select_ms = (t1 - t0).as_secs_f64() * 1e3,
+            publish_ms = (t2 - t1).as_secs_f64() * 1e3,
+            acked_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "alerts: published"
+        );
     }
 }

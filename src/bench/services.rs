@@ -89,7 +89,7 @@ impl Broker {
              max_queued_messages {max_queued}\nmax_queued_bytes 0\n\
              max_inflight_messages 1000\nmax_packet_size 4195328\n\
              log_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\n\
-             log_type notice\nconnection_messages true\n"
+             log_type notice\nconnection_messages true\nset_tcp_nodelay true\n"
         );
         let path = dir.join("mosquitto.conf");
         std::fs::write(&path, conf).map_err(BenchError::io("writing mosquitto.conf"))?;

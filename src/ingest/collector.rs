@@ -99,6 +99,18 @@ pub fn mqtt_options(settings: &Settings, client_id: &str) -> MqttOptions {
     opts
 }
 
+/// A client and event loop for `opts` with Nagle's algorithm off: an ack or an alert is one
+/// small packet, and with Nagle on it can wait for the peer's delayed ACK (40 ms on Linux)
+/// before it leaves (measured: the alert publisher's PUBACK round took 43 ms at the median
+/// until this was set; `deploy/local/bench.sh` shows it).
+pub fn mqtt_client(opts: MqttOptions, cap: usize) -> (AsyncClient, EventLoop) {
+    let (client, mut eventloop) = AsyncClient::new(opts, cap);
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
+    (client, eventloop)
+}
+
 /// Exponential back-off between `min` and `max`.
 pub struct Backoff {
     min: Duration,
@@ -146,7 +158,7 @@ pub async fn run(shared: Shared) -> Result<(), CollectorError> {
     opts.set_manual_acks(true);
     let window = settings.ingest.inflight_window;
     // The request channel carries only SUBSCRIBE and DISCONNECT: acks go to the poll task.
-    let (client, eventloop) = AsyncClient::new(opts, 64);
+    let (client, eventloop) = mqtt_client(opts, 64);
     let (tx, rx) = mpsc::channel::<Delivery>(window);
     // Acks from the writer to the poll task. Unbounded so the writer never waits on the
     // poll task; it holds at most one packet id per message of the in-flight window.
@@ -437,11 +449,22 @@ type InFlight = Pin<Box<dyn Future<Output = (Prepared, Outcome)> + Send>>;
 /// How a batch's transaction ended.
 enum Outcome {
     /// Committed.
-    Committed(writer::BatchReport),
+    Committed(writer::BatchReport, Timing),
     /// Failed; rolled back.
     Failed(StoreError),
     /// Rolled back because the batch before it did not commit.
     Aborted,
+}
+
+/// Where a committed batch's time went (logged with it, at debug level).
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Waiting for a connection and for the previous batch's stage, then the stage itself.
+    stage: Duration,
+    /// Waiting for the previous batch's commit.
+    wait: Duration,
+    /// Incidents, quarantine, archive and COMMIT.
+    finish: Duration,
 }
 
 /// How a batch waits for the one before it, and tells the one after it.
@@ -468,6 +491,7 @@ async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outc
         done,
     } = order;
     let outcome = async {
+        let t0 = Instant::now();
         let ctx = Context {
             registry: &p.registry,
             standards: &shared.standards,
@@ -485,10 +509,12 @@ async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outc
         };
         let result = writer::stage(&mut client, &ctx, &p.received).await;
         let _ = staged.send(());
+        let t1 = Instant::now();
         let previous_committed = match prev_done {
             None => true,
             Some(t) => t.await.unwrap_or(false),
         };
+        let t2 = Instant::now();
         // On either early return, dropping the transaction rolls it back.
         let staged = match (previous_committed, result) {
             (false, _) => return Outcome::Aborted,
@@ -496,12 +522,19 @@ async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outc
             (true, Ok(s)) => s,
         };
         match writer::finish(staged, &ctx).await {
-            Ok(report) => Outcome::Committed(report),
+            Ok(report) => Outcome::Committed(
+                report,
+                Timing {
+                    stage: t1 - t0,
+                    wait: t2 - t1,
+                    finish: t2.elapsed(),
+                },
+            ),
             Err(e) => Outcome::Failed(e),
         }
     }
     .await;
-    let _ = done.send(matches!(outcome, Outcome::Committed(_)));
+    let _ = done.send(matches!(outcome, Outcome::Committed(..)));
     (p, outcome)
 }
 
@@ -568,10 +601,10 @@ async fn writer_task(
         let room = open && !stopping && gathering.batch.len() < s.ingest.batch_max;
         tokio::select! {
             Some((p, outcome)) = inflight.next() => match outcome {
-                Outcome::Committed(report) => {
+                Outcome::Committed(report, timing) => {
                     backoff.reset();
                     let stale = send_acks(&p.batch, &acks, &generation);
-                    log_batch(&p, &report, stale, &shared);
+                    log_batch(&p, &report, timing, stale, &shared);
                 }
                 Outcome::Failed(e) => {
                     let delay = backoff.next_delay();
@@ -631,7 +664,13 @@ fn send_acks(
     stale
 }
 
-fn log_batch(p: &Prepared, report: &writer::BatchReport, stale: usize, shared: &Shared) {
+fn log_batch(
+    p: &Prepared,
+    report: &writer::BatchReport,
+    timing: Timing,
+    stale: usize,
+    shared: &Shared,
+) {
     if report.has_outbox() {
         shared.outbox.notify_one();
     }
@@ -649,6 +688,13 @@ fn log_batch(p: &Prepared, report: &writer::BatchReport, stale: usize, shared: &
         duplicates = report.duplicates,
         alerts = report.alerts,
         stale_acks_dropped = stale,
+        oldest_ms = p
+            .received
+            .first()
+            .map_or(0, |r| (Utc::now() - r.received_at).num_milliseconds()),
+        stage_ms = timing.stage.as_secs_f64() * 1e3,
+        wait_ms = timing.wait.as_secs_f64() * 1e3,
+        finish_ms = timing.finish.as_secs_f64() * 1e3,
         "batch committed"
     );
 }

@@ -50,6 +50,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
 
 use super::readings::JudgedReading;
 use super::StoreError;
@@ -448,25 +449,28 @@ pub async fn append_batch(
                          $6::text[], $7::text[], $8::text[]) AS u(s, k, r, w, h, d, p, e)",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &seqs,
-            &kinds,
-            &refs,
-            &raws,
-            &shas,
-            &digests,
-            &prevs,
-            &hashes,
-            &created_at,
-        ],
-    )
-    .await?;
     let move_head = tx
         .prepare_cached("UPDATE archive_head SET seq = $1, hash = $2 WHERE id")
         .await?;
-    tx.execute(&move_head, &[&seq, &prev]).await?;
+    // The insert and the head's move go out together (one round trip fewer).
+    let insert_params: [&(dyn ToSql + Sync); 9] = [
+        &seqs,
+        &kinds,
+        &refs,
+        &raws,
+        &shas,
+        &digests,
+        &prevs,
+        &hashes,
+        &created_at,
+    ];
+    let head_params: [&(dyn ToSql + Sync); 2] = [&seq, &prev];
+    let (inserted, moved) = tokio::join!(
+        tx.execute(&stmt, &insert_params),
+        tx.execute(&move_head, &head_params)
+    );
+    inserted?;
+    moved?;
     Ok(out)
 }
 

@@ -417,10 +417,10 @@ impl Settings {
         if self.judge.clear_after == 0 {
             return invalid("judge.clear_after", "must be at least 1");
         }
-        if self.database.pool_size < 3 {
+        if self.database.pool_size < 4 {
             return invalid(
                 "database.pool_size",
-                "must be at least 3 (two writer lanes + publisher)",
+                "must be at least 4 (three writer lanes + publisher)",
             );
         }
         if self.mqtt.client_id.is_empty() || self.mqtt.client_id == self.alerts.client_id {

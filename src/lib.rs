@@ -15,7 +15,7 @@
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
-//!   code), [`ingest::collector`] (the poll task, natural batching, two batches in the
+//!   code), [`ingest::collector`] (the poll task, natural batching, three batches in the
 //!   database at once, ordered acks after commit).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,

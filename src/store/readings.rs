@@ -529,8 +529,11 @@ async fn open_tracks<'k>(
 /// sample time of the pair stored before this batch, if it is later than the pair's earliest
 /// exceedance here (an earlier one cannot make any of them stale).
 ///
-/// `readings` already holds this batch's own samples, so the times found are matched off
-/// against the batch's times of the pair, one for one; what is left was stored earlier.
+/// `readings` already holds this batch's own samples. So for each pair, with `n` of its
+/// samples in this batch later than that exceedance, the newest `n + 1` later times are read
+/// (with ties; an index scan, however long the pair's history) and the batch's times matched
+/// off, one for one: at most `n` of them are the batch's, so what is left, if anything,
+/// includes the newest earlier sample.
 async fn newest_earlier<'k>(
     tx: &Transaction<'_>,
     keys: &[IncidentKey<'k>],
@@ -547,38 +550,55 @@ async fn newest_earlier<'k>(
     if first.is_empty() {
         return Ok(Vec::new());
     }
-    let points: Vec<&str> = first.keys().map(|k| k.0).collect();
-    let metals: Vec<&str> = first.keys().map(|k| k.1).collect();
+    // This batch's own times of those pairs, later than the pair's earliest exceedance.
+    let mut own: HashMap<(&'k str, &'static str), Vec<DateTime<Utc>>> = HashMap::new();
+    for k in keys {
+        let key = (k.point_id, k.metal.symbol());
+        if first.get(&key).is_some_and(|since| k.sampled_at > *since) {
+            own.entry(key).or_default().push(k.sampled_at);
+        }
+    }
+    let pairs: Vec<(&'k str, &'static str)> = first.keys().copied().collect();
+    let points: Vec<&str> = pairs.iter().map(|k| k.0).collect();
+    let metals: Vec<&str> = pairs.iter().map(|k| k.1).collect();
     let since: Vec<DateTime<Utc>> = first.values().copied().collect();
+    let take: Vec<i64> = pairs
+        .iter()
+        .map(|k| own.get(k).map_or(0, Vec::len) as i64 + 1)
+        .collect();
     let select = tx
         .prepare_cached(
             "SELECT k.i, r.sampled_at
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY
-                  AS k(point_id, metal, since, i)
-             JOIN readings r
-               ON r.point_id = k.point_id AND r.metal = k.metal AND r.sampled_at > k.since",
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[]) WITH ORDINALITY
+                  AS k(point_id, metal, since, take, i)
+             CROSS JOIN LATERAL (
+                 SELECT sampled_at FROM readings
+                 WHERE point_id = k.point_id AND metal = k.metal AND sampled_at > k.since
+                 ORDER BY sampled_at DESC
+                 FETCH FIRST (k.take) ROWS WITH TIES) r",
         )
         .await?;
-    let pairs: Vec<(&'k str, &'static str)> = first.keys().copied().collect();
     let mut found: HashMap<(&'k str, &'static str), Vec<DateTime<Utc>>> = HashMap::new();
-    for r in tx.query(&select, &[&points, &metals, &since]).await? {
+    for r in tx
+        .query(&select, &[&points, &metals, &since, &take])
+        .await?
+    {
         let i: i64 = r.get(0);
         let Some(key) = usize::try_from(i - 1).ok().and_then(|i| pairs.get(i)) else {
             continue;
         };
         found.entry(*key).or_default().push(r.get(1));
     }
-    // Match off this batch's own samples of the pairs found.
-    for k in keys {
-        if let Some(times) = found.get_mut(&(k.point_id, k.metal.symbol())) {
-            if let Some(pos) = times.iter().position(|t| *t == k.sampled_at) {
-                times.swap_remove(pos);
-            }
-        }
-    }
     Ok(found
         .into_iter()
-        .filter_map(|(key, times)| times.into_iter().max().map(|last| (key, last)))
+        .filter_map(|(key, mut times)| {
+            for t in own.get(&key).into_iter().flatten() {
+                if let Some(pos) = times.iter().position(|x| x == t) {
+                    times.swap_remove(pos);
+                }
+            }
+            times.into_iter().max().map(|last| (key, last))
+        })
         .collect())
 }
 

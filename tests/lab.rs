@@ -536,3 +536,93 @@ async fn rows_already_stored_for_a_new_batch_fall_back_to_on_conflict() -> anyho
     );
     Ok(())
 }
+
+/// Every lab row belongs to a stored batch (schema version 7 checks it once per statement
+/// instead of with a per-row foreign key): rows naming an unknown batch are refused, by COPY
+/// as by INSERT, and a batch with rows can be neither deleted nor renamed.
+#[tokio::test]
+async fn lab_rows_need_their_batch() -> anyhow::Result<()> {
+    let s = LabService::start(&[]).await?;
+    let (st, report) = s.upload(&clean_batch("B-KEEP")).await?;
+    assert_eq!(st, 201, "{report}");
+    let db = s.p.db().await?;
+    let copy_of = |batch: &str| {
+        format!(
+            "INSERT INTO lab_rows SELECT '{batch}', line, sample_id || '-x', point_id, sampled_at,
+                    analysed_at, depth_top_cm, depth_bottom_cm, ph, metal, value_orig,
+                    unit_orig, value_mgkg, detected, mdl_mgkg, method, qc_type, qc_ref, level
+             FROM lab_rows WHERE batch_id = 'B-KEEP'"
+        )
+    };
+    let refused = db.execute(&copy_of("B-NOWHERE"), &[]).await;
+    let code = refused.as_ref().err().and_then(|e| e.code().cloned());
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+        "{refused:?}"
+    );
+    // The same rows under a stored batch id go in.
+    assert_eq!(db.execute(&copy_of("B-KEEP"), &[]).await?, 8);
+
+    // COPY is checked too.
+    let sink = db
+        .copy_in(
+            "COPY lab_rows (batch_id, line, sample_id, metal, value_orig, unit_orig,
+                            value_mgkg, detected, qc_type) FROM STDIN BINARY",
+        )
+        .await?;
+    use tokio_postgres::types::Type;
+    let types = [
+        Type::TEXT,
+        Type::INT4,
+        Type::TEXT,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::TEXT,
+        Type::FLOAT8,
+        Type::BOOL,
+        Type::TEXT,
+    ];
+    let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+    futures_util::pin_mut!(writer);
+    writer
+        .as_mut()
+        .write(&[
+            &"B-NOWHERE",
+            &1i32,
+            &"S-COPY",
+            &"Pb",
+            &1.0f64,
+            &"mg/kg",
+            &1.0f64,
+            &true,
+            &"sample",
+        ])
+        .await?;
+    let copied = writer.finish().await;
+    let code = copied.as_ref().err().and_then(|e| e.code().cloned());
+    assert_eq!(
+        code,
+        Some(tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+        "{copied:?}"
+    );
+
+    for sql in [
+        "DELETE FROM lab_batches WHERE batch_id = 'B-KEEP'",
+        "UPDATE lab_batches SET batch_id = 'B-MOVED' WHERE batch_id = 'B-KEEP'",
+    ] {
+        let r = db.execute(sql, &[]).await;
+        let code = r.as_ref().err().and_then(|e| e.code().cloned());
+        assert_eq!(
+            code,
+            Some(tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION),
+            "{sql}: {r:?}"
+        );
+    }
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM lab_batches WHERE batch_id = 'B-KEEP'")
+            .await?,
+        1
+    );
+    Ok(())
+}

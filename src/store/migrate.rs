@@ -16,7 +16,8 @@ use super::StoreError;
 /// Versions 2 (lab batches) and 3 (security) were developed side by side and do not depend
 /// on each other; version 4 grants the service role its rights on the lab tables; version 5
 /// stops storing a station payload twice and trims the archive's indexes; version 6 keeps
-/// incident tracks only for open incidents.
+/// incident tracks only for open incidents; version 7 gives lab rows one index and a
+/// per-statement batch check instead of a foreign key.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -35,6 +36,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         6,
         "open_tracks",
         include_str!("migrations/0006_open_tracks.sql"),
+    ),
+    (
+        7,
+        "lean_lab_rows",
+        include_str!("migrations/0007_lean_lab_rows.sql"),
     ),
 ];
 

@@ -474,3 +474,89 @@ async fn a_point_registered_while_idle_is_known_to_the_next_message() -> anyhow:
     assert_eq!(p.count("SELECT count(*) FROM quarantine").await?, 0);
     Ok(())
 }
+
+/// Batches copy their readings side by side only into chunks that exist. TimescaleDB creates
+/// a chunk in the inserting transaction and holds a lock on the hypertable until it ends, which
+/// any other transaction creating a chunk waits for. Here a batch's COPY is held up (a test
+/// trigger sleeps on its first reading) before it reaches a sample that needs a new chunk;
+/// meanwhile the next batch, which needs another new chunk, is started. Had that one copied at
+/// once, it would have created its chunk, then waited for the first batch to commit, while the
+/// first waited for its chunk lock: a cycle that only the writer's 60 s lock timeout would
+/// break, after this test's wait. It must instead wait for the first batch's commit before
+/// copying, and both are stored once, with no batch failing.
+#[tokio::test]
+async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow::Result<()> {
+    // An idle writer lingers for company, so the first two messages form one batch.
+    let p = Pipeline::start(&[("SOILMON__INGEST__BATCH_WAIT_MS", "300")]).await?;
+    let point = "441702-T-0001";
+    // The recent chunk exists, as it would on a running network.
+    p.publish(vec![sample(
+        "st01",
+        "live",
+        point,
+        "2026-11-01T08:00:00+08:00",
+        &[("Pb", 20.0)],
+    )])
+    .await?;
+    p.wait_count("SELECT count(*) FROM messages", 1, WAIT)
+        .await?;
+    p.db()
+        .await?
+        .batch_execute(
+            "CREATE FUNCTION test_slow_reading() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.msg_id = 'slow' AND NEW.metal = 'Pb' THEN PERFORM pg_sleep(2); END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER test_slow_reading BEFORE INSERT ON readings
+                 FOR EACH ROW EXECUTE FUNCTION test_slow_reading();",
+        )
+        .await?;
+    p.publish(vec![
+        sample(
+            "st01",
+            "slow",
+            point,
+            "2026-11-01T09:00:00+08:00",
+            &[("Pb", 20.0)],
+        ),
+        sample(
+            "st01",
+            "old-x",
+            point,
+            "2005-01-01T09:00:00+08:00",
+            &[("Pb", 20.0)],
+        ),
+    ])
+    .await?;
+    // The first batch is asleep in its COPY, before its new chunk.
+    p.wait_count(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        1,
+        WAIT,
+    )
+    .await?;
+    p.publish(vec![sample(
+        "st02",
+        "old-y",
+        point,
+        "2010-01-01T09:00:00+08:00",
+        &[("Pb", 20.0)],
+    )])
+    .await?;
+    p.wait_count("SELECT count(*) FROM messages", 4, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
+    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 4);
+    assert_eq!(
+        p.count(
+            "SELECT count(*) FROM timescaledb_information.chunks
+             WHERE hypertable_name = 'readings'"
+        )
+        .await?,
+        3
+    );
+    let log = p.soilmon.log();
+    assert!(!log.contains("batch not committed"), "log:\n{log}");
+    Ok(())
+}

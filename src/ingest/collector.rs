@@ -43,6 +43,7 @@ use super::payload;
 use crate::config::Settings;
 use crate::domain::standard::Standards;
 use crate::registry::Registry;
+use crate::store::chunks::KnownChunks;
 use crate::store::writer::{self, Context, Received};
 use crate::store::StoreError;
 
@@ -441,10 +442,10 @@ async fn top_up(p: &mut Prepared, rx: &mut mpsc::Receiver<Delivery>, shared: &Sh
 }
 
 /// Batches in the database at once: one finishing (incidents, archive, COMMIT) while the
-/// next ones are staged (messages and readings) or wait, staged, for their turn to finish.
-/// Three rather than two: a message arriving while both lanes were busy waited for a lane,
-/// and 20 s latency runs measured p99 30–35 ms with three, 48 ms with two and 43 ms with four
-/// (README, Performance).
+/// next ones copy their readings or are staged, each on its own connection. Three rather than
+/// two: a message arriving while both lanes were busy waited for a lane, and 20 s latency
+/// runs measured p99 30–35 ms with three, 48 ms with two and 43 ms with four (README,
+/// Performance); in a backlog drain four copied no faster than three.
 const LANES: usize = 3;
 
 /// A batch in the database: [`run_batch`] of it.
@@ -465,6 +466,9 @@ enum Outcome {
 struct Timing {
     /// Waiting for a connection and for the previous batch's stage, then the stage itself.
     stage: Duration,
+    /// The readings COPY, after waiting for the batches ahead to commit if it may create a
+    /// chunk.
+    copy: Duration,
     /// Waiting for the previous batch's commit.
     wait: Duration,
     /// Incidents, quarantine, archive and COMMIT.
@@ -476,21 +480,64 @@ struct Order {
     /// Fires when the previous batch's stage is over (`None`: nothing before it).
     prev_staged: Option<oneshot::Receiver<()>>,
     /// Whether the previous batch committed (`None`: nothing before it).
-    prev_done: Option<oneshot::Receiver<bool>>,
+    prev_done: Previous,
     /// This batch's stage is over.
     staged: oneshot::Sender<()>,
     /// Whether this batch committed.
     done: oneshot::Sender<bool>,
 }
 
-/// Writes one batch on its own connection: [`writer::stage`] once the previous batch's stage
-/// is over, then [`writer::finish`] once the previous batch committed. So a batch may wait in
-/// the database on locks of the batch before it (a redelivered message it also holds, a new
-/// chunk it created), but never the reverse, and the app-level wait cannot close a cycle.
-async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outcome) {
+/// The outcome of the batch before, awaited at most once and remembered.
+struct Previous {
+    rx: Option<oneshot::Receiver<bool>>,
+    committed: Option<bool>,
+}
+
+impl Previous {
+    /// Whether the previous batch committed (true when there was none); waits for it.
+    async fn committed(&mut self) -> bool {
+        if let Some(known) = self.committed {
+            return known;
+        }
+        let committed = match self.rx.take() {
+            None => true,
+            Some(rx) => rx.await.unwrap_or(false),
+        };
+        self.committed = Some(committed);
+        committed
+    }
+
+    /// `Failed(e)` when the batches ahead committed (the error is this batch's own), else
+    /// `Aborted`.
+    async fn failed(&mut self, e: StoreError) -> Outcome {
+        if self.committed().await {
+            Outcome::Failed(e)
+        } else {
+            Outcome::Aborted
+        }
+    }
+}
+
+/// Writes one batch on its own connection, in three steps:
+///
+/// 1. [`writer::stage`] once the previous batch's stage is over (message keys are taken in
+///    arrival order);
+/// 2. [`writer::copy_readings`] at once when every reading falls in a chunk that exists
+///    ([`KnownChunks`]), else once the previous batch committed (and so every batch ahead);
+/// 3. [`writer::finish`] once the previous batch committed.
+///
+/// So a batch may wait in the database on locks of a batch ahead of it (a redelivered message
+/// it also holds, a new chunk it created), but never on one behind it, and the app-level
+/// waits cannot close a cycle.
+async fn run_batch(
+    p: Prepared,
+    shared: Shared,
+    chunks: Arc<KnownChunks>,
+    order: Order,
+) -> (Prepared, Outcome) {
     let Order {
         prev_staged,
-        prev_done,
+        mut prev_done,
         staged,
         done,
     } = order;
@@ -514,24 +561,30 @@ async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outc
         let result = writer::stage(&mut client, &ctx, &p.received).await;
         let _ = staged.send(());
         let t1 = Instant::now();
-        let previous_committed = match prev_done {
-            None => true,
-            Some(t) => t.await.unwrap_or(false),
+        // On every early return, dropping the transaction rolls it back.
+        let staged = match result {
+            Ok(s) => s,
+            Err(e) => return prev_done.failed(e).await,
         };
+        if !chunks_exist(&staged, &chunks).await && !prev_done.committed().await {
+            return Outcome::Aborted;
+        }
+        if let Err(e) = writer::copy_readings(&staged).await {
+            return prev_done.failed(e).await;
+        }
         let t2 = Instant::now();
-        // On either early return, dropping the transaction rolls it back.
-        let staged = match (previous_committed, result) {
-            (false, _) => return Outcome::Aborted,
-            (true, Err(e)) => return Outcome::Failed(e),
-            (true, Ok(s)) => s,
-        };
+        if !prev_done.committed().await {
+            return Outcome::Aborted;
+        }
+        let t3 = Instant::now();
         match writer::finish(staged, &ctx).await {
             Ok(report) => Outcome::Committed(
                 report,
                 Timing {
                     stage: t1 - t0,
-                    wait: t2 - t1,
-                    finish: t2.elapsed(),
+                    copy: t2 - t1,
+                    wait: t3 - t2,
+                    finish: t3.elapsed(),
                 },
             ),
             Err(e) => Outcome::Failed(e),
@@ -540,6 +593,20 @@ async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outc
     .await;
     let _ = done.send(matches!(outcome, Outcome::Committed(..)));
     (p, outcome)
+}
+
+/// Whether every reading of the staged batch falls in a chunk that exists, asking the catalog
+/// when the known chunks do not cover them. A failed lookup counts as no (the batch then
+/// waits for the ones ahead: slower, never unsafe).
+async fn chunks_exist(staged: &writer::Staged<'_>, chunks: &KnownChunks) -> bool {
+    if chunks.cover(staged.sampled_at()) {
+        return true;
+    }
+    if let Err(e) = chunks.refresh(staged.transaction()).await {
+        warn!(error = %e, "store: could not read the readings chunks; copying in turn");
+        return false;
+    }
+    chunks.cover(staged.sampled_at())
 }
 
 /// Takes batches off the channel and commits them in arrival order, acking each batch's
@@ -552,9 +619,9 @@ async fn run_batch(p: Prepared, shared: Shared, order: Order) -> (Prepared, Outc
 /// timer; under a backlog batches grow to `batch_max`.
 ///
 /// Up to [`LANES`] batches are in the database at once, one connection each: while one
-/// finishes, the next ones are staged ([`writer::stage`]) one after another, and each
-/// finishes only after the one before it committed (see [`run_batch`] for why this cannot
-/// deadlock). When a batch fails, every batch behind it is rolled back, and all are retried
+/// finishes, the next ones are staged ([`writer::stage`]) one after another and copy their
+/// readings side by side, and each finishes only after the one before it committed (see
+/// [`run_batch`] for why this cannot deadlock). When a batch fails, every batch behind it is rolled back, and all are retried
 /// in order with back-off (nothing is acked meanwhile).
 async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
@@ -566,6 +633,7 @@ async fn writer_task(
     let token = shared.shutdown.clone();
     let mut backoff = Backoff::new(s.database.retry_min_ms, s.database.retry_max_ms);
     let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let chunks = Arc::new(KnownChunks::default());
     // The stage and the outcome of the batch most recently started: the next one waits on them.
     let mut last: Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)> = None;
     // Batches to write again, in order, once `resume_at` has passed.
@@ -593,11 +661,19 @@ async fn writer_task(
             let (prev_staged, prev_done) = last.replace((staged_rx, done_rx)).unzip();
             let order = Order {
                 prev_staged,
-                prev_done,
+                prev_done: Previous {
+                    rx: prev_done,
+                    committed: None,
+                },
                 staged,
                 done,
             };
-            inflight.push_back(Box::pin(run_batch(p, shared.clone(), order)));
+            inflight.push_back(Box::pin(run_batch(
+                p,
+                shared.clone(),
+                chunks.clone(),
+                order,
+            )));
         }
         if inflight.is_empty() && (stopping || (!open && retry.is_empty())) {
             // Shutdown: messages gathered but not written are not acked (redelivered later).
@@ -698,6 +774,7 @@ fn log_batch(
             .first()
             .map_or(0, |r| (Utc::now() - r.received_at).num_milliseconds()),
         stage_ms = timing.stage.as_secs_f64() * 1e3,
+        copy_ms = timing.copy.as_secs_f64() * 1e3,
         wait_ms = timing.wait.as_secs_f64() * 1e3,
         finish_ms = timing.finish.as_secs_f64() * 1e3,
         "batch committed"

@@ -1,7 +1,9 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
-//! writer, the tamper-evident archive, broker identities and the queries the CLI uses.
+//! writer (and the hypertable chunks it knows of), the tamper-evident archive, broker
+//! identities and the queries the CLI uses.
 
 pub mod archive;
+pub mod chunks;
 pub mod identities;
 pub mod lab;
 pub mod migrate;

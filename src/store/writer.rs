@@ -88,7 +88,8 @@ struct Refusal<'a> {
     msg_id: Option<String>,
 }
 
-/// A batch's open transaction between its two phases (see [`stage`] and [`finish`]).
+/// A batch's open transaction between its phases (see [`stage`], [`copy_readings`] and
+/// [`finish`]).
 pub struct Staged<'a> {
     tx: Transaction<'a>,
     report: BatchReport,
@@ -107,14 +108,15 @@ pub async fn write_batch(
     batch: &[Received],
 ) -> Result<BatchReport, StoreError> {
     let staged = stage(client, ctx, batch).await?;
+    copy_readings(&staged).await?;
     finish(staged, ctx).await
 }
 
 /// Phase one of a batch: opens its transaction, records the new messages under their
-/// idempotency keys (telling redeliveries from conflicting reuses) and writes their judged
-/// readings. It touches no row another batch's [`finish`] needs, so the collector runs it
-/// while the previous batch is still finishing; a message that batch is storing makes this
-/// one wait on its key and then count as a redelivery.
+/// idempotency keys (telling redeliveries from conflicting reuses) and judges their readings.
+/// It touches no row another batch's [`copy_readings`] or [`finish`] needs, so the collector
+/// runs it while earlier batches are still copying or finishing; a message an earlier batch
+/// is storing makes this one wait on its key and then count as a redelivery.
 pub async fn stage<'a>(
     client: &'a mut Client,
     ctx: &Context<'_>,
@@ -181,8 +183,6 @@ pub async fn stage<'a>(
     for j in &judged {
         *report.levels.entry(j.judgement.level.as_str()).or_default() += 1;
     }
-    // Only readings of messages whose key was new in this transaction: binary COPY.
-    readings::insert_fresh(&tx, &judged).await?;
     Ok(Staged {
         tx,
         report,
@@ -194,7 +194,30 @@ pub async fn stage<'a>(
     })
 }
 
-/// Phase two of a batch, run only once the previous batch has committed (so incidents see
+impl<'a> Staged<'a> {
+    /// When the batch's new readings were sampled. The collector asks whether their chunks
+    /// exist before copying alongside other batches.
+    pub fn sampled_at(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.fresh.iter().map(|(_, s)| s.sampled_at)
+    }
+
+    /// The batch's open transaction.
+    pub fn transaction(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+}
+
+/// Phase two of a batch: binary COPY of the readings of its new messages. Their keys are this
+/// transaction's alone (see [`stage`]), so batches may copy side by side, except that one
+/// creating a hypertable chunk holds a lock other chunk creators wait on until it commits:
+/// the collector lets only a batch whose chunks all exist copy before the batches ahead of
+/// it have committed (see `store::chunks`).
+pub async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
+    readings::insert_fresh(&staged.tx, &staged.judged).await?;
+    Ok(())
+}
+
+/// Phase three of a batch, run only once the previous batch has committed (so incidents see
 /// samples in arrival order and the archive chain follows the acks): incident tracks and
 /// alert events, quarantine and reject replies, the archive entries, then COMMIT.
 pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport, StoreError> {

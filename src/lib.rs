@@ -16,7 +16,8 @@
 //! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
 //!   code), [`ingest::collector`] (the poll task, natural batching, three batches in the
-//!   database at once, ordered acks after commit).
+//!   database at once, copying side by side, committing in order, ordered acks after
+//!   commit).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
 //!   CRM, spikes).
@@ -24,8 +25,10 @@
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), and the
 //!   `soilmon upload` client ([`http::client`]).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
-//!   [`store::writer`] (one transaction per batch, in two phases: stage (messages, readings),
-//!   finish (incidents, quarantine, outbox, archive, COMMIT)),
+//!   [`store::writer`] (one transaction per batch, in three phases: stage (messages under
+//!   their keys, judging), copy (readings), finish (incidents, quarantine, outbox, archive,
+//!   COMMIT)), [`store::chunks`] (which hypertable chunks exist, so batches may copy side by
+//!   side),
 //!   [`store::readings`] (judged readings, incidents and outbox shared by every source),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`].

@@ -488,16 +488,10 @@ async fn a_point_registered_while_idle_is_known_to_the_next_message() -> anyhow:
 async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow::Result<()> {
     // An idle writer lingers for company, so the first two messages form one batch.
     let p = Pipeline::start(&[("SOILMON__INGEST__BATCH_WAIT_MS", "300")]).await?;
-    let point = "441702-T-0001";
+    let one = |station, msg_id, at| sample(station, msg_id, "441702-T-0001", at, &[("Pb", 20.0)]);
     // The recent chunk exists, as it would on a running network.
-    p.publish(vec![sample(
-        "st01",
-        "live",
-        point,
-        "2026-11-01T08:00:00+08:00",
-        &[("Pb", 20.0)],
-    )])
-    .await?;
+    p.publish(vec![one("st01", "live", "2026-11-01T08:00:00+08:00")])
+        .await?;
     p.wait_count("SELECT count(*) FROM messages", 1, WAIT)
         .await?;
     p.db()
@@ -513,20 +507,8 @@ async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow:
         )
         .await?;
     p.publish(vec![
-        sample(
-            "st01",
-            "slow",
-            point,
-            "2026-11-01T09:00:00+08:00",
-            &[("Pb", 20.0)],
-        ),
-        sample(
-            "st01",
-            "old-x",
-            point,
-            "2005-01-01T09:00:00+08:00",
-            &[("Pb", 20.0)],
-        ),
+        one("st01", "slow", "2026-11-01T09:00:00+08:00"),
+        one("st01", "old-x", "2005-01-01T09:00:00+08:00"),
     ])
     .await?;
     // The first batch is asleep in its COPY, before its new chunk.
@@ -536,14 +518,8 @@ async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow:
         WAIT,
     )
     .await?;
-    p.publish(vec![sample(
-        "st02",
-        "old-y",
-        point,
-        "2010-01-01T09:00:00+08:00",
-        &[("Pb", 20.0)],
-    )])
-    .await?;
+    p.publish(vec![one("st02", "old-y", "2010-01-01T09:00:00+08:00")])
+        .await?;
     p.wait_count("SELECT count(*) FROM messages", 4, WAIT)
         .await
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;

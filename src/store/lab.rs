@@ -193,8 +193,10 @@ pub async fn submit(
     // The rows are stored: free them before the raw file is encoded into the archive insert
     // (the peak of the upload's memory otherwise).
     checked.rows = Vec::new();
+    let t4 = std::time::Instant::now();
     // Last before COMMIT (the archive head lock comes after every other lock).
     archive::append(&tx, archive::Kind::LabBatch, &batch_id, raw, &digest).await?;
+    let t5 = std::time::Instant::now();
     tx.commit().await?;
     tracing::info!(
         batch_id,
@@ -203,7 +205,9 @@ pub async fn submit(
         copy_ms = (t1 - t0).as_millis() as u64,
         readings_ms = (t2 - t1).as_millis() as u64,
         incidents_ms = (t3 - t2).as_millis() as u64,
-        commit_ms = t3.elapsed().as_millis() as u64,
+        digest_ms = (t4 - t3).as_millis() as u64,
+        archive_ms = (t5 - t4).as_millis() as u64,
+        commit_ms = t5.elapsed().as_millis() as u64,
         "lab batch stored"
     );
     Ok(Outcome::Accepted(report))

@@ -17,7 +17,8 @@ use super::StoreError;
 /// on each other; version 4 grants the service role its rights on the lab tables; version 5
 /// stops storing a station payload twice and trims the archive's indexes; version 6 keeps
 /// incident tracks only for open incidents; version 7 gives lab rows one index and a
-/// per-statement batch check instead of a foreign key.
+/// per-statement batch check instead of a foreign key; version 8 compresses large archived
+/// inputs with lz4.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -41,6 +42,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         7,
         "lean_lab_rows",
         include_str!("migrations/0007_lean_lab_rows.sql"),
+    ),
+    (
+        8,
+        "archive_lz4",
+        include_str!("migrations/0008_archive_lz4.sql"),
     ),
 ];
 

@@ -688,6 +688,8 @@ async fn writer_task(
                     log_batch(&p, &report, timing, stale, &shared);
                 }
                 Outcome::Failed(e) => {
+                    // A chunk believed to exist may have been dropped: reload before retrying.
+                    chunks.forget();
                     let delay = backoff.next_delay();
                     warn!(error = %e, messages = p.received.len(), retry_in_ms = delay.as_millis() as u64,
                           "store: batch not committed; holding acks");

@@ -10,8 +10,9 @@
 //! [`KnownChunks`] answers "do they all exist" from memory. When it says no, the caller
 //! [`refresh`](KnownChunks::refresh)es it from the catalog and asks again. Chunks are only
 //! ever added by soilmon; should an operator drop one while the service runs, a batch may
-//! create it again alongside others and, at worst, wait out the writer's lock timeout and be
-//! retried.
+//! create it again alongside others and, at worst, wait out the writer's lock timeout and
+//! fail. The collector then [`forget`](KnownChunks::forget)s what it knew, so the retry
+//! reads the catalog again and copies in turn.
 
 use std::sync::RwLock;
 
@@ -37,6 +38,16 @@ impl KnownChunks {
         times
             .into_iter()
             .all(|t| covered(&ranges, t.timestamp_micros()))
+    }
+
+    /// Forgets every known range: the next [`cover`](Self::cover) of any time says no, and
+    /// the caller reloads them. Called when a batch failed, in case a chunk it was told
+    /// exists had been dropped.
+    pub fn forget(&self) {
+        match self.ranges.write() {
+            Ok(mut r) => r.clear(),
+            Err(poisoned) => poisoned.into_inner().clear(),
+        }
     }
 
     /// Reloads the ranges from the catalog, inside `tx` under a savepoint: a failure leaves
@@ -118,5 +129,8 @@ mod tests {
         }
         assert!(known.cover([at(5), at(25)]));
         assert!(!known.cover([at(5), at(15)]));
+        known.forget();
+        assert!(!known.cover([at(5)]));
+        assert!(known.cover([]));
     }
 }

@@ -513,7 +513,8 @@ async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow:
     .await?;
     // The first batch is asleep in its COPY, before its new chunk.
     p.wait_count(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE wait_event = 'PgSleep' AND datname = current_database()",
         1,
         WAIT,
     )
@@ -524,6 +525,12 @@ async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow:
         .await
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
     assert_eq!(p.count("SELECT count(*) FROM readings").await?, 4);
+    assert_eq!(
+        p.count("SELECT count(DISTINCT stored_at) FROM messages WHERE msg_id IN ('slow', 'old-x')")
+            .await?,
+        1,
+        "the slow message and the one needing a new chunk were written in one batch"
+    );
     assert_eq!(
         p.count(
             "SELECT count(*) FROM timescaledb_information.chunks

@@ -445,7 +445,7 @@ async fn top_up(p: &mut Prepared, rx: &mut mpsc::Receiver<Delivery>, shared: &Sh
 /// next ones copy their readings or are staged, each on its own connection. Three rather than
 /// two: a message arriving while both lanes were busy waited for a lane, and 20 s latency
 /// runs measured p99 30–35 ms with three, 48 ms with two and 43 ms with four (README,
-/// Performance); in a backlog drain four copied no faster than three.
+/// Performance); in backlog drains a four-lane variant copied no faster than three.
 const LANES: usize = 3;
 
 /// A batch in the database: [`run_batch`] of it.
@@ -621,8 +621,8 @@ async fn chunks_exist(staged: &writer::Staged<'_>, chunks: &KnownChunks) -> bool
 /// Up to [`LANES`] batches are in the database at once, one connection each: while one
 /// finishes, the next ones are staged ([`writer::stage`]) one after another and copy their
 /// readings side by side, and each finishes only after the one before it committed (see
-/// [`run_batch`] for why this cannot deadlock). When a batch fails, every batch behind it is rolled back, and all are retried
-/// in order with back-off (nothing is acked meanwhile).
+/// [`run_batch`] for why this cannot deadlock). When a batch fails, every batch behind it is
+/// rolled back, and all are retried in order with back-off (nothing is acked meanwhile).
 async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
     acks: mpsc::UnboundedSender<ToPoll>,

@@ -14,7 +14,7 @@
 //! fail. The collector then [`forget`](KnownChunks::forget)s what it knew, so the retry
 //! reads the catalog again and copies in turn.
 
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -31,10 +31,7 @@ pub struct KnownChunks {
 impl KnownChunks {
     /// True when a known chunk holds every one of `times` (and when there are none).
     pub fn cover(&self, times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
-        let ranges = match self.ranges.read() {
-            Ok(r) => r,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let ranges = self.ranges.read().unwrap_or_else(PoisonError::into_inner);
         times
             .into_iter()
             .all(|t| covered(&ranges, t.timestamp_micros()))
@@ -44,10 +41,10 @@ impl KnownChunks {
     /// the caller reloads them. Called when a batch failed, in case a chunk it was told
     /// exists had been dropped.
     pub fn forget(&self) {
-        match self.ranges.write() {
-            Ok(mut r) => r.clear(),
-            Err(poisoned) => poisoned.into_inner().clear(),
-        }
+        self.ranges
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Reloads the ranges from the catalog, inside `tx` under a savepoint: a failure leaves
@@ -79,10 +76,7 @@ impl KnownChunks {
                 (start.timestamp_micros(), end.timestamp_micros())
             })
             .collect();
-        match self.ranges.write() {
-            Ok(mut r) => *r = fresh,
-            Err(poisoned) => *poisoned.into_inner() = fresh,
-        }
+        *self.ranges.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         Ok(())
     }
 }

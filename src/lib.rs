@@ -10,7 +10,9 @@
 //!
 //! - [`domain`] — the pure core, no I/O: [`domain::metal`], [`domain::unit`],
 //!   [`domain::point`], [`domain::standard`] (threshold tables as validated data),
-//!   [`domain::judge`] (reading → level, soil tier), [`domain::incident`] (alert state machine).
+//!   [`domain::judge`] (reading → level, soil tier), [`domain::incident`] (alert state machine),
+//!   [`domain::sample`] (a parsed station sample or its reason code), [`domain::reading`]
+//!   (the judged reading every source stores).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.
@@ -29,11 +31,16 @@
 //!   their keys, judging), copy (readings), finish (incidents, quarantine, outbox, archive,
 //!   COMMIT)), [`store::chunks`] (which hypertable chunks exist, so batches may copy side by
 //!   side),
-//!   [`store::readings`] (judged readings, incidents and outbox shared by every source),
+//!   [`store::readings`] (judged readings, shared by every source), [`store::incidents`]
+//!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`].
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
+//! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector
+//!   and the publisher.
+//! - [`telemetry`] — one function per event (batch committed, message refused, alerts
+//!   published, lab batch…): its log line and its metric together; the metric names.
 //! - [`broker`] — Mosquitto password and ACL files generated from the broker identities in
 //!   [`store::identities`], and the broker reload.
 //! - [`store::archive`] — the tamper-evident archive (hash chain over raw inputs and the
@@ -50,6 +57,8 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod lab;
+pub mod mqtt;
 pub mod registry;
 pub mod simulate;
 pub mod store;
+pub mod telemetry;

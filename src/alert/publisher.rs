@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::ingest::collector::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
-use crate::store::StoreError;
+use crate::mqtt::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
+use crate::store::{outbox, StoreError};
+use crate::telemetry;
 
 /// Errors of one publishing round (all retried).
 #[derive(Debug, thiserror::Error)]
@@ -128,17 +129,7 @@ async fn rounds(
     let idle = Duration::from_millis(settings.alerts.idle_poll_ms);
     loop {
         let t0 = tokio::time::Instant::now();
-        let rows = {
-            let db = pool.get().await?;
-            let stmt = db
-                .prepare_cached(
-                    "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
-                     ORDER BY id LIMIT $1",
-                )
-                .await?;
-            db.query(&stmt, &[&(settings.alerts.publish_batch as i64)])
-                .await?
-        };
+        let rows = outbox::pending(&pool.get().await?, settings.alerts.publish_batch).await?;
         if rows.is_empty() {
             tokio::select! {
                 _ = wake.notified() => {}
@@ -157,18 +148,12 @@ async fn rounds(
         }
         let t1 = tokio::time::Instant::now();
         let mut ids = Vec::with_capacity(rows.len());
-        let alerts = rows
-            .iter()
-            .filter(|r| r.get::<_, &str>(3) == "alert")
-            .count();
-        for r in &rows {
-            let id: i64 = r.get(0);
-            let topic: String = r.get(1);
-            let payload: serde_json::Value = r.get(2);
+        let alerts = rows.iter().filter(|r| r.kind == "alert").count();
+        for r in rows {
             client
-                .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+                .publish(r.topic, QoS::AtLeastOnce, false, r.payload.to_string())
                 .await?;
-            ids.push(id);
+            ids.push(r.id);
         }
         let t2 = tokio::time::Instant::now();
         let mut acked = 0;
@@ -181,18 +166,7 @@ async fn rounds(
                 Err(_) => return Err(PublishError::Connection("PUBACK timeout".into())),
             }
         }
-        let db = pool.get().await?;
-        let stmt = db
-            .prepare_cached("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
-            .await?;
-        db.execute(&stmt, &[&ids]).await?;
-        metrics::counter!(crate::http::metrics::ALERTS_PUBLISHED).increment(alerts as u64);
-        info!(
-            events = ids.len(),
-            select_ms = (t1 - t0).as_secs_f64() * 1e3,
-            publish_ms = (t2 - t1).as_secs_f64() * 1e3,
-            acked_ms = t2.elapsed().as_secs_f64() * 1e3,
-            "alerts: published"
-        );
+        outbox::mark_published(&pool.get().await?, &ids).await?;
+        telemetry::outbox_published(ids.len(), alerts, t1 - t0, t2 - t1, t2.elapsed());
     }
 }

@@ -5,5 +5,7 @@ pub mod incident;
 pub mod judge;
 pub mod metal;
 pub mod point;
+pub mod reading;
+pub mod sample;
 pub mod standard;
 pub mod unit;

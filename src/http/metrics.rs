@@ -1,25 +1,15 @@
-//! Prometheus metrics: the recorder (installed once per process) and the metric names.
+//! Prometheus metrics: the recorder (installed once per process) that `/metrics` renders.
 //!
-//! Counters and histograms are recorded with the `metrics` facade where the events happen
-//! (batch writer, publisher, lab uploads); `/metrics` renders them in the Prometheus text
-//! format, after refreshing the queue-depth gauges.
+//! Counters and histograms are recorded with the `metrics` facade by the events of
+//! [`crate::telemetry`] (where the metric names are defined); `/metrics` renders them in the
+//! Prometheus text format, after refreshing the queue-depth gauges.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Station messages received, by outcome (`stored`, `duplicate`, `quarantined`).
-pub const MESSAGES: &str = "soilmon_messages_total";
-/// Station messages quarantined, by reason code.
-pub const QUARANTINED: &str = "soilmon_quarantined_total";
-/// Readings stored, by source and judgement level.
-pub const READINGS: &str = "soilmon_readings_total";
-/// Lab batches, by outcome (`accepted`, `replayed`, `rejected`, `conflict`).
-pub const LAB_BATCHES: &str = "soilmon_lab_batches_total";
-/// Alert events published to MQTT.
-pub const ALERTS_PUBLISHED: &str = "soilmon_alerts_published_total";
-/// Commit latency of a write transaction, seconds, by source.
-pub const COMMIT_SECONDS: &str = "soilmon_commit_seconds";
-/// Outbox rows not yet published.
-pub const OUTBOX_PENDING: &str = "soilmon_outbox_pending";
+/// The metric names, defined with their events in [`crate::telemetry`].
+pub use crate::telemetry::{
+    ALERTS_PUBLISHED, COMMIT_SECONDS, LAB_BATCHES, MESSAGES, OUTBOX_PENDING, QUARANTINED, READINGS,
+};
 
 /// Errors installing the recorder.
 #[derive(Debug, thiserror::Error)]

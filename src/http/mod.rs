@@ -639,15 +639,8 @@ async fn render_metrics(State(st): State<Arc<AppState>>) -> Response {
         );
     };
     if let Ok(client) = st.pool.get().await {
-        if let Ok(row) = client
-            .query_one(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-                &[],
-            )
-            .await
-        {
-            let n: i64 = row.get(0);
-            ::metrics::gauge!(metrics::OUTBOX_PENDING).set(n as f64);
+        if let Ok(n) = store::outbox::pending_count(&client).await {
+            crate::telemetry::outbox_pending(n);
         }
     }
     (

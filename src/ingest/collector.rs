@@ -33,19 +33,22 @@ use std::time::Duration;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, PubAck, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, PubAck, Publish, QoS};
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::time::{sleep, Instant};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use super::payload;
 use crate::config::Settings;
+use crate::domain::sample::{RejectCode, Rejection};
 use crate::domain::standard::Standards;
+pub use crate::mqtt::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
 use crate::registry::Registry;
 use crate::store::chunks::KnownChunks;
 use crate::store::writer::{self, Context, Received};
 use crate::store::StoreError;
+use crate::telemetry;
 
 /// Errors that stop the collector (input never does).
 #[derive(Debug, thiserror::Error)]
@@ -80,76 +83,6 @@ pub struct Shared {
     pub outbox: Arc<Notify>,
     /// Cancelled on SIGINT/SIGTERM.
     pub shutdown: CancellationToken,
-}
-
-/// MQTT options shared by the collector and the alert publisher: credentials from the
-/// configuration (the password from the environment), TLS when `mqtt.tls_ca_file` is set.
-pub fn mqtt_options(settings: &Settings, client_id: &str) -> MqttOptions {
-    let m = &settings.mqtt;
-    let mut opts = MqttOptions::new(client_id, &m.host, m.port);
-    opts.set_keep_alive(Duration::from_secs(m.keep_alive_secs.max(5)));
-    opts.set_max_packet_size(m.max_packet_bytes, m.max_packet_bytes);
-    if !m.username.is_empty() {
-        opts.set_credentials(&m.username, &m.password);
-    }
-    if let Some(tls) = &m.tls {
-        opts.set_transport(rumqttc::Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.clone()),
-        ));
-    }
-    opts
-}
-
-/// A client and event loop for `opts` with Nagle's algorithm off: an ack or an alert is one
-/// small packet, and with Nagle on it can wait for the peer's delayed ACK (40 ms on Linux)
-/// before it leaves. Measured in the publisher's log: its PUBACK round took 43 ms at
-/// the median until both this and Mosquitto's `set_tcp_nodelay` were set, 1.6 ms after
-/// (README, Performance).
-pub fn mqtt_client(opts: MqttOptions, cap: usize) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(opts, cap);
-    let mut net = rumqttc::NetworkOptions::new();
-    net.set_tcp_nodelay(true);
-    eventloop.set_network_options(net);
-    (client, eventloop)
-}
-
-/// Exponential back-off between `min` and `max`.
-pub struct Backoff {
-    min: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// A back-off starting at `min_ms`, doubling up to `max_ms`.
-    pub fn new(min_ms: u64, max_ms: u64) -> Backoff {
-        let min = Duration::from_millis(min_ms.max(1));
-        Backoff {
-            min,
-            max: Duration::from_millis(max_ms.max(min_ms.max(1))),
-            next: min,
-        }
-    }
-
-    /// The delay to wait now; the next one doubles.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    /// Back to the minimum after a success.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
-
-/// Sleeps for `d` unless `token` is cancelled first. Returns false when cancelled.
-pub async fn sleep_or_cancel(d: Duration, token: &CancellationToken) -> bool {
-    tokio::select! {
-        _ = sleep(d) => true,
-        _ = token.cancelled() => false,
-    }
 }
 
 /// Runs the collector until shutdown.
@@ -327,22 +260,9 @@ async fn poll_task(
                 info!(filter = %filter, "ready: subscribed");
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if stop_deadline.is_some() {
-                    // Shutting down: not stored, not acked, redelivered next session.
-                    continue;
-                }
-                let delivery = Delivery {
-                    generation: *lock(&generation),
-                    publish,
-                    received_at: Utc::now(),
-                };
-                tokio::select! {
-                    r = tx.send(delivery) => {
-                        if r.is_err() {
-                            return;
-                        }
-                    }
-                    _ = token.cancelled() => {}
+                // Shutting down: not stored, not acked, redelivered next session.
+                if stop_deadline.is_none() && !forward(publish, &tx, &generation, &token).await {
+                    return;
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) => {
@@ -352,13 +272,7 @@ async fn poll_task(
             Ok(_) => {}
             Err(e) => {
                 subscribed = false;
-                {
-                    // Under the lock: acks of the old generation are dropped from now on,
-                    // here and in the writer. clean() drops the dead connection.
-                    let mut g = lock(&generation);
-                    *g += 1;
-                    eventloop.clean();
-                }
+                new_generation(&mut eventloop, &generation);
                 if stop_deadline.is_some() || !writer_running {
                     return;
                 }
@@ -372,6 +286,34 @@ async fn poll_task(
     }
 }
 
+/// Hands an incoming publish to the writer, tagged with the current generation (waiting
+/// while the channel is full, unless shutdown comes first). Returns false when the writer is
+/// gone.
+async fn forward(
+    publish: Publish,
+    tx: &mpsc::Sender<Delivery>,
+    generation: &Mutex<u64>,
+    token: &CancellationToken,
+) -> bool {
+    let delivery = Delivery {
+        generation: *lock(generation),
+        publish,
+        received_at: Utc::now(),
+    };
+    tokio::select! {
+        r = tx.send(delivery) => r.is_ok(),
+        _ = token.cancelled() => true,
+    }
+}
+
+/// After a connection error: bumps the generation and drops the dead connection, under the
+/// lock, so acks of the old generation are dropped from now on, here and in the writer.
+fn new_generation(eventloop: &mut EventLoop, generation: &Mutex<u64>) {
+    let mut g = lock(generation);
+    *g += 1;
+    eventloop.clean();
+}
+
 fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -382,6 +324,8 @@ struct Prepared {
     received: Vec<Received>,
     /// The registry snapshot the batch's messages were validated against.
     registry: Arc<Registry>,
+    /// Sequence number of the batch's latest attempt (see [`Lanes`]).
+    seq: u64,
 }
 
 impl Prepared {
@@ -391,6 +335,7 @@ impl Prepared {
             batch: Vec::new(),
             received: Vec::new(),
             registry: registry_snapshot(shared),
+            seq: 0,
         }
     }
 
@@ -609,6 +554,69 @@ async fn chunks_exist(staged: &writer::Staged<'_>, chunks: &KnownChunks) -> bool
     chunks.cover(staged.sampled_at())
 }
 
+/// The batches in the database, in arrival order, and what the next one started waits on.
+#[derive(Default)]
+struct Lanes {
+    /// Up to [`LANES`] batches, one connection each.
+    inflight: FuturesOrdered<InFlight>,
+    /// The hypertable chunks known to exist.
+    chunks: Arc<KnownChunks>,
+    /// The stage and the outcome of the batch most recently started.
+    last: Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)>,
+    /// Sequence number of the next batch started (the `batch` field of its span).
+    next_seq: u64,
+}
+
+impl Lanes {
+    /// Starts batches while a lane is free: retries first, then what was gathered (topped up
+    /// with what is already waiting).
+    async fn start(
+        &mut self,
+        retry: &mut VecDeque<Prepared>,
+        gathering: &mut Prepared,
+        rx: &mut mpsc::Receiver<Delivery>,
+        shared: &Shared,
+    ) {
+        while self.inflight.len() < LANES {
+            let mut p = match retry.pop_front() {
+                Some(p) => p,
+                None if !gathering.is_empty() => {
+                    top_up(gathering, rx, shared, self.inflight.is_empty()).await;
+                    std::mem::replace(gathering, Prepared::new(shared))
+                }
+                None => break,
+            };
+            p.seq = self.next_seq;
+            self.next_seq += 1;
+            let (staged, staged_rx) = oneshot::channel();
+            let (done, done_rx) = oneshot::channel();
+            let (prev_staged, prev_done) = self.last.replace((staged_rx, done_rx)).unzip();
+            let order = Order {
+                prev_staged,
+                prev_done: Previous {
+                    rx: prev_done,
+                    committed: None,
+                },
+                staged,
+                done,
+            };
+            let span = tracing::info_span!("batch", batch = p.seq);
+            let run = run_batch(p, shared.clone(), self.chunks.clone(), order);
+            self.inflight.push_back(Box::pin(run.instrument(span)));
+        }
+    }
+
+    /// After a failed batch: collects every batch behind it (they roll back) into `retry`, in
+    /// order, and forgets the known chunks (one believed to exist may have been dropped).
+    async fn abandon(&mut self, retry: &mut VecDeque<Prepared>) {
+        self.chunks.forget();
+        while let Some((p, _)) = self.inflight.next().await {
+            retry.push_back(p);
+        }
+        self.last = None;
+    }
+}
+
 /// Takes batches off the channel and commits them in arrival order, acking each batch's
 /// messages (in order) right after its commit.
 ///
@@ -632,10 +640,7 @@ async fn writer_task(
     let s = &shared.settings;
     let token = shared.shutdown.clone();
     let mut backoff = Backoff::new(s.database.retry_min_ms, s.database.retry_max_ms);
-    let mut inflight: FuturesOrdered<InFlight> = FuturesOrdered::new();
-    let chunks = Arc::new(KnownChunks::default());
-    // The stage and the outcome of the batch most recently started: the next one waits on them.
-    let mut last: Option<(oneshot::Receiver<()>, oneshot::Receiver<bool>)> = None;
+    let mut lanes = Lanes::default();
     // Batches to write again, in order, once `resume_at` has passed.
     let mut retry: VecDeque<Prepared> = VecDeque::new();
     let mut resume_at: Option<Instant> = None;
@@ -646,59 +651,33 @@ async fn writer_task(
         if resume_at.is_some_and(|t| Instant::now() >= t) {
             resume_at = None;
         }
-        // Start batches while a lane is free: retries first, then what was gathered.
-        while inflight.len() < LANES && !stopping && resume_at.is_none() {
-            let p = match retry.pop_front() {
-                Some(p) => p,
-                None if !gathering.is_empty() => {
-                    top_up(&mut gathering, &mut rx, &shared, inflight.is_empty()).await;
-                    std::mem::replace(&mut gathering, Prepared::new(&shared))
-                }
-                None => break,
-            };
-            let (staged, staged_rx) = oneshot::channel();
-            let (done, done_rx) = oneshot::channel();
-            let (prev_staged, prev_done) = last.replace((staged_rx, done_rx)).unzip();
-            let order = Order {
-                prev_staged,
-                prev_done: Previous {
-                    rx: prev_done,
-                    committed: None,
-                },
-                staged,
-                done,
-            };
-            inflight.push_back(Box::pin(run_batch(
-                p,
-                shared.clone(),
-                chunks.clone(),
-                order,
-            )));
+        if !stopping && resume_at.is_none() {
+            lanes
+                .start(&mut retry, &mut gathering, &mut rx, &shared)
+                .await;
         }
-        if inflight.is_empty() && (stopping || (!open && retry.is_empty())) {
+        if lanes.inflight.is_empty() && (stopping || (!open && retry.is_empty())) {
             // Shutdown: messages gathered but not written are not acked (redelivered later).
             break;
         }
         let room = open && !stopping && gathering.batch.len() < s.ingest.batch_max;
         tokio::select! {
-            Some((p, outcome)) = inflight.next() => match outcome {
+            Some((p, outcome)) = lanes.inflight.next() => match outcome {
                 Outcome::Committed(report, timing) => {
                     backoff.reset();
+                    let _batch = tracing::info_span!("batch", batch = p.seq).entered();
                     let stale = send_acks(&p.batch, &acks, &generation);
                     log_batch(&p, &report, timing, stale, &shared);
                 }
                 Outcome::Failed(e) => {
-                    // A chunk believed to exist may have been dropped: reload before retrying.
-                    chunks.forget();
                     let delay = backoff.next_delay();
-                    warn!(error = %e, messages = p.received.len(), retry_in_ms = delay.as_millis() as u64,
-                          "store: batch not committed; holding acks");
+                    {
+                        let _batch = tracing::info_span!("batch", batch = p.seq).entered();
+                        telemetry::batch_failed(p.received.len(), &e, delay);
+                    }
                     retry.push_back(p);
                     // Every batch behind it rolls back: retry them all, in order.
-                    while let Some((p, _)) = inflight.next().await {
-                        retry.push_back(p);
-                    }
-                    last = None;
+                    lanes.abandon(&mut retry).await;
                     resume_at = Some(Instant::now() + delay);
                 }
                 // Only behind a failed batch, whose arm collects it.
@@ -747,6 +726,8 @@ fn send_acks(
     stale
 }
 
+/// Wakes the publisher when the batch wrote outbox rows, and reports the batch (see
+/// [`telemetry::batch_committed`]) and its refused messages.
 fn log_batch(
     p: &Prepared,
     report: &writer::BatchReport,
@@ -757,30 +738,36 @@ fn log_batch(
     if report.has_outbox() {
         shared.outbox.notify_one();
     }
-    for r in p.received.iter().filter(|r| r.parsed.is_err()) {
+    for r in &p.received {
         if let Err(rej) = &r.parsed {
-            info!(topic = %r.topic, station = r.station_id.as_deref().unwrap_or(""),
-                  msg_id = rej.msg_id.as_deref().unwrap_or(""), reason = %rej.code,
-                  detail = %rej.detail, "message refused");
+            telemetry::message_refused(
+                &r.topic,
+                r.station_id.as_deref(),
+                rej.msg_id.as_deref(),
+                rej.code.as_str(),
+                &rej.detail,
+            );
         }
     }
-    debug!(
-        messages = p.batch.len(),
-        stored = report.stored,
-        readings = report.readings,
-        duplicates = report.duplicates,
-        alerts = report.alerts,
-        stale_acks_dropped = stale,
-        oldest_ms = p
+    telemetry::batch_committed(&telemetry::BatchCommitted {
+        messages: report.messages,
+        stored: report.stored,
+        readings: report.readings,
+        duplicates: report.duplicates,
+        alerts: report.alerts,
+        rejected: &report.rejected,
+        levels: &report.levels,
+        commit: report.took,
+        stale_acks_dropped: stale,
+        oldest_ms: p
             .received
             .first()
             .map_or(0, |r| (Utc::now() - r.received_at).num_milliseconds()),
-        stage_ms = timing.stage.as_secs_f64() * 1e3,
-        copy_ms = timing.copy.as_secs_f64() * 1e3,
-        wait_ms = timing.wait.as_secs_f64() * 1e3,
-        finish_ms = timing.finish.as_secs_f64() * 1e3,
-        "batch committed"
-    );
+        stage: timing.stage,
+        copy: timing.copy,
+        wait: timing.wait,
+        finish: timing.finish,
+    });
 }
 
 fn receive(
@@ -799,8 +786,8 @@ fn receive(
             &shared.settings.ingest,
             registry,
         ),
-        None => Err(payload::Rejection {
-            code: payload::RejectCode::BadTopic,
+        None => Err(Rejection {
+            code: RejectCode::BadTopic,
             detail: format!(
                 "topic {topic:?} is not {}",
                 shared.settings.mqtt.readings_filter()

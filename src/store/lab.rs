@@ -17,24 +17,12 @@ use tokio_postgres::types::{ToSql, Type};
 use super::archive;
 use super::readings::{self, IncidentKey, JudgedReading, Source};
 use super::StoreError;
-use crate::config::MqttConfig;
 use crate::domain::judge::{judge, Judgement, Level};
 use crate::domain::point::Point;
-use crate::domain::standard::Standards;
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
-use crate::registry::Registry;
 
-/// Everything the store needs besides the batch.
-pub struct LabContext<'a> {
-    /// Registry snapshot the batch was checked against.
-    pub registry: &'a Registry,
-    /// Standards in force.
-    pub standards: &'a Standards,
-    /// Topic layout.
-    pub mqtt: &'a MqttConfig,
-    /// Consecutive non-exceeding samples that clear an incident.
-    pub clear_after: u32,
-}
+/// The store context a lab batch is written with (the same as a station batch's).
+pub use super::Context as LabContext;
 
 /// What became of an upload.
 #[derive(Debug, Clone)]

@@ -1,12 +1,18 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
-//! writer (and the hypertable chunks it knows of), the tamper-evident archive, broker
-//! identities and the queries the CLI uses.
+//! writer (and the hypertable chunks it knows of), judged readings, incident tracks, the
+//! outbox, the tamper-evident archive, broker identities and the queries the CLI uses.
+//!
+//! The store knows nothing of who calls it: its inputs are domain types
+//! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
+//! [`Context`]).
 
 pub mod archive;
 pub mod chunks;
 pub mod identities;
+pub mod incidents;
 pub mod lab;
 pub mod migrate;
+pub mod outbox;
 pub mod points;
 pub mod queries;
 pub mod readings;
@@ -20,7 +26,21 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, MqttConfig};
+use crate::domain::standard::Standards;
+use crate::registry::Registry;
+
+/// Everything a write (a station batch or a lab upload) needs besides the data.
+pub struct Context<'a> {
+    /// Point registry snapshot the data was validated against.
+    pub registry: &'a Registry,
+    /// Standards in force.
+    pub standards: &'a Standards,
+    /// Topic layout.
+    pub mqtt: &'a MqttConfig,
+    /// Consecutive non-exceeding samples that clear an incident.
+    pub clear_after: u32,
+}
 
 /// Errors from the database adapter.
 #[derive(Debug, thiserror::Error)]

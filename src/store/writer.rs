@@ -19,14 +19,13 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
-use super::readings::{self, insert_outbox, JudgedReading, Source};
+use super::outbox;
+use super::readings::{self, JudgedReading, Source};
 use super::StoreError;
-use crate::config::MqttConfig;
 use crate::domain::judge::judge;
 use crate::domain::point::Point;
+use crate::domain::sample::{RejectCode, Rejection, Sample};
 use crate::domain::standard::Standards;
-use crate::ingest::payload::{RejectCode, Rejection, Sample};
-use crate::registry::Registry;
 
 /// One message as it came off the broker, with the outcome of parsing it.
 #[derive(Debug, Clone)]
@@ -43,21 +42,15 @@ pub struct Received {
     pub parsed: Result<Sample, Rejection>,
 }
 
-/// Everything the writer needs besides the data.
-pub struct Context<'a> {
-    /// Point registry snapshot the batch was parsed against.
-    pub registry: &'a Registry,
-    /// Standards in force.
-    pub standards: &'a Standards,
-    /// Topic layout.
-    pub mqtt: &'a MqttConfig,
-    /// Consecutive non-exceeding samples that clear an incident.
-    pub clear_after: u32,
-}
+pub use super::Context;
 
 /// What a committed batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchReport {
+    /// Messages in the batch.
+    pub messages: usize,
+    /// The transaction, from its start to COMMIT.
+    pub took: std::time::Duration,
     /// Messages stored for the first time.
     pub stored: usize,
     /// Readings inserted.
@@ -235,24 +228,9 @@ pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport
     // Last before COMMIT: the archive head lock is taken after every other row lock.
     archive_fresh(&tx, &fresh, &judged).await?;
     tx.commit().await?;
-    record_metrics(&report, received, started.elapsed());
+    report.messages = received;
+    report.took = started.elapsed();
     Ok(report)
-}
-
-/// Counts a committed batch in the Prometheus metrics (see `http::metrics`).
-fn record_metrics(report: &BatchReport, received: usize, took: std::time::Duration) {
-    use crate::http::metrics::{COMMIT_SECONDS, MESSAGES, QUARANTINED, READINGS};
-    metrics::histogram!(COMMIT_SECONDS, "source" => "station").record(took.as_secs_f64());
-    metrics::counter!(MESSAGES, "outcome" => "received").increment(received as u64);
-    metrics::counter!(MESSAGES, "outcome" => "stored").increment(report.stored as u64);
-    metrics::counter!(MESSAGES, "outcome" => "duplicate").increment(report.duplicates as u64);
-    for (reason, n) in &report.rejected {
-        metrics::counter!(MESSAGES, "outcome" => "quarantined").increment(*n as u64);
-        metrics::counter!(QUARANTINED, "reason" => *reason).increment(*n as u64);
-    }
-    for (level, n) in &report.levels {
-        metrics::counter!(READINGS, "source" => "station", "level" => *level).increment(*n as u64);
-    }
 }
 
 /// Appends each freshly stored message to the tamper-evident archive: the raw payload and the
@@ -465,7 +443,7 @@ async fn quarantine(
             "received_at": r.msg.received_at,
             "quarantine_id": quarantine_id,
         });
-        insert_outbox(
+        outbox::insert(
             tx,
             event_id,
             "reject",

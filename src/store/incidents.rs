@@ -1,0 +1,450 @@
+//! Incident state handling inside the caller's transaction: judged readings (station
+//! batches and lab uploads alike) are applied to the incident tracks in sampling order
+//! ([`crate::domain::incident`] decides), incident history is recorded and one alert event
+//! per state change is queued in the outbox ([`super::outbox`]).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use super::outbox;
+use super::StoreError;
+use crate::config::MqttConfig;
+use crate::domain::incident::{self, Active, Change, Track, Transition};
+use crate::domain::judge::Level;
+use crate::domain::metal::Metal;
+use crate::domain::reading::{JudgedReading, Source};
+
+fn level_from(text: Option<&str>) -> Level {
+    match text {
+        Some("intervention") => Level::Intervention,
+        _ => Level::Screening,
+    }
+}
+
+/// What the incident tracks need of a reading (see [`apply_incidents_by`]).
+#[derive(Debug, Clone, Copy)]
+pub struct IncidentKey<'a> {
+    /// Monitoring point.
+    pub point_id: &'a str,
+    /// Analyte.
+    pub metal: Metal,
+    /// Sampling time.
+    pub sampled_at: DateTime<Utc>,
+    /// Judgement level.
+    pub level: Level,
+}
+
+/// Applies readings to the incident tracks in `sampled_at` order, records incident history
+/// and writes one outbox event per state change. Returns the number of events.
+pub async fn apply_incidents(
+    tx: &Transaction<'_>,
+    mqtt: &MqttConfig,
+    clear_after: u32,
+    rows: &[JudgedReading],
+) -> Result<usize, StoreError> {
+    let keys: Vec<IncidentKey<'_>> = rows
+        .iter()
+        .map(|j| IncidentKey {
+            point_id: &j.point_id,
+            metal: j.metal,
+            sampled_at: j.sampled_at,
+            level: j.judgement.level,
+        })
+        .collect();
+    apply_incidents_by(tx, mqtt, clear_after, &keys, |i| Cow::Borrowed(&rows[i])).await
+}
+
+/// Transaction-level advisory lock every writer of the incident tracks takes first (station
+/// batches and lab uploads): a pair with no open incident has no row to lock, so two writers
+/// opening the same incident would otherwise both succeed. Taken before the archive head
+/// lock, like every other lock (see `store::archive`).
+pub const INCIDENT_LOCK: i64 = 0x501_1306;
+
+/// [`apply_incidents`] over the keys of the readings; `reading(i)` makes the full reading of
+/// `keys[i]`, needed only for a state change (its alert event), so a large batch is never held
+/// as a list of judged readings.
+///
+/// The keys' readings must already be in `readings` (this transaction inserted them). Only
+/// pairs with an open incident have state in `incident_tracks`; for a pair without one that
+/// has an exceedance here, the newest earlier sample time is read from `readings` (see
+/// [`newest_earlier`]), so a late, older exceedance stays stale exactly as if every sample
+/// had been kept in the track.
+pub async fn apply_incidents_by<'r>(
+    tx: &Transaction<'_>,
+    mqtt: &MqttConfig,
+    clear_after: u32,
+    keys: &[IncidentKey<'_>],
+    reading: impl Fn(usize) -> Cow<'r, JudgedReading>,
+) -> Result<usize, StoreError> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await?;
+    // Sent together: the server runs the lock first, and the select waits behind it.
+    let (locked, open) = tokio::join!(tx.execute(&lock, &[&INCIDENT_LOCK]), open_tracks(tx, keys));
+    locked?;
+    let mut tracks = open?;
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|i| keys[*i].sampled_at);
+    // Pairs whose state is written back: open at the start, or changed by this batch.
+    let mut touched: HashSet<(&str, &str)> = tracks.keys().copied().collect();
+    for (key, last) in newest_earlier(tx, keys, &tracks).await? {
+        tracks.insert(
+            key,
+            Track {
+                last_sampled_at: last,
+                active: None,
+            },
+        );
+    }
+
+    let mut log = ChangeLog::default();
+    for i in order {
+        let k = &keys[i];
+        let key = (k.point_id, k.metal.symbol());
+        let prev = tracks.get(&key);
+        if prev.is_none() && !k.level.exceeds() {
+            // No open incident, no earlier exceedance here: nothing can change.
+            continue;
+        }
+        let (next, change) =
+            incident::apply(prev, k.sampled_at, k.level, clear_after, Uuid::now_v7);
+        if let Some(change) = change {
+            log.record(mqtt, &reading(i), &change);
+            touched.insert(key);
+        }
+        tracks.insert(key, next);
+    }
+    let events = log.write(tx).await?;
+
+    let mut points = Vec::new();
+    let mut metals = Vec::new();
+    let mut last = Vec::new();
+    let mut ids = Vec::new();
+    let mut levels = Vec::new();
+    let mut streaks = Vec::new();
+    for key @ (p, m) in &touched {
+        let Some(t) = tracks.get(key) else { continue };
+        points.push(*p);
+        metals.push(*m);
+        last.push(t.last_sampled_at);
+        ids.push(t.active.as_ref().map(|a| a.incident_id));
+        levels.push(t.active.as_ref().map(|a| a.level.as_str()));
+        streaks.push(t.active.as_ref().map_or(0, |a| a.ok_streak as i32));
+    }
+    if points.is_empty() {
+        return Ok(events);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO incident_tracks (point_id, metal, last_sampled_at, incident_id, level,
+                                          ok_streak)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[],
+                                  $5::text[], $6::int4[])
+             ON CONFLICT (point_id, metal) DO UPDATE SET
+                 last_sampled_at = EXCLUDED.last_sampled_at,
+                 incident_id = EXCLUDED.incident_id,
+                 level = EXCLUDED.level,
+                 ok_streak = EXCLUDED.ok_streak",
+        )
+        .await?;
+    tx.execute(&stmt, &[&points, &metals, &last, &ids, &levels, &streaks])
+        .await?;
+    Ok(events)
+}
+
+/// The tracks with an open incident among the keys' pairs, keyed by strings borrowed from
+/// the keys.
+async fn open_tracks<'k>(
+    tx: &Transaction<'_>,
+    keys: &[IncidentKey<'k>],
+) -> Result<HashMap<(&'k str, &'static str), Track>, StoreError> {
+    let pairs: HashSet<(&'k str, &'static str)> = keys
+        .iter()
+        .map(|k| (k.point_id, k.metal.symbol()))
+        .collect();
+    let points: Vec<&str> = pairs
+        .iter()
+        .map(|p| p.0)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let select = tx
+        .prepare_cached(
+            "SELECT point_id, metal, last_sampled_at, incident_id, level, ok_streak
+             FROM incident_tracks
+             WHERE incident_id IS NOT NULL AND point_id = ANY($1::text[])",
+        )
+        .await?;
+    let mut tracks = HashMap::new();
+    for r in tx.query(&select, &[&points]).await? {
+        // Mapped back to the keys' own strings (the row's die with it).
+        let (point, metal): (&str, &str) = (r.get(0), r.get(1));
+        let Some(&key) = pairs.iter().find(|p| p.0 == point && p.1 == metal) else {
+            continue;
+        };
+        let incident_id: Uuid = r.get(3);
+        let ok_streak: i32 = r.get(5);
+        tracks.insert(
+            key,
+            Track {
+                last_sampled_at: r.get(2),
+                active: Some(Active {
+                    incident_id,
+                    level: level_from(r.get(4)),
+                    ok_streak: u32::try_from(ok_streak).unwrap_or(0),
+                }),
+            },
+        );
+    }
+    Ok(tracks)
+}
+
+/// For each pair without an open track that has an exceedance among the keys: the newest
+/// sample time of the pair stored before this batch, if it is later than the pair's earliest
+/// exceedance here (an earlier one cannot make any of them stale).
+///
+/// `readings` already holds this batch's own samples. So for each pair, with `n` of its
+/// samples in this batch later than that exceedance, the newest `n + 1` later times are read
+/// (with ties; an index scan, however long the pair's history) and the batch's times matched
+/// off, one for one: at most `n` of them are the batch's, so what is left, if anything,
+/// includes the newest earlier sample.
+async fn newest_earlier<'k>(
+    tx: &Transaction<'_>,
+    keys: &[IncidentKey<'k>],
+    open: &HashMap<(&'k str, &'static str), Track>,
+) -> Result<Vec<((&'k str, &'static str), DateTime<Utc>)>, StoreError> {
+    let mut first: BTreeMap<(&'k str, &'static str), DateTime<Utc>> = BTreeMap::new();
+    for k in keys.iter().filter(|k| k.level.exceeds()) {
+        let key = (k.point_id, k.metal.symbol());
+        if !open.contains_key(&key) {
+            let t = first.entry(key).or_insert(k.sampled_at);
+            *t = (*t).min(k.sampled_at);
+        }
+    }
+    if first.is_empty() {
+        return Ok(Vec::new());
+    }
+    // This batch's own times of those pairs, later than the pair's earliest exceedance.
+    let mut own: HashMap<(&'k str, &'static str), Vec<DateTime<Utc>>> = HashMap::new();
+    for k in keys {
+        let key = (k.point_id, k.metal.symbol());
+        if first.get(&key).is_some_and(|since| k.sampled_at > *since) {
+            own.entry(key).or_default().push(k.sampled_at);
+        }
+    }
+    let pairs: Vec<(&'k str, &'static str)> = first.keys().copied().collect();
+    let points: Vec<&str> = pairs.iter().map(|k| k.0).collect();
+    let metals: Vec<&str> = pairs.iter().map(|k| k.1).collect();
+    let since: Vec<DateTime<Utc>> = first.values().copied().collect();
+    let take: Vec<i64> = pairs
+        .iter()
+        .map(|k| own.get(k).map_or(0, Vec::len) as i64 + 1)
+        .collect();
+    let select = tx
+        .prepare_cached(
+            "SELECT k.i, r.sampled_at
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[]) WITH ORDINALITY
+                  AS k(point_id, metal, since, take, i)
+             CROSS JOIN LATERAL (
+                 SELECT sampled_at FROM readings
+                 WHERE point_id = k.point_id AND metal = k.metal AND sampled_at > k.since
+                 ORDER BY sampled_at DESC
+                 FETCH FIRST (k.take) ROWS WITH TIES) r",
+        )
+        .await?;
+    let mut found: HashMap<(&'k str, &'static str), Vec<DateTime<Utc>>> = HashMap::new();
+    for r in tx
+        .query(&select, &[&points, &metals, &since, &take])
+        .await?
+    {
+        let i: i64 = r.get(0);
+        let Some(key) = usize::try_from(i - 1).ok().and_then(|i| pairs.get(i)) else {
+            continue;
+        };
+        found.entry(*key).or_default().push(r.get(1));
+    }
+    Ok(found
+        .into_iter()
+        .filter_map(|(key, mut times)| {
+            for t in own.get(&key).into_iter().flatten() {
+                if let Some(pos) = times.iter().position(|x| x == t) {
+                    times.swap_remove(pos);
+                }
+            }
+            times.into_iter().max().map(|last| (key, last))
+        })
+        .collect())
+}
+
+/// An incident row as a batch's state changes leave it.
+struct IncidentRow {
+    incident_id: Uuid,
+    /// Opened in this batch (inserted), else updated.
+    opened: bool,
+    point_id: String,
+    metal: &'static str,
+    county: String,
+    /// `None`: unchanged (an incident opened earlier).
+    state: Option<&'static str>,
+    /// `None`: unchanged.
+    level: Option<&'static str>,
+    opened_sampled_at: DateTime<Utc>,
+    updated_sampled_at: DateTime<Utc>,
+    cleared_sampled_at: Option<DateTime<Utc>>,
+}
+
+/// The incident history and the outbox events of one batch's state changes, gathered in
+/// order and written in at most three statements however many there are.
+#[derive(Default)]
+struct ChangeLog {
+    incidents: Vec<IncidentRow>,
+    by_id: HashMap<Uuid, usize>,
+    events: Vec<(Uuid, String, Value)>,
+}
+
+impl ChangeLog {
+    /// Records one state change caused by reading `j`.
+    fn record(&mut self, mqtt: &MqttConfig, j: &JudgedReading, change: &Change) {
+        let level = change.level.as_str();
+        let at = j.sampled_at;
+        let metal = j.metal.symbol();
+        let row = match self.by_id.get(&change.incident_id) {
+            Some(&i) => &mut self.incidents[i],
+            None => {
+                self.by_id.insert(change.incident_id, self.incidents.len());
+                self.incidents.push(IncidentRow {
+                    incident_id: change.incident_id,
+                    opened: change.transition == Transition::Opened,
+                    point_id: j.point_id.clone(),
+                    metal,
+                    county: j.county.clone(),
+                    state: None,
+                    level: None,
+                    opened_sampled_at: at,
+                    updated_sampled_at: at,
+                    cleared_sampled_at: None,
+                });
+                let last = self.incidents.len() - 1;
+                &mut self.incidents[last]
+            }
+        };
+        row.updated_sampled_at = at;
+        match change.transition {
+            Transition::Opened => {
+                row.state = Some("open");
+                row.level = Some(level);
+            }
+            Transition::Escalated | Transition::Deescalated => row.level = Some(level),
+            Transition::Cleared => {
+                row.state = Some("cleared");
+                row.cleared_sampled_at = Some(at);
+            }
+        }
+        let event_id = Uuid::now_v7();
+        let t = j.judgement.thresholds.as_ref();
+        let payload = json!({
+            "event_id": event_id,
+            "incident_id": change.incident_id,
+            "state": change.transition.as_str(),
+            "level": level,
+            "point_id": j.point_id,
+            "county_code": j.county,
+            "metal": metal,
+            "value_mgkg": j.value_mgkg,
+            "value_orig": j.value_orig,
+            "unit_orig": j.unit_orig,
+            "detected": j.detected,
+            "reading_level": j.judgement.level.as_str(),
+            "screening_mgkg": t.map(|t| t.screening),
+            "intervention_mgkg": t.and_then(|t| t.intervention),
+            "standard": t.map(|t| t.standard_id.as_str()),
+            "standard_version": t.map(|t| t.standard_version.as_str()),
+            "screening_source": t.map(|t| t.screening_source.as_str()),
+            "intervention_source": t.and_then(|t| t.intervention_source.as_deref()),
+            "threshold_column": t.map(|t| t.column.as_str()),
+            "land_use": j.land_use.as_str(),
+            "ph": j.ph,
+            "ph_band": t.and_then(|t| t.ph_band).map(|b| b.to_string()),
+            "ph_assumed": t.is_some_and(|t| t.ph_assumed),
+            "sampled_at": at,
+            "msg_id": j.msg_id,
+            "source": j.source.as_str(),
+            "source_id": j.source_id,
+            "station_id": (j.source == Source::Station).then_some(&j.source_id),
+        });
+        let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
+        self.events.push((event_id, topic, payload));
+    }
+
+    /// Writes the incident rows (updates of earlier incidents first, so one cleared here
+    /// frees its (point, metal) for an incident opened here) and the events, in order.
+    /// Returns the number of events.
+    async fn write(self, tx: &Transaction<'_>) -> Result<usize, StoreError> {
+        if self.events.is_empty() {
+            return Ok(0);
+        }
+        let (opened, updated): (Vec<&IncidentRow>, Vec<&IncidentRow>) =
+            self.incidents.iter().partition(|r| r.opened);
+        if !updated.is_empty() {
+            let ids: Vec<Uuid> = updated.iter().map(|r| r.incident_id).collect();
+            let levels: Vec<Option<&str>> = updated.iter().map(|r| r.level).collect();
+            let states: Vec<Option<&str>> = updated.iter().map(|r| r.state).collect();
+            let at: Vec<DateTime<Utc>> = updated.iter().map(|r| r.updated_sampled_at).collect();
+            let cleared: Vec<Option<DateTime<Utc>>> =
+                updated.iter().map(|r| r.cleared_sampled_at).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE incidents i SET level = coalesce(u.level, i.level),
+                            state = coalesce(u.state, i.state),
+                            updated_sampled_at = u.updated,
+                            cleared_sampled_at = coalesce(u.cleared, i.cleared_sampled_at)
+                     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                                 $5::timestamptz[]) AS u(id, level, state, updated, cleared)
+                     WHERE i.incident_id = u.id",
+                )
+                .await?;
+            tx.execute(&stmt, &[&ids, &levels, &states, &at, &cleared])
+                .await?;
+        }
+        if !opened.is_empty() {
+            let ids: Vec<Uuid> = opened.iter().map(|r| r.incident_id).collect();
+            let points: Vec<&str> = opened.iter().map(|r| r.point_id.as_str()).collect();
+            let metals: Vec<&str> = opened.iter().map(|r| r.metal).collect();
+            let counties: Vec<&str> = opened.iter().map(|r| r.county.as_str()).collect();
+            let states: Vec<&str> = opened.iter().map(|r| r.state.unwrap_or("open")).collect();
+            let levels: Vec<&str> = opened
+                .iter()
+                .map(|r| r.level.unwrap_or("screening"))
+                .collect();
+            let first: Vec<DateTime<Utc>> = opened.iter().map(|r| r.opened_sampled_at).collect();
+            let at: Vec<DateTime<Utc>> = opened.iter().map(|r| r.updated_sampled_at).collect();
+            let cleared: Vec<Option<DateTime<Utc>>> =
+                opened.iter().map(|r| r.cleared_sampled_at).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO incidents (incident_id, point_id, metal, county_code, state,
+                                            level, opened_sampled_at, updated_sampled_at,
+                                            cleared_sampled_at)
+                     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
+                                          $5::text[], $6::text[], $7::timestamptz[],
+                                          $8::timestamptz[], $9::timestamptz[])",
+                )
+                .await?;
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &ids, &points, &metals, &counties, &states, &levels, &first, &at, &cleared,
+            ];
+            tx.execute(&stmt, &params).await?;
+        }
+        outbox::insert_alerts(tx, &self.events).await?;
+        Ok(self.events.len())
+    }
+}

@@ -1,0 +1,100 @@
+//! The outbox: MQTT publications (alert events, reject replies) queued in the same
+//! transaction as the data they describe, read and marked published by the alert publisher.
+//! Every statement on the `outbox` table is here.
+
+use deadpool_postgres::{Client, Transaction};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// Queues one MQTT publication in the outbox (published by the alert publisher).
+pub async fn insert(
+    tx: &Transaction<'_>,
+    event_id: Uuid,
+    kind: &str,
+    topic: &str,
+    payload: &Value,
+) -> Result<(), StoreError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, kind, topic, payload) VALUES ($1, $2, $3, $4)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&event_id, &kind, &topic, payload])
+        .await?;
+    Ok(())
+}
+
+/// Queues alert events `(event_id, topic, payload)` in the outbox in one statement, in order.
+pub(crate) async fn insert_alerts(
+    tx: &Transaction<'_>,
+    events: &[(Uuid, String, Value)],
+) -> Result<(), StoreError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.0).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    let payloads: Vec<&Value> = events.iter().map(|e| &e.2).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, kind, topic, payload)
+             SELECT e, 'alert', t, p
+             FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS u(e, t, p, n)
+             ORDER BY n",
+        )
+        .await?;
+    tx.execute(&stmt, &[&ids, &topics, &payloads]).await?;
+    Ok(())
+}
+
+/// One unpublished outbox row.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    /// Outbox row id (publication order).
+    pub id: i64,
+    /// MQTT topic.
+    pub topic: String,
+    /// JSON payload.
+    pub payload: Value,
+    /// `alert` or `reject`.
+    pub kind: String,
+}
+
+/// The oldest unpublished rows, at most `limit`, in id order.
+pub async fn pending(db: &Client, limit: usize) -> Result<Vec<Pending>, StoreError> {
+    let stmt = db
+        .prepare_cached(
+            "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
+             ORDER BY id LIMIT $1",
+        )
+        .await?;
+    let rows = db.query(&stmt, &[&(limit as i64)]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Pending {
+            id: r.get(0),
+            topic: r.get(1),
+            payload: r.get(2),
+            kind: r.get(3),
+        })
+        .collect())
+}
+
+/// Marks rows published (after the broker acknowledged them).
+pub async fn mark_published(db: &Client, ids: &[i64]) -> Result<(), StoreError> {
+    let stmt = db
+        .prepare_cached("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .await?;
+    db.execute(&stmt, &[&ids]).await?;
+    Ok(())
+}
+
+/// How many rows are not yet published (the `soilmon_outbox_pending` gauge).
+pub async fn pending_count(db: &Client) -> Result<i64, StoreError> {
+    let row = db
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}

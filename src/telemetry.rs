@@ -1,0 +1,169 @@
+//! Telemetry, one place per event: each event soilmon reports (a batch committed or failed, a
+//! message refused, outbox rows published, a lab batch accepted or rejected…) is one function
+//! here that writes its log line and updates its Prometheus metric together, in the way
+//! vector's internal events work. Log fields are spelled the same everywhere: `station_id`,
+//! `msg_id`, `point_id`, `batch_id`, and `batch` for the collector's batch sequence number
+//! (the field of the per-batch span).
+//!
+//! The metric names are part of the operations contract (README, HTTP API): they are defined
+//! here and rendered by `http::metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+/// Station messages received, by outcome (`stored`, `duplicate`, `quarantined`).
+pub const MESSAGES: &str = "soilmon_messages_total";
+/// Station messages quarantined, by reason code.
+pub const QUARANTINED: &str = "soilmon_quarantined_total";
+/// Readings stored, by source and judgement level.
+pub const READINGS: &str = "soilmon_readings_total";
+/// Lab batches, by outcome (`accepted`, `replayed`, `rejected`, `conflict`).
+pub const LAB_BATCHES: &str = "soilmon_lab_batches_total";
+/// Alert events published to MQTT.
+pub const ALERTS_PUBLISHED: &str = "soilmon_alerts_published_total";
+/// Commit latency of a write transaction, seconds, by source.
+pub const COMMIT_SECONDS: &str = "soilmon_commit_seconds";
+/// Outbox rows not yet published.
+pub const OUTBOX_PENDING: &str = "soilmon_outbox_pending";
+
+/// A station batch the collector saw committed: what it did and where its time went.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchCommitted<'a> {
+    /// Messages in the batch.
+    pub messages: usize,
+    /// Messages stored for the first time.
+    pub stored: usize,
+    /// Readings inserted.
+    pub readings: usize,
+    /// Redelivered copies of stored messages.
+    pub duplicates: usize,
+    /// Alert events written to the outbox.
+    pub alerts: usize,
+    /// Newly quarantined messages per reason code.
+    pub rejected: &'a BTreeMap<&'static str, usize>,
+    /// Readings per judgement level.
+    pub levels: &'a BTreeMap<&'static str, usize>,
+    /// The transaction, from its start to COMMIT.
+    pub commit: Duration,
+    /// Acks dropped because their connection was gone.
+    pub stale_acks_dropped: usize,
+    /// Age of the batch's oldest message at commit, ms.
+    pub oldest_ms: i64,
+    /// Connection, waiting for the batch ahead's stage, and the stage.
+    pub stage: Duration,
+    /// The readings COPY (after any wait for the batches ahead).
+    pub copy: Duration,
+    /// Waiting for the previous batch's commit.
+    pub wait: Duration,
+    /// Incidents, quarantine, archive and COMMIT.
+    pub finish: Duration,
+}
+
+/// A station batch committed: counts its messages, refusals and readings, and its commit
+/// time; logs it at debug level.
+pub fn batch_committed(b: &BatchCommitted<'_>) {
+    metrics::histogram!(COMMIT_SECONDS, "source" => "station").record(b.commit.as_secs_f64());
+    metrics::counter!(MESSAGES, "outcome" => "received").increment(b.messages as u64);
+    metrics::counter!(MESSAGES, "outcome" => "stored").increment(b.stored as u64);
+    metrics::counter!(MESSAGES, "outcome" => "duplicate").increment(b.duplicates as u64);
+    for (reason, n) in b.rejected {
+        metrics::counter!(MESSAGES, "outcome" => "quarantined").increment(*n as u64);
+        metrics::counter!(QUARANTINED, "reason" => *reason).increment(*n as u64);
+    }
+    for (level, n) in b.levels {
+        metrics::counter!(READINGS, "source" => "station", "level" => *level).increment(*n as u64);
+    }
+    debug!(
+        messages = b.messages,
+        stored = b.stored,
+        readings = b.readings,
+        duplicates = b.duplicates,
+        alerts = b.alerts,
+        stale_acks_dropped = b.stale_acks_dropped,
+        oldest_ms = b.oldest_ms,
+        stage_ms = ms(b.stage),
+        copy_ms = ms(b.copy),
+        wait_ms = ms(b.wait),
+        finish_ms = ms(b.finish),
+        "batch committed"
+    );
+}
+
+/// A station batch did not commit; its acks are held and it is retried after `retry_in`.
+pub fn batch_failed(messages: usize, error: &dyn Display, retry_in: Duration) {
+    warn!(error = %error, messages, retry_in_ms = retry_in.as_millis() as u64,
+          "store: batch not committed; holding acks");
+}
+
+/// A station message was refused (it is quarantined once per content and reason, with a
+/// reject reply; counted in [`batch_committed`]).
+pub fn message_refused(
+    topic: &str,
+    station_id: Option<&str>,
+    msg_id: Option<&str>,
+    reason: &str,
+    detail: &str,
+) {
+    info!(
+        topic,
+        station_id = station_id.unwrap_or(""),
+        msg_id = msg_id.unwrap_or(""),
+        reason,
+        detail,
+        "message refused"
+    );
+}
+
+/// Outbox rows published and acknowledged by the broker: `alerts` of the `events` were
+/// alert events, the rest reject replies.
+pub fn outbox_published(
+    events: usize,
+    alerts: usize,
+    select: Duration,
+    publish: Duration,
+    acked: Duration,
+) {
+    metrics::counter!(ALERTS_PUBLISHED).increment(alerts as u64);
+    info!(
+        events,
+        alerts,
+        rejects = events - alerts.min(events),
+        select_ms = ms(select),
+        publish_ms = ms(publish),
+        acked_ms = ms(acked),
+        "alerts: published"
+    );
+}
+
+/// The outbox rows not yet published, as read for `/metrics`.
+pub fn outbox_pending(rows: i64) {
+    metrics::gauge!(OUTBOX_PENDING).set(rows as f64);
+}
+
+/// A lab batch ended with `outcome` (`accepted`, `replayed`, `rejected`, `conflict`,
+/// `too_large`).
+pub fn lab_batch(batch_id: Option<&str>, outcome: &'static str) {
+    metrics::counter!(LAB_BATCHES, "outcome" => outcome).increment(1);
+    debug!(batch_id = batch_id.unwrap_or(""), outcome, "lab batch");
+}
+
+/// A lab batch was accepted: its commit time and its readings per judgement level.
+pub fn lab_batch_accepted<'a>(
+    batch_id: &str,
+    commit: Duration,
+    levels: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    metrics::histogram!(COMMIT_SECONDS, "source" => "lab").record(commit.as_secs_f64());
+    for (level, n) in levels {
+        metrics::counter!(READINGS, "source" => "lab", "level" => level.to_string()).increment(n);
+    }
+    debug!(batch_id, commit_ms = ms(commit), "lab batch stored");
+}
+
+/// A duration in milliseconds, for log fields.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

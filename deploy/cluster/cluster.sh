@@ -144,7 +144,7 @@ secret() {
 	local f="$DIR/secrets/$1"
 	if [[ ! -s $f ]]; then
 		install -d -m 0700 "$DIR/secrets"
-		(umask 077 && tr -dc 'a-zA-Z0-9' </dev/urandom | head -c 24 >"$f")
+		(umask 077 && od -An -tx1 -N12 /dev/urandom | tr -d ' \n' >"$f")   # no SIGPIPE under pipefail
 	fi
 	cat "$f"
 }
@@ -298,14 +298,21 @@ rctl() {
 		"$RMQ_SBIN/$cli" -n "$(rmq_node "$i")" "$@" 9>&-
 }
 
-rmq_pid() { live_pid "$RMQ_DIR/rabbit$1/pid" "$(rmq_node "$1")"; }
+# The node name is not on beam's command line (rabbit reads RABBITMQ_NODENAME
+# at boot): check the environment of the pid file's process.
+rmq_pid() {
+	local pid
+	pid=$(live_pid "$RMQ_DIR/rabbit$1/pid" beam.smp) || return 1
+	tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "RABBITMQ_NODENAME=$(rmq_node "$1")" || return 1
+	echo "$pid"
+}
 epmd_pid() { pgrep -u rabbitmq -f "epmd -port $EPMD_PORT" | head -n1; }
 
 rmq_prepare() {
 	local i=$1 d="$RMQ_DIR/rabbit$1"
 	install -d -m 0750 -o rabbitmq -g rabbitmq "$RMQ_DIR" "$RMQ_HOME" "$d" "$d/mnesia" "$d/log"
 	if [[ ! -s $RMQ_HOME/.erlang.cookie ]]; then
-		(umask 077 && tr -dc 'A-Z' </dev/urandom | head -c 32 >"$RMQ_HOME/.erlang.cookie")
+		(umask 077 && od -An -tx1 -N16 /dev/urandom | tr -d ' \n' >"$RMQ_HOME/.erlang.cookie")
 	fi
 	chown rabbitmq:rabbitmq "$RMQ_HOME/.erlang.cookie"
 	chmod 0400 "$RMQ_HOME/.erlang.cookie"
@@ -379,6 +386,7 @@ rmq_topology() {
 	fi
 	rctl 1 -q set_permissions -p "$VHOST" "$RMQ_USER_NAME" '.*' '.*' '.*' >/dev/null
 	rctl 1 -q delete_user guest >/dev/null 2>&1 || true
+	rctl 1 -q set_cluster_name soilmon >/dev/null
 	SOILMON_AMQP_URL="amqp://$RMQ_USER_NAME:$pass@127.0.0.1:$(rmq_amqp_port 1)/%2F" "$PY" - \
 		"$READINGS_QUEUE" "$READINGS_KEY" "$DLX" "$DEAD_QUEUE" "$DELIVERY_LIMIT" <<'PYEOF'
 import os, sys, pika
@@ -759,8 +767,10 @@ cmd_status() {
 	done
 	for ((i = 1; i <= N; i++)); do
 		if pid=$(rmq_pid "$i"); then
-			RMQ_CLI=rabbitmq-queues rctl "$i" -q --timeout 10 quorum_status "$READINGS_QUEUE" 2>/dev/null \
-				| awk 'NR==1{print "quorum queue '"$READINGS_QUEUE"':"} {print "  " $0}' || true
+			rctl "$i" -q --timeout 10 list_queues name type leader members messages --formatter json 2>/dev/null \
+				| "$PY" -c 'import json,sys
+for q in json.load(sys.stdin):
+    print("queue %(name)s (%(type)s): leader %(leader)s, members %(members)s, %(messages)s messages" % q)' || true
 			break
 		fi
 	done
@@ -802,4 +812,7 @@ main() {
 	esac
 }
 
-main "$@"
+# smoke.sh sources this file for its helpers (ports, rctl, leader_index, ...).
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+	main "$@"
+fi

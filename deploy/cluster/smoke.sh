@@ -55,7 +55,7 @@ URL=$(db_url)
 cat >"$S/consume.py" <<'PYEOF'
 # Consume run `run`'s messages seq lo..hi from `queue`, ack each, report JSON.
 # Bounded: stops `grace` s after the last expected message arrived (to catch
-# duplicates), or at `timeout` s.
+# copies received twice), or at `timeout` s.
 import json, sys, time, pika
 url, queue, run, lo, hi, timeout = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), float(sys.argv[6])
 grace = 3.0
@@ -93,7 +93,7 @@ print(json.dumps({
     "expected": len(want),
     "received": sum(counts.values()),
     "unique": len(set(counts) & want),
-    "duplicates": sum(c - 1 for c in counts.values() if c > 1),
+    "twice": sum(c - 1 for c in counts.values() if c > 1),
     "missing": sorted(want - set(counts))[:20],
     "missing_count": len(want - set(counts)),
     "redelivered_flag": redelivered,
@@ -137,8 +137,8 @@ queue_leader() { # ask node $1; prints e.g. rabbit2@localhost
 
 check_exact() { # json label
 	local j=$1 label=$2
-	fig "$label: expected $(jget "$j" expected), received $(jget "$j" received), unique $(jget "$j" unique), duplicates $(jget "$j" duplicates), missing $(jget "$j" missing_count), redelivered-flag $(jget "$j" redelivered_flag), routing key $(jget "$j" routing_keys), all in $(jget "$j" seconds_to_all) s"
-	[[ $(jget "$j" missing_count) == 0 && $(jget "$j" duplicates) == 0 ]] || FAIL=1
+	fig "$label: expected $(jget "$j" expected), received $(jget "$j" received), unique $(jget "$j" unique), received twice $(jget "$j" twice), missing $(jget "$j" missing_count), redelivered-flag $(jget "$j" redelivered_flag), routing key $(jget "$j" routing_keys), all in $(jget "$j" seconds_to_all) s"
+	[[ $(jget "$j" missing_count) == 0 && $(jget "$j" twice) == 0 ]] || FAIL=1
 }
 FAIL=0
 

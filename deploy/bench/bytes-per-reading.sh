@@ -137,7 +137,7 @@ FROM gen.points ORDER BY i;
 -- Station messages: a year of samples, arriving in random sampling order (a drained backlog).
 CREATE TABLE gen.msgs AS
 WITH m AS (
-    SELECT i, (random() * 499.999)::int AS pi,
+    SELECT i, floor(random() * 500)::int AS pi,
            timestamptz '2026-11-28 12:00+08' - (floor(random() * 365 * 86400)) * interval '1 s' AS sampled_at,
            round((4.8 + random() * 3.6)::numeric, 1)::float8 AS ph
     FROM generate_series(1, :n) i)
@@ -150,7 +150,7 @@ FROM m JOIN gen.points p ON p.i = m.pi;
 -- Lab samples (optional): batches of 100, sampled over two years, uploaded later.
 CREATE TABLE gen.lab AS
 WITH s AS (
-    SELECT k, (random() * 499.999)::int AS pi,
+    SELECT k, floor(random() * 500)::int AS pi,
            timestamptz '2026-06-30 10:00+08' - (floor(random() * 730 * 86400)) * interval '1 s' AS sampled_at,
            round((4.8 + random() * 3.6)::numeric, 1)::float8 AS ph
     FROM generate_series(1, :lab) k)
@@ -273,6 +273,18 @@ BEGIN
     INSERT INTO gen.results (shape, relation, role, n, heap, toast, idx, total, hypertable_size)
     VALUES (p_shape, p_rel, p_role, cnt, coalesce(h, 0), coalesce(t, 0), coalesce(i, 0), coalesce(tot, 0), hs);
 END $$;
+CREATE TABLE gen.index_sizes (shape text, index_name text, bytes bigint, ord serial);
+CREATE FUNCTION gen.measure_indexes(p_shape text, p_rel text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE ix record; hyper boolean;
+BEGIN
+    hyper := EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                     WHERE format('%I.%I', hypertable_schema, hypertable_name)::regclass = p_rel::regclass);
+    FOR ix IN SELECT indexrelid::regclass AS i FROM pg_index WHERE indrelid = p_rel::regclass ORDER BY 1 LOOP
+        INSERT INTO gen.index_sizes (shape, index_name, bytes)
+        VALUES (p_shape, p_rel || ': ' || ix.i::text,
+                CASE WHEN hyper THEN hypertable_index_size(ix.i) ELSE pg_relation_size(ix.i) END);
+    END LOOP;
+END $$;
 -- Median of `reps` runs of a query, in ms (results discarded).
 CREATE FUNCTION gen.time_query(q text, reps int DEFAULT 3) RETURNS float8 LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz; ms float8[] := '{}';
@@ -293,6 +305,10 @@ SELECT gen.measure('current', 'readings', 'readings');
 SELECT gen.measure('current', 'messages', 'per-message');
 SELECT gen.measure('current', 'archive', 'archive');
 SELECT gen.measure('current', 'points', 'dimension');
+SELECT gen.measure_indexes('peer7', 'peer7_readings');
+SELECT gen.measure_indexes('current', 'readings');
+SELECT gen.measure_indexes('current', 'messages');
+SELECT gen.measure_indexes('current', 'archive');
 SQL
 
 say "read paths on the current shape"
@@ -356,9 +372,13 @@ SELECT gen.measure('lean', 'samples', 'per-message');
 SELECT gen.measure('lean', 'archive', 'archive');
 SELECT gen.measure('lean', r, 'dimension')
 FROM unnest(ARRAY['points', 'sources', 'judgement_bases', 'units', 'metals', 'levels', 'legacy_payloads']) r;
+SELECT gen.measure_indexes('lean', 'readings');
+SELECT gen.measure_indexes('lean', 'samples');
+SELECT gen.measure_indexes('lean', 'archive');
 -- The variant that keeps a unique key on readings (see the design doc).
 CREATE UNIQUE INDEX readings_sample_metal_time ON readings (sample_key, metal, sampled_at);
 SELECT gen.measure('lean+uk', 'readings', 'readings');
+SELECT gen.measure_indexes('lean+uk', 'readings');
 DROP INDEX readings_sample_metal_time;
 SQL
 
@@ -387,6 +407,39 @@ BEGIN
     END LOOP;
     RETURN c;
 END $$;
+-- The same with the dimensions resolved in the service (metals, levels, units, bases: small,
+-- append-only maps it holds in memory): readings and samples only.
+CREATE FUNCTION gen.verify_lean_slim(n int) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE rec record; c bigint := 0; k bigint;
+BEGIN
+    FOR rec IN SELECT so.source_id, s.msg_id FROM samples s JOIN sources so USING (source_key)
+               WHERE so.source = 'station' ORDER BY hashtext(s.msg_id) LIMIT n LOOP
+        SELECT count(*) INTO k FROM (
+            SELECT s.msg_id, r.metal, r.sampled_at, r.point_key, r.value_mgkg, r.value_orig,
+                   r.unit_orig, r.detected, r.level, s.ph, r.basis_key
+            FROM sources so
+            JOIN samples s ON s.source_key = so.source_key
+            JOIN readings r ON r.point_key = s.point_key AND r.metal = ANY ('{1,2,3,4,5,6,7,8,9}'::smallint[])
+                           AND r.sampled_at = s.sampled_at AND r.sample_key = s.sample_key
+            WHERE so.source = 'station' AND so.source_id = rec.source_id AND s.msg_id = rec.msg_id) x;
+        c := c + k;
+    END LOOP;
+    RETURN c;
+END $$;
+INSERT INTO gen.times (shape, what, ms) VALUES
+ ('lean slim', 'series: one point x metal, all time, full provenance', gen.time_query($q$
+    SELECT r.sampled_at, r.value_mgkg, r.value_orig, r.unit_orig, r.detected, r.level, r.basis_key,
+           s.ph, s.method, s.depth_top_cm, s.depth_bottom_cm, s.received_at, so.source, so.source_id, s.msg_id
+    FROM readings r JOIN samples s ON s.sample_key = r.sample_key JOIN sources so ON so.source_key = s.source_key
+    WHERE r.point_key = (SELECT point_key FROM points WHERE point_id = '441702-R-0001') AND r.metal = 3
+    ORDER BY r.sampled_at $q$)),
+ ('lean slim', 'API point readings (queries.rs), limit 500', gen.time_query($q$
+    SELECT r.sampled_at, r.metal, r.value_mgkg, r.value_orig, r.unit_orig, r.detected, r.level, r.basis_key,
+           s.ph, so.source, so.source_id, s.msg_id
+    FROM readings r JOIN samples s ON s.sample_key = r.sample_key JOIN sources so ON so.source_key = s.source_key
+    WHERE r.point_key = (SELECT point_key FROM points WHERE point_id = '441702-R-0001')
+    ORDER BY r.sampled_at DESC, r.metal LIMIT 500 $q$)),
+ ('lean slim', 'verify lookups, 2000 messages', gen.time_query('SELECT gen.verify_lean_slim(2000)'));
 INSERT INTO gen.times (shape, what, ms) VALUES
  ('lean', 'latest per point x metal (LATERAL, 500 x 8)', gen.time_query($q$
     SELECT p.point_id, m.symbol, l.sampled_at, l.value_mgkg, lv.name, b.screening_mgkg, b.standard_id,
@@ -459,7 +512,9 @@ q -c "DROP TABLE IF EXISTS bench_t" >/dev/null
 
 # ------------------------------------------------------------------ report
 say "report"
-qs -v readings="$R" -v stn=$((N * 8)) <<'SQL'
+R=$(q -Atc "SELECT count(*) FROM readings")
+stn=$(q -Atc "SELECT count(*) FROM peer7_readings")
+qs -v readings="$R" -v stn="$stn" <<'SQL'
 \pset footer off
 \echo
 \echo Sizes after VACUUM ANALYZE (bytes; B/rdg = total / readings of the shape)
@@ -497,8 +552,13 @@ ORDER BY array_position(ARRAY['peer7','current','lean','lean+uk','messages','sam
 \echo
 \echo Read paths (median of 3, ms)
 SELECT what, round(max(ms) FILTER (WHERE shape = 'current')::numeric, 1) AS current,
-       round(max(ms) FILTER (WHERE shape = 'lean')::numeric, 1) AS lean
+       round(max(ms) FILTER (WHERE shape = 'lean')::numeric, 1) AS "lean, full view",
+       round(max(ms) FILTER (WHERE shape = 'lean slim')::numeric, 1) AS "lean, slim"
 FROM gen.times WHERE what <> 'copy' GROUP BY what ORDER BY what;
+\echo
+\echo Indexes, per relation (bytes per reading of the shape; hypertable_index_size for hypertables)
+SELECT shape, index_name, round(bytes::numeric / :readings, 1) AS "B/rdg", pg_size_pretty(bytes) AS size
+FROM gen.index_sizes ORDER BY ord;
 SQL
 echo
 echo "done in $((SECONDS - t_start)) s"

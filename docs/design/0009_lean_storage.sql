@@ -186,8 +186,10 @@ CREATE TABLE readings_v9 (
     level       smallint NOT NULL CHECK (level BETWEEN 0 AND 4),
     detected    boolean NOT NULL
 );
--- Same chunk interval as before (see docs/design/lean-storage.md, "Chunk interval").
-SELECT create_hypertable('readings_v9', by_range('sampled_at', INTERVAL '90 days'));
+-- Same chunk interval as before (see docs/design/lean-storage.md, "Chunk interval"). No
+-- default (sampled_at DESC) index: no query filters on time alone (see the design doc).
+SELECT create_hypertable('readings_v9', by_range('sampled_at', INTERVAL '90 days'),
+                         create_default_indexes => false);
 
 INSERT INTO readings_v9 (sampled_at, sample_key, value_mgkg, value_orig, point_key, unit_orig,
                          metal, basis_key, level, detected)

@@ -546,10 +546,10 @@ SELECT shape,
              / CASE WHEN shape = 'peer7' THEN :stn ELSE :readings END
              / (SELECT total::numeric / :stn FROM gen.results WHERE shape = 'peer7'), 2) AS "x peer7",
        pg_size_pretty(sum(total) FILTER (WHERE role = 'dimension')) AS "dimensions (fixed)"
-FROM gen.results WHERE shape <> 'lean+uk' GROUP BY shape
+FROM gen.results WHERE shape <> 'lean+uk' AND role <> 'as copied' GROUP BY shape
 UNION ALL
 SELECT 'lean+uk', round(total::numeric / :readings, 1), round(idx::numeric / :readings, 1), NULL, NULL,
-       NULL, NULL, NULL FROM gen.results WHERE shape = 'lean+uk'
+       NULL, NULL, NULL FROM gen.results WHERE shape = 'lean+uk' AND role <> 'as copied'
 ORDER BY 1 DESC;
 \echo
 \echo Binary copy (psql copy from a file, FORMAT binary) into an empty table of each shape, median of the rounds

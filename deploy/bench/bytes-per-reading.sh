@@ -544,7 +544,7 @@ SELECT shape,
              / CASE WHEN shape = 'peer7' THEN :stn ELSE :readings END, 1) AS "total B/rdg",
        round(sum(total) FILTER (WHERE role IN ('readings', 'per-message', 'archive'))::numeric
              / CASE WHEN shape = 'peer7' THEN :stn ELSE :readings END
-             / (SELECT total::numeric / :stn FROM gen.results WHERE shape = 'peer7'), 2) AS "x peer7",
+             / (SELECT total::numeric / :stn FROM gen.results WHERE shape = 'peer7' AND role = 'readings'), 2) AS "x peer7",
        pg_size_pretty(sum(total) FILTER (WHERE role = 'dimension')) AS "dimensions (fixed)"
 FROM gen.results WHERE shape <> 'lean+uk' AND role <> 'as copied' GROUP BY shape
 UNION ALL

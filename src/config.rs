@@ -21,14 +21,9 @@ pub enum ConfigError {
     /// The file or an environment override did not parse into the expected shape.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
-    /// A value parsed but is not acceptable.
-    #[error("configuration: {key}: {detail}")]
-    Invalid {
-        /// Dotted key, e.g. `ingest.batch_max`.
-        key: &'static str,
-        /// Why it was refused.
-        detail: String,
-    },
+    /// Values parsed but are not acceptable: every refused key, in check order.
+    #[error("configuration: {}", Problem::join(.0))]
+    Invalid(Vec<Problem>),
     /// A standards file could not be read.
     #[error("standards: reading {path}: {source}")]
     Io {
@@ -40,6 +35,33 @@ pub enum ConfigError {
     /// A standards file is inconsistent.
     #[error(transparent)]
     Standard(#[from] StandardError),
+}
+
+/// One refused configuration value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `ingest.batch_max`.
+    pub key: &'static str,
+    /// Why it was refused.
+    pub detail: String,
+}
+
+impl Problem {
+    fn new(key: &'static str, detail: &str) -> Problem {
+        Problem {
+            key,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// `key: detail` for each problem, separated by `; `.
+    fn join(problems: &[Problem]) -> String {
+        let parts: Vec<String> = problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.detail))
+            .collect();
+        parts.join("; ")
+    }
 }
 
 /// MQTT connection settings.
@@ -370,9 +392,8 @@ impl Settings {
         }
         settings.validate()?;
         if let Some(ca) = settings.mqtt.tls_ca() {
-            let tls = tls_client_config(ca).map_err(|detail| ConfigError::Invalid {
-                key: "mqtt.tls_ca_file",
-                detail,
+            let tls = tls_client_config(ca).map_err(|detail| {
+                ConfigError::Invalid(vec![Problem::new("mqtt.tls_ca_file", &detail)])
             })?;
             settings.mqtt.tls = Some(tls);
         }
@@ -380,78 +401,125 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, detail: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                detail: detail.to_string(),
-            })
-        };
+        let mut problems = Vec::new();
+        self.check_ingest(&mut problems);
+        self.check_services(&mut problems);
+        self.check_lab(&mut problems);
+        self.check_access(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The `ingest.*` rules.
+    fn check_ingest(&self, problems: &mut Vec<Problem>) {
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
         let i = &self.ingest;
         if i.batch_max == 0 {
-            return invalid("ingest.batch_max", "must be at least 1");
+            invalid("ingest.batch_max", "must be at least 1");
         }
         if i.inflight_window < i.batch_max {
-            return invalid(
+            invalid(
                 "ingest.inflight_window",
                 "must be at least ingest.batch_max",
             );
         }
         if i.max_payload_bytes == 0 || i.max_payload_bytes >= self.mqtt.max_packet_bytes {
-            return invalid(
+            invalid(
                 "ingest.max_payload_bytes",
                 "must be positive and below mqtt.max_packet_bytes",
             );
         }
         if i.future_skew_secs < 0 {
-            return invalid("ingest.future_skew_secs", "must not be negative");
+            invalid("ingest.future_skew_secs", "must not be negative");
         }
-        for metal in Metal::ALL {
-            match i.ceilings_mgkg.get(metal.symbol()) {
-                Some(c) if c.is_finite() && *c > 0.0 => {}
-                _ => return invalid("ingest.ceilings_mgkg", "needs a positive value per metal"),
-            }
+        let ceiling_ok = |m: Metal| {
+            i.ceilings_mgkg
+                .get(m.symbol())
+                .is_some_and(|c| c.is_finite() && *c > 0.0)
+        };
+        if !Metal::ALL.into_iter().all(ceiling_ok) {
+            invalid("ingest.ceilings_mgkg", "needs a positive value per metal");
         }
         if let Some(k) = i.ceilings_mgkg.keys().find(|k| Metal::parse(k).is_none()) {
-            return invalid("ingest.ceilings_mgkg", &format!("unknown metal {k:?}"));
+            invalid("ingest.ceilings_mgkg", &format!("unknown metal {k:?}"));
         }
+    }
+
+    /// The rules for the judge, database, MQTT, alerts and HTTP sections.
+    fn check_services(&self, problems: &mut Vec<Problem>) {
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
         if self.judge.clear_after == 0 {
-            return invalid("judge.clear_after", "must be at least 1");
+            invalid("judge.clear_after", "must be at least 1");
         }
         if self.database.pool_size < 4 {
-            return invalid(
+            invalid(
                 "database.pool_size",
                 "must be at least 4 (three writer lanes + publisher)",
             );
         }
         if self.mqtt.client_id.is_empty() || self.mqtt.client_id == self.alerts.client_id {
-            return invalid(
+            invalid(
                 "mqtt.client_id",
                 "must be non-empty and differ from alerts.client_id",
             );
         }
         if self.alerts.publish_batch == 0 {
-            return invalid("alerts.publish_batch", "must be at least 1");
+            invalid("alerts.publish_batch", "must be at least 1");
         }
         if self.http.addr.parse::<std::net::SocketAddr>().is_err() {
-            return invalid("http.addr", "must be host:port with an IP address");
+            invalid("http.addr", "must be host:port with an IP address");
         }
         if self.http.body_limit_bytes < 1024 {
-            return invalid("http.body_limit_bytes", "must be at least 1024");
+            invalid("http.body_limit_bytes", "must be at least 1024");
         }
         if !(1..=3600).contains(&self.http.request_timeout_secs) {
-            return invalid("http.request_timeout_secs", "must be within 1-3600");
+            invalid("http.request_timeout_secs", "must be within 1-3600");
         }
+    }
+
+    /// The broker files, the MQTT CA file and the registry's counties.
+    fn check_access(&self, problems: &mut Vec<Problem>) {
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
+        let b = &self.broker;
+        if b.password_file.as_os_str().is_empty() != b.acl_file.as_os_str().is_empty() {
+            invalid(
+                "broker.acl_file",
+                "broker.password_file and broker.acl_file are set together or not at all",
+            );
+        }
+        if let Some(ca) = self.mqtt.tls_ca() {
+            if !ca.is_file() {
+                invalid(
+                    "mqtt.tls_ca_file",
+                    &format!("{} is not a file", ca.display()),
+                );
+            }
+        }
+        if self.registry.counties.is_empty() {
+            invalid("registry.counties", "must list at least one county code");
+        }
+    }
+
+    /// The `lab.*` rules.
+    fn check_lab(&self, problems: &mut Vec<Problem>) {
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
         let l = &self.lab;
         let share = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
-        if !share(l.duplicate_rate) || !share(l.blank_rate) {
-            return invalid("lab.duplicate_rate", "rates must be within 0-1");
+        if !share(l.duplicate_rate) {
+            invalid("lab.duplicate_rate", "rates must be within 0-1");
+        }
+        if !share(l.blank_rate) {
+            invalid("lab.blank_rate", "rates must be within 0-1");
         }
         if !(l.spike_recovery_min_pct.is_finite()
             && l.spike_recovery_max_pct.is_finite()
             && 0.0 < l.spike_recovery_min_pct
             && l.spike_recovery_min_pct < l.spike_recovery_max_pct)
         {
-            return invalid(
+            invalid(
                 "lab.spike_recovery_min_pct",
                 "need 0 < spike_recovery_min_pct < spike_recovery_max_pct",
             );
@@ -462,30 +530,11 @@ impl Settings {
             })
             || !l.duplicate_limits.iter().any(|d| d.above_mgkg <= 0.0)
         {
-            return invalid(
+            invalid(
                 "lab.duplicate_limits",
                 "need finite bands with positive limits, one of them covering 0 mg/kg",
             );
         }
-        let b = &self.broker;
-        if b.password_file.as_os_str().is_empty() != b.acl_file.as_os_str().is_empty() {
-            return invalid(
-                "broker.acl_file",
-                "broker.password_file and broker.acl_file are set together or not at all",
-            );
-        }
-        if let Some(ca) = self.mqtt.tls_ca() {
-            if !ca.is_file() {
-                return invalid(
-                    "mqtt.tls_ca_file",
-                    &format!("{} is not a file", ca.display()),
-                );
-            }
-        }
-        if self.registry.counties.is_empty() {
-            return invalid("registry.counties", "must list at least one county code");
-        }
-        Ok(())
     }
 
     /// Loads and validates the standards files named by `judge.standards_dir`.
@@ -540,4 +589,115 @@ pub fn load_standards(dir: &Path, rotation: RotationRule) -> Result<Standards, C
         list.push(Standard::from_toml(&text, &f.display().to_string())?);
     }
     Ok(Standards::from_standards(list, rotation)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config/default.toml` without environment overrides.
+    fn defaults() -> Settings {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+        config::Config::builder()
+            .add_source(config::File::from(path))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .unwrap()
+    }
+
+    fn refused_keys(s: &Settings) -> Vec<&'static str> {
+        match s.validate() {
+            Ok(()) => Vec::new(),
+            Err(ConfigError::Invalid(problems)) => problems.iter().map(|p| p.key).collect(),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn the_default_file_is_valid() {
+        assert_eq!(refused_keys(&defaults()), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let mut s = defaults();
+        s.ingest.batch_max = 0;
+        s.judge.clear_after = 0;
+        s.database.pool_size = 1;
+        s.http.addr = "not an address".into();
+        s.lab.blank_rate = 1.5;
+        s.registry.counties.clear();
+        assert_eq!(
+            refused_keys(&s),
+            [
+                "ingest.batch_max",
+                "judge.clear_after",
+                "database.pool_size",
+                "http.addr",
+                "lab.blank_rate",
+                "registry.counties",
+            ]
+        );
+        let text = s.validate().unwrap_err().to_string();
+        assert!(
+            text.starts_with("configuration: ingest.batch_max: must be at least 1; "),
+            "{text}"
+        );
+        assert!(
+            text.contains("; lab.blank_rate: rates must be within 0-1; "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_rule_names_its_own_key() {
+        type Break = fn(&mut Settings);
+        let cases: [(&str, Break); 17] = [
+            ("ingest.batch_max", |s| s.ingest.batch_max = 0),
+            ("ingest.inflight_window", |s| {
+                s.ingest.inflight_window = s.ingest.batch_max - 1
+            }),
+            ("ingest.max_payload_bytes", |s| {
+                s.ingest.max_payload_bytes = 0
+            }),
+            ("ingest.future_skew_secs", |s| {
+                s.ingest.future_skew_secs = -1
+            }),
+            ("ingest.ceilings_mgkg", |s| {
+                s.ingest.ceilings_mgkg.insert("Pb".into(), f64::NAN);
+            }),
+            ("judge.clear_after", |s| s.judge.clear_after = 0),
+            ("database.pool_size", |s| s.database.pool_size = 3),
+            ("mqtt.client_id", |s| {
+                s.mqtt.client_id = s.alerts.client_id.clone()
+            }),
+            ("alerts.publish_batch", |s| s.alerts.publish_batch = 0),
+            ("http.addr", |s| s.http.addr = "localhost".into()),
+            ("http.body_limit_bytes", |s| s.http.body_limit_bytes = 10),
+            ("http.request_timeout_secs", |s| {
+                s.http.request_timeout_secs = 0
+            }),
+            ("broker.acl_file", |s| {
+                s.broker.password_file = "p".into();
+                s.broker.acl_file = PathBuf::new();
+            }),
+            ("registry.counties", |s| s.registry.counties.clear()),
+            ("lab.duplicate_rate", |s| s.lab.duplicate_rate = -0.1),
+            ("lab.blank_rate", |s| s.lab.blank_rate = f64::INFINITY),
+            ("lab.spike_recovery_min_pct", |s| {
+                s.lab.spike_recovery_min_pct = s.lab.spike_recovery_max_pct
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut s = defaults();
+            break_it(&mut s);
+            assert_eq!(refused_keys(&s), [key], "breaking {key}");
+        }
+        let mut s = defaults();
+        s.lab.duplicate_limits.retain(|d| d.above_mgkg > 0.0);
+        assert_eq!(refused_keys(&s), ["lab.duplicate_limits"]);
+        let mut s = defaults();
+        s.ingest.ceilings_mgkg.insert("Xx".into(), 1.0);
+        assert_eq!(refused_keys(&s), ["ingest.ceilings_mgkg"]);
+    }
 }

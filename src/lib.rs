@@ -15,7 +15,8 @@
 //!   (the judged reading every source stores).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
-//! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.
+//! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
+//!   the [`registry::SharedRegistry`] snapshot handle.
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
 //!   code), [`ingest::collector`] (the poll task, natural batching, three batches in the
 //!   database at once, copying side by side, committing in order, ordered acks after
@@ -47,7 +48,10 @@
 //!   readings derived from them), `soilmon verify` and the admin correction path.
 //! - [`simulate`] — a demo station network publishing to the broker.
 //! - [`bench`] — `soilmon bench`: end-to-end benchmark against the broker and COPY limits.
-//! - `main.rs` — the `soilmon` command line; wires the pieces together.
+//! - [`service`] — what `soilmon run` starts (migrate, registry refresher, publisher, HTTP,
+//!   collector) behind a handle a test can start in-process and shut down.
+//! - `main.rs` — the `soilmon` command line: parses arguments and dispatches to `cli/`, one
+//!   file per command group (the command layer, where `anyhow` is allowed).
 
 pub mod alert;
 pub mod bench;
@@ -59,6 +63,7 @@ pub mod ingest;
 pub mod lab;
 pub mod mqtt;
 pub mod registry;
+pub mod service;
 pub mod simulate;
 pub mod store;
 pub mod telemetry;

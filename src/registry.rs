@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
@@ -155,6 +156,42 @@ impl Registry {
     }
 }
 
+/// The registry snapshot shared by the collector, the HTTP layer and the refresh task.
+///
+/// Readers take a cheap [`Arc`] snapshot that stays valid while the refresh task swaps in
+/// a new one. A lock poisoned by a panicking holder still holds a whole snapshot (the only
+/// write is one pointer swap), so it is used as is.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRegistry {
+    current: Arc<RwLock<Arc<Registry>>>,
+}
+
+impl SharedRegistry {
+    /// Shares `registry` as the first snapshot.
+    pub fn new(registry: Registry) -> SharedRegistry {
+        SharedRegistry {
+            current: Arc::new(RwLock::new(Arc::new(registry))),
+        }
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Registry> {
+        match self.current.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `registry` the snapshot later readers get.
+    pub fn replace(&self, registry: Registry) {
+        let fresh = Arc::new(registry);
+        match self.current.write() {
+            Ok(mut r) => *r = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,5 +222,29 @@ mod tests {
         let county = ok.replace("441781,111.79", "441799,111.79");
         let err = parse_points_csv(county.as_bytes(), &counties()).unwrap_err();
         assert!(err.to_string().starts_with("line 3: county_code"), "{err}");
+    }
+
+    #[test]
+    fn shared_registry_swaps_snapshots_and_survives_a_poisoned_lock() {
+        let csv = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+                   441781-B-0001,Test,441781,111.78,22.17,basic,paddy,6.2\n";
+        let shared = SharedRegistry::new(Registry::default());
+        let old = shared.snapshot();
+        shared.replace(Registry::new(
+            parse_points_csv(csv.as_bytes(), &counties()).unwrap(),
+        ));
+        assert!(old.is_empty(), "a taken snapshot does not change");
+        assert_eq!(shared.snapshot().len(), 1);
+
+        let poisoner = shared.clone();
+        let _ = std::thread::spawn(move || {
+            let _guard = poisoner.current.write().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(shared.current.is_poisoned());
+        assert_eq!(shared.snapshot().len(), 1);
+        shared.replace(Registry::default());
+        assert!(shared.snapshot().is_empty());
     }
 }

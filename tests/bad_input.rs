@@ -135,9 +135,17 @@ async fn every_reason_code_is_quarantined_answered_and_survived() -> anyhow::Res
     assert_eq!(method.as_deref(), Some("XRF\"; DELETE FROM points; --"));
     assert_eq!(p.count("SELECT count(*) FROM points").await?, 4);
 
-    // Refused messages were acked: a restarted service gets no redelivery of them.
+    // Refused messages were acked: with soilmon stopped, its session holds nothing, so
+    // resuming it with a bare client gets no redelivery (the quarantine's ON CONFLICT DO
+    // NOTHING would hide redelivered copies from the count below).
     let mut p = p;
     p.soilmon.terminate().await?;
+    let redelivered = common::resume_session(p.broker.port, &p.soilmon.collector_client_id).await?;
+    let topics: Vec<&str> = redelivered.iter().map(|(t, _)| t.as_str()).collect();
+    assert!(
+        topics.is_empty(),
+        "redelivered after a clean stop: {topics:?}"
+    );
     p.soilmon.start().await?;
     p.wait_ready(2).await?;
     p.publish(vec![sample(

@@ -110,8 +110,9 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// PostgreSQL stopped for 20 s while messages keep arriving: no acks meanwhile, memory
-/// bounded, and after it returns everything is stored exactly once.
+/// PostgreSQL stopped for 20 s while messages keep arriving: no acks meanwhile (killed
+/// during the outage, soilmon's session still holds every message of it), memory bounded,
+/// and after it returns everything is stored exactly once.
 #[tokio::test]
 async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     const N: usize = 4_000;
@@ -142,8 +143,31 @@ async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
         "the outage was seen by the writer"
     );
     let hwm_kb = peak_rss_kb(p.soilmon.pid().unwrap_or(0));
-    cluster.resume().await?;
 
+    // No acks while the database is down: killed now, soilmon leaves every message of the
+    // outage in its session, so a bare client resuming it gets each of them again (and
+    // none of the messages committed before the outage).
+    p.soilmon.kill9()?;
+    let redelivered = common::resume_session(p.broker.port, &p.soilmon.collector_client_id).await?;
+    let mut got: Vec<&[u8]> = redelivered.iter().map(|(_, b)| b.as_slice()).collect();
+    let mut want: Vec<&[u8]> = rest.iter().map(|(_, b)| b.as_slice()).collect();
+    got.sort_unstable();
+    got.dedup();
+    want.sort_unstable();
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "messages of the outage left unacked in the session"
+    );
+    assert!(
+        got == want,
+        "exactly the messages of the outage were redelivered"
+    );
+
+    // The bare client acked them: hand them to the restarted service again.
+    cluster.resume().await?;
+    p.soilmon.start().await?;
+    p.publish(redelivered).await?;
     drained_exactly_once(&p, N as i64).await?;
     // Bounded: the in-flight window holds at most ingest.inflight_window small messages.
     assert!(

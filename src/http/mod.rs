@@ -22,7 +22,7 @@ pub mod client;
 pub mod metrics;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -45,7 +45,7 @@ use crate::config::Settings;
 use crate::domain::standard::Standards;
 use crate::lab::checks::CheckContext;
 use crate::lab::{self, Report};
-use crate::registry::Registry;
+use crate::registry::SharedRegistry;
 use crate::store;
 use crate::store::identities::IdentityKind;
 use crate::store::lab::{LabContext, Outcome};
@@ -66,7 +66,7 @@ pub struct AppState {
     /// Database pool.
     pub pool: Pool,
     /// Current registry snapshot (refreshed by the service).
-    pub registry: Arc<RwLock<Arc<Registry>>>,
+    pub registry: SharedRegistry,
     /// Standards in force.
     pub standards: Arc<Standards>,
     /// Wakes the alert publisher after a batch queued alerts.
@@ -289,10 +289,7 @@ async fn upload(
         buf.extend_from_slice(&chunk);
     }
 
-    let registry = match st.registry.read() {
-        Ok(r) => r.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
+    let registry = st.registry.snapshot();
     let settings = st.settings.clone();
     let reg = registry.clone();
     // The file is archived verbatim (tamper evidence) once the batch is accepted.

@@ -27,7 +27,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -43,8 +43,8 @@ use super::payload;
 use crate::config::Settings;
 use crate::domain::sample::{RejectCode, Rejection};
 use crate::domain::standard::Standards;
-pub use crate::mqtt::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
-use crate::registry::Registry;
+use crate::mqtt::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
+use crate::registry::{Registry, SharedRegistry};
 use crate::store::chunks::KnownChunks;
 use crate::store::writer::{self, Context, Received};
 use crate::store::StoreError;
@@ -76,7 +76,7 @@ pub struct Shared {
     /// Database pool.
     pub pool: Pool,
     /// The current registry snapshot (swapped by the refresh task).
-    pub registry: Arc<RwLock<Arc<Registry>>>,
+    pub registry: SharedRegistry,
     /// Standards in force.
     pub standards: Arc<Standards>,
     /// Woken when a batch wrote outbox rows.
@@ -357,10 +357,7 @@ impl Prepared {
 
 /// The current registry snapshot (swapped by the refresh task).
 fn registry_snapshot(shared: &Shared) -> Arc<Registry> {
-    match shared.registry.read() {
-        Ok(r) => r.clone(),
-        Err(poisoned) => poisoned.into_inner().clone(),
-    }
+    shared.registry.snapshot()
 }
 
 /// Adds the messages already waiting in the channel to `p`, up to `ingest.batch_max`,

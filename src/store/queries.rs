@@ -138,3 +138,37 @@ pub async fn point_readings(
             .collect(),
     ))
 }
+
+/// The soil screening tier of one farmland point (view `point_soil_tiers`; soil only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoilTier {
+    /// Monitoring point.
+    pub point_id: String,
+    /// Its soil screening tier.
+    pub tier: String,
+    /// How many metals have a reading.
+    pub metals_seen: i64,
+    /// Sampling time of its newest reading.
+    pub latest_sample: DateTime<Utc>,
+}
+
+/// The soil screening tier of every farmland point, by point id.
+pub async fn soil_tiers(client: &Client) -> Result<Vec<SoilTier>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT point_id, soil_tier, metals_seen, latest_sample FROM point_soil_tiers
+             ORDER BY point_id",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(SoilTier {
+                point_id: r.try_get(0)?,
+                tier: r.try_get(1)?,
+                metals_seen: r.try_get(2)?,
+                latest_sample: r.try_get(3)?,
+            })
+        })
+        .collect()
+}

@@ -1183,3 +1183,41 @@ pub mod api;
 pub mod lab;
 pub mod pipeline;
 pub mod secure;
+
+/// Resumes the persistent session `client_id` (soilmon's collector, stopped first) with a
+/// bare client, the way the bench counts redeliveries: returns every publish the broker
+/// sends until 3 s pass without one after the ConnAck (hard limit 60 s). The client acks
+/// what it gets, so the session is empty afterwards.
+pub async fn resume_session(port: u16, client_id: &str) -> Result<Vec<Message>> {
+    let mut opts = client_options("resume", port);
+    opts.set_client_id(client_id.to_string())
+        .set_clean_session(false);
+    let (client, mut el) = AsyncClient::new(opts, 64);
+    let mut got = Vec::new();
+    let hard = Instant::now() + Duration::from_secs(60);
+    let mut until = hard;
+    loop {
+        match tokio::time::timeout_at(until.into(), el.poll()).await {
+            Err(_) => break,
+            Ok(Err(e)) => bail!("resuming session {client_id}: {e}"),
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
+                until = (Instant::now() + Duration::from_secs(3)).min(hard);
+            }
+            Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+                got.push((p.topic.clone(), p.payload.to_vec()));
+                until = (Instant::now() + Duration::from_secs(3)).min(hard);
+            }
+            Ok(Ok(_)) => {}
+        }
+    }
+    client.try_disconnect().context("queueing DISCONNECT")?;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(ev) = el.poll().await {
+            if let Event::Outgoing(Outgoing::Disconnect) = ev {
+                break;
+            }
+        }
+    })
+    .await;
+    Ok(got)
+}

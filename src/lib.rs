@@ -25,7 +25,8 @@
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
 //!   CRM, spikes).
 //! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
-//!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), and the
+//!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
+//!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), and the
 //!   `soilmon upload` client ([`http::client`]).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
 //!   [`store::writer`] (one transaction per batch, in three phases: stage (messages under

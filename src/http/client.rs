@@ -1,10 +1,15 @@
 //! The client side of `soilmon upload`: sends a batch file to the API (streamed, with a
 //! progress indicator on a terminal) and formats the report for lab staff.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 
+use serde::Deserialize as _;
 use serde_json::Value;
+
+use crate::lab::ReadReport;
 
 /// Errors of the upload client.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +32,8 @@ pub enum ClientError {
 pub struct Answer {
     /// HTTP status.
     pub status: u16,
-    /// JSON body (or `{"error": text}` when the body was not JSON).
+    /// JSON body (or `{"error": text}` when the body was not JSON), as received (printed by
+    /// `--json`); [`summary`] reads it as a [`ReadReport`].
     pub body: Value,
 }
 
@@ -78,7 +84,6 @@ pub async fn upload(server: &str, token: &str, file: &Path) -> Result<Answer, Cl
 
 /// A readable summary of an answer, showing at most `max_errors` errors.
 pub fn summary(a: &Answer, max_errors: usize) -> String {
-    let b = &a.body;
     let mut out = String::new();
     let verdict = match a.status {
         201 => "ACCEPTED",
@@ -91,64 +96,63 @@ pub fn summary(a: &Answer, max_errors: usize) -> String {
         _ => "FAILED",
     };
     out.push_str(&format!("{verdict} (HTTP {})\n", a.status));
-    if let Some(e) = b["error"].as_str() {
+    if let Some(e) = a.body["error"].as_str() {
         out.push_str(&format!("  {e}\n"));
         return out;
     }
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    out.push_str(&format!(
-        "  batch {}  lab {}  rows {}\n",
-        text(&b["batch_id"]),
-        text(&b["lab_id"]),
-        b["rows"]
-    ));
-    let map = |v: &Value| -> String {
-        v.as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "-".into())
+    match ReadReport::deserialize(&a.body) {
+        Ok(report) => out.push_str(&report_lines(&report, max_errors)),
+        Err(e) => out.push_str(&format!("  unreadable report: {e}\n")),
+    }
+    out
+}
+
+/// The lines of a report after the verdict.
+fn report_lines(r: &ReadReport, max_errors: usize) -> String {
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let map = |m: &BTreeMap<Cow<'static, str>, usize>| -> String {
+        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        if parts.is_empty() {
+            "-".into()
+        } else {
+            parts.join(", ")
+        }
     };
-    out.push_str(&format!("  rows by type: {}\n", map(&b["by_qc_type"])));
-    out.push_str(&format!("  judgements:   {}\n", map(&b["by_judgement"])));
-    out.push_str(&format!("  alerts:       {}\n", b["alerts"]));
-    let qc = &b["qc"];
+    let mut out = format!(
+        "  batch {}  lab {}  rows {}\n",
+        text(&r.batch_id),
+        text(&r.lab_id),
+        r.rows
+    );
+    out.push_str(&format!("  rows by type: {}\n", map(&r.by_qc_type)));
+    out.push_str(&format!("  judgements:   {}\n", map(&r.by_judgement)));
+    out.push_str(&format!("  alerts:       {}\n", r.alerts));
+    let qc = &r.qc;
     out.push_str(&format!(
         "  QC: samples {}; duplicates {}/{} required, {} compared, {} failed; blanks {}/{} required, {} failed; CRM {} checked, {} failed; spikes {} checked, {} failed\n",
-        qc["samples"],
-        qc["duplicates"]["present"], qc["duplicates"]["required"],
-        qc["duplicates"]["checked"], qc["duplicates"]["failed"],
-        qc["blanks"]["present"], qc["blanks"]["required"], qc["blanks"]["failed"],
-        qc["crm"]["checked"], qc["crm"]["failed"],
-        qc["spikes"]["checked"], qc["spikes"]["failed"],
+        qc.samples,
+        qc.duplicates.present, qc.duplicates.required,
+        qc.duplicates.checked, qc.duplicates.failed,
+        qc.blanks.present, qc.blanks.required, qc.blanks.failed,
+        qc.crm.checked, qc.crm.failed,
+        qc.spikes.checked, qc.spikes.failed,
     ));
-    if let Some(errors) = b["errors"].as_array() {
-        if !errors.is_empty() {
-            out.push_str(&format!("  {} error(s):\n", errors.len()));
-        }
-        for e in errors.iter().take(max_errors) {
-            let line = e["line"]
-                .as_u64()
-                .map_or("batch".to_string(), |l| format!("line {l}"));
-            let col = e["column"]
-                .as_str()
-                .map_or(String::new(), |c| format!(" [{c}]"));
-            out.push_str(&format!(
-                "    {line}{col} {}: {}\n",
-                text(&e["code"]),
-                text(&e["detail"])
-            ));
-        }
-        if errors.len() > max_errors {
-            out.push_str(&format!(
-                "    … and {} more (use --json for all)\n",
-                errors.len() - max_errors
-            ));
-        }
+    if !r.errors.is_empty() {
+        out.push_str(&format!("  {} error(s):\n", r.errors.len()));
+    }
+    for e in r.errors.iter().take(max_errors) {
+        let line = e.line.map_or("batch".to_string(), |l| format!("line {l}"));
+        let col = e
+            .column
+            .as_ref()
+            .map_or(String::new(), |c| format!(" [{c}]"));
+        out.push_str(&format!("    {line}{col} {}: {}\n", e.code, e.detail));
+    }
+    if r.errors.len() > max_errors {
+        out.push_str(&format!(
+            "    … and {} more (use --json for all)\n",
+            r.errors.len() - max_errors
+        ));
     }
     out
 }
@@ -161,6 +165,7 @@ mod tests {
     fn summary_shows_verdict_counts_and_first_errors() {
         let body = serde_json::json!({
             "batch_id": "B1", "lab_id": "L1", "rows": 3, "status": "rejected",
+            "received_at": "2024-05-01T08:00:00Z",
             "by_qc_type": {"sample": 3}, "by_judgement": {}, "alerts": 0,
             "qc": {"samples": 3, "duplicates": {"present": 0, "required": 1, "checked": 0, "failed": 0},
                    "blanks": {"present": 0, "required": 1, "failed": 0},

@@ -14,11 +14,15 @@
 //!
 //! Every request passes [`gate`]: the bearer token is checked (the principal is handed to the
 //! handler), the per-identity rate limit and the request timeout are applied, and one log
-//! line records identity, role, method, path, status and duration. A missing or invalid
-//! token gets 401, a valid token of the wrong role 403.
+//! line records identity, role, method, path, status and duration. Each handler names the
+//! roles it allows by its [`caller::Caller`] argument: a missing or invalid token gets 401, a
+//! valid token of the wrong role 403. Handlers return `Result<Response, ApiError>`; every
+//! refusal and failure is an [`error::ApiError`] with its status and `{"error": …}` body.
 
 pub mod auth;
+pub mod caller;
 pub mod client;
+pub mod error;
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -27,11 +31,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use futures_util::StreamExt;
@@ -44,12 +48,14 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::domain::standard::Standards;
 use crate::lab::checks::CheckContext;
-use crate::lab::{self, Report};
-use crate::registry::SharedRegistry;
+use crate::lab::{self, Checked, Issue, Report};
+use crate::registry::{Registry, SharedRegistry};
 use crate::store;
 use crate::store::identities::IdentityKind;
 use crate::store::lab::{LabContext, Outcome};
-use auth::{Principal, Role, TokenStore};
+use auth::TokenStore;
+use caller::{AdminOnly, BureauOrAdmin, Caller, LabOnly, LabOrAdmin};
+pub use error::ApiError;
 
 /// Errors of the HTTP server.
 #[derive(Debug, thiserror::Error)]
@@ -160,10 +166,6 @@ pub async fn serve(state: Arc<AppState>, shutdown: CancellationToken) -> Result<
     Ok(())
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
 /// Authentication, rate limit, timeout and the access log, around every route.
 async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -180,14 +182,8 @@ async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> 
         (p.name.clone(), p.role.as_str())
     });
     let limited = who.as_ref().and_then(|p| st.limiter.take(&p.name).err());
-    let response = if let Some(wait) = limited {
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate limit exceeded (http.rate_limit_per_minute)",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        r
+    let response = if let Some(retry_after) = limited {
+        ApiError::RateLimited { retry_after }.into_response()
     } else {
         if let Some(p) = who {
             req.extensions_mut().insert(p);
@@ -195,10 +191,7 @@ async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> 
         let limit = Duration::from_secs(st.settings.http.request_timeout_secs);
         match tokio::time::timeout(limit, next.run(req)).await {
             Ok(r) => r,
-            Err(_) => error(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request took longer than http.request_timeout_secs",
-            ),
+            Err(_) => ApiError::Timeout.into_response(),
         }
     };
     let status = response.status().as_u16();
@@ -211,56 +204,90 @@ async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> 
     response
 }
 
-/// The principal if its role is one of `roles`: 401 without a valid token, 403 for another
-/// role.
-#[allow(clippy::result_large_err)]
-fn require(who: Option<Extension<Principal>>, roles: &[Role]) -> Result<Principal, Response> {
-    let Some(Extension(who)) = who else {
-        let mut r = error(StatusCode::UNAUTHORIZED, "missing or invalid bearer token");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err(r);
-    };
-    if !roles.contains(&who.role) {
-        let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "role {} required, token has {}",
-                names.join(" or "),
-                who.role
-            ),
-        ));
-    }
-    Ok(who)
-}
-
+/// `POST /v1/lab/batches`: read the body, check it, store it, answer with its report.
 async fn upload(
     State(st): State<Arc<AppState>>,
-    who: Option<Extension<Principal>>,
+    who: Caller<LabOnly>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let who = match require(who, &[Role::Lab]) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
     let started = Instant::now();
     let received_at = Utc::now();
+    let (buf, json_body) = read_body(&st, &headers, body).await?;
+    let registry = st.registry.snapshot();
+    // The file is archived verbatim (tamper evidence) once the batch is accepted.
+    let buf = Arc::new(buf);
+    let checked = match check_body(&st, &registry, buf.clone(), json_body).await? {
+        Ok(c) => c,
+        Err(issues) => {
+            ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => "rejected").increment(1);
+            let report = Report::unreadable(issues, received_at);
+            info!(uploaded_by = %who.name, errors = report.error_count, "lab batch unreadable");
+            return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
+        }
+    };
+    let batch_id = checked.batch_id.clone().unwrap_or_default();
+    let lab_id = checked.lab_id.clone().unwrap_or_default();
+    let rows = checked.row_count;
+    let mut client = st.pool.get().await.map_err(|e| {
+        warn!(error = %e, batch_id, "lab upload: database unavailable");
+        ApiError::Unavailable("database unavailable; retry later")
+    })?;
+    let ctx = LabContext {
+        registry: &registry,
+        standards: &st.standards,
+        mqtt: &st.settings.mqtt,
+        clear_after: st.settings.judge.clear_after,
+    };
+    let commit_started = Instant::now();
+    let read_check_ms = (commit_started - started).as_millis() as u64;
+    let outcome = store::lab::submit(&mut client, &ctx, checked, &buf, received_at, &who.name)
+        .await
+        .map_err(|e| {
+            warn!(error = %e, batch_id, lab_id, rows, "lab upload: database error");
+            ApiError::DATABASE_RETRY
+        })?;
+    let store_ms = commit_started.elapsed().as_millis() as u64;
+    if let Outcome::Accepted(report) = &outcome {
+        ::metrics::histogram!(metrics::COMMIT_SECONDS, "source" => "lab")
+            .record(commit_started.elapsed().as_secs_f64());
+        count_levels(report);
+        st.outbox.notify_one();
+    }
+    let answer = Answered::of(outcome, &batch_id);
+    ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => answer.outcome).increment(1);
+    info!(
+        batch_id,
+        lab_id,
+        rows,
+        uploaded_by = %who.name,
+        outcome = answer.outcome,
+        errors = answer.body["error_count"].as_u64().unwrap_or(0),
+        read_check_ms,
+        store_ms,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "lab batch"
+    );
+    Ok((answer.status, Json(answer.body)).into_response())
+}
+
+/// Reads an upload's body within `http.body_limit_bytes`; true when it is JSON (else CSV).
+async fn read_body(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, bool), ApiError> {
     let limit = st.settings.http.body_limit_bytes;
     let too_large = || {
         ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => "too_large").increment(1);
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("the body exceeds the limit of {limit} bytes (http.body_limit_bytes)"),
-        )
+        ApiError::TooLarge { limit }
     };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large();
+        return Err(too_large());
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -272,30 +299,31 @@ async fn upload(
         || content_type.starts_with("text/plain")
         || content_type.starts_with("text/tab-separated-values");
     if !(json_body || csv_body) {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send text/csv (comma or tab) or application/json",
-        );
+        return Err(ApiError::UnsupportedMediaType);
     }
     let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let Ok(chunk) = chunk else {
-            return error(StatusCode::BAD_REQUEST, "the body could not be read");
-        };
+        let chunk = chunk.map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
         if buf.len() + chunk.len() > limit {
-            return too_large();
+            return Err(too_large());
         }
         buf.extend_from_slice(&chunk);
     }
+    Ok((buf, json_body))
+}
 
-    let registry = st.registry.snapshot();
+/// Runs the pure row, batch and QC checks off the async threads. The inner `Err` holds the
+/// issues of a body that is no batch at all.
+async fn check_body(
+    st: &AppState,
+    registry: &Arc<Registry>,
+    buf: Arc<Vec<u8>>,
+    json_body: bool,
+) -> Result<Result<Checked, Vec<Issue>>, ApiError> {
     let settings = st.settings.clone();
     let reg = registry.clone();
-    // The file is archived verbatim (tamper evidence) once the batch is accepted.
-    let buf = std::sync::Arc::new(buf);
-    let raw = buf.clone();
-    let checked = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let ctx = CheckContext {
             registry: &reg,
             ingest: &settings.ingest,
@@ -309,118 +337,73 @@ async fn upload(
             lab::check_csv(&buf, &ctx)
         }
     })
-    .await;
-    let checked = match checked {
-        Ok(Ok(c)) => c,
-        Ok(Err(issues)) => {
-            ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => "rejected").increment(1);
-            let report = Report::unreadable(issues, received_at);
-            info!(uploaded_by = %who.name, errors = report.error_count, "lab batch unreadable");
-            return (StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response();
-        }
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "checking the batch failed",
-            )
-        }
-    };
-    let batch_id = checked.batch_id.clone().unwrap_or_default();
-    let lab_id = checked.lab_id.clone().unwrap_or_default();
-    let rows = checked.row_count;
-    let mut client = match st.pool.get().await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, batch_id, "lab upload: database unavailable");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database unavailable; retry later",
-            );
-        }
-    };
-    let ctx = LabContext {
-        registry: &registry,
-        standards: &st.standards,
-        mqtt: &st.settings.mqtt,
-        clear_after: st.settings.judge.clear_after,
-    };
-    let commit_started = Instant::now();
-    let read_check_ms = (commit_started - started).as_millis() as u64;
-    let outcome =
-        store::lab::submit(&mut client, &ctx, checked, &raw, received_at, &who.name).await;
-    let store_ms = commit_started.elapsed().as_millis() as u64;
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let (status, outcome_name, body) = match outcome {
-        Ok(Outcome::Accepted(report)) => {
-            ::metrics::histogram!(metrics::COMMIT_SECONDS, "source" => "lab")
-                .record(commit_started.elapsed().as_secs_f64());
-            count_levels(&report);
-            st.outbox.notify_one();
-            (StatusCode::CREATED, "accepted", report)
-        }
-        Ok(Outcome::Replayed(report)) => (StatusCode::OK, "replayed", report),
-        Ok(Outcome::Rejected(report)) => (StatusCode::UNPROCESSABLE_ENTITY, "rejected", report),
-        Ok(Outcome::Conflict(sha)) => (
-            StatusCode::CONFLICT,
-            "conflict",
-            json!({
-                "error": "this batch_id was accepted with different content; use a new batch_id",
-                "batch_id": batch_id,
-                "stored_content_sha256": sha,
-            }),
-        ),
-        Err(e) => {
-            warn!(error = %e, batch_id, lab_id, rows, "lab upload: database error");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database error; retry later",
-            );
-        }
-    };
-    ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => outcome_name).increment(1);
-    info!(
-        batch_id,
-        lab_id,
-        rows,
-        uploaded_by = %who.name,
-        outcome = outcome_name,
-        errors = body["error_count"].as_u64().unwrap_or(0),
-        read_check_ms,
-        store_ms,
-        elapsed_ms,
-        "lab batch"
-    );
-    (status, Json(body)).into_response()
+    .await
+    .map_err(|_| ApiError::Internal("checking the batch failed"))
 }
 
-fn count_levels(report: &Value) {
-    if let Some(map) = report["by_judgement"].as_object() {
-        for (level, n) in map {
-            ::metrics::counter!(metrics::READINGS, "source" => "lab", "level" => level.clone())
-                .increment(n.as_u64().unwrap_or(0));
+/// The answer to a stored (or refused) upload: status, outcome name for metrics and logs,
+/// and body.
+struct Answered {
+    status: StatusCode,
+    outcome: &'static str,
+    body: Value,
+}
+
+impl Answered {
+    fn of(outcome: Outcome, batch_id: &str) -> Answered {
+        let (status, outcome, body) = match outcome {
+            Outcome::Accepted(report) => (StatusCode::CREATED, "accepted", sorted(&report)),
+            Outcome::Replayed(stored) => (StatusCode::OK, "replayed", stored),
+            Outcome::Rejected(report) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rejected",
+                sorted(&report),
+            ),
+            Outcome::Conflict(sha) => (
+                StatusCode::CONFLICT,
+                "conflict",
+                json!({
+                    "error": "this batch_id was accepted with different content; use a new batch_id",
+                    "batch_id": batch_id,
+                    "stored_content_sha256": sha,
+                }),
+            ),
+        };
+        Answered {
+            status,
+            outcome,
+            body,
         }
+    }
+}
+
+/// A checked batch's report as the API answers it (sorted keys, see [`Report::to_json`]).
+fn sorted(report: &Report) -> Value {
+    // A report is plain data (strings, numbers, maps): serialising it cannot fail.
+    report.to_json().unwrap_or(Value::Null)
+}
+
+/// Counts an accepted batch's readings per judgement level.
+fn count_levels(report: &Report) {
+    for (level, n) in &report.by_judgement {
+        ::metrics::counter!(metrics::READINGS, "source" => "lab", "level" => level.clone())
+            .increment(*n as u64);
     }
 }
 
 async fn batch(
     State(st): State<Arc<AppState>>,
-    who: Option<Extension<Principal>>,
+    _who: Caller<LabOrAdmin>,
     Path(batch_id): Path<String>,
-) -> Response {
-    if let Err(r) = require(who, &[Role::Lab, Role::Admin]) {
-        return r;
-    }
-    let client = match st.pool.get().await {
-        Ok(c) => c,
-        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable"),
-    };
+) -> Result<Response, ApiError> {
+    let client = st.pool.get().await?;
     match store::lab::get(&client, &batch_id).await {
-        Ok(Some((status, report))) => Json(json!({
+        Ok(Some((status, report))) => Ok(Json(json!({
             "batch_id": batch_id, "status": status, "report": report,
         }))
-        .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such batch"),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "database error"),
+        .into_response()),
+        Ok(None) => Err(ApiError::NotFound("no such batch")),
+        Err(_) => Err(ApiError::Unavailable("database error")),
     }
 }
 
@@ -430,178 +413,148 @@ type Params = Query<HashMap<String, String>>;
 /// Largest `limit` of the read endpoints (default 100).
 const MAX_LIMIT: i64 = 1000;
 
-#[allow(clippy::result_large_err)]
-fn limit_of(q: &HashMap<String, String>) -> Result<i64, Response> {
+fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
     match q.get("limit") {
         None => Ok(100),
         Some(v) => match v.parse::<i64>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-            _ => Err(error(
-                StatusCode::BAD_REQUEST,
-                &format!("limit must be an integer within 1-{MAX_LIMIT}"),
+            _ => Err(ApiError::BadRequest(
+                format!("limit must be an integer within 1-{MAX_LIMIT}").into(),
             )),
         },
     }
 }
 
-/// A store result as a JSON list, or 503.
-fn listed(r: Result<Vec<Value>, store::StoreError>, what: &str) -> Response {
-    match r {
-        Ok(items) => Json(json!({ "count": items.len(), what: items })).into_response(),
-        Err(e) => {
-            warn!(error = %e, "http: {what} query failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database error; retry later",
-            )
-        }
+/// A failed read query: logged, then 503.
+fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
+    move |e| {
+        warn!(error = %e, "http: {what} query failed");
+        ApiError::DATABASE_RETRY
     }
+}
+
+/// A list as `{"count": n, what: [...]}`.
+fn listed<T: serde::Serialize>(items: Vec<T>, what: &str) -> Response {
+    Json(json!({ "count": items.len(), what: items })).into_response()
 }
 
 async fn alerts(
     State(st): State<Arc<AppState>>,
-    who: Option<Extension<Principal>>,
+    who: Caller<BureauOrAdmin>,
     Query(q): Params,
-) -> Response {
-    let who = match require(who, &[Role::Bureau, Role::Admin]) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let limit = match limit_of(&q) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let limit = limit_of(&q)?;
     let since = match q
         .get("since")
         .map(|s| chrono::DateTime::parse_from_rfc3339(s))
     {
         None => None,
         Some(Ok(t)) => Some(t.with_timezone(&Utc)),
-        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "since must be RFC 3339"),
+        Some(Err(_)) => return Err(ApiError::BadRequest("since must be RFC 3339".into())),
     };
-    let Ok(client) = st.pool.get().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-    };
-    listed(
-        store::queries::alerts(&client, &who.scope, since, limit).await,
-        "alerts",
-    )
+    let client = st.pool.get().await?;
+    let items = store::queries::alerts(&client, who.scope(), since, limit)
+        .await
+        .map_err(query_failed("alerts"))?;
+    Ok(listed(items, "alerts"))
 }
 
 async fn incidents(
     State(st): State<Arc<AppState>>,
-    who: Option<Extension<Principal>>,
+    who: Caller<BureauOrAdmin>,
     Query(q): Params,
-) -> Response {
-    let who = match require(who, &[Role::Bureau, Role::Admin]) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let limit = match limit_of(&q) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let limit = limit_of(&q)?;
     let open_only = match q.get("open").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
-        Some(_) => return error(StatusCode::BAD_REQUEST, "open must be true or false"),
+        Some(_) => return Err(ApiError::BadRequest("open must be true or false".into())),
     };
-    let Ok(client) = st.pool.get().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-    };
-    listed(
-        store::queries::incidents(&client, &who.scope, open_only, limit).await,
-        "incidents",
-    )
+    let client = st.pool.get().await?;
+    let items = store::queries::incidents(&client, who.scope(), open_only, limit)
+        .await
+        .map_err(query_failed("incidents"))?;
+    Ok(listed(items, "incidents"))
 }
 
 async fn point_readings(
     State(st): State<Arc<AppState>>,
-    who: Option<Extension<Principal>>,
+    who: Caller<BureauOrAdmin>,
     Path(point_id): Path<String>,
     Query(q): Params,
-) -> Response {
-    let who = match require(who, &[Role::Bureau, Role::Admin]) {
-        Ok(w) => w,
-        Err(r) => return r,
-    };
-    let limit = match limit_of(&q) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let Ok(client) = st.pool.get().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-    };
-    match store::queries::point_readings(&client, &who.scope, &point_id, limit).await {
-        Ok(Some(readings)) => Json(json!({
-            "point_id": point_id, "count": readings.len(), "readings": readings,
-        }))
-        .into_response(),
-        // The same answer for a point that does not exist and one outside the scope.
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such point"),
-        Err(e) => {
-            warn!(error = %e, "http: readings query failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database error; retry later",
-            )
-        }
-    }
-}
-
-async fn points(State(st): State<Arc<AppState>>, who: Option<Extension<Principal>>) -> Response {
-    if let Err(r) = require(who, &[Role::Admin]) {
-        return r;
-    }
-    let Ok(client) = st.pool.get().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-    };
-    let loaded = store::points::load(&client).await.map(|(mut points, _)| {
-        points.sort_by(|a, b| a.id.cmp(&b.id));
-        points
-            .iter()
-            .map(|p| serde_json::to_value(p).unwrap_or(Value::Null))
-            .collect()
-    });
-    listed(loaded, "points")
-}
-
-async fn identities_of(st: &AppState, kind: IdentityKind, what: &str) -> Response {
-    let Ok(client) = st.pool.get().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "database unavailable");
-    };
-    let loaded = store::identities::list(&client, Some(kind))
+) -> Result<Response, ApiError> {
+    let limit = limit_of(&q)?;
+    let client = st.pool.get().await?;
+    let found = store::queries::point_readings(&client, who.scope(), &point_id, limit)
         .await
-        .map(|ids| {
-            ids.iter()
-                .map(|i| {
-                    let mut v = json!({
-                        "name": i.username,
-                        "created_at": i.created_at,
-                        "revoked_at": i.revoked_at,
-                    });
-                    if kind == IdentityKind::Bureau {
-                        v["all_counties"] = json!(i.all_counties);
-                        v["counties"] = json!(i.counties);
-                    }
-                    v
-                })
-                .collect()
-        });
-    listed(loaded, what)
+        .map_err(query_failed("readings"))?;
+    // The same answer for a point that does not exist and one outside the scope.
+    let readings = found.ok_or(ApiError::NotFound("no such point"))?;
+    Ok(Json(json!({
+        "point_id": point_id, "count": readings.len(), "readings": readings,
+    }))
+    .into_response())
 }
 
-async fn stations(State(st): State<Arc<AppState>>, who: Option<Extension<Principal>>) -> Response {
-    if let Err(r) = require(who, &[Role::Admin]) {
-        return r;
-    }
+async fn points(
+    State(st): State<Arc<AppState>>,
+    _who: Caller<AdminOnly>,
+) -> Result<Response, ApiError> {
+    let client = st.pool.get().await?;
+    let (mut points, _) = store::points::load(&client)
+        .await
+        .map_err(query_failed("points"))?;
+    points.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(listed(points, "points"))
+}
+
+/// A broker identity as the admin endpoints list it (no secrets); bureaus add their
+/// counties.
+#[derive(serde::Serialize)]
+struct IdentityItem<'a> {
+    name: &'a str,
+    created_at: chrono::DateTime<Utc>,
+    revoked_at: Option<chrono::DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    all_counties: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    counties: Option<&'a [String]>,
+}
+
+async fn identities_of(
+    st: &AppState,
+    kind: IdentityKind,
+    what: &str,
+) -> Result<Response, ApiError> {
+    let client = st.pool.get().await?;
+    let ids = store::identities::list(&client, Some(kind))
+        .await
+        .map_err(query_failed(what))?;
+    let bureau = kind == IdentityKind::Bureau;
+    let items: Vec<IdentityItem<'_>> = ids
+        .iter()
+        .map(|i| IdentityItem {
+            name: &i.username,
+            created_at: i.created_at,
+            revoked_at: i.revoked_at,
+            all_counties: bureau.then_some(i.all_counties),
+            counties: bureau.then_some(i.counties.as_slice()),
+        })
+        .collect();
+    Ok(listed(items, what))
+}
+
+async fn stations(
+    State(st): State<Arc<AppState>>,
+    _who: Caller<AdminOnly>,
+) -> Result<Response, ApiError> {
     identities_of(&st, IdentityKind::Station, "stations").await
 }
 
-async fn bureaus(State(st): State<Arc<AppState>>, who: Option<Extension<Principal>>) -> Response {
-    if let Err(r) = require(who, &[Role::Admin]) {
-        return r;
-    }
+async fn bureaus(
+    State(st): State<Arc<AppState>>,
+    _who: Caller<AdminOnly>,
+) -> Result<Response, ApiError> {
     identities_of(&st, IdentityKind::Bureau, "bureaus").await
 }
 
@@ -630,10 +583,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 
 async fn render_metrics(State(st): State<Arc<AppState>>) -> Response {
     let Some(handle) = &st.metrics else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics recorder not installed",
-        );
+        return ApiError::Unavailable("metrics recorder not installed").into_response();
     };
     if let Ok(client) = st.pool.get().await {
         if let Ok(n) = store::outbox::pending_count(&client).await {

@@ -9,12 +9,13 @@ pub mod checks;
 pub mod csv;
 pub mod qc;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::metal::Metal;
 
@@ -28,7 +29,7 @@ pub enum LabError {
 }
 
 /// Why a row or a batch was refused. The spelling of each code is part of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckCode {
     /// The body is not UTF-8, not CSV/JSON of the expected shape, or a row is unreadable.
@@ -386,34 +387,75 @@ fn check_with(
     })
 }
 
-/// Outcome of an upload, as returned by the API and stored with the batch.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
+/// Whether a batch was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// Every check passed; the batch is stored.
+    Accepted,
+    /// At least one issue; nothing is stored.
+    Rejected,
+}
+
+/// An [`Issue`] as a client reads it back from a report (the column name owned).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReportedIssue {
+    /// The check that failed.
+    pub code: CheckCode,
+    /// Line of the row; absent for batch-level findings.
+    pub line: Option<u64>,
+    /// Column concerned, when one is.
+    pub column: Option<String>,
+    /// What exactly is wrong.
+    pub detail: String,
+}
+
+/// Outcome of an upload, as returned by the API and stored with the batch. The server
+/// builds it with [`Issue`]s; a client reads it back with [`ReportedIssue`]s
+/// ([`ReadReport`]; counts and lists missing from a stored report read as empty).
+///
+/// Serialised directly (a body that is no batch at all) the fields come in the order below;
+/// [`Report::to_json`] gives the form with sorted keys that the API answers for a checked
+/// batch and stores with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(deserialize = "E: Deserialize<'de>"))]
+pub struct Report<E = Issue> {
     /// Batch id, when readable.
     pub batch_id: Option<String>,
     /// Lab id, when readable.
     pub lab_id: Option<String>,
-    /// `accepted` or `rejected`.
-    pub status: &'static str,
+    /// Accepted or rejected.
+    pub status: BatchStatus,
     /// Hex SHA-256 of the canonical content.
     pub content_sha256: Option<String>,
     /// Rows in the upload.
+    #[serde(default)]
     pub rows: usize,
-    /// Rows per QC type.
-    pub by_qc_type: BTreeMap<&'static str, usize>,
-    /// Field-sample readings per judgement level (accepted batches).
-    pub by_judgement: BTreeMap<&'static str, usize>,
+    /// Rows per QC type ([`QcType::as_str`]).
+    #[serde(default)]
+    pub by_qc_type: BTreeMap<Cow<'static, str>, usize>,
+    /// Field-sample readings per judgement level (accepted batches;
+    /// [`crate::domain::judge::Level::as_str`]).
+    #[serde(default)]
+    pub by_judgement: BTreeMap<Cow<'static, str>, usize>,
     /// Alert events queued (accepted batches).
+    #[serde(default)]
     pub alerts: usize,
     /// QC results.
+    #[serde(default)]
     pub qc: qc::QcSummary,
     /// Number of issues.
+    #[serde(default)]
     pub error_count: usize,
     /// Every issue, in line order (batch-level ones last).
-    pub errors: Vec<Issue>,
+    #[serde(default)]
+    pub errors: Vec<E>,
     /// When the upload was received.
     pub received_at: DateTime<Utc>,
 }
+
+/// A report as a client deserialises it.
+pub type ReadReport = Report<ReportedIssue>;
 
 impl Report {
     /// A report for a body that could not be read as a batch at all.
@@ -421,7 +463,7 @@ impl Report {
         Report {
             batch_id: None,
             lab_id: None,
-            status: "rejected",
+            status: BatchStatus::Rejected,
             content_sha256: None,
             rows: 0,
             by_qc_type: BTreeMap::new(),
@@ -438,15 +480,15 @@ impl Report {
     pub fn of(c: &Checked, received_at: DateTime<Utc>) -> Report {
         let mut by_qc_type = BTreeMap::new();
         for r in &c.rows {
-            *by_qc_type.entry(r.qc_type.as_str()).or_default() += 1;
+            *by_qc_type.entry(r.qc_type.as_str().into()).or_default() += 1;
         }
         Report {
             batch_id: c.batch_id.clone(),
             lab_id: c.lab_id.clone(),
             status: if c.issues.is_empty() {
-                "accepted"
+                BatchStatus::Accepted
             } else {
-                "rejected"
+                BatchStatus::Rejected
             },
             content_sha256: Some(c.content_sha256.clone()),
             rows: c.row_count,
@@ -460,8 +502,80 @@ impl Report {
         }
     }
 
-    /// The report as JSON.
+    /// The report as JSON with sorted keys: the API's answer for a checked batch and the
+    /// form stored with it.
     pub fn to_json(&self) -> Result<serde_json::Value, LabError> {
         Ok(serde_json::to_value(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_report() -> Report {
+        let at = DateTime::parse_from_rfc3339("2024-05-01T08:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let issues = vec![
+            Issue::row(
+                CheckCode::UnknownMetal,
+                2,
+                "metal",
+                "unknown metal \"Fe\"".into(),
+            ),
+            Issue::batch(CheckCode::QcBlankRate, "0 blanks".into()),
+        ];
+        let mut r = Report::unreadable(issues, at);
+        r.batch_id = Some("B1".into());
+        r.content_sha256 = Some("ab".into());
+        r.rows = 3;
+        r.by_qc_type.insert("sample".into(), 2);
+        r.by_qc_type.insert("blank".into(), 1);
+        r.by_judgement.insert("below_screening".into(), 2);
+        r.by_judgement.insert("above_intervention".into(), 1);
+        r.alerts = 1;
+        r.qc.samples = 2;
+        r.qc.blanks.required = 1;
+        r.qc.blanks.present = 1;
+        r
+    }
+
+    /// Captured from the code before the report became typed (serialised straight from
+    /// the struct, as a body that is no batch answers).
+    const DIRECT: &str = r#"{"batch_id":"B1","lab_id":null,"status":"rejected","content_sha256":"ab","rows":3,"by_qc_type":{"blank":1,"sample":2},"by_judgement":{"above_intervention":1,"below_screening":2},"alerts":1,"qc":{"samples":2,"duplicates":{"required":0,"present":0,"checked":0,"failed":0},"blanks":{"required":1,"present":1,"checked":0,"failed":0},"crm":{"required":0,"present":0,"checked":0,"failed":0},"spikes":{"required":0,"present":0,"checked":0,"failed":0}},"error_count":2,"errors":[{"code":"unknown_metal","line":2,"column":"metal","detail":"unknown metal \"Fe\""},{"code":"qc_blank_rate","line":null,"column":null,"detail":"0 blanks"}],"received_at":"2024-05-01T08:00:00Z"}"#;
+
+    /// The same report through `to_json` (sorted keys), as a checked batch answers and stores.
+    const SORTED: &str = r#"{"alerts":1,"batch_id":"B1","by_judgement":{"above_intervention":1,"below_screening":2},"by_qc_type":{"blank":1,"sample":2},"content_sha256":"ab","error_count":2,"errors":[{"code":"unknown_metal","column":"metal","detail":"unknown metal \"Fe\"","line":2},{"code":"qc_blank_rate","column":null,"detail":"0 blanks","line":null}],"lab_id":null,"qc":{"blanks":{"checked":0,"failed":0,"present":1,"required":1},"crm":{"checked":0,"failed":0,"present":0,"required":0},"duplicates":{"checked":0,"failed":0,"present":0,"required":0},"samples":2,"spikes":{"checked":0,"failed":0,"present":0,"required":0}},"received_at":"2024-05-01T08:00:00Z","rows":3,"status":"rejected"}"#;
+
+    #[test]
+    fn report_json_is_unchanged() -> Result<(), LabError> {
+        let r = sample_report();
+        assert_eq!(serde_json::to_string(&r)?, DIRECT);
+        assert_eq!(serde_json::to_string(&r.to_json()?)?, SORTED);
+        Ok(())
+    }
+
+    #[test]
+    fn a_client_reads_both_forms_back() -> Result<(), LabError> {
+        for text in [DIRECT, SORTED] {
+            let back: ReadReport = serde_json::from_str(text)?;
+            assert_eq!(back.status, BatchStatus::Rejected);
+            assert_eq!(back.by_judgement.get("below_screening"), Some(&2));
+            assert_eq!(back.qc, sample_report().qc);
+            assert_eq!(
+                back.errors[0],
+                ReportedIssue {
+                    code: CheckCode::UnknownMetal,
+                    line: Some(2),
+                    column: Some("metal".into()),
+                    detail: "unknown metal \"Fe\"".into(),
+                }
+            );
+            assert_eq!(back.errors[1].column, None);
+            // Read back and written again: the same JSON.
+            assert_eq!(serde_json::to_string(&back)?, DIRECT);
+        }
+        Ok(())
     }
 }

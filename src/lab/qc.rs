@@ -11,14 +11,15 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CheckCode, Issue, LabRow, QcType};
 use crate::config::LabConfig;
 use crate::domain::metal::Metal;
 
 /// Counts of one QC kind.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QcCount {
     /// How many are required (rates); 0 where no rate applies.
     pub required: usize,
@@ -31,7 +32,8 @@ pub struct QcCount {
 }
 
 /// QC results of a batch, for the report.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QcSummary {
     /// Distinct field samples.
     pub samples: usize,

@@ -12,7 +12,7 @@ use futures_util::pin_mut;
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::archive;
 use super::readings::{self, IncidentKey, JudgedReading, Source};
@@ -27,14 +27,15 @@ pub use super::Context as LabContext;
 /// What became of an upload.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Stored now (201).
-    Accepted(Value),
-    /// The same content was accepted before under this id: its original report (200).
+    /// Stored now (201), with its report.
+    Accepted(Report),
+    /// The same content was accepted before under this id: its original report as stored
+    /// (200).
     Replayed(Value),
     /// This id was accepted with different content (409); the stored content hash.
     Conflict(String),
     /// Refused (422), with every issue.
-    Rejected(Value),
+    Rejected(Report),
 }
 
 /// Status and report of a stored batch.
@@ -48,6 +49,14 @@ pub async fn get(client: &Client, batch_id: &str) -> Result<Option<(String, Valu
     Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
+/// Who uploaded a batch and when: the columns of its `lab_batches` row besides the content.
+struct Upload<'a> {
+    batch_id: &'a str,
+    lab_id: &'a str,
+    uploaded_by: &'a str,
+    received_at: DateTime<Utc>,
+}
+
 /// Decides and stores one checked batch in one transaction.
 pub async fn submit(
     client: &mut Client,
@@ -58,11 +67,40 @@ pub async fn submit(
     uploaded_by: &str,
 ) -> Result<Outcome, StoreError> {
     let Some(batch_id) = checked.batch_id.clone() else {
-        let report = Report::of(&checked, received_at);
-        return Ok(Outcome::Rejected(to_json(&report)));
+        return Ok(Outcome::Rejected(Report::of(&checked, received_at)));
     };
     let lab_id = checked.lab_id.clone().unwrap_or_default();
+    let upload = Upload {
+        batch_id: &batch_id,
+        lab_id: &lab_id,
+        uploaded_by,
+        received_at,
+    };
     let tx = client.transaction().await?;
+    if let Some(earlier) = earlier_acceptance(&tx, &batch_id, &checked.content_sha256).await? {
+        tx.commit().await?;
+        return Ok(earlier);
+    }
+    let stored = stored_conflicts(&tx, &batch_id, &checked.rows).await?;
+    checked.issues.extend(stored);
+    if !checked.issues.is_empty() {
+        let report = Report::of(&checked, received_at);
+        upsert_batch(&tx, &upload, "rejected", &checked, &Json(&report)).await?;
+        tx.commit().await?;
+        return Ok(Outcome::Rejected(report));
+    }
+    let report = store_accepted(tx, ctx, checked, raw, &upload).await?;
+    Ok(Outcome::Accepted(report))
+}
+
+/// Takes the batch id's advisory lock (held to COMMIT) and looks for an earlier acceptance
+/// under the id: a replay with its stored report when the content is the same, a conflict
+/// otherwise. `None` when the batch is new (or was only rejected before).
+async fn earlier_acceptance(
+    tx: &Transaction<'_>,
+    batch_id: &str,
+    content_sha256: &str,
+) -> Result<Option<Outcome>, StoreError> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('lab_batch:' || $1))",
         &[&batch_id],
@@ -74,69 +112,95 @@ pub async fn submit(
             &[&batch_id],
         )
         .await?;
-    if let Some(row) = existing {
-        let status: String = row.get(0);
-        let sha: String = row.get(1);
-        if status == "accepted" {
-            tx.commit().await?;
-            return Ok(if sha == checked.content_sha256 {
-                Outcome::Replayed(row.get(2))
-            } else {
-                Outcome::Conflict(sha)
-            });
-        }
+    let Some(row) = existing else {
+        return Ok(None);
+    };
+    let status: String = row.get(0);
+    let sha: String = row.get(1);
+    if status != "accepted" {
+        return Ok(None);
     }
-    let stored = stored_conflicts(&tx, &batch_id, &checked.rows).await?;
-    checked.issues.extend(stored);
-    if !checked.issues.is_empty() {
-        let report = to_json(&Report::of(&checked, received_at));
-        upsert_batch(
-            &tx,
-            &batch_id,
-            &lab_id,
-            "rejected",
-            &checked,
-            &report,
-            uploaded_by,
-            received_at,
-        )
-        .await?;
-        tx.commit().await?;
-        return Ok(Outcome::Rejected(report));
-    }
+    Ok(Some(if sha == content_sha256 {
+        Outcome::Replayed(row.get(2))
+    } else {
+        Outcome::Conflict(sha)
+    }))
+}
 
+/// Stores a batch that passed every check and commits: the batch record, every row, the
+/// field samples' readings, incidents and alerts, the report, and the archive entry.
+async fn store_accepted(
+    tx: Transaction<'_>,
+    ctx: &LabContext<'_>,
+    mut checked: Checked,
+    raw: &[u8],
+    upload: &Upload<'_>,
+) -> Result<Report, StoreError> {
     // Field samples are judged one at a time whenever a step needs their readings (the lab
     // rows' levels, the readings COPY, an alert, the archive digest): the same values each
     // time, and a large batch is never held as a list of judged readings.
     let samples = judgeable_samples(ctx, &checked.rows);
-    let mut report = Report::of(&checked, received_at);
+    let mut report = Report::of(&checked, upload.received_at);
     let mut levels: Vec<Option<Level>> = vec![None; checked.rows.len()];
     for s in &samples {
-        *report.by_judgement.entry(s.level.as_str()).or_default() += 1;
+        *report
+            .by_judgement
+            .entry(Cow::Borrowed(s.level.as_str()))
+            .or_default() += 1;
         levels[s.index] = Some(s.level);
     }
-    let reading = |s: &Sample<'_>| judged_reading(ctx, s, received_at);
-    upsert_batch(
-        &tx,
-        &batch_id,
-        &lab_id,
-        "accepted",
-        &checked,
-        &Value::Null,
-        uploaded_by,
-        received_at,
-    )
-    .await?;
+    upsert_batch(&tx, upload, "accepted", &checked, &Value::Null).await?;
     let t0 = std::time::Instant::now();
-    copy_rows(&tx, &batch_id, &checked.rows, &levels).await?;
+    copy_rows(&tx, upload.batch_id, &checked.rows, &levels).await?;
     drop(levels);
     let t1 = std::time::Instant::now();
     // A batch is stored once (advisory lock, status check): its readings are new. Binary
     // COPY, with the ON CONFLICT fallback of `insert_fresh`.
+    let reading = |s: &Sample<'_>| judged_reading(ctx, s, upload.received_at);
     if !samples.is_empty() {
         readings::insert_fresh_from(&tx, || samples.iter().map(reading)).await?;
     }
     let t2 = std::time::Instant::now();
+    report.alerts = apply_incidents(&tx, ctx, &samples, upload.received_at).await?;
+    let t3 = std::time::Instant::now();
+    tx.execute(
+        "UPDATE lab_batches SET report = $2 WHERE batch_id = $1",
+        &[&upload.batch_id, &Json(&report)],
+    )
+    .await?;
+    let digest = readings_digest(ctx, &samples, upload.received_at);
+    let readings_stored = samples.len();
+    drop(samples);
+    // The rows are stored: free them before the raw file is encoded into the archive insert
+    // (the peak of the upload's memory otherwise).
+    checked.rows = Vec::new();
+    let t4 = std::time::Instant::now();
+    // Last before COMMIT (the archive head lock comes after every other lock).
+    archive::append(&tx, archive::Kind::LabBatch, upload.batch_id, raw, &digest).await?;
+    let t5 = std::time::Instant::now();
+    tx.commit().await?;
+    tracing::info!(
+        batch_id = upload.batch_id,
+        rows = checked.row_count,
+        readings = readings_stored,
+        copy_ms = (t1 - t0).as_millis() as u64,
+        readings_ms = (t2 - t1).as_millis() as u64,
+        incidents_ms = (t3 - t2).as_millis() as u64,
+        digest_ms = (t4 - t3).as_millis() as u64,
+        archive_ms = (t5 - t4).as_millis() as u64,
+        commit_ms = t5.elapsed().as_millis() as u64,
+        "lab batch stored"
+    );
+    Ok(report)
+}
+
+/// The field samples' incidents (the same path as MQTT); returns the alerts queued.
+async fn apply_incidents(
+    tx: &Transaction<'_>,
+    ctx: &LabContext<'_>,
+    samples: &[Sample<'_>],
+    received_at: DateTime<Utc>,
+) -> Result<usize, StoreError> {
     let keys: Vec<IncidentKey<'_>> = samples
         .iter()
         .map(|s| IncidentKey {
@@ -146,19 +210,19 @@ pub async fn submit(
             level: s.level,
         })
         .collect();
-    report.alerts = readings::apply_incidents_by(&tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
-        Cow::Owned(reading(&samples[i]))
+    let alerts = readings::apply_incidents_by(tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
+        Cow::Owned(judged_reading(ctx, &samples[i], received_at))
     })
     .await?;
-    drop(keys);
-    let t3 = std::time::Instant::now();
-    let report = to_json(&report);
-    tx.execute(
-        "UPDATE lab_batches SET report = $2 WHERE batch_id = $1",
-        &[&batch_id, &report],
-    )
-    .await?;
-    // The digest of exactly the readings stored, in the digest's order.
+    Ok(alerts)
+}
+
+/// The archive digest of exactly the readings stored, in the digest's order.
+fn readings_digest(
+    ctx: &LabContext<'_>,
+    samples: &[Sample<'_>],
+    received_at: DateTime<Utc>,
+) -> String {
     let mut order: Vec<&Sample<'_>> = samples.iter().collect();
     order.sort_by(|a, b| {
         (
@@ -172,50 +236,21 @@ pub async fn submit(
                 b.sampled_at.timestamp_micros(),
             ))
     });
-    let digest = archive::readings_digest_in_order(
-        order.iter().map(|s| archive::DigestRow::of(&reading(s))),
-    );
-    drop(order);
-    let readings_stored = samples.len();
-    drop(samples);
-    // The rows are stored: free them before the raw file is encoded into the archive insert
-    // (the peak of the upload's memory otherwise).
-    checked.rows = Vec::new();
-    let t4 = std::time::Instant::now();
-    // Last before COMMIT (the archive head lock comes after every other lock).
-    archive::append(&tx, archive::Kind::LabBatch, &batch_id, raw, &digest).await?;
-    let t5 = std::time::Instant::now();
-    tx.commit().await?;
-    tracing::info!(
-        batch_id,
-        rows = checked.row_count,
-        readings = readings_stored,
-        copy_ms = (t1 - t0).as_millis() as u64,
-        readings_ms = (t2 - t1).as_millis() as u64,
-        incidents_ms = (t3 - t2).as_millis() as u64,
-        digest_ms = (t4 - t3).as_millis() as u64,
-        archive_ms = (t5 - t4).as_millis() as u64,
-        commit_ms = t5.elapsed().as_millis() as u64,
-        "lab batch stored"
-    );
-    Ok(Outcome::Accepted(report))
+    archive::readings_digest_in_order(
+        order
+            .iter()
+            .map(|s| archive::DigestRow::of(&judged_reading(ctx, s, received_at))),
+    )
 }
 
-fn to_json(report: &Report) -> Value {
-    // A report is plain data (strings, numbers, maps): serialising it cannot fail.
-    report.to_json().unwrap_or(Value::Null)
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Inserts or replaces the batch's `lab_batches` row (a batch rejected before may be sent
+/// again).
 async fn upsert_batch(
     tx: &Transaction<'_>,
-    batch_id: &str,
-    lab_id: &str,
+    upload: &Upload<'_>,
     status: &str,
     checked: &Checked,
-    report: &Value,
-    uploaded_by: &str,
-    received_at: DateTime<Utc>,
+    report: &(dyn ToSql + Sync),
 ) -> Result<(), StoreError> {
     let rows = i32::try_from(checked.row_count).unwrap_or(i32::MAX);
     tx.execute(
@@ -228,14 +263,14 @@ async fn upsert_batch(
              uploaded_by = EXCLUDED.uploaded_by, received_at = EXCLUDED.received_at,
              stored_at = now()",
         &[
-            &batch_id,
-            &lab_id,
+            &upload.batch_id,
+            &upload.lab_id,
             &status,
             &checked.content_sha256,
             &rows,
             report,
-            &uploaded_by,
-            &received_at,
+            &upload.uploaded_by,
+            &upload.received_at,
         ],
     )
     .await?;

@@ -10,7 +10,9 @@
 //!
 //! - [`domain`] — the pure core, no I/O: [`domain::metal`], [`domain::unit`],
 //!   [`domain::point`], [`domain::standard`] (threshold tables as validated data),
-//!   [`domain::judge`] (reading → level, soil tier), [`domain::incident`] (alert state machine).
+//!   [`domain::judge`] (reading → level at a point, soil tier), [`domain::incident`] (alert
+//!   state machine), [`domain::rules`] (the input rules shared by station payloads and lab rows:
+//!   ids, negative value and ceiling, time window, pH).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format and in-memory lookup.

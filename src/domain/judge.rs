@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::metal::Metal;
-use super::point::LandUse;
+use super::point::{LandUse, Point};
 use super::standard::{Standards, Thresholds};
 
 /// Outcome of judging one reading.
@@ -92,6 +92,32 @@ pub fn judge(
         level,
         thresholds: Some(t),
     }
+}
+
+/// The pH a reading taken at `point` is judged at: the sample's own when measured, else the
+/// point's registered pH. The same rule for station messages and lab rows.
+pub fn judging_ph(sample_ph: Option<f64>, point: &Point) -> Option<f64> {
+    sample_ph.or(point.ph)
+}
+
+/// Judges one reading taken at `point`: by the point's land use, at [`judging_ph`]. This is
+/// the judgement of a judged reading, whatever its source.
+pub fn judge_at_point(
+    standards: &Standards,
+    point: &Point,
+    sample_ph: Option<f64>,
+    metal: Metal,
+    value_mgkg: f64,
+    detected: bool,
+) -> Judgement {
+    judge(
+        standards,
+        point.land_use,
+        judging_ph(sample_ph, point),
+        metal,
+        value_mgkg,
+        detected,
+    )
 }
 
 /// GB 15618 farmland category from soil data alone (the legal category also needs crop

@@ -624,6 +624,39 @@ mod tests {
         assert_eq!(r.msg_id, None);
     }
 
+    #[test]
+    fn msg_ids_are_counted_in_bytes_and_taken_as_sent() {
+        let with_id = |id: &str| GOOD.replace("st07-000123", id);
+        let ok = parse(
+            "st07",
+            with_id(&"样".repeat(42)).as_bytes(),
+            now(),
+            &cfg(),
+            &registry(),
+        );
+        assert!(ok.is_ok(), "126 bytes: {ok:?}");
+        let padded = parse(
+            "st07",
+            with_id(" id ").as_bytes(),
+            now(),
+            &cfg(),
+            &registry(),
+        );
+        assert_eq!(padded.map(|s| s.msg_id).ok().as_deref(), Some(" id "));
+        let long = parse(
+            "st07",
+            with_id(&"样".repeat(43)).as_bytes(),
+            now(),
+            &cfg(),
+            &registry(),
+        );
+        assert_eq!(
+            long.map_err(|r| r.code),
+            Err(RejectCode::BadType),
+            "129 bytes"
+        );
+    }
+
     proptest! {
         /// Arbitrary bytes never panic and always give a sample or a reason.
         #[test]

@@ -165,6 +165,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_sample_ph_wins_over_the_points() {
+        use crate::domain::point::PointType;
+        let point = Point {
+            id: "P1".into(),
+            name: "p".into(),
+            county_code: "441781".into(),
+            lon: 111.0,
+            lat: 22.0,
+            point_type: PointType::Basic,
+            land_use: LandUse::Paddy,
+            ph: Some(6.2),
+        };
+        assert_eq!(judging_ph(Some(7.5), &point), Some(7.5));
+        assert_eq!(judging_ph(None, &point), Some(6.2));
+        let unmeasured = Point { ph: None, ..point };
+        assert_eq!(judging_ph(None, &unmeasured), None);
+    }
+
+    #[test]
     fn tier_takes_the_worst_level() {
         use Level::*;
         assert_eq!(soil_tier(&[None, None]), SoilTier::PriorityProtection);

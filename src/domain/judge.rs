@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::metal::Metal;
-use super::point::LandUse;
+use super::point::{LandUse, Point};
 use super::standard::{Standards, Thresholds};
 
 /// Outcome of judging one reading.
@@ -94,6 +94,32 @@ pub fn judge(
     }
 }
 
+/// The pH a reading taken at `point` is judged at: the sample's own when measured, else the
+/// point's registered pH. The same rule for station messages and lab rows.
+pub fn judging_ph(sample_ph: Option<f64>, point: &Point) -> Option<f64> {
+    sample_ph.or(point.ph)
+}
+
+/// Judges one reading taken at `point`: by the point's land use, at [`judging_ph`]. This is
+/// the judgement of a judged reading, whatever its source.
+pub fn judge_at_point(
+    standards: &Standards,
+    point: &Point,
+    sample_ph: Option<f64>,
+    metal: Metal,
+    value_mgkg: f64,
+    detected: bool,
+) -> Judgement {
+    judge(
+        standards,
+        point.land_use,
+        judging_ph(sample_ph, point),
+        metal,
+        value_mgkg,
+        detected,
+    )
+}
+
 /// GB 15618 farmland category from soil data alone (the legal category also needs crop
 /// co-monitoring; this is the soil screening tier).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,6 +163,25 @@ pub fn soil_tier(latest_levels: &[Level]) -> SoilTier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_ph_wins_over_the_points() {
+        use crate::domain::point::PointType;
+        let point = Point {
+            id: "P1".into(),
+            name: "p".into(),
+            county_code: "441781".into(),
+            lon: 111.0,
+            lat: 22.0,
+            point_type: PointType::Basic,
+            land_use: LandUse::Paddy,
+            ph: Some(6.2),
+        };
+        assert_eq!(judging_ph(Some(7.5), &point), Some(7.5));
+        assert_eq!(judging_ph(None, &point), Some(6.2));
+        let unmeasured = Point { ph: None, ..point };
+        assert_eq!(judging_ph(None, &unmeasured), None);
+    }
 
     #[test]
     fn tier_takes_the_worst_level() {

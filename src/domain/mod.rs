@@ -1,11 +1,14 @@
-//! The pure domain core: analytes, units, points, standards, judgement and incidents.
-//! Nothing here does I/O; adapters (`ingest`, `store`, `alert`) call into it.
+//! The pure domain core: analytes, units, points, standards, judgement, incidents, and the
+//! input rules (ids, concentration and ceiling, time window, pH) shared by the station payload
+//! parser and the lab checks. Nothing here does I/O; adapters (`ingest`, `lab`, `store`,
+//! `alert`) call into it.
 
 pub mod incident;
 pub mod judge;
 pub mod metal;
 pub mod point;
 pub mod reading;
+pub mod rules;
 pub mod sample;
 pub mod standard;
 pub mod unit;

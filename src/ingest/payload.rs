@@ -6,12 +6,13 @@
 //! `msg_id`. Unknown extra fields are allowed: they are part of the content hash, and the
 //! raw bytes are archived verbatim by the writer.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::config::IngestConfig;
 use crate::domain::metal::Metal;
+use crate::domain::rules::{self, RuleError, TimeWindow};
 use crate::domain::unit::Unit;
 use crate::registry::Registry;
 
@@ -28,49 +29,26 @@ pub fn parse(
     cfg: &IngestConfig,
     registry: &Registry,
 ) -> Result<Sample, Rejection> {
-    let reject = |code, detail: String| Rejection {
-        code,
-        detail,
-        msg_id: None,
-    };
     if bytes.len() > cfg.max_payload_bytes {
-        return Err(reject(
+        return Err(unidentified(
             RejectCode::TooLarge,
             format!("{} bytes, limit {}", bytes.len(), cfg.max_payload_bytes),
         ));
     }
     let text = std::str::from_utf8(bytes).map_err(|e| {
-        reject(
+        unidentified(
             RejectCode::MalformedJson,
             format!("payload is not UTF-8: {e}"),
         )
     })?;
     let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, &e))?;
     let Value::Object(obj) = &value else {
-        return Err(reject(
+        return Err(unidentified(
             RejectCode::BadType,
             "payload must be a JSON object".into(),
         ));
     };
-    let msg_id = match obj.get("msg_id") {
-        None | Some(Value::Null) => {
-            return Err(reject(
-                RejectCode::MissingField,
-                "msg_id is required".into(),
-            ))
-        }
-        Some(Value::String(s))
-            if (1..=128).contains(&s.len()) && !s.chars().any(char::is_control) =>
-        {
-            s.clone()
-        }
-        Some(_) => {
-            return Err(reject(
-                RejectCode::BadType,
-                "msg_id must be a string of 1-128 printable characters".into(),
-            ))
-        }
-    };
+    let msg_id = msg_id(obj)?;
     let fields = Fields {
         obj,
         msg_id: &msg_id,
@@ -81,6 +59,30 @@ pub fn parse(
         content_sha256,
         ..sample
     })
+}
+
+/// A refusal of a message whose `msg_id` could not be read.
+fn unidentified(code: RejectCode, detail: String) -> Rejection {
+    Rejection {
+        code,
+        detail,
+        msg_id: None,
+    }
+}
+
+/// The message id: required, a string that passes [`rules::check_id`].
+fn msg_id(obj: &Map<String, Value>) -> Result<String, Rejection> {
+    match obj.get("msg_id") {
+        None | Some(Value::Null) => Err(unidentified(
+            RejectCode::MissingField,
+            "msg_id is required".into(),
+        )),
+        Some(Value::String(s)) if rules::check_id(s).is_ok() => Ok(s.clone()),
+        Some(_) => Err(unidentified(
+            RejectCode::BadType,
+            "msg_id must be a string of 1-128 printable characters".into(),
+        )),
+    }
 }
 
 /// Maps a JSON parse error to a reason: NaN/Infinity tokens and numbers out of f64 range are
@@ -182,18 +184,7 @@ impl Fields<'_> {
             ));
         }
         let sampled_at = self.sampled_at(now, cfg)?;
-        let ph = match self.obj.get("ph").filter(|v| !v.is_null()) {
-            None => None,
-            Some(v) => {
-                let ph = self.number("ph", v)?;
-                if !(0.0..=14.0).contains(&ph) {
-                    return Err(
-                        self.reject(RejectCode::PhOutOfRange, format!("ph {ph} is outside 0-14"))
-                    );
-                }
-                Some(ph)
-            }
-        };
+        let ph = self.ph()?;
         let depth_cm = self.depth()?;
         let method = match self.obj.get("method").filter(|v| !v.is_null()) {
             None => None,
@@ -227,22 +218,38 @@ impl Fields<'_> {
                 )
             })?
             .with_timezone(&Utc);
-        if at < cfg.earliest_sample {
-            return Err(self.reject(
+        let window = TimeWindow {
+            earliest: cfg.earliest_sample,
+            now,
+            skew_secs: cfg.future_skew_secs,
+        };
+        window.check(at).map_err(|e| match e {
+            RuleError::TooOld { earliest } => self.reject(
                 RejectCode::BadTimestamp,
-                format!("sampled_at {text} is before {}", cfg.earliest_sample),
-            ));
-        }
-        if at > now + Duration::seconds(cfg.future_skew_secs) {
-            return Err(self.reject(
+                format!("sampled_at {text} is before {earliest}"),
+            ),
+            // `InFuture`, the only other failure of the window.
+            _ => self.reject(
                 RejectCode::FutureTimestamp,
                 format!(
                     "sampled_at {text} is more than {} s after the server time {now}",
                     cfg.future_skew_secs
                 ),
-            ));
-        }
+            ),
+        })?;
         Ok(at)
+    }
+
+    /// The optional `ph`, within 0–14.
+    fn ph(&self) -> Result<Option<f64>, Rejection> {
+        let Some(v) = self.obj.get("ph").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let ph = self.number("ph", v)?;
+        rules::check_ph(ph).map_err(|_| {
+            self.reject(RejectCode::PhOutOfRange, format!("ph {ph} is outside 0-14"))
+        })?;
+        Ok(Some(ph))
     }
 
     fn depth(&self) -> Result<Option<(f64, f64)>, Rejection> {
@@ -327,33 +334,9 @@ impl Fields<'_> {
                 format!("{}: unknown unit {unit_text:?}", at("unit")),
             )
         })?;
-        let detected = match obj.get("detected") {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(self.reject(
-                    RejectCode::BadType,
-                    format!("{} must be true or false", at("detected")),
-                ))
-            }
-        };
-        if value < 0.0 {
-            return Err(self.reject(
-                RejectCode::NegativeValue,
-                format!("{}: {value} is negative", at("value")),
-            ));
-        }
-        let value_mgkg = value * unit.to_mg_per_kg();
-        let ceiling = cfg.ceiling(metal);
-        if value_mgkg > ceiling {
-            return Err(self.reject(
-                RejectCode::ImplausibleValue,
-                format!(
-                    "{}: {value_mgkg} mg/kg {metal} is above the ceiling {ceiling} mg/kg",
-                    at("value")
-                ),
-            ));
-        }
+        let detected = self.detected(obj.get("detected"), &at("detected"))?;
+        let value_mgkg = rules::check_concentration(value, unit.to_mg_per_kg(), cfg.ceiling(metal))
+            .map_err(|e| self.value_rejection(&at("value"), metal, e))?;
         Ok(ParsedReading {
             metal,
             value_orig: value,
@@ -361,6 +344,38 @@ impl Fields<'_> {
             value_mgkg,
             detected,
         })
+    }
+
+    /// A reading's optional `detected` flag (absent: detected).
+    fn detected(&self, v: Option<&Value>, key: &str) -> Result<bool, Rejection> {
+        match v {
+            None | Some(Value::Null) => Ok(true),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => {
+                Err(self.reject(RejectCode::BadType, format!("{key} must be true or false")))
+            }
+        }
+    }
+
+    /// The refusal of a value that broke [`rules::check_concentration`].
+    fn value_rejection(&self, key: &str, metal: Metal, e: RuleError) -> Rejection {
+        match e {
+            RuleError::Negative { value } => self.reject(
+                RejectCode::NegativeValue,
+                format!("{key}: {value} is negative"),
+            ),
+            RuleError::AboveCeiling {
+                value_mgkg,
+                ceiling_mgkg,
+            } => self.reject(
+                RejectCode::ImplausibleValue,
+                format!(
+                    "{key}: {value_mgkg} mg/kg {metal} is above the ceiling {ceiling_mgkg} mg/kg"
+                ),
+            ),
+            // The concentration check breaks no other rule.
+            other => self.reject(RejectCode::ImplausibleValue, format!("{key}: {other}")),
+        }
     }
 }
 
@@ -467,6 +482,39 @@ mod tests {
         let r = parse("st07", b"[1,", now(), &cfg(), &registry()).unwrap_err();
         assert_eq!(r.code, RejectCode::MalformedJson);
         assert_eq!(r.msg_id, None);
+    }
+
+    #[test]
+    fn msg_ids_are_counted_in_bytes_and_taken_as_sent() {
+        let with_id = |id: &str| GOOD.replace("st07-000123", id);
+        let ok = parse(
+            "st07",
+            with_id(&"样".repeat(42)).as_bytes(),
+            now(),
+            &cfg(),
+            &registry(),
+        );
+        assert!(ok.is_ok(), "126 bytes: {ok:?}");
+        let padded = parse(
+            "st07",
+            with_id(" id ").as_bytes(),
+            now(),
+            &cfg(),
+            &registry(),
+        );
+        assert_eq!(padded.map(|s| s.msg_id).ok().as_deref(), Some(" id "));
+        let long = parse(
+            "st07",
+            with_id(&"样".repeat(43)).as_bytes(),
+            now(),
+            &cfg(),
+            &registry(),
+        );
+        assert_eq!(
+            long.map_err(|r| r.code),
+            Err(RejectCode::BadType),
+            "129 bytes"
+        );
     }
 
     proptest! {

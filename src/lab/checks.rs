@@ -4,11 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 
 use super::{CheckCode, Issue, LabRow, QcType, RawRow};
 use crate::config::{IngestConfig, LabConfig};
 use crate::domain::metal::Metal;
+use crate::domain::rules::{self, RuleError, TimeWindow};
 use crate::domain::unit::Unit;
 use crate::registry::{valid_point_id, Registry};
 
@@ -143,54 +144,161 @@ impl<'c> RowChecker<'c> {
 
 /// Collects the issues of one row; `None` when a field the row cannot exist without failed.
 fn check_row(r: &RawRow<'_>, checker: &mut RowChecker<'_>) -> Option<LabRow> {
-    let ctx = checker.ctx;
-    let issues = &mut checker.issues;
-    let before = issues.len();
-    let line = r.line;
-    let mut push =
-        |code, column, detail: String| issues.push(Issue::row(code, line, column, detail));
-    let mut required = |column: &'static str| -> Option<&str> {
-        match r.get(column) {
-            Some(v) => Some(v),
-            None => {
-                push(
-                    CheckCode::MissingField,
-                    column,
-                    format!("{column} is required"),
-                );
-                None
-            }
-        }
-    };
-    let batch_id = required("batch_id");
-    let lab_id = required("lab_id");
-    let sample_id = required("sample_id");
-    let metal_text = required("metal");
-    let value_text = required("value");
-    let unit_text = required("unit");
-    let qc_text = required("qc_type");
-    let mut push =
-        |code, column, detail: String| issues.push(Issue::row(code, line, column, detail));
+    let before = checker.issues.len();
+    let fields = RowCheck {
+        r,
+        ctx: checker.ctx,
+        issues: &mut checker.issues,
+    }
+    .fields();
+    if checker.issues.len() > before {
+        return None;
+    }
+    fields.into_row(r, checker)
+}
 
-    for (col, v) in [
-        ("batch_id", batch_id),
-        ("lab_id", lab_id),
-        ("sample_id", sample_id),
-    ] {
-        if let Some(v) = v {
-            if !valid_id(v) {
-                push(
-                    CheckCode::BadType,
-                    col,
-                    format!("{v:?}: use 1-128 printable characters, no spaces at the ends"),
-                );
-            }
+/// The checked fields of one row, before the row is built (`None`: absent or refused).
+struct RowFields<'a> {
+    batch_id: Option<&'a str>,
+    lab_id: Option<&'a str>,
+    sample_id: Option<&'a str>,
+    unit_text: Option<&'a str>,
+    qc_type: Option<QcType>,
+    metal: Option<Metal>,
+    factor: f64,
+    detected: bool,
+    value: Option<f64>,
+    mdl: Option<f64>,
+    ph: Option<f64>,
+    depth_cm: Option<(f64, f64)>,
+    point_id: Option<&'a str>,
+    sampled_at: Option<DateTime<Utc>>,
+    analysed_at: Option<DateTime<Utc>>,
+    qc_ref: Option<&'a str>,
+}
+
+impl RowFields<'_> {
+    /// The row, its repeated texts shared through the checker's interners.
+    fn into_row(self, r: &RawRow<'_>, checker: &mut RowChecker<'_>) -> Option<LabRow> {
+        let (value, factor) = (self.value?, self.factor);
+        Some(LabRow {
+            line: r.line,
+            batch_id: checker.batch_ids.get(self.batch_id?),
+            lab_id: checker.lab_ids.get(self.lab_id?),
+            sample_id: Box::from(self.sample_id?),
+            point_id: self.point_id.map(|p| checker.points.get(p)),
+            sampled_at: self.sampled_at,
+            analysed_at: self.analysed_at,
+            depth_cm: self.depth_cm,
+            ph: self.ph,
+            metal: self.metal?,
+            value_orig: value,
+            unit_orig: checker.units.get(self.unit_text?),
+            value_mgkg: value * factor,
+            detected: self.detected,
+            mdl_mgkg: self.mdl.map(|m| m * factor),
+            method: r.get("method").map(|m| checker.methods.get(m)),
+            qc_type: self.qc_type?,
+            qc_ref: self.qc_ref.map(Box::from),
+        })
+    }
+}
+
+/// The checks of one row, each recording its issues (in this order: the order of the issues
+/// of one line and code in the report).
+struct RowCheck<'r, 'a> {
+    r: &'r RawRow<'a>,
+    ctx: &'r CheckContext<'r>,
+    issues: &'r mut Vec<Issue>,
+}
+
+impl<'a> RowCheck<'_, 'a> {
+    fn push(&mut self, code: CheckCode, column: &'static str, detail: String) {
+        self.issues
+            .push(Issue::row(code, self.r.line, column, detail));
+    }
+
+    /// Every check of the row, in report order.
+    fn fields(mut self) -> RowFields<'a> {
+        let batch_id = self.required("batch_id");
+        let lab_id = self.required("lab_id");
+        let sample_id = self.required("sample_id");
+        let metal_text = self.required("metal");
+        let value_text = self.required("value");
+        let unit_text = self.required("unit");
+        let qc_text = self.required("qc_type");
+        self.id("batch_id", batch_id);
+        self.id("lab_id", lab_id);
+        self.id("sample_id", sample_id);
+        let qc_type = self.qc_type(qc_text);
+        let metal = self.metal(metal_text);
+        let unit = self.unit(unit_text);
+        let detected = self.detected();
+        let value = self.number("value", value_text);
+        let mdl = self.number("mdl", self.r.get("mdl"));
+        let ph = self.number("ph", self.r.get("ph"));
+        let top = self.number("depth_top_cm", self.r.get("depth_top_cm"));
+        let bottom = self.number("depth_bottom_cm", self.r.get("depth_bottom_cm"));
+        self.value(value, metal, unit);
+        self.mdl(mdl, detected, qc_type);
+        self.ph(ph);
+        let depth_cm = self.depth(top, bottom);
+        let field_sample = matches!(qc_type, Some(QcType::Sample | QcType::FieldDuplicate));
+        let point_id = self.point(field_sample);
+        let sampled_at = self.sampled_at(field_sample);
+        let analysed_at = self
+            .r
+            .get("analysed_at")
+            .and_then(|t| self.time(t, "analysed_at"));
+        let qc_ref = self.qc_ref(qc_type);
+        RowFields {
+            batch_id,
+            lab_id,
+            sample_id,
+            unit_text,
+            qc_type,
+            metal,
+            factor: unit.map_or(1.0, Unit::to_mg_per_kg),
+            detected,
+            value,
+            mdl,
+            ph,
+            depth_cm,
+            point_id,
+            sampled_at,
+            analysed_at,
+            qc_ref,
         }
     }
-    let qc_type = qc_text.and_then(|t| {
+
+    fn required(&mut self, column: &'static str) -> Option<&'a str> {
+        let v = self.r.get(column);
+        if v.is_none() {
+            self.push(
+                CheckCode::MissingField,
+                column,
+                format!("{column} is required"),
+            );
+        }
+        v
+    }
+
+    /// An id column, by [`rules::check_id`].
+    fn id(&mut self, column: &'static str, v: Option<&str>) {
+        if let Some(v) = v.filter(|v| rules::check_id(v).is_err()) {
+            self.push(
+                CheckCode::BadType,
+                column,
+                format!("{v:?}: use 1-128 printable characters, no spaces at the ends"),
+            );
+        }
+    }
+
+    fn qc_type(&mut self, text: Option<&str>) -> Option<QcType> {
+        let t = text?;
         let q = QcType::parse(t);
         if q.is_none() {
-            push(
+            self.push(
                 CheckCode::BadType,
                 "qc_type",
                 format!(
@@ -199,50 +307,55 @@ fn check_row(r: &RawRow<'_>, checker: &mut RowChecker<'_>) -> Option<LabRow> {
             );
         }
         q
-    });
-    let metal = metal_text.and_then(|t| {
+    }
+
+    fn metal(&mut self, text: Option<&str>) -> Option<Metal> {
+        let t = text?;
         let m = Metal::parse(t);
         if m.is_none() {
-            push(
+            self.push(
                 CheckCode::UnknownMetal,
                 "metal",
                 format!("unknown metal {t:?}"),
             );
         }
         m
-    });
-    let unit = unit_text.and_then(|t| {
+    }
+
+    fn unit(&mut self, text: Option<&str>) -> Option<Unit> {
+        let t = text?;
         let u = Unit::parse(t);
         if u.is_none() {
-            push(
+            self.push(
                 CheckCode::UnknownUnit,
                 "unit",
                 format!("unknown unit {t:?}"),
             );
         }
         u
-    });
-    let detected = match r.get("detected") {
-        None => true,
-        Some(t) => match parse_bool(t) {
-            Some(b) => b,
-            None => {
-                push(
-                    CheckCode::BadType,
-                    "detected",
-                    format!("{t:?}: expected true/false (also 1/0, yes/no, 是/否)"),
-                );
-                true
-            }
-        },
-    };
-    let factor = unit.map_or(1.0, Unit::to_mg_per_kg);
-    let mut number = |column: &'static str, text: Option<&str>| -> Option<f64> {
+    }
+
+    /// The optional `detected` flag (absent, or unreadable and reported: detected).
+    fn detected(&mut self) -> bool {
+        let Some(t) = self.r.get("detected") else {
+            return true;
+        };
+        parse_bool(t).unwrap_or_else(|| {
+            self.push(
+                CheckCode::BadType,
+                "detected",
+                format!("{t:?}: expected true/false (also 1/0, yes/no, 是/否)"),
+            );
+            true
+        })
+    }
+
+    fn number(&mut self, column: &'static str, text: Option<&str>) -> Option<f64> {
         let t = text?;
         match t.parse::<f64>() {
             Ok(v) if v.is_finite() => Some(v),
             _ => {
-                push(
+                self.push(
                     CheckCode::BadType,
                     column,
                     format!("{t:?} is not a finite number"),
@@ -250,172 +363,171 @@ fn check_row(r: &RawRow<'_>, checker: &mut RowChecker<'_>) -> Option<LabRow> {
                 None
             }
         }
-    };
-    let value = number("value", value_text);
-    let mdl = number("mdl", r.get("mdl"));
-    let ph = number("ph", r.get("ph"));
-    let top = number("depth_top_cm", r.get("depth_top_cm"));
-    let bottom = number("depth_bottom_cm", r.get("depth_bottom_cm"));
-    let mut push =
-        |code, column, detail: String| issues.push(Issue::row(code, line, column, detail));
+    }
 
-    if let Some(v) = value.filter(|v| *v < 0.0) {
-        push(
-            CheckCode::NegativeValue,
-            "value",
-            format!("{v} is negative"),
-        );
-    } else if let (Some(v), Some(m), Some(_)) = (value, metal, unit) {
-        if v * factor > ctx.ingest.ceiling(m) {
-            push(
+    /// The value: not negative, and (metal and unit known) not above the metal's ceiling.
+    fn value(&mut self, value: Option<f64>, metal: Option<Metal>, unit: Option<Unit>) {
+        let Some(v) = value else {
+            return;
+        };
+        if rules::check_not_negative(v).is_err() {
+            self.push(
+                CheckCode::NegativeValue,
+                "value",
+                format!("{v} is negative"),
+            );
+            return;
+        }
+        let (Some(m), Some(u)) = (metal, unit) else {
+            return;
+        };
+        if let Err(RuleError::AboveCeiling {
+            value_mgkg,
+            ceiling_mgkg,
+        }) = rules::check_ceiling(v * u.to_mg_per_kg(), self.ctx.ingest.ceiling(m))
+        {
+            self.push(
                 CheckCode::ImplausibleValue,
                 "value",
                 format!(
-                    "{} mg/kg is above the {m} ceiling {} mg/kg (unit mistake?)",
-                    v * factor,
-                    ctx.ingest.ceiling(m)
+                    "{value_mgkg} mg/kg is above the {m} ceiling {ceiling_mgkg} mg/kg (unit mistake?)"
                 ),
             );
         }
     }
-    if let Some(m) = mdl {
-        if m < 0.0 {
-            push(CheckCode::NegativeValue, "mdl", format!("{m} is negative"));
+
+    /// The detection limit: not negative, and present for a non-detect or a blank.
+    fn mdl(&mut self, mdl: Option<f64>, detected: bool, qc_type: Option<QcType>) {
+        if let Some(m) = mdl.filter(|m| rules::check_not_negative(*m).is_err()) {
+            self.push(CheckCode::NegativeValue, "mdl", format!("{m} is negative"));
+        }
+        if mdl.is_none()
+            && self.r.get("mdl").is_none()
+            && (!detected || qc_type == Some(QcType::Blank))
+        {
+            self.push(
+                CheckCode::MissingMdl,
+                "mdl",
+                "a non-detect or a blank needs its method detection limit".into(),
+            );
         }
     }
-    if mdl.is_none() && r.get("mdl").is_none() && (!detected || qc_type == Some(QcType::Blank)) {
-        push(
-            CheckCode::MissingMdl,
-            "mdl",
-            "a non-detect or a blank needs its method detection limit".into(),
-        );
-    }
-    if let Some(p) = ph {
-        if !(0.0..=14.0).contains(&p) {
-            push(
+
+    fn ph(&mut self, ph: Option<f64>) {
+        if let Some(p) = ph.filter(|p| rules::check_ph(*p).is_err()) {
+            self.push(
                 CheckCode::PhOutOfRange,
                 "ph",
                 format!("pH {p} is outside 0-14"),
             );
         }
     }
-    let depth_cm = match (top, bottom) {
-        (Some(t), Some(b)) if t >= 0.0 && t < b => Some((t, b)),
-        (None, None) => None,
-        (t, b) => {
-            if !(r.get("depth_top_cm").is_some() && t.is_none()
-                || r.get("depth_bottom_cm").is_some() && b.is_none())
-            {
-                push(
-                    CheckCode::BadDepth,
-                    "depth_top_cm",
-                    "depth needs both top and bottom with 0 <= top < bottom".into(),
-                );
-            }
-            None
-        }
-    };
-    let field_sample = matches!(qc_type, Some(QcType::Sample | QcType::FieldDuplicate));
-    let point_id = r.get("point_id");
-    match point_id {
-        None if field_sample => push(
-            CheckCode::MissingField,
-            "point_id",
-            "point_id is required for field samples".into(),
-        ),
-        Some(p) if !valid_point_id(p) || ctx.registry.get(p).is_none() => push(
-            CheckCode::UnknownPoint,
-            "point_id",
-            format!("point {p:?} is not registered"),
-        ),
-        _ => {}
-    }
-    let sampled_at = match r.get("sampled_at") {
-        None => {
-            if field_sample {
-                push(
-                    CheckCode::MissingField,
-                    "sampled_at",
-                    "sampled_at is required for field samples".into(),
-                );
-            }
-            None
-        }
-        Some(t) => check_time(t, "sampled_at", ctx, &mut push),
-    };
-    let analysed_at = r
-        .get("analysed_at")
-        .and_then(|t| check_time(t, "analysed_at", ctx, &mut push));
-    let qc_ref = r.get("qc_ref");
-    if qc_ref.is_none()
-        && matches!(
-            qc_type,
-            Some(QcType::FieldDuplicate | QcType::LabDuplicate | QcType::Crm | QcType::Spike)
-        )
-    {
-        push(
-            CheckCode::OrphanQcRef,
-            "qc_ref",
-            "duplicates, spikes and CRM rows need qc_ref".into(),
-        );
-    }
-    if issues.len() > before {
-        return None;
-    }
-    let value = value?;
-    Some(LabRow {
-        line,
-        batch_id: checker.batch_ids.get(batch_id?),
-        lab_id: checker.lab_ids.get(lab_id?),
-        sample_id: Box::from(sample_id?),
-        point_id: point_id.map(|p| checker.points.get(p)),
-        sampled_at,
-        analysed_at,
-        depth_cm,
-        ph,
-        metal: metal?,
-        value_orig: value,
-        unit_orig: checker.units.get(unit_text?),
-        value_mgkg: value * factor,
-        detected,
-        mdl_mgkg: mdl.map(|m| m * factor),
-        method: r.get("method").map(|m| checker.methods.get(m)),
-        qc_type: qc_type?,
-        qc_ref: qc_ref.map(Box::from),
-    })
-}
 
-fn check_time(
-    text: &str,
-    column: &'static str,
-    ctx: &CheckContext<'_>,
-    push: &mut impl FnMut(CheckCode, &'static str, String),
-) -> Option<DateTime<Utc>> {
-    let Some(at) = parse_time(text) else {
-        push(
-            CheckCode::BadTimestamp,
-            column,
-            format!("{text:?}: use RFC 3339, YYYY-MM-DD HH:MM[:SS] or YYYY-MM-DD (UTC+8)"),
-        );
-        return None;
-    };
-    if at < ctx.lab.earliest_sample {
-        push(
-            CheckCode::BadTimestamp,
-            column,
-            format!("{text} is before {}", ctx.lab.earliest_sample),
-        );
-        return None;
+    /// Depth: both ends or neither, 0 <= top < bottom (an unreadable end is already reported).
+    fn depth(&mut self, top: Option<f64>, bottom: Option<f64>) -> Option<(f64, f64)> {
+        match (top, bottom) {
+            (Some(t), Some(b)) if t >= 0.0 && t < b => Some((t, b)),
+            (None, None) => None,
+            (t, b) => {
+                if !(self.r.get("depth_top_cm").is_some() && t.is_none()
+                    || self.r.get("depth_bottom_cm").is_some() && b.is_none())
+                {
+                    self.push(
+                        CheckCode::BadDepth,
+                        "depth_top_cm",
+                        "depth needs both top and bottom with 0 <= top < bottom".into(),
+                    );
+                }
+                None
+            }
+        }
     }
-    if at > ctx.now + Duration::seconds(ctx.ingest.future_skew_secs) {
-        push(
-            CheckCode::FutureTimestamp,
-            column,
-            format!("{text} is in the future (server time {})", ctx.now),
-        );
-        return None;
+
+    /// The point: required for field samples, registered when given.
+    fn point(&mut self, field_sample: bool) -> Option<&'a str> {
+        let point_id = self.r.get("point_id");
+        match point_id {
+            None if field_sample => self.push(
+                CheckCode::MissingField,
+                "point_id",
+                "point_id is required for field samples".into(),
+            ),
+            Some(p) if !valid_point_id(p) || self.ctx.registry.get(p).is_none() => self.push(
+                CheckCode::UnknownPoint,
+                "point_id",
+                format!("point {p:?} is not registered"),
+            ),
+            _ => {}
+        }
+        point_id
     }
-    Some(at)
+
+    /// The sampling time: required for field samples, in the accepted window when given.
+    fn sampled_at(&mut self, field_sample: bool) -> Option<DateTime<Utc>> {
+        match self.r.get("sampled_at") {
+            Some(t) => self.time(t, "sampled_at"),
+            None => {
+                if field_sample {
+                    self.push(
+                        CheckCode::MissingField,
+                        "sampled_at",
+                        "sampled_at is required for field samples".into(),
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// A time column: readable ([`parse_time`]) and in the accepted [`TimeWindow`].
+    fn time(&mut self, text: &str, column: &'static str) -> Option<DateTime<Utc>> {
+        let Some(at) = parse_time(text) else {
+            self.push(
+                CheckCode::BadTimestamp,
+                column,
+                format!("{text:?}: use RFC 3339, YYYY-MM-DD HH:MM[:SS] or YYYY-MM-DD (UTC+8)"),
+            );
+            return None;
+        };
+        let window = TimeWindow {
+            earliest: self.ctx.lab.earliest_sample,
+            now: self.ctx.now,
+            skew_secs: self.ctx.ingest.future_skew_secs,
+        };
+        match window.check(at) {
+            Ok(()) => return Some(at),
+            Err(RuleError::TooOld { earliest }) => self.push(
+                CheckCode::BadTimestamp,
+                column,
+                format!("{text} is before {earliest}"),
+            ),
+            // `InFuture`, the only other failure of the window.
+            Err(_) => self.push(
+                CheckCode::FutureTimestamp,
+                column,
+                format!("{text} is in the future (server time {})", self.ctx.now),
+            ),
+        }
+        None
+    }
+
+    /// `qc_ref`: required for duplicates, spikes and CRMs (their content is checked by QC).
+    fn qc_ref(&mut self, qc_type: Option<QcType>) -> Option<&'a str> {
+        let qc_ref = self.r.get("qc_ref");
+        if qc_ref.is_none()
+            && matches!(
+                qc_type,
+                Some(QcType::FieldDuplicate | QcType::LabDuplicate | QcType::Crm | QcType::Spike)
+            )
+        {
+            self.push(
+                CheckCode::OrphanQcRef,
+                "qc_ref",
+                "duplicates, spikes and CRM rows need qc_ref".into(),
+            );
+        }
+        qc_ref
+    }
 }
 
 /// Parses RFC 3339, or a date/time without offset (taken as UTC+8).
@@ -481,10 +593,6 @@ fn parse_bool(text: &str) -> Option<bool> {
         "false" | "0" | "no" | "n" | "否" | "未检出" | "nd" => Some(false),
         _ => None,
     }
-}
-
-fn valid_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && !id.chars().any(char::is_control) && id.trim() == id
 }
 
 #[cfg(test)]
@@ -630,6 +738,24 @@ pub(crate) mod tests {
         for (row, code, column) in cases {
             assert_eq!(codes(row), vec![(code, Some(2), Some(column))], "{row}");
         }
+    }
+
+    #[test]
+    fn ids_are_trimmed_by_the_readers_and_counted_in_bytes() {
+        let padded = OK.replacen("B1", " B1\u{3000}", 1);
+        assert_eq!(
+            codes(&padded),
+            vec![],
+            "cells are trimmed before the id rule"
+        );
+        let ok = OK.replacen("S1", &"样".repeat(42), 1);
+        assert_eq!(codes(&ok), vec![], "126 bytes");
+        let long = OK.replacen("S1", &"样".repeat(43), 1);
+        assert_eq!(
+            codes(&long),
+            vec![(CheckCode::BadType, Some(2), Some("sample_id"))],
+            "43 characters are 129 bytes"
+        );
     }
 
     #[test]

@@ -147,14 +147,8 @@ pub fn parse_csv(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Par
     let body = body.strip_prefix(b"\xef\xbb\xbf").unwrap_or(body);
     let text =
         std::str::from_utf8(body).map_err(|e| malformed(format!("the body is not UTF-8: {e}")))?;
-    let first_line = text.lines().next().unwrap_or("");
-    let delimiter = if first_line.matches('\t').count() > first_line.matches(',').count() {
-        b'\t'
-    } else {
-        b','
-    };
     let mut reader = ::csv::ReaderBuilder::new()
-        .delimiter(delimiter)
+        .delimiter(delimiter(text))
         .flexible(true)
         .trim(::csv::Trim::All)
         .from_reader(text.as_bytes());
@@ -168,29 +162,12 @@ pub fn parse_csv(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Par
     let mut hasher = RowHasher::new();
     let mut rows = 0usize;
     let mut record = ::csv::StringRecord::new();
-    // Physical line of a byte offset, counted incrementally (offsets only grow).
-    let (mut counted_to, mut line_at) = (0usize, 1u64);
-    let mut line_of = |byte: usize| -> u64 {
-        // A record's position may point at the line break before it (CRLF): skip those.
-        let bytes = text.as_bytes();
-        let mut end = byte.min(bytes.len());
-        while end < bytes.len() && (bytes[end] == b'\r' || bytes[end] == b'\n') {
-            end += 1;
-        }
-        if end > counted_to {
-            line_at += bytes[counted_to..end]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count() as u64;
-            counted_to = end;
-        }
-        line_at
-    };
+    let mut lines = LineCounter::new(text);
     loop {
         match reader.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {
-                let line = record.position().map_or(0, |p| line_of(p.byte() as usize));
+                let line = record.position().map_or(0, |p| lines.line_of(p.byte()));
                 if record.iter().all(str::is_empty) {
                     continue;
                 }
@@ -211,21 +188,12 @@ pub fn parse_csv(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Par
                 if !issues.is_empty() {
                     continue;
                 }
-                let mut row = RawRow {
-                    line,
-                    fields: [None; N_COLUMNS],
-                };
-                // A column named twice: the last non-empty value counts.
-                for (col, value) in columns.iter().zip(record.iter()) {
-                    if let (Some(col), false) = (col, value.is_empty()) {
-                        row.fields[*col] = Some(value);
-                    }
-                }
+                let row = csv_row(line, &columns, &record);
                 hasher.row(&row);
                 on_row(&row);
             }
             Err(e) => {
-                let line = e.position().map(|p| line_of(p.byte() as usize));
+                let line = e.position().map(|p| lines.line_of(p.byte()));
                 issues.push(Issue {
                     code: CheckCode::MalformedBatch,
                     line,
@@ -239,6 +207,69 @@ pub fn parse_csv(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Par
         }
     }
     finish(rows, hasher, issues)
+}
+
+/// The delimiter of a CSV body: a tab when its first line has more tabs than commas.
+fn delimiter(text: &str) -> u8 {
+    let first_line = text.lines().next().unwrap_or("");
+    if first_line.matches('\t').count() > first_line.matches(',').count() {
+        b'\t'
+    } else {
+        b','
+    }
+}
+
+/// The physical line of a byte offset, counted incrementally (offsets only grow).
+struct LineCounter<'t> {
+    bytes: &'t [u8],
+    counted_to: usize,
+    line_at: u64,
+}
+
+impl<'t> LineCounter<'t> {
+    fn new(text: &'t str) -> LineCounter<'t> {
+        LineCounter {
+            bytes: text.as_bytes(),
+            counted_to: 0,
+            line_at: 1,
+        }
+    }
+
+    fn line_of(&mut self, byte: u64) -> u64 {
+        // A record's position may point at the line break before it (CRLF): skip those.
+        let bytes = self.bytes;
+        let mut end = usize::try_from(byte).unwrap_or(usize::MAX).min(bytes.len());
+        while end < bytes.len() && (bytes[end] == b'\r' || bytes[end] == b'\n') {
+            end += 1;
+        }
+        if end > self.counted_to {
+            self.line_at += bytes[self.counted_to..end]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64;
+            self.counted_to = end;
+        }
+        self.line_at
+    }
+}
+
+/// A CSV record as a [`RawRow`]: each cell under its column (`columns`: the column of each
+/// header cell). A column named twice: the last non-empty value counts.
+fn csv_row<'r>(
+    line: u64,
+    columns: &[Option<usize>],
+    record: &'r ::csv::StringRecord,
+) -> RawRow<'r> {
+    let mut row = RawRow {
+        line,
+        fields: [None; N_COLUMNS],
+    };
+    for (col, value) in columns.iter().zip(record.iter()) {
+        if let (Some(col), false) = (col, value.is_empty()) {
+            row.fields[*col] = Some(value);
+        }
+    }
+    row
 }
 
 /// Parses a JSON body: an array of row objects, or an object with a `rows` array. Values may

@@ -87,15 +87,37 @@ pub fn parse_spike_ref(text: &str) -> Option<(&str, f64)> {
     (!id.trim().is_empty()).then_some((id.trim(), added))
 }
 
-/// Runs the QC rules over checked rows.
+/// Runs the QC rules over checked rows: the batch's rates first, then each QC row in line
+/// order.
 pub fn check(rows: &[LabRow], cfg: &LabConfig) -> (QcSummary, Vec<Issue>) {
-    let mut s = QcSummary::default();
-    let mut issues = Vec::new();
-    let samples: HashMap<(&str, Metal), &LabRow> = rows
+    let mut s = counts(rows, cfg);
+    let mut issues = rate_issues(&s, cfg);
+    let samples: Samples<'_> = rows
         .iter()
         .filter(|r| r.qc_type == QcType::Sample)
         .map(|r| ((&*r.sample_id, r.metal), r))
         .collect();
+    for r in rows {
+        let issue = match r.qc_type {
+            QcType::Sample => None,
+            QcType::FieldDuplicate | QcType::LabDuplicate => {
+                check_duplicate(r, &samples, &mut s.duplicates, cfg)
+            }
+            QcType::Blank => check_blank(r, &mut s.blanks),
+            QcType::Crm => check_crm(r, &mut s.crm),
+            QcType::Spike => check_spike(r, &samples, &mut s.spikes, cfg),
+        };
+        issues.extend(issue);
+    }
+    (s, issues)
+}
+
+/// The field samples of a batch, by sample id and metal.
+type Samples<'a> = HashMap<(&'a str, Metal), &'a LabRow>;
+
+/// The summary's counts of distinct samples per QC kind and the required duplicates and
+/// blanks (nothing checked yet).
+fn counts(rows: &[LabRow], cfg: &LabConfig) -> QcSummary {
     let ids = |t: &[QcType]| -> usize {
         rows.iter()
             .filter(|r| t.contains(&r.qc_type))
@@ -103,11 +125,17 @@ pub fn check(rows: &[LabRow], cfg: &LabConfig) -> (QcSummary, Vec<Issue>) {
             .collect::<BTreeSet<_>>()
             .len()
     };
-    s.samples = ids(&[QcType::Sample]);
-    s.duplicates.present = ids(&[QcType::FieldDuplicate, QcType::LabDuplicate]);
-    s.blanks.present = ids(&[QcType::Blank]);
-    s.crm.present = ids(&[QcType::Crm]);
-    s.spikes.present = ids(&[QcType::Spike]);
+    let present = |t: &[QcType]| QcCount {
+        present: ids(t),
+        ..QcCount::default()
+    };
+    let mut s = QcSummary {
+        samples: ids(&[QcType::Sample]),
+        duplicates: present(&[QcType::FieldDuplicate, QcType::LabDuplicate]),
+        blanks: present(&[QcType::Blank]),
+        crm: present(&[QcType::Crm]),
+        spikes: present(&[QcType::Spike]),
+    };
     if s.samples > 0 {
         // The small tolerance keeps 80000 × 0.05 at 4000 despite binary fractions.
         let need = |rate: f64, min: usize| {
@@ -116,6 +144,12 @@ pub fn check(rows: &[LabRow], cfg: &LabConfig) -> (QcSummary, Vec<Issue>) {
         s.duplicates.required = need(cfg.duplicate_rate, cfg.min_duplicates);
         s.blanks.required = need(cfg.blank_rate, cfg.min_blanks);
     }
+    s
+}
+
+/// Too few duplicates or blanks for the batch's samples.
+fn rate_issues(s: &QcSummary, cfg: &LabConfig) -> Vec<Issue> {
+    let mut issues = Vec::new();
     if s.duplicates.present < s.duplicates.required {
         issues.push(Issue::batch(
             CheckCode::QcDuplicateRate,
@@ -138,101 +172,120 @@ pub fn check(rows: &[LabRow], cfg: &LabConfig) -> (QcSummary, Vec<Issue>) {
             ),
         ));
     }
+    issues
+}
 
-    for r in rows {
-        let qc_ref = r.qc_ref.as_deref().unwrap_or("");
-        let mut fail = |code, detail: String| {
-            issues.push(Issue::row(code, r.line, "value", detail));
-        };
-        match r.qc_type {
-            QcType::Sample => {}
-            QcType::FieldDuplicate | QcType::LabDuplicate => {
-                let Some(orig) = samples.get(&(qc_ref, r.metal)) else {
-                    issues.push(orphan(r, "no sample row with this sample_id and metal"));
-                    continue;
-                };
-                if !(r.detected && orig.detected) {
-                    continue;
-                }
-                s.duplicates.checked += 1;
-                let (a, b) = (orig.value_mgkg, r.value_mgkg);
-                let rd = if a + b > 0.0 {
-                    (a - b).abs() / (a + b) * 100.0
-                } else {
-                    0.0
-                };
-                let limit = cfg.duplicate_limit((a + b) / 2.0);
-                if rd > limit {
-                    s.duplicates.failed += 1;
-                    fail(
-                        CheckCode::QcDuplicateDeviation,
-                        format!(
-                            "{} {b} vs sample {qc_ref} {a} mg/kg: RD {rd:.1} % above the {limit} % limit",
-                            r.metal
-                        ),
-                    );
-                }
-            }
-            QcType::Blank => {
-                s.blanks.checked += 1;
-                let mdl = r.mdl_mgkg.unwrap_or(0.0);
-                if r.detected && r.value_mgkg >= mdl {
-                    s.blanks.failed += 1;
-                    fail(
-                        CheckCode::QcBlankAboveMdl,
-                        format!(
-                            "blank {} {} mg/kg is not below its MDL {mdl} mg/kg",
-                            r.metal, r.value_mgkg
-                        ),
-                    );
-                }
-            }
-            QcType::Crm => {
-                let Some(crm) = parse_crm_ref(qc_ref) else {
-                    issues.push(orphan(
-                        r,
-                        "a CRM needs qc_ref NAME:certified:low:high (mg/kg)",
-                    ));
-                    continue;
-                };
-                s.crm.checked += 1;
-                if !(crm.low..=crm.high).contains(&r.value_mgkg) {
-                    s.crm.failed += 1;
-                    fail(
-                        CheckCode::QcCrmOutOfRange,
-                        format!(
-                            "CRM {} {} {} mg/kg outside its certified range {}-{} (certified {}): the batch is invalid",
-                            crm.name, r.metal, r.value_mgkg, crm.low, crm.high, crm.certified
-                        ),
-                    );
-                }
-            }
-            QcType::Spike => {
-                let Some((id, added)) = parse_spike_ref(qc_ref) else {
-                    issues.push(orphan(r, "a spike needs qc_ref SAMPLE_ID:added_mgkg"));
-                    continue;
-                };
-                let Some(orig) = samples.get(&(id, r.metal)) else {
-                    issues.push(orphan(r, "no sample row with this sample_id and metal"));
-                    continue;
-                };
-                s.spikes.checked += 1;
-                let base = if orig.detected { orig.value_mgkg } else { 0.0 };
-                let recovery = (r.value_mgkg - base) / added * 100.0;
-                if !(cfg.spike_recovery_min_pct..=cfg.spike_recovery_max_pct).contains(&recovery) {
-                    s.spikes.failed += 1;
-                    fail(
-                        CheckCode::QcSpikeRecovery,
-                        format!(
-                            "spike recovery {recovery:.1} % outside {}-{} %",
-                            cfg.spike_recovery_min_pct, cfg.spike_recovery_max_pct
-                        ),
-                    );
-                }
-            }
-        }
+/// A failed QC check of a row's value.
+fn failed(r: &LabRow, code: CheckCode, detail: String) -> Issue {
+    Issue::row(code, r.line, "value", detail)
+}
+
+/// A field or lab duplicate: its RD to its sample within the limit of their band (pairs with
+/// a non-detect are not compared).
+fn check_duplicate(
+    r: &LabRow,
+    samples: &Samples<'_>,
+    count: &mut QcCount,
+    cfg: &LabConfig,
+) -> Option<Issue> {
+    let qc_ref = r.qc_ref.as_deref().unwrap_or("");
+    let Some(orig) = samples.get(&(qc_ref, r.metal)) else {
+        return Some(orphan(r, "no sample row with this sample_id and metal"));
+    };
+    if !(r.detected && orig.detected) {
+        return None;
     }
-    (s, issues)
+    count.checked += 1;
+    let (a, b) = (orig.value_mgkg, r.value_mgkg);
+    let rd = if a + b > 0.0 {
+        (a - b).abs() / (a + b) * 100.0
+    } else {
+        0.0
+    };
+    let limit = cfg.duplicate_limit((a + b) / 2.0);
+    if rd > limit {
+        count.failed += 1;
+        return Some(failed(
+            r,
+            CheckCode::QcDuplicateDeviation,
+            format!(
+                "{} {b} vs sample {qc_ref} {a} mg/kg: RD {rd:.1} % above the {limit} % limit",
+                r.metal
+            ),
+        ));
+    }
+    None
+}
+
+/// A blank: below its MDL (or not detected).
+fn check_blank(r: &LabRow, count: &mut QcCount) -> Option<Issue> {
+    count.checked += 1;
+    let mdl = r.mdl_mgkg.unwrap_or(0.0);
+    if !(r.detected && r.value_mgkg >= mdl) {
+        return None;
+    }
+    count.failed += 1;
+    Some(failed(
+        r,
+        CheckCode::QcBlankAboveMdl,
+        format!(
+            "blank {} {} mg/kg is not below its MDL {mdl} mg/kg",
+            r.metal, r.value_mgkg
+        ),
+    ))
+}
+
+/// A certified reference material: within its certified range.
+fn check_crm(r: &LabRow, count: &mut QcCount) -> Option<Issue> {
+    let Some(crm) = parse_crm_ref(r.qc_ref.as_deref().unwrap_or("")) else {
+        return Some(orphan(
+            r,
+            "a CRM needs qc_ref NAME:certified:low:high (mg/kg)",
+        ));
+    };
+    count.checked += 1;
+    if (crm.low..=crm.high).contains(&r.value_mgkg) {
+        return None;
+    }
+    count.failed += 1;
+    Some(failed(
+        r,
+        CheckCode::QcCrmOutOfRange,
+        format!(
+            "CRM {} {} {} mg/kg outside its certified range {}-{} (certified {}): the batch is invalid",
+            crm.name, r.metal, r.value_mgkg, crm.low, crm.high, crm.certified
+        ),
+    ))
+}
+
+/// A matrix spike: its recovery over its sample within the window.
+fn check_spike(
+    r: &LabRow,
+    samples: &Samples<'_>,
+    count: &mut QcCount,
+    cfg: &LabConfig,
+) -> Option<Issue> {
+    let Some((id, added)) = parse_spike_ref(r.qc_ref.as_deref().unwrap_or("")) else {
+        return Some(orphan(r, "a spike needs qc_ref SAMPLE_ID:added_mgkg"));
+    };
+    let Some(orig) = samples.get(&(id, r.metal)) else {
+        return Some(orphan(r, "no sample row with this sample_id and metal"));
+    };
+    count.checked += 1;
+    let base = if orig.detected { orig.value_mgkg } else { 0.0 };
+    let recovery = (r.value_mgkg - base) / added * 100.0;
+    if (cfg.spike_recovery_min_pct..=cfg.spike_recovery_max_pct).contains(&recovery) {
+        return None;
+    }
+    count.failed += 1;
+    Some(failed(
+        r,
+        CheckCode::QcSpikeRecovery,
+        format!(
+            "spike recovery {recovery:.1} % outside {}-{} %",
+            cfg.spike_recovery_min_pct, cfg.spike_recovery_max_pct
+        ),
+    ))
 }
 
 fn orphan(r: &LabRow, why: &str) -> Issue {

@@ -38,7 +38,9 @@
 //!   [`store::identities`], and the broker reload.
 //! - [`store::archive`] — the tamper-evident archive (hash chain over raw inputs and the
 //!   readings derived from them), `soilmon verify` and the admin correction path.
-//! - [`simulate`] — a demo station network publishing to the broker.
+//! - [`simulate`] — `soilmon simulate`, a demo station network publishing to the broker:
+//!   [`simulate::generate`] (pure message generation, shared with the `soilmon-bench` load
+//!   generator), [`simulate::publish`] (the MQTT client and pacing).
 //! - [`bench`] — `soilmon bench`: end-to-end benchmark against the broker and COPY limits.
 //! - `main.rs` — the `soilmon` command line; wires the pieces together.
 

@@ -41,11 +41,12 @@
 //! - [`simulate`] — `soilmon simulate`, a demo station network publishing to the broker:
 //!   [`simulate::generate`] (pure message generation, shared with the `soilmon-bench` load
 //!   generator), [`simulate::publish`] (the MQTT client and pacing).
-//! - [`bench`] — `soilmon bench`: end-to-end benchmark against the broker and COPY limits.
 //! - `main.rs` — the `soilmon` command line; wires the pieces together.
+//! - `bin/soilmon-bench/` — the `soilmon-bench` binary (`soilmon bench` forwards to it): the
+//!   end-to-end benchmark against the broker and COPY limits, a client of this library only,
+//!   kept out of the service binary.
 
 pub mod alert;
-pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod domain;

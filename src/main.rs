@@ -83,8 +83,18 @@ enum Command {
     /// when and why.
     Correct(CorrectArgs),
     /// End-to-end benchmark on private services: broker and COPY limits, backlog drain, alert
-    /// latency, lab upload, resources.
-    Bench(soilmon::bench::BenchArgs),
+    /// latency, lab upload, resources. Runs the soilmon-bench binary next to this one with
+    /// every argument unchanged (`soilmon bench --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Bench(BenchForward),
+}
+
+/// `soilmon bench`: everything after `bench` goes to `soilmon-bench` as it is.
+#[derive(clap::Args)]
+struct BenchForward {
+    /// Options of soilmon-bench (see `soilmon bench --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<std::ffi::OsString>,
 }
 
 #[derive(clap::Args)]
@@ -245,6 +255,9 @@ struct ClassifyArgs {
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench(forward) = &cli.command {
+        return forward_to_bench(&cli.config, &forward.args);
+    }
     let settings =
         Settings::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
     init_logging(&settings);
@@ -286,10 +299,37 @@ async fn main() -> Result<()> {
         }
         Command::Verify { from } => verify(&settings, from.as_deref()).await,
         Command::Correct(args) => correct(&settings, &args).await,
-        Command::Bench(args) => soilmon::bench::run(&settings, &cli.config, &args)
-            .await
-            .map(drop)
-            .map_err(Into::into),
+        // Forwarded above, before the configuration is loaded (soilmon-bench loads it).
+        Command::Bench(forward) => forward_to_bench(&cli.config, &forward.args),
+    }
+}
+
+/// Runs the `soilmon-bench` binary that sits next to this executable with `--config` and
+/// `args`, and exits with its status (on Unix it replaces this process).
+fn forward_to_bench(config: &Path, args: &[std::ffi::OsString]) -> Result<()> {
+    let exe = std::env::current_exe().context("locating the soilmon executable")?;
+    let bench = exe.with_file_name(format!("soilmon-bench{}", std::env::consts::EXE_SUFFIX));
+    if !bench.is_file() {
+        bail!(
+            "soilmon bench runs {}, which does not exist: build both binaries with \
+             `cargo build --release`",
+            bench.display()
+        );
+    }
+    let mut command = std::process::Command::new(&bench);
+    command.arg("--config").arg(config).args(args);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let e = command.exec();
+        Err(e).with_context(|| format!("running {}", bench.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = command
+            .status()
+            .with_context(|| format!("running {}", bench.display()))?;
+        std::process::exit(status.code().unwrap_or(1));
     }
 }
 

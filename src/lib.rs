@@ -48,15 +48,18 @@
 //!   [`store::identities`], and the broker reload.
 //! - [`store::archive`] — the tamper-evident archive (hash chain over raw inputs and the
 //!   readings derived from them), `soilmon verify` and the admin correction path.
-//! - [`simulate`] — a demo station network publishing to the broker.
-//! - [`bench`] — `soilmon bench`: end-to-end benchmark against the broker and COPY limits.
+//! - [`simulate`] — `soilmon simulate`, a demo station network publishing to the broker:
+//!   [`simulate::generate`] (pure message generation, shared with the `soilmon-bench` load
+//!   generator), [`simulate::publish`] (the MQTT client and pacing).
 //! - [`service`] — what `soilmon run` starts (migrate, registry refresher, publisher, HTTP,
 //!   collector) behind a handle a test can start in-process and shut down.
 //! - `main.rs` — the `soilmon` command line: parses arguments and dispatches to `cli/`, one
 //!   file per command group (the command layer, where `anyhow` is allowed).
+//! - `bin/soilmon-bench/` — the `soilmon-bench` binary (`soilmon bench` forwards to it): the
+//!   end-to-end benchmark against the broker and COPY limits, a client of this library only,
+//!   kept out of the service binary.
 
 pub mod alert;
-pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod domain;

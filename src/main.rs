@@ -82,13 +82,26 @@ enum Command {
     /// when and why.
     Correct(CorrectArgs),
     /// End-to-end benchmark on private services: broker and COPY limits, backlog drain, alert
-    /// latency, lab upload, resources.
-    Bench(soilmon::bench::BenchArgs),
+    /// latency, lab upload, resources. Runs the soilmon-bench binary next to this one with
+    /// every argument unchanged (`soilmon bench --help` lists its options).
+    #[command(disable_help_flag = true)]
+    Bench(BenchForward),
+}
+
+/// `soilmon bench`: everything after `bench` goes to `soilmon-bench` as it is.
+#[derive(clap::Args)]
+struct BenchForward {
+    /// Options of soilmon-bench (see `soilmon bench --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+    args: Vec<std::ffi::OsString>,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Command::Bench(forward) = &cli.command {
+        return cli::bench::forward(&cli.config, &forward.args);
+    }
     let settings =
         Settings::load(&cli.config).with_context(|| format!("loading {}", cli.config.display()))?;
     init_logging(&settings);
@@ -126,10 +139,8 @@ async fn main() -> Result<()> {
         Command::Broker(c) => cli::broker::dispatch(&settings, c).await,
         Command::Verify { from } => cli::archive::verify(&settings, from.as_deref()).await,
         Command::Correct(args) => cli::archive::correct(&settings, &args).await,
-        Command::Bench(args) => soilmon::bench::run(&settings, &cli.config, &args)
-            .await
-            .map(drop)
-            .map_err(Into::into),
+        // Forwarded above, before the configuration is loaded (soilmon-bench loads it).
+        Command::Bench(forward) => cli::bench::forward(&cli.config, &forward.args),
     }
 }
 

@@ -9,6 +9,7 @@ use soilmon::config::Settings;
 use soilmon::store;
 
 pub mod archive;
+pub mod bench;
 pub mod broker;
 pub mod classify;
 pub mod points;

@@ -14,8 +14,10 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tokio::time::Instant;
 
-use super::services::BenchEnv;
-use super::{BenchError, DrainResult, Throughput};
+use crate::limits::disconnect;
+use crate::report::{DrainResult, Throughput};
+use crate::services::BenchEnv;
+use crate::BenchError;
 
 async fn count(db: &tokio_postgres::Client, table: &str) -> Result<u64, BenchError> {
     let n: i64 = db
@@ -109,14 +111,6 @@ pub async fn redeliveries(port: u16, client_id: &str) -> Result<u64, BenchError>
             Ok(Ok(_)) => {}
         }
     }
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Ok(ev) = el.poll().await {
-            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
-                break;
-            }
-        }
-    })
-    .await;
+    disconnect(&client, &mut el).await;
     Ok(got)
 }

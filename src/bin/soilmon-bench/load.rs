@@ -1,5 +1,11 @@
-//! Load generation: station messages (via [`crate::simulate::make_message`], 8 metals each)
-//! and a fast QoS1 publisher.
+//! Load generation: station messages and a fast QoS1 publisher.
+//!
+//! The messages are built by the simulator's pure generation
+//! ([`soilmon::simulate::generate`]: [`make_message`], 8 metals each; [`pick_kind`] for the
+//! share of exceeding samples; [`sampling_time`] for times strictly increasing per point), the
+//! same code `soilmon simulate` publishes with. What is the bench's own: the message ids
+//! (`{phase tag}{unix ms}-{seq}`, so a phase's messages can be counted by prefix), message `i`
+//! sampling point `i mod points` from station `bench{i mod 8 + 1}`, and a fixed seed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -7,17 +13,18 @@ use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, Utc};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{BenchArgs, BenchError, Throughput};
-use crate::config::Settings;
-use crate::domain::point::Point;
-use crate::domain::standard::Standards;
-use crate::registry::parse_points_csv;
-use crate::simulate::{make_message, MessageKind, MessageSpec};
+use crate::report::Throughput;
+use crate::{BenchArgs, BenchError};
+use soilmon::config::Settings;
+use soilmon::domain::point::Point;
+use soilmon::domain::standard::Standards;
+use soilmon::registry::parse_points_csv;
+use soilmon::simulate::generate::{make_message, pick_kind, sampling_time, MessageSpec};
 
 /// Stations the simulated messages come from.
 const STATIONS: usize = 8;
@@ -35,6 +42,18 @@ pub struct Msg {
     pub station: String,
 }
 
+/// The points of `--points` (at least one).
+pub fn read_points(settings: &Settings, args: &BenchArgs) -> Result<Vec<Point>, BenchError> {
+    let text = std::fs::read(&args.points)
+        .map_err(BenchError::io(format!("reading {}", args.points.display())))?;
+    let points = parse_points_csv(text.as_slice(), &settings.registry.counties)
+        .map_err(|e| BenchError::Setup(format!("{}: {e}", args.points.display())))?;
+    if points.is_empty() {
+        return Err(BenchError::Setup("the points file has no points".into()));
+    }
+    Ok(points)
+}
+
 /// Deterministic message source over the bench's points.
 pub struct Generator {
     /// The points (also used to build the COPY rows).
@@ -46,20 +65,14 @@ pub struct Generator {
     rng: StdRng,
     run: String,
     seq: u64,
-    last_ms: Vec<i64>,
-    offset: FixedOffset,
+    /// The last sampling time of each point.
+    last: Vec<Option<DateTime<FixedOffset>>>,
 }
 
 impl Generator {
     /// Loads the points and standards; `tag` keeps message ids of different phases apart.
     pub fn new(settings: &Settings, args: &BenchArgs, tag: &str) -> Result<Generator, BenchError> {
-        let text = std::fs::read(&args.points)
-            .map_err(BenchError::io(format!("reading {}", args.points.display())))?;
-        let points = parse_points_csv(text.as_slice(), &settings.registry.counties)
-            .map_err(|e| BenchError::Setup(format!("{}: {e}", args.points.display())))?;
-        if points.is_empty() {
-            return Err(BenchError::Setup("the points file has no points".into()));
-        }
+        let points = read_points(settings, args)?;
         let standards = settings
             .standards()
             .map_err(|e| BenchError::Setup(e.to_string()))?;
@@ -72,8 +85,7 @@ impl Generator {
             rng: StdRng::seed_from_u64(5),
             run: format!("{tag}{}", Utc::now().timestamp_millis()),
             seq: 0,
-            last_ms: vec![0; n],
-            offset: FixedOffset::east_opt(8 * 3600).unwrap_or(Utc.fix()),
+            last: vec![None; n],
         })
     }
 
@@ -84,17 +96,10 @@ impl Generator {
         let p = (i % self.points.len() as u64) as usize;
         let station = format!("bench{:02}", (i % STATIONS as u64) + 1);
         let msg_id = format!("{}-{i}", self.run);
-        let now = Utc::now().timestamp_millis();
-        let ms = now.max(self.last_ms[p] + 1);
-        self.last_ms[p] = ms;
-        let sampled_at: DateTime<FixedOffset> = DateTime::from_timestamp_millis(ms)
-            .unwrap_or_else(Utc::now)
-            .with_timezone(&self.offset);
-        let kind = if self.rng.gen_bool(self.exceed_share) {
-            MessageKind::Exceeding
-        } else {
-            MessageKind::Normal
-        };
+        let sampled_at = sampling_time(Utc::now(), self.last[p]);
+        self.last[p] = Some(sampled_at);
+        // No bad messages in the bench (`bad_share` 0): every message must be stored.
+        let kind = pick_kind(&mut self.rng, self.exceed_share, 0.0, &mut 0);
         let spec = MessageSpec {
             topic_prefix: &self.prefix,
             station_id: &station,
@@ -122,8 +127,6 @@ impl Generator {
         (0..n).map(|_| self.next_msg()).collect()
     }
 }
-
-use chrono::Offset as _;
 
 /// A QoS1 publisher counting PUBACKs.
 pub struct Publisher {

@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::{resources, BenchArgs, BenchError, Resources};
-use crate::config::Settings;
+use crate::report::Resources;
+use crate::{resources, BenchArgs, BenchError};
+use soilmon::config::Settings;
 
 /// A free TCP port on 127.0.0.1 (bound, read, released).
 pub fn free_port() -> Result<u16, BenchError> {
@@ -154,6 +155,25 @@ pub struct BenchEnv {
     starts: std::sync::atomic::AtomicU32,
 }
 
+/// The soilmon binary under test: `--soilmon-bin`, else the `soilmon` next to this
+/// executable (`cargo build --release` puts both in `target/release/`).
+fn soilmon_binary(args: &BenchArgs) -> Result<PathBuf, BenchError> {
+    let exe = match &args.soilmon_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .map_err(BenchError::io("locating soilmon-bench"))?
+            .with_file_name(format!("soilmon{}", std::env::consts::EXE_SUFFIX)),
+    };
+    if !exe.is_file() {
+        return Err(BenchError::Setup(format!(
+            "the soilmon binary under test {} does not exist (build it with `cargo build \
+             --release`, or name it with --soilmon-bin PATH)",
+            exe.display()
+        )));
+    }
+    Ok(exe)
+}
+
 /// Connects to `url` and drives the connection in a task.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client, BenchError> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
@@ -177,6 +197,7 @@ impl BenchEnv {
             ));
         }
         tokio_postgres::Config::from_str(url)?;
+        let exe = soilmon_binary(args)?;
         let suffix = unique_suffix();
         let db_name = format!("soilmon_bench_{suffix}");
         let admin_url = format!("{url} dbname=postgres");
@@ -224,7 +245,7 @@ impl BenchEnv {
             dir,
             http_port: free_port()?,
             topic_prefix: settings.mqtt.topic_prefix.clone(),
-            exe: std::env::current_exe().map_err(BenchError::io("locating soilmon"))?,
+            exe,
             config: config.to_path_buf(),
             extra_env,
             suffix,

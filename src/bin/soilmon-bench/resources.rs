@@ -1,7 +1,7 @@
 //! Peak RSS and CPU time of a process, from `/proc/<pid>/status` (`VmHWM`) and
 //! `/proc/<pid>/stat` (`utime + stime`).
 
-use super::Resources;
+use crate::report::Resources;
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
 fn clock_ticks() -> f64 {

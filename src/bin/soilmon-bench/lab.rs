@@ -3,11 +3,11 @@
 //!
 //! Every soilmon the bench starts listens on `SOILMON__HTTP__ADDR=127.0.0.1:<free port>` with
 //! a tokens file of the bench's own (`SOILMON__HTTP__TOKENS_FILE`, one random `lab` token;
-//! see [`super::services::BenchEnv`]). The batch references the points the bench imported
+//! see [`crate::services::BenchEnv`]). The batch references the points the bench imported
 //! (`--points`), carries the duplicates and blanks the configured QC rates require
 //! (`lab.duplicate_rate`, `lab.blank_rate`, minimums included), and every value is below
 //! screening, so it must be accepted whole: any other answer is a bench error carrying the
-//! report. The upload goes through [`crate::http::client::upload`] (what `soilmon upload`
+//! report. The upload goes through [`soilmon::http::client::upload`] (what `soilmon upload`
 //! uses); the time therefore includes reading the file back, sending, parsing and checking,
 //! the store's binary COPY into `lab_rows`, the readings, incidents and the archive entry, and
 //! the COMMIT.
@@ -18,11 +18,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::services::BenchEnv;
-use super::{BenchError, LabResult, Throughput};
-use crate::config::{LabConfig, Settings};
-use crate::http::client;
-use crate::registry::parse_points_csv;
+use crate::load::read_points;
+use crate::report::{LabResult, Throughput};
+use crate::services::BenchEnv;
+use crate::{BenchArgs, BenchError};
+use soilmon::config::{LabConfig, Settings};
+use soilmon::http::client;
 
 /// The template header of a CSV batch.
 pub const HEADER: &str = "batch_id,lab_id,sample_id,point_id,sampled_at,depth_top_cm,\
@@ -170,13 +171,10 @@ fn log_field(line: &str, key: &str) -> Option<u64> {
 pub async fn run(
     env: &BenchEnv,
     settings: &Settings,
-    args: &super::BenchArgs,
+    args: &BenchArgs,
 ) -> Result<LabResult, BenchError> {
     let rows = args.lab_rows;
-    let text = std::fs::read(&args.points)
-        .map_err(BenchError::io(format!("reading {}", args.points.display())))?;
-    let points: Vec<String> = parse_points_csv(text.as_slice(), &settings.registry.counties)
-        .map_err(|e| BenchError::Setup(format!("{}: {e}", args.points.display())))?
+    let points: Vec<String> = read_points(settings, args)?
         .into_iter()
         .map(|p| p.id)
         .collect();
@@ -246,7 +244,7 @@ mod tests {
     use super::*;
 
     fn lab() -> LabConfig {
-        crate::config::Settings::load(std::path::Path::new("config/default.toml"))
+        soilmon::config::Settings::load(std::path::Path::new("config/default.toml"))
             .expect("default config")
             .lab
     }

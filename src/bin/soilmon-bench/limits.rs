@@ -5,17 +5,32 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::time::Instant;
 
-use super::load::Msg;
-use super::services::BenchEnv;
-use super::{BenchError, Throughput};
-use crate::config::{MqttConfig, Settings};
-use crate::ingest::payload;
-use crate::registry::Registry;
-use crate::store::readings::JudgedReading;
-use crate::store::writer::judge_sample;
+use crate::load::Msg;
+use crate::report::Throughput;
+use crate::services::BenchEnv;
+use crate::BenchError;
+use soilmon::config::{MqttConfig, Settings};
+use soilmon::ingest::payload;
+use soilmon::registry::Registry;
+use soilmon::store::readings::JudgedReading;
+use soilmon::store::writer::judge_sample;
+
+/// Sends DISCONNECT and polls `el` until it went out (at most 5 s), flushing the PUBACKs
+/// still queued before it.
+pub async fn disconnect(client: &AsyncClient, el: &mut EventLoop) {
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(ev) = el.poll().await {
+            if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+                break;
+            }
+        }
+    })
+    .await;
+}
 
 /// A persistent-session subscriber registered before the backlog is published.
 pub struct BareSubscriber {
@@ -85,15 +100,7 @@ impl BareSubscriber {
         }
         let elapsed = started.elapsed();
         // Flush the last PUBACKs, then end the session for good.
-        let _ = client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(5), async {
-            while let Ok(ev) = el.poll().await {
-                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
-                    break;
-                }
-            }
-        })
-        .await;
+        disconnect(&client, &mut el).await;
         let (c2, mut el2) = AsyncClient::new(options(self.port, &self.id, true), 4);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             while let Ok(ev) = el2.poll().await {
@@ -115,7 +122,7 @@ pub fn judged_rows(
     msgs: &[Msg],
     settings: &Settings,
     registry: &Registry,
-    standards: &crate::domain::standard::Standards,
+    standards: &soilmon::domain::standard::Standards,
 ) -> Vec<JudgedReading> {
     let now = Utc::now() + chrono::TimeDelta::seconds(60);
     let mut out = Vec::with_capacity(msgs.len() * 8);
@@ -149,7 +156,7 @@ pub async fn copy_limit(
          SELECT create_hypertable('bench_copy_readings', by_range('sampled_at', INTERVAL '90 days'));",
     )
     .await?;
-    let (points, _) = crate::store::points::load(&db)
+    let (points, _) = soilmon::store::points::load(&db)
         .await
         .map_err(|e| BenchError::Setup(e.to_string()))?;
     let registry = Registry::new(points);
@@ -162,7 +169,7 @@ pub async fn copy_limit(
     for part in msgs.chunks(per_chunk) {
         let rows = judged_rows(part, settings, &registry, &standards);
         let started = Instant::now();
-        crate::store::readings::copy_into(&db, "bench_copy_readings", &rows).await?;
+        soilmon::store::readings::copy_into(&db, "bench_copy_readings", &rows).await?;
         timed += started.elapsed();
         rows_total += rows.len() as u64;
     }

@@ -59,6 +59,8 @@
 //!   end-to-end benchmark against the broker and COPY limits, a client of this library only,
 //!   kept out of the service binary.
 
+#![warn(missing_docs)]
+
 pub mod alert;
 pub mod broker;
 pub mod config;

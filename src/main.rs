@@ -2,6 +2,8 @@
 //! subcommand to its handler in `cli/` (`soilmon run` starts [`soilmon::service`]).
 //! `anyhow` is allowed here and in `cli/`: this is the command layer.
 
+#![warn(missing_docs)]
+
 mod cli;
 
 use std::path::PathBuf;

@@ -45,6 +45,8 @@
 //! ([`soilmon::simulate::generate`]). Nothing here is run by `cargo test` except the pure
 //! helpers' unit tests.
 
+#![warn(missing_docs)]
+
 mod drain;
 mod lab;
 mod latency;

@@ -14,7 +14,7 @@
 //! every field length-prefixed (u64 big-endian), `prev_hash` being the previous entry's
 //! `entry_hash` (64 zeros for the first). Editing, deleting or reordering an entry breaks
 //! the chain; editing or deleting a reading changes the digest of its entry. `soilmon
-//! verify` ([`verify`]) recomputes all of it.
+//! verify` ([`verify()`]) recomputes all of it.
 //!
 //! # Appending (station messages, lab batches)
 //!
@@ -527,7 +527,7 @@ pub fn undo_corrections(
 pub type CorrectionIndex = HashMap<(String, String), Vec<(i64, Correction)>>;
 
 pub mod verify;
-pub use verify::{verify, Broken, VerifyReport};
+pub use verify::{verify, Break, Broken, VerifyReport};
 
 /// An admin correction of one stored reading.
 #[derive(Debug, Clone)]

@@ -509,6 +509,7 @@ struct CoveredReadings {
 }
 
 impl CoveredReadings {
+    /// Prepares both statements in `tx`.
     async fn prepare(tx: &Transaction<'_>) -> Result<CoveredReadings, StoreError> {
         let station = tx
             .prepare(&format!(
@@ -541,8 +542,8 @@ impl CoveredReadings {
     }
 }
 
-/// Walks the chain from `start` (the first sequence number and the hash before it), counting
-/// into `report` (entries, readings, last entry) and stopping at the first broken link.
+/// Walks the chain from entry `first` (`prev`: the hash before it), counting into `report`
+/// (entries, readings, last entry) and stopping at the first broken link.
 async fn walk(
     tx: &Transaction<'_>,
     (first, prev): (i64, String),

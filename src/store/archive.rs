@@ -2,7 +2,7 @@
 //!
 //! Each entry stores the raw bytes (a station message payload, a lab batch file, or the JSON
 //! of an admin correction), their SHA-256, and a **readings digest**: the SHA-256 of the
-//! canonical list of readings derived from that input ([`readings_digest`]). Entries are
+//! canonical list of readings derived from that input (`readings_digest`). Entries are
 //! numbered `seq = 1, 2, …` and chained:
 //!
 //! ```text
@@ -14,7 +14,7 @@
 //! every field length-prefixed (u64 big-endian), `prev_hash` being the previous entry's
 //! `entry_hash` (64 zeros for the first). Editing, deleting or reordering an entry breaks
 //! the chain; editing or deleting a reading changes the digest of its entry. `soilmon
-//! verify` ([`verify`]) recomputes all of it.
+//! verify` ([`verify()`]) recomputes all of it.
 //!
 //! # Appending (station messages, lab batches)
 //!
@@ -56,11 +56,11 @@ use super::readings::JudgedReading;
 use super::StoreError;
 
 /// `prev_hash` of the first entry.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What an archive entry holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// One accepted station message (ref `station_id/msg_id`).
     StationMessage,
     /// One accepted lab batch file (ref: the batch id).
@@ -92,7 +92,7 @@ impl Kind {
 
 /// One entry to append.
 #[derive(Debug, Clone)]
-pub struct NewEntry<'a> {
+pub(crate) struct NewEntry<'a> {
     /// Kind of input.
     pub kind: Kind,
     /// Reference: `station_id/msg_id`, a lab batch id, or `correction`.
@@ -207,7 +207,7 @@ impl<'a> DigestView<'a> {
 
 impl DigestRow {
     /// The digest row of a judged reading as it will be stored.
-    pub fn of(j: &JudgedReading) -> DigestRow {
+    pub(crate) fn of(j: &JudgedReading) -> DigestRow {
         let v = DigestView::of(j);
         DigestRow {
             msg_id: v.msg_id.to_string(),
@@ -251,12 +251,13 @@ impl DigestRow {
 }
 
 /// SELECT list that yields a [`DigestRow`] (see [`DigestRow::from_row`]).
-pub const DIGEST_COLUMNS: &str = "msg_id, metal, sampled_at, point_id, value_mgkg, value_orig, \
+pub(crate) const DIGEST_COLUMNS: &str =
+    "msg_id, metal, sampled_at, point_id, value_mgkg, value_orig, \
      unit_orig, detected, level, ph, screening_mgkg, intervention_mgkg, standard_id";
 
 impl DigestRow {
     /// Reads a row selected with [`DIGEST_COLUMNS`].
-    pub fn from_row(r: &tokio_postgres::Row) -> DigestRow {
+    pub(crate) fn from_row(r: &tokio_postgres::Row) -> DigestRow {
         let at: DateTime<Utc> = r.get(2);
         DigestRow {
             msg_id: r.get(0),
@@ -292,13 +293,13 @@ fn opt_f64(h: &mut Sha256, v: Option<f64>) {
 /// SHA-256 (hex) of the canonical list of readings: sorted by (msg_id, metal, sampled_at),
 /// every field length-prefixed, floats by their IEEE-754 bits. An empty list has a digest
 /// too (a message whose readings were all deleted is then detected).
-pub fn readings_digest(rows: &[DigestRow]) -> String {
+pub(crate) fn readings_digest(rows: &[DigestRow]) -> String {
     digest_views(rows.iter().map(DigestRow::view).collect())
 }
 
 /// [`readings_digest`] of rows already in its order (by msg_id, metal, sampled_at), made one at
 /// a time: a large batch need not be held as a list of digest rows.
-pub fn readings_digest_in_order<R: std::borrow::Borrow<DigestRow>>(
+pub(crate) fn readings_digest_in_order<R: std::borrow::Borrow<DigestRow>>(
     rows: impl ExactSizeIterator<Item = R>,
 ) -> String {
     let mut h = digest_start(rows.len());
@@ -310,7 +311,7 @@ pub fn readings_digest_in_order<R: std::borrow::Borrow<DigestRow>>(
 
 /// [`readings_digest`] of judged readings (what a writer passes to [`append`]), without
 /// copying them.
-pub fn digest_of(rows: &[JudgedReading]) -> String {
+pub(crate) fn digest_of(rows: &[JudgedReading]) -> String {
     digest_views(rows.iter().map(DigestView::of).collect())
 }
 
@@ -333,13 +334,13 @@ fn digest_start(n: usize) -> Sha256 {
 }
 
 /// SHA-256 (hex) of raw bytes.
-pub fn sha256_hex(raw: &[u8]) -> String {
+pub(crate) fn sha256_hex(raw: &[u8]) -> String {
     hex::encode(Sha256::digest(raw))
 }
 
 /// The fields an entry hash commits to.
 #[derive(Debug, Clone)]
-pub struct EntryFields<'a> {
+pub(crate) struct EntryFields<'a> {
     /// Sequence number.
     pub seq: i64,
     /// Previous entry's hash.
@@ -357,7 +358,7 @@ pub struct EntryFields<'a> {
 }
 
 /// The entry hash (hex) of an entry.
-pub fn entry_hash(f: &EntryFields<'_>) -> String {
+pub(crate) fn entry_hash(f: &EntryFields<'_>) -> String {
     let mut h = Sha256::new();
     field(&mut h, b"soilmon-archive-v1");
     field(&mut h, &f.seq.to_be_bytes());
@@ -371,7 +372,7 @@ pub fn entry_hash(f: &EntryFields<'_>) -> String {
 }
 
 /// Appends one entry (takes the chain head lock; see the module docs).
-pub async fn append(
+pub(crate) async fn append(
     tx: &Transaction<'_>,
     kind: Kind,
     reference: &str,
@@ -390,7 +391,7 @@ pub async fn append(
 }
 
 /// Appends entries in order, taking the chain head lock once. Returns them as appended.
-pub async fn append_batch(
+pub(crate) async fn append_batch(
     tx: &Transaction<'_>,
     entries: &[NewEntry<'_>],
 ) -> Result<Vec<Appended>, StoreError> {
@@ -500,7 +501,7 @@ pub struct Correction {
 ///
 /// `corrections`: the corrections of readings among `rows`, in seq order.
 /// Returns the rows as originally stored, or a description of the inconsistency.
-pub fn undo_corrections(
+pub(crate) fn undo_corrections(
     mut rows: Vec<DigestRow>,
     corrections: &[&(i64, Correction)],
 ) -> Result<Vec<DigestRow>, String> {
@@ -524,10 +525,10 @@ pub fn undo_corrections(
 }
 
 /// Corrections grouped by (source, source_id), in seq order.
-pub type CorrectionIndex = HashMap<(String, String), Vec<(i64, Correction)>>;
+pub(crate) type CorrectionIndex = HashMap<(String, String), Vec<(i64, Correction)>>;
 
 pub mod verify;
-pub use verify::{verify, Broken, VerifyReport};
+pub use verify::{verify, Break, Broken, VerifyReport};
 
 /// An admin correction of one stored reading.
 #[derive(Debug, Clone)]
@@ -561,9 +562,32 @@ pub async fn correct(
     standards: &crate::domain::standard::Standards,
     req: &CorrectionRequest,
 ) -> Result<(Correction, Appended), StoreError> {
-    use crate::domain::judge::judge;
-    use crate::domain::point::LandUse;
+    check_request(req)?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT set_config('soilmon.correction', 'on', true)", &[])
+        .await?;
+    let stored = find_reading(&tx, req).await?;
+    let new = corrected(standards, &stored, req);
+    update_reading(&tx, &stored, req.sampled_at, &new).await?;
+    let db_user: String = tx.query_one("SELECT current_user::text", &[]).await?.get(0);
+    let correction = Correction {
+        source: stored.source,
+        source_id: stored.source_id,
+        old: stored.old,
+        new,
+        by: req.by.clone(),
+        reason: req.reason.clone(),
+        at: Utc::now(),
+        db_user,
+    };
+    let appended = append_correction(&tx, &correction).await?;
+    tx.commit().await?;
+    Ok((correction, appended))
+}
 
+/// Refuses a correction without an author and a reason, or with a value that is not a
+/// finite, non-negative number.
+fn check_request(req: &CorrectionRequest) -> Result<(), StoreError> {
     if req.reason.trim().is_empty() || req.by.trim().is_empty() {
         return Err(StoreError::Refused(
             "a correction needs --by and --reason".into(),
@@ -574,9 +598,27 @@ pub async fn correct(
             "the corrected value must be a finite, non-negative number".into(),
         ));
     }
-    let tx = client.transaction().await?;
-    tx.execute("SELECT set_config('soilmon.correction', 'on', true)", &[])
-        .await?;
+    Ok(())
+}
+
+/// The one reading a correction names, as stored.
+struct StoredReading {
+    /// Its digest fields.
+    old: DigestRow,
+    /// `station` or `lab`.
+    source: String,
+    /// Station id or lab batch id.
+    source_id: String,
+    /// Land use of its point, for judging it again.
+    land_use: crate::domain::point::LandUse,
+}
+
+/// Locks and reads the one reading `req` names; refuses none, several, or one whose stored
+/// land use is unknown.
+async fn find_reading(
+    tx: &Transaction<'_>,
+    req: &CorrectionRequest,
+) -> Result<StoredReading, StoreError> {
     let rows = tx
         .query(
             &format!(
@@ -615,25 +657,38 @@ pub async fn correct(
             )));
         }
     };
-    let old = DigestRow::from_row(row);
-    let source: String = row.get(13);
-    let source_id: String = row.get(14);
     let land_use_text: String = row.get(15);
-    let Some(land_use) = LandUse::parse(&land_use_text) else {
+    let Some(land_use) = crate::domain::point::LandUse::parse(&land_use_text) else {
         return Err(StoreError::Refused(format!(
             "stored land use {land_use_text:?} is unknown"
         )));
     };
-    let j = judge(
-        standards,
+    Ok(StoredReading {
+        old: DigestRow::from_row(row),
+        source: row.get(13),
+        source_id: row.get(14),
         land_use,
+    })
+}
+
+/// The reading with the corrected value (in mg/kg, as sent) and judged again with its land use
+/// and pH.
+fn corrected(
+    standards: &crate::domain::standard::Standards,
+    stored: &StoredReading,
+    req: &CorrectionRequest,
+) -> DigestRow {
+    let old = &stored.old;
+    let j = crate::domain::judge::judge(
+        standards,
+        stored.land_use,
         old.ph,
         req.metal,
         req.value_mgkg,
         old.detected,
     );
     let t = j.thresholds.as_ref();
-    let new = DigestRow {
+    DigestRow {
         value_mgkg: req.value_mgkg,
         value_orig: req.value_mgkg,
         unit_orig: "mg/kg".into(),
@@ -642,18 +697,27 @@ pub async fn correct(
         intervention_mgkg: t.and_then(|t| t.intervention),
         standard_id: t.map(|t| t.standard_id.clone()),
         ..old.clone()
-    };
+    }
+}
+
+/// Writes the corrected value, level and thresholds into the stored reading.
+async fn update_reading(
+    tx: &Transaction<'_>,
+    stored: &StoredReading,
+    sampled_at: DateTime<Utc>,
+    new: &DigestRow,
+) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE readings SET value_mgkg = $6, value_orig = $7, unit_orig = $8, level = $9,
                 screening_mgkg = $10, intervention_mgkg = $11, standard_id = $12
          WHERE source = $1 AND source_id = $2 AND msg_id = $3 AND metal = $4
            AND sampled_at = $5",
         &[
-            &source,
-            &source_id,
-            &old.msg_id,
-            &old.metal,
-            &req.sampled_at,
+            &stored.source,
+            &stored.source_id,
+            &stored.old.msg_id,
+            &stored.old.metal,
+            &sampled_at,
             &new.value_mgkg,
             &new.value_orig,
             &new.unit_orig,
@@ -664,28 +728,18 @@ pub async fn correct(
         ],
     )
     .await?;
-    let db_user: String = tx.query_one("SELECT current_user::text", &[]).await?.get(0);
-    let correction = Correction {
-        source: source.clone(),
-        source_id: source_id.clone(),
-        old,
-        new: new.clone(),
-        by: req.by.clone(),
-        reason: req.reason.clone(),
-        at: Utc::now(),
-        db_user,
-    };
-    let raw = serde_json::to_vec(&correction)
+    Ok(())
+}
+
+/// Appends the `correction` entry: its raw JSON, its reference
+/// (`source:source_id/msg_id/metal`) and the digest of the new reading.
+async fn append_correction(tx: &Transaction<'_>, c: &Correction) -> Result<Appended, StoreError> {
+    let raw = serde_json::to_vec(c)
         .map_err(|e| StoreError::Archive(format!("encoding the correction: {e}")))?;
-    let reference = format!("{source}:{source_id}/{}/{}", new.msg_id, new.metal);
-    let appended = append(
-        &tx,
-        Kind::Correction,
-        &reference,
-        &raw,
-        &readings_digest(&[new]),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok((correction, appended))
+    let reference = format!(
+        "{}:{}/{}/{}",
+        c.source, c.source_id, c.new.msg_id, c.new.metal
+    );
+    let digest = readings_digest(std::slice::from_ref(&c.new));
+    append(tx, Kind::Correction, &reference, &raw, &digest).await
 }

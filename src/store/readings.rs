@@ -15,69 +15,19 @@ use tokio_postgres::types::{ToSql, Type};
 use super::StoreError;
 use crate::domain::standard::Thresholds;
 
-pub use super::incidents::{apply_incidents, apply_incidents_by, IncidentKey, INCIDENT_LOCK};
-pub use crate::domain::reading::{JudgedReading, Source};
+pub(crate) use super::incidents::{apply_incidents, apply_incidents_by, IncidentKey};
+pub use crate::domain::reading::JudgedReading;
+pub(crate) use crate::domain::reading::Source;
 
 /// Inserts readings with one `unnest` statement; an already-stored reading (same source,
 /// source id, msg id, metal and time) is skipped. Returns the number inserted.
-pub async fn insert(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64, StoreError> {
+pub(crate) async fn insert(
+    tx: &Transaction<'_>,
+    rows: &[JudgedReading],
+) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
-    // Borrowed, never cloned: this runs for every reading of every batch.
-    fn t(j: &JudgedReading) -> Option<&Thresholds> {
-        j.judgement.thresholds.as_ref()
-    }
-    let sampled: Vec<DateTime<Utc>> = rows.iter().map(|j| j.sampled_at).collect();
-    let points: Vec<&str> = rows.iter().map(|j| j.point_id.as_str()).collect();
-    let metals: Vec<&str> = rows.iter().map(|j| j.metal.symbol()).collect();
-    let sources: Vec<&str> = rows.iter().map(|j| j.source.as_str()).collect();
-    let source_ids: Vec<&str> = rows.iter().map(|j| j.source_id.as_str()).collect();
-    let ids: Vec<&str> = rows.iter().map(|j| j.msg_id.as_str()).collect();
-    let mgkg: Vec<f64> = rows.iter().map(|j| j.value_mgkg).collect();
-    let orig: Vec<f64> = rows.iter().map(|j| j.value_orig).collect();
-    let units: Vec<&str> = rows.iter().map(|j| j.unit_orig.as_str()).collect();
-    let detected: Vec<bool> = rows.iter().map(|j| j.detected).collect();
-    let levels: Vec<&str> = rows.iter().map(|j| j.judgement.level.as_str()).collect();
-    let screening: Vec<Option<f64>> = rows.iter().map(|j| t(j).map(|t| t.screening)).collect();
-    let intervention: Vec<Option<f64>> = rows
-        .iter()
-        .map(|j| t(j).and_then(|t| t.intervention))
-        .collect();
-    let std_ids: Vec<Option<&str>> = rows
-        .iter()
-        .map(|j| t(j).map(|t| t.standard_id.as_str()))
-        .collect();
-    let std_versions: Vec<Option<&str>> = rows
-        .iter()
-        .map(|j| t(j).map(|t| t.standard_version.as_str()))
-        .collect();
-    let columns: Vec<Option<&str>> = rows
-        .iter()
-        .map(|j| t(j).map(|t| t.column.as_str()))
-        .collect();
-    let s_src: Vec<Option<&str>> = rows
-        .iter()
-        .map(|j| t(j).map(|t| t.screening_source.as_str()))
-        .collect();
-    let i_src: Vec<Option<&str>> = rows
-        .iter()
-        .map(|j| t(j).and_then(|t| t.intervention_source.as_deref()))
-        .collect();
-    let land_uses: Vec<&str> = rows.iter().map(|j| j.land_use.as_str()).collect();
-    let phs: Vec<Option<f64>> = rows.iter().map(|j| j.ph).collect();
-    let bands: Vec<Option<String>> = rows
-        .iter()
-        .map(|j| t(j).and_then(|t| t.ph_band).map(|b| b.to_string()))
-        .collect();
-    let assumed: Vec<bool> = rows
-        .iter()
-        .map(|j| t(j).is_some_and(|t| t.ph_assumed))
-        .collect();
-    let methods: Vec<Option<&str>> = rows.iter().map(|j| j.method.as_deref()).collect();
-    let tops: Vec<Option<f64>> = rows.iter().map(|j| j.depth_cm.map(|d| d.0)).collect();
-    let bottoms: Vec<Option<f64>> = rows.iter().map(|j| j.depth_cm.map(|d| d.1)).collect();
-    let received: Vec<DateTime<Utc>> = rows.iter().map(|j| j.received_at).collect();
     let stmt = tx
         .prepare_cached(
             "INSERT INTO readings (sampled_at, point_id, metal, source, source_id, msg_id,
@@ -94,40 +44,132 @@ pub async fn insert(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64,
              ON CONFLICT DO NOTHING",
         )
         .await?;
-    let n = tx
-        .execute(
-            &stmt,
-            &[
-                &sampled,
-                &points,
-                &metals,
-                &sources,
-                &source_ids,
-                &ids,
-                &mgkg,
-                &orig,
-                &units,
-                &detected,
-                &levels,
-                &screening,
-                &intervention,
-                &std_ids,
-                &std_versions,
-                &columns,
-                &s_src,
-                &i_src,
-                &land_uses,
-                &phs,
-                &bands,
-                &assumed,
-                &methods,
-                &tops,
-                &bottoms,
-                &received,
-            ],
-        )
-        .await?;
-    Ok(n)
+    let columns = Columns::of(rows);
+    Ok(tx.execute(&stmt, &columns.params()).await?)
+}
+
+/// Readings as one array per column, in the order of [`insert`]'s `unnest` (borrowed, never
+/// cloned: this runs for every reading of every batch).
+struct Columns<'a> {
+    sampled: Vec<DateTime<Utc>>,
+    points: Vec<&'a str>,
+    metals: Vec<&'a str>,
+    sources: Vec<&'a str>,
+    source_ids: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    mgkg: Vec<f64>,
+    orig: Vec<f64>,
+    units: Vec<&'a str>,
+    detected: Vec<bool>,
+    levels: Vec<&'a str>,
+    screening: Vec<Option<f64>>,
+    intervention: Vec<Option<f64>>,
+    std_ids: Vec<Option<&'a str>>,
+    std_versions: Vec<Option<&'a str>>,
+    columns: Vec<Option<&'a str>>,
+    s_src: Vec<Option<&'a str>>,
+    i_src: Vec<Option<&'a str>>,
+    land_uses: Vec<&'a str>,
+    phs: Vec<Option<f64>>,
+    bands: Vec<Option<String>>,
+    assumed: Vec<bool>,
+    methods: Vec<Option<&'a str>>,
+    tops: Vec<Option<f64>>,
+    bottoms: Vec<Option<f64>>,
+    received: Vec<DateTime<Utc>>,
+}
+
+impl<'a> Columns<'a> {
+    /// The columns of `rows`.
+    fn of(rows: &'a [JudgedReading]) -> Columns<'a> {
+        fn t(j: &JudgedReading) -> Option<&Thresholds> {
+            j.judgement.thresholds.as_ref()
+        }
+        Columns {
+            sampled: rows.iter().map(|j| j.sampled_at).collect(),
+            points: rows.iter().map(|j| j.point_id.as_str()).collect(),
+            metals: rows.iter().map(|j| j.metal.symbol()).collect(),
+            sources: rows.iter().map(|j| j.source.as_str()).collect(),
+            source_ids: rows.iter().map(|j| j.source_id.as_str()).collect(),
+            ids: rows.iter().map(|j| j.msg_id.as_str()).collect(),
+            mgkg: rows.iter().map(|j| j.value_mgkg).collect(),
+            orig: rows.iter().map(|j| j.value_orig).collect(),
+            units: rows.iter().map(|j| j.unit_orig.as_str()).collect(),
+            detected: rows.iter().map(|j| j.detected).collect(),
+            levels: rows.iter().map(|j| j.judgement.level.as_str()).collect(),
+            screening: rows.iter().map(|j| t(j).map(|t| t.screening)).collect(),
+            intervention: rows
+                .iter()
+                .map(|j| t(j).and_then(|t| t.intervention))
+                .collect(),
+            std_ids: rows
+                .iter()
+                .map(|j| t(j).map(|t| t.standard_id.as_str()))
+                .collect(),
+            std_versions: rows
+                .iter()
+                .map(|j| t(j).map(|t| t.standard_version.as_str()))
+                .collect(),
+            columns: rows
+                .iter()
+                .map(|j| t(j).map(|t| t.column.as_str()))
+                .collect(),
+            s_src: rows
+                .iter()
+                .map(|j| t(j).map(|t| t.screening_source.as_str()))
+                .collect(),
+            i_src: rows
+                .iter()
+                .map(|j| t(j).and_then(|t| t.intervention_source.as_deref()))
+                .collect(),
+            land_uses: rows.iter().map(|j| j.land_use.as_str()).collect(),
+            phs: rows.iter().map(|j| j.ph).collect(),
+            bands: rows
+                .iter()
+                .map(|j| t(j).and_then(|t| t.ph_band).map(|b| b.to_string()))
+                .collect(),
+            assumed: rows
+                .iter()
+                .map(|j| t(j).is_some_and(|t| t.ph_assumed))
+                .collect(),
+            methods: rows.iter().map(|j| j.method.as_deref()).collect(),
+            tops: rows.iter().map(|j| j.depth_cm.map(|d| d.0)).collect(),
+            bottoms: rows.iter().map(|j| j.depth_cm.map(|d| d.1)).collect(),
+            received: rows.iter().map(|j| j.received_at).collect(),
+        }
+    }
+
+    /// The parameters `$1`…`$26` of [`insert`]'s statement.
+    fn params(&self) -> [&(dyn ToSql + Sync); 26] {
+        [
+            &self.sampled,
+            &self.points,
+            &self.metals,
+            &self.sources,
+            &self.source_ids,
+            &self.ids,
+            &self.mgkg,
+            &self.orig,
+            &self.units,
+            &self.detected,
+            &self.levels,
+            &self.screening,
+            &self.intervention,
+            &self.std_ids,
+            &self.std_versions,
+            &self.columns,
+            &self.s_src,
+            &self.i_src,
+            &self.land_uses,
+            &self.phs,
+            &self.bands,
+            &self.assumed,
+            &self.methods,
+            &self.tops,
+            &self.bottoms,
+            &self.received,
+        ]
+    }
 }
 
 /// Column types of [`COPY_COLUMNS`], in order.
@@ -175,7 +217,10 @@ const COPY_COLUMNS: &str = "(sampled_at, point_id, metal, source, source_id,
 /// fails with a unique violation inside a savepoint, which is rolled back, and the rows go
 /// through [`insert`] (`ON CONFLICT DO NOTHING`) instead: the result is the same either way.
 /// Returns the number inserted.
-pub async fn insert_fresh(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64, StoreError> {
+pub(crate) async fn insert_fresh(
+    tx: &Transaction<'_>,
+    rows: &[JudgedReading],
+) -> Result<u64, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
@@ -184,7 +229,7 @@ pub async fn insert_fresh(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Resul
 
 /// [`insert_fresh`] for readings made one at a time by `readings()` (called again, from the
 /// start, for the fallback): a large batch is never held as a list of judged readings.
-pub async fn insert_fresh_from<I, R>(
+pub(crate) async fn insert_fresh_from<I, R>(
     tx: &Transaction<'_>,
     readings: impl Fn() -> I,
 ) -> Result<u64, StoreError>

@@ -19,13 +19,12 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
+use super::incidents;
 use super::outbox;
-use super::readings::{self, JudgedReading, Source};
+use super::readings;
 use super::StoreError;
-use crate::domain::judge::judge;
-use crate::domain::point::Point;
+use crate::domain::reading::JudgedReading;
 use crate::domain::sample::{RejectCode, Rejection, Sample};
-use crate::domain::standard::Standards;
 
 /// One message as it came off the broker, with the outcome of parsing it.
 #[derive(Debug, Clone)]
@@ -43,6 +42,8 @@ pub struct Received {
 }
 
 pub use super::Context;
+/// Judges a station sample's readings (moved to [`crate::domain::reading::judge_sample`]).
+pub use crate::domain::reading::judge_sample;
 
 /// What a committed batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -223,7 +224,7 @@ pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport
         received,
         started,
     } = staged;
-    report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    report.alerts = incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
     archive_fresh(&tx, &fresh, &judged).await?;
@@ -351,47 +352,6 @@ fn judge_all(ctx: &Context<'_>, fresh: &[(&Received, &Sample)]) -> Vec<JudgedRea
         }
     }
     out
-}
-
-/// Judges every reading of a validated station sample taken at `point` (the sample's pH, else
-/// the point's registered pH).
-pub fn judge_sample(
-    standards: &Standards,
-    point: &Point,
-    sample: &Sample,
-    received_at: DateTime<Utc>,
-) -> Vec<JudgedReading> {
-    let ph = sample.ph.or(point.ph);
-    sample
-        .readings
-        .iter()
-        .map(|r| JudgedReading {
-            source: Source::Station,
-            source_id: sample.station_id.clone(),
-            msg_id: sample.msg_id.clone(),
-            point_id: point.id.clone(),
-            county: point.county_code.clone(),
-            land_use: point.land_use,
-            sampled_at: sample.sampled_at,
-            received_at,
-            metal: r.metal,
-            value_mgkg: r.value_mgkg,
-            value_orig: r.value_orig,
-            unit_orig: r.unit_orig.clone(),
-            detected: r.detected,
-            ph,
-            method: sample.method.clone(),
-            depth_cm: sample.depth_cm,
-            judgement: judge(
-                standards,
-                point.land_use,
-                ph,
-                r.metal,
-                r.value_mgkg,
-                r.detected,
-            ),
-        })
-        .collect()
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each

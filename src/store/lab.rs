@@ -22,6 +22,7 @@ use crate::domain::judge::{judge_at_point, Level};
 use crate::domain::point::Point;
 use crate::domain::reading::{JudgedReading, Measured, Origin, Source};
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
+use crate::telemetry;
 
 /// The store context a lab batch is written with (the same as a station batch's).
 pub use super::Context as LabContext;
@@ -181,18 +182,17 @@ async fn store_accepted(
     archive::append(&tx, archive::Kind::LabBatch, upload.batch_id, raw, &digest).await?;
     let t5 = std::time::Instant::now();
     tx.commit().await?;
-    tracing::info!(
-        batch_id = upload.batch_id,
-        rows = checked.row_count,
-        readings = readings_stored,
-        copy_ms = (t1 - t0).as_millis() as u64,
-        readings_ms = (t2 - t1).as_millis() as u64,
-        incidents_ms = (t3 - t2).as_millis() as u64,
-        digest_ms = (t4 - t3).as_millis() as u64,
-        archive_ms = (t5 - t4).as_millis() as u64,
-        commit_ms = t5.elapsed().as_millis() as u64,
-        "lab batch stored"
-    );
+    telemetry::lab_batch_stored(&telemetry::LabBatchStored {
+        batch_id: upload.batch_id,
+        rows: checked.row_count,
+        readings: readings_stored,
+        copy: t1 - t0,
+        readings_insert: t2 - t1,
+        incidents: t3 - t2,
+        digest: t4 - t3,
+        archive: t5 - t4,
+        commit: t5.elapsed(),
+    });
     Ok(report)
 }
 
@@ -429,11 +429,7 @@ async fn copy_rows(
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT lab_rows_copy")
                 .await?;
-            tracing::warn!(
-                batch_id,
-                rows = rows.len(),
-                "lab rows already stored for a new batch; inserted with ON CONFLICT DO NOTHING"
-            );
+            telemetry::lab_rows_already_stored(batch_id, rows.len());
             tx.batch_execute(
                 "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
             )

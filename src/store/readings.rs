@@ -15,7 +15,6 @@ use tokio_postgres::types::{ToSql, Type};
 use super::StoreError;
 use crate::domain::standard::Thresholds;
 
-pub use super::incidents::{apply_incidents, apply_incidents_by, IncidentKey, INCIDENT_LOCK};
 pub use crate::domain::reading::{JudgedReading, Source};
 
 /// Inserts readings with one `unnest` statement; an already-stored reading (same source,

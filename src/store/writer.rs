@@ -84,7 +84,7 @@ struct Refusal<'a> {
 
 /// A batch's open transaction between its phases (see [`stage`], [`copy_readings`] and
 /// [`finish`]).
-pub struct Staged<'a> {
+pub(crate) struct Staged<'a> {
     tx: Transaction<'a>,
     report: BatchReport,
     refusals: Vec<Refusal<'a>>,
@@ -111,7 +111,7 @@ pub async fn write_batch(
 /// It touches no row another batch's [`copy_readings`] or [`finish`] needs, so the collector
 /// runs it while earlier batches are still copying or finishing; a message an earlier batch
 /// is storing makes this one wait on its key and then count as a redelivery.
-pub async fn stage<'a>(
+pub(crate) async fn stage<'a>(
     client: &'a mut Client,
     ctx: &Context<'_>,
     batch: &'a [Received],
@@ -191,12 +191,12 @@ pub async fn stage<'a>(
 impl<'a> Staged<'a> {
     /// When the batch's new readings were sampled. The collector asks whether their chunks
     /// exist before copying alongside other batches.
-    pub fn sampled_at(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    pub(crate) fn sampled_at(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         self.fresh.iter().map(|(_, s)| s.sampled_at)
     }
 
     /// The batch's open transaction.
-    pub fn transaction(&self) -> &Transaction<'a> {
+    pub(crate) fn transaction(&self) -> &Transaction<'a> {
         &self.tx
     }
 }
@@ -206,7 +206,7 @@ impl<'a> Staged<'a> {
 /// creating a hypertable chunk holds a lock other chunk creators wait on until it commits:
 /// the collector lets only a batch whose chunks all exist copy before the batches ahead of
 /// it have committed (see `store::chunks`).
-pub async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
+pub(crate) async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
     readings::insert_fresh(&staged.tx, &staged.judged).await?;
     Ok(())
 }
@@ -214,7 +214,10 @@ pub async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
 /// Phase three of a batch, run only once the previous batch has committed (so incidents see
 /// samples in arrival order and the archive chain follows the acks): incident tracks and
 /// alert events, quarantine and reject replies, the archive entries, then COMMIT.
-pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport, StoreError> {
+pub(crate) async fn finish(
+    staged: Staged<'_>,
+    ctx: &Context<'_>,
+) -> Result<BatchReport, StoreError> {
     let Staged {
         tx,
         mut report,

@@ -12,8 +12,9 @@
 //!   [`domain::point`], [`domain::standard`] (threshold tables as validated data),
 //!   [`domain::judge`] (reading → level at a point, soil tier), [`domain::incident`] (alert
 //!   state machine), [`domain::rules`] (the input rules shared by station payloads and lab rows:
-//!   ids, negative value and ceiling, time window, pH), [`domain::sample`] (a parsed station
-//!   sample or its reason code), [`domain::reading`] (the judged reading every source stores).
+//!   ids, point ids, negative value and ceiling, time window, pH), [`domain::sample`] (a parsed
+//!   station sample or its reason code), [`domain::reading`] (the judged reading every source
+//!   stores, and its one constructor).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and

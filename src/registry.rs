@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 
 use crate::domain::point::{LandUse, Point, PointType};
+/// The point-id rule (moved to [`crate::domain::rules::valid_point_id`]).
+pub use crate::domain::rules::valid_point_id;
 
 /// Errors reading a points file.
 #[derive(Debug, thiserror::Error)]
@@ -110,15 +112,6 @@ pub fn parse_points_csv(
         });
     }
     Ok(points)
-}
-
-/// True for ids made of ASCII letters, digits, `-` and `_`, 1 to 64 long (safe as an MQTT
-/// topic level and a file name).
-pub fn valid_point_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The registered points, by id.

@@ -254,3 +254,34 @@ mod tests {
         assert!(check_ph(f64::NAN).is_err());
     }
 }
+
+/// Longest point id, in bytes (point ids are ASCII).
+pub const MAX_POINT_ID_BYTES: usize = 64;
+
+/// True for a monitoring-point id: ASCII letters, digits, `-` and `_`, 1 to
+/// [`MAX_POINT_ID_BYTES`] long (safe as an MQTT topic level and a file name). Stricter than
+/// the other ids ([`check_id`]): the registry import and the lab checks both use it.
+pub fn valid_point_id(id: &str) -> bool {
+    (1..=MAX_POINT_ID_BYTES).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod point_id_tests {
+    use super::*;
+
+    #[test]
+    fn point_ids_are_ascii_letters_digits_dash_and_underscore() {
+        assert!(valid_point_id("441781-B-0001"));
+        assert!(valid_point_id("p_1"));
+        assert!(valid_point_id(&"a".repeat(MAX_POINT_ID_BYTES)));
+        assert!(!valid_point_id(&"a".repeat(MAX_POINT_ID_BYTES + 1)));
+        assert!(!valid_point_id(""));
+        assert!(!valid_point_id("441781 B"));
+        assert!(!valid_point_id("a/b"));
+        assert!(!valid_point_id("a+"));
+        assert!(!valid_point_id("点位1"));
+    }
+}

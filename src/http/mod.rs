@@ -43,7 +43,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info, warn, Instrument};
 
 use crate::config::Settings;
 use crate::domain::standard::Standards;
@@ -53,6 +53,7 @@ use crate::registry::{Registry, SharedRegistry};
 use crate::store;
 use crate::store::identities::IdentityKind;
 use crate::store::lab::{LabContext, Outcome};
+use crate::telemetry;
 use auth::TokenStore;
 use caller::{AdminOnly, BureauOrAdmin, Caller, LabOnly, LabOrAdmin};
 pub use error::ApiError;
@@ -220,54 +221,89 @@ async fn upload(
     let checked = match check_body(&st, &registry, buf.clone(), json_body).await? {
         Ok(c) => c,
         Err(issues) => {
-            ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => "rejected").increment(1);
             let report = Report::unreadable(issues, received_at);
-            info!(uploaded_by = %who.name, errors = report.error_count, "lab batch unreadable");
+            telemetry::lab_batch_unreadable(&who.name, report.error_count);
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
         }
     };
+    // From here on, every log line of the upload carries its batch id (the span's field).
     let batch_id = checked.batch_id.clone().unwrap_or_default();
+    let span = tracing::info_span!("lab_upload", batch_id = batch_id.as_str());
     let lab_id = checked.lab_id.clone().unwrap_or_default();
-    let rows = checked.row_count;
+    let sent = Sent {
+        upload: telemetry::LabUpload {
+            batch_id: &batch_id,
+            lab_id: &lab_id,
+            rows: checked.row_count,
+            uploaded_by: &who.name,
+        },
+        started,
+        received_at,
+    };
+    store_checked(&st, &registry, checked, &buf, &sent)
+        .instrument(span)
+        .await
+}
+
+/// A checked upload on its way to the store: who sent what, and when it came in.
+struct Sent<'a> {
+    upload: telemetry::LabUpload<'a>,
+    started: Instant,
+    received_at: chrono::DateTime<Utc>,
+}
+
+/// Stores a checked batch (or finds it stored) and answers with its report.
+async fn store_checked(
+    st: &AppState,
+    registry: &Registry,
+    checked: Checked,
+    buf: &[u8],
+    sent: &Sent<'_>,
+) -> Result<Response, ApiError> {
     let mut client = st.pool.get().await.map_err(|e| {
-        warn!(error = %e, batch_id, "lab upload: database unavailable");
+        telemetry::lab_upload_failed(&sent.upload, "database unavailable", &e);
         ApiError::Unavailable("database unavailable; retry later")
     })?;
     let ctx = LabContext {
-        registry: &registry,
+        registry,
         standards: &st.standards,
         mqtt: &st.settings.mqtt,
         clear_after: st.settings.judge.clear_after,
     };
     let commit_started = Instant::now();
-    let read_check_ms = (commit_started - started).as_millis() as u64;
-    let outcome = store::lab::submit(&mut client, &ctx, checked, &buf, received_at, &who.name)
-        .await
-        .map_err(|e| {
-            warn!(error = %e, batch_id, lab_id, rows, "lab upload: database error");
-            ApiError::DATABASE_RETRY
-        })?;
-    let store_ms = commit_started.elapsed().as_millis() as u64;
+    let read_check = commit_started - sent.started;
+    let uploaded_by = sent.upload.uploaded_by;
+    let outcome = store::lab::submit(
+        &mut client,
+        &ctx,
+        checked,
+        buf,
+        sent.received_at,
+        uploaded_by,
+    )
+    .await
+    .map_err(|e| {
+        telemetry::lab_upload_failed(&sent.upload, "database error", &e);
+        ApiError::DATABASE_RETRY
+    })?;
+    let store = commit_started.elapsed();
     if let Outcome::Accepted(report) = &outcome {
-        ::metrics::histogram!(metrics::COMMIT_SECONDS, "source" => "lab")
-            .record(commit_started.elapsed().as_secs_f64());
-        count_levels(report);
+        let levels = report
+            .by_judgement
+            .iter()
+            .map(|(level, n)| (level.as_ref(), *n as u64));
+        telemetry::lab_batch_accepted(store, levels);
         st.outbox.notify_one();
     }
-    let answer = Answered::of(outcome, &batch_id);
-    ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => answer.outcome).increment(1);
-    info!(
-        batch_id,
-        lab_id,
-        rows,
-        uploaded_by = %who.name,
-        outcome = answer.outcome,
-        errors = answer.body["error_count"].as_u64().unwrap_or(0),
-        read_check_ms,
-        store_ms,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "lab batch"
-    );
+    let answer = Answered::of(outcome, sent.upload.batch_id);
+    telemetry::lab_batch_answered(&telemetry::LabBatchAnswered {
+        upload: sent.upload,
+        outcome: answer.outcome,
+        errors: answer.body["error_count"].as_u64().unwrap_or(0),
+        read_check,
+        store,
+        elapsed: sent.started.elapsed(),
+    });
     Ok((answer.status, Json(answer.body)).into_response())
 }
 
@@ -279,7 +315,7 @@ async fn read_body(
 ) -> Result<(Vec<u8>, bool), ApiError> {
     let limit = st.settings.http.body_limit_bytes;
     let too_large = || {
-        ::metrics::counter!(metrics::LAB_BATCHES, "outcome" => "too_large").increment(1);
+        telemetry::lab_batch_too_large(limit);
         ApiError::TooLarge { limit }
     };
     let declared = headers
@@ -381,14 +417,6 @@ impl Answered {
 fn sorted(report: &Report) -> Value {
     // A report is plain data (strings, numbers, maps): serialising it cannot fail.
     report.to_json().unwrap_or(Value::Null)
-}
-
-/// Counts an accepted batch's readings per judgement level.
-fn count_levels(report: &Report) {
-    for (level, n) in &report.by_judgement {
-        ::metrics::counter!(metrics::READINGS, "source" => "lab", "level" => level.clone())
-            .increment(*n as u64);
-    }
 }
 
 async fn batch(

@@ -7,12 +7,12 @@
 //! chunk lock is involved and a batch can never wait on one behind it; a batch that may create
 //! a chunk copies only after every batch ahead of it has committed.
 //!
-//! [`KnownChunks`] answers "do they all exist" from memory. When it says no, the caller
-//! [`refresh`](KnownChunks::refresh)es it from the catalog and asks again. Chunks are only
-//! ever added by soilmon; should an operator drop one while the service runs, a batch may
-//! create it again alongside others and, at worst, wait out the writer's lock timeout and
-//! fail. The collector then [`forget`](KnownChunks::forget)s what it knew, so the retry
-//! reads the catalog again and copies in turn.
+//! `KnownChunks` (crate-internal) answers "do they all exist" from memory. When it says no,
+//! the caller `refresh`es it from the catalog and asks again. Chunks are only ever added by
+//! soilmon; should an operator drop one while the service runs, a batch may create it again
+//! alongside others and, at worst, wait out the writer's lock timeout and fail. The
+//! collector then `forget`s what it knew, so the retry reads the catalog again and copies in
+//! turn.
 
 use std::sync::{PoisonError, RwLock};
 
@@ -24,13 +24,13 @@ use super::StoreError;
 /// The time ranges `[start, end)` of the existing chunks of `readings`, in microseconds since
 /// the epoch, sorted by start.
 #[derive(Debug, Default)]
-pub struct KnownChunks {
+pub(crate) struct KnownChunks {
     ranges: RwLock<Vec<(i64, i64)>>,
 }
 
 impl KnownChunks {
     /// True when a known chunk holds every one of `times` (and when there are none).
-    pub fn cover(&self, times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
+    pub(crate) fn cover(&self, times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
         let ranges = self.ranges.read().unwrap_or_else(PoisonError::into_inner);
         times
             .into_iter()
@@ -40,7 +40,7 @@ impl KnownChunks {
     /// Forgets every known range: the next [`cover`](Self::cover) of any time says no, and
     /// the caller reloads them. Called when a batch failed, in case a chunk it was told
     /// exists had been dropped.
-    pub fn forget(&self) {
+    pub(crate) fn forget(&self) {
         self.ranges
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -49,7 +49,7 @@ impl KnownChunks {
 
     /// Reloads the ranges from the catalog, inside `tx` under a savepoint: a failure leaves
     /// the transaction usable and the known ranges as they were.
-    pub async fn refresh(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    pub(crate) async fn refresh(&self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         tx.batch_execute("SAVEPOINT known_chunks").await?;
         let rows = tx
             .query(

@@ -29,20 +29,20 @@ fn level_from(text: Option<&str>) -> Level {
 
 /// What the incident tracks need of a reading (see [`apply_incidents_by`]).
 #[derive(Debug, Clone, Copy)]
-pub struct IncidentKey<'a> {
+pub(crate) struct IncidentKey<'a> {
     /// Monitoring point.
-    pub point_id: &'a str,
+    pub(crate) point_id: &'a str,
     /// Analyte.
-    pub metal: Metal,
+    pub(crate) metal: Metal,
     /// Sampling time.
-    pub sampled_at: DateTime<Utc>,
+    pub(crate) sampled_at: DateTime<Utc>,
     /// Judgement level.
-    pub level: Level,
+    pub(crate) level: Level,
 }
 
 /// Applies readings to the incident tracks in `sampled_at` order, records incident history
 /// and writes one outbox event per state change. Returns the number of events.
-pub async fn apply_incidents(
+pub(crate) async fn apply_incidents(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
     clear_after: u32,
@@ -64,7 +64,7 @@ pub async fn apply_incidents(
 /// batches and lab uploads): a pair with no open incident has no row to lock, so two writers
 /// opening the same incident would otherwise both succeed. Taken before the archive head
 /// lock, like every other lock (see `store::archive`).
-pub const INCIDENT_LOCK: i64 = 0x501_1306;
+pub(crate) const INCIDENT_LOCK: i64 = 0x501_1306;
 
 /// [`apply_incidents`] over the keys of the readings; `reading(i)` makes the full reading of
 /// `keys[i]`, needed only for a state change (its alert event), so a large batch is never held
@@ -75,7 +75,7 @@ pub const INCIDENT_LOCK: i64 = 0x501_1306;
 /// has an exceedance here, the newest earlier sample time is read from `readings` (see
 /// [`newest_earlier`]), so a late, older exceedance stays stale exactly as if every sample
 /// had been kept in the track.
-pub async fn apply_incidents_by<'r>(
+pub(crate) async fn apply_incidents_by<'r>(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
     clear_after: u32,

@@ -15,11 +15,14 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::archive;
-use super::readings::{self, IncidentKey, JudgedReading, Source};
+use super::incidents::{self, IncidentKey};
+use super::readings;
 use super::StoreError;
-use crate::domain::judge::{judge, Judgement, Level};
+use crate::domain::judge::{judge_at_point, Level};
 use crate::domain::point::Point;
+use crate::domain::reading::{JudgedReading, Measured, Origin, Source};
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
+use crate::telemetry;
 
 /// The store context a lab batch is written with (the same as a station batch's).
 pub use super::Context as LabContext;
@@ -179,18 +182,17 @@ async fn store_accepted(
     archive::append(&tx, archive::Kind::LabBatch, upload.batch_id, raw, &digest).await?;
     let t5 = std::time::Instant::now();
     tx.commit().await?;
-    tracing::info!(
-        batch_id = upload.batch_id,
-        rows = checked.row_count,
-        readings = readings_stored,
-        copy_ms = (t1 - t0).as_millis() as u64,
-        readings_ms = (t2 - t1).as_millis() as u64,
-        incidents_ms = (t3 - t2).as_millis() as u64,
-        digest_ms = (t4 - t3).as_millis() as u64,
-        archive_ms = (t5 - t4).as_millis() as u64,
-        commit_ms = t5.elapsed().as_millis() as u64,
-        "lab batch stored"
-    );
+    telemetry::lab_batch_stored(&telemetry::LabBatchStored {
+        batch_id: upload.batch_id,
+        rows: checked.row_count,
+        readings: readings_stored,
+        copy: t1 - t0,
+        readings_insert: t2 - t1,
+        incidents: t3 - t2,
+        digest: t4 - t3,
+        archive: t5 - t4,
+        commit: t5.elapsed(),
+    });
     Ok(report)
 }
 
@@ -210,7 +212,7 @@ async fn apply_incidents(
             level: s.level,
         })
         .collect();
-    let alerts = readings::apply_incidents_by(tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
+    let alerts = incidents::apply_incidents_by(tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
         Cow::Owned(judged_reading(ctx, &samples[i], received_at))
     })
     .await?;
@@ -357,7 +359,16 @@ fn judgeable_samples<'a>(ctx: &LabContext<'a>, rows: &'a [LabRow]) -> Vec<Sample
         ) else {
             continue;
         };
-        let level = judgement(ctx, r, point).level;
+        let m = measured(r);
+        let level = judge_at_point(
+            ctx.standards,
+            point,
+            r.ph,
+            m.metal,
+            m.value_mgkg,
+            m.detected,
+        )
+        .level;
         out.push(Sample {
             index,
             row: r,
@@ -369,42 +380,34 @@ fn judgeable_samples<'a>(ctx: &LabContext<'a>, rows: &'a [LabRow]) -> Vec<Sample
     out
 }
 
-fn judgement(ctx: &LabContext<'_>, r: &LabRow, point: &Point) -> Judgement {
-    judge(
-        ctx.standards,
-        point.land_use,
-        r.ph.or(point.ph),
-        r.metal,
-        r.judged_value_mgkg(),
-        r.detected,
-    )
-}
-
-/// The judged reading of a field sample.
+/// The judged reading of a field sample (the same constructor as a station sample's).
 fn judged_reading(
     ctx: &LabContext<'_>,
     s: &Sample<'_>,
     received_at: DateTime<Utc>,
 ) -> JudgedReading {
-    let (r, point) = (s.row, s.point);
-    JudgedReading {
+    let r = s.row;
+    let origin = Origin {
         source: Source::Lab,
-        source_id: r.batch_id.to_string(),
-        msg_id: r.sample_id.to_string(),
-        point_id: point.id.clone(),
-        county: point.county_code.clone(),
-        land_use: point.land_use,
+        source_id: &r.batch_id,
+        msg_id: &r.sample_id,
         sampled_at: s.sampled_at,
         received_at,
+        ph: r.ph,
+        method: r.method.as_deref(),
+        depth_cm: r.depth_cm,
+    };
+    JudgedReading::at_point(ctx.standards, s.point, &origin, &measured(r))
+}
+
+/// The value of a lab row that is judged and stored.
+fn measured(r: &LabRow) -> Measured<'_> {
+    Measured {
         metal: r.metal,
         value_mgkg: r.judged_value_mgkg(),
         value_orig: r.value_orig,
-        unit_orig: r.unit_orig.to_string(),
+        unit_orig: &r.unit_orig,
         detected: r.detected,
-        ph: r.ph.or(point.ph),
-        method: r.method.as_deref().map(str::to_string),
-        depth_cm: r.depth_cm,
-        judgement: judgement(ctx, r, point),
     }
 }
 
@@ -426,11 +429,7 @@ async fn copy_rows(
         Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute("ROLLBACK TO SAVEPOINT lab_rows_copy")
                 .await?;
-            tracing::warn!(
-                batch_id,
-                rows = rows.len(),
-                "lab rows already stored for a new batch; inserted with ON CONFLICT DO NOTHING"
-            );
+            telemetry::lab_rows_already_stored(batch_id, rows.len());
             tx.batch_execute(
                 "CREATE TEMP TABLE lab_rows_stage (LIKE lab_rows INCLUDING DEFAULTS) ON COMMIT DROP",
             )

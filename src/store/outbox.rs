@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// Queues one MQTT publication in the outbox (published by the alert publisher).
-pub async fn insert(
+pub(crate) async fn insert(
     tx: &Transaction<'_>,
     event_id: Uuid,
     kind: &str,
@@ -48,19 +48,19 @@ pub(crate) async fn insert_alerts(
 
 /// One unpublished outbox row.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// Outbox row id (publication order).
-    pub id: i64,
+    pub(crate) id: i64,
     /// MQTT topic.
-    pub topic: String,
+    pub(crate) topic: String,
     /// JSON payload.
-    pub payload: Value,
+    pub(crate) payload: Value,
     /// `alert` or `reject`.
-    pub kind: String,
+    pub(crate) kind: String,
 }
 
 /// The oldest unpublished rows, at most `limit`, in id order.
-pub async fn pending(db: &Client, limit: usize) -> Result<Vec<Pending>, StoreError> {
+pub(crate) async fn pending(db: &Client, limit: usize) -> Result<Vec<Pending>, StoreError> {
     let stmt = db
         .prepare_cached(
             "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
@@ -80,7 +80,7 @@ pub async fn pending(db: &Client, limit: usize) -> Result<Vec<Pending>, StoreErr
 }
 
 /// Marks rows published (after the broker acknowledged them).
-pub async fn mark_published(db: &Client, ids: &[i64]) -> Result<(), StoreError> {
+pub(crate) async fn mark_published(db: &Client, ids: &[i64]) -> Result<(), StoreError> {
     let stmt = db
         .prepare_cached("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
         .await?;
@@ -89,7 +89,7 @@ pub async fn mark_published(db: &Client, ids: &[i64]) -> Result<(), StoreError> 
 }
 
 /// How many rows are not yet published (the `soilmon_outbox_pending` gauge).
-pub async fn pending_count(db: &Client) -> Result<i64, StoreError> {
+pub(crate) async fn pending_count(db: &Client) -> Result<i64, StoreError> {
     let row = db
         .query_one(
             "SELECT count(*) FROM outbox WHERE published_at IS NULL",

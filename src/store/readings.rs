@@ -15,9 +15,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::StoreError;
 use crate::domain::standard::Thresholds;
 
-pub(crate) use super::incidents::{apply_incidents, apply_incidents_by, IncidentKey};
 pub use crate::domain::reading::JudgedReading;
-pub(crate) use crate::domain::reading::Source;
 
 /// Inserts readings with one `unnest` statement; an already-stored reading (same source,
 /// source id, msg id, metal and time) is skipped. Returns the number inserted.

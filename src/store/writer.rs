@@ -19,13 +19,12 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
+use super::incidents;
 use super::outbox;
-use super::readings::{self, JudgedReading, Source};
+use super::readings;
 use super::StoreError;
-use crate::domain::judge::judge;
-use crate::domain::point::Point;
+use crate::domain::reading::JudgedReading;
 use crate::domain::sample::{RejectCode, Rejection, Sample};
-use crate::domain::standard::Standards;
 
 /// One message as it came off the broker, with the outcome of parsing it.
 #[derive(Debug, Clone)]
@@ -43,6 +42,8 @@ pub struct Received {
 }
 
 pub use super::Context;
+/// Judges a station sample's readings (moved to [`crate::domain::reading::judge_sample`]).
+pub use crate::domain::reading::judge_sample;
 
 /// What a committed batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +84,7 @@ struct Refusal<'a> {
 
 /// A batch's open transaction between its phases (see [`stage`], [`copy_readings`] and
 /// [`finish`]).
-pub struct Staged<'a> {
+pub(crate) struct Staged<'a> {
     tx: Transaction<'a>,
     report: BatchReport,
     refusals: Vec<Refusal<'a>>,
@@ -110,7 +111,7 @@ pub async fn write_batch(
 /// It touches no row another batch's [`copy_readings`] or [`finish`] needs, so the collector
 /// runs it while earlier batches are still copying or finishing; a message an earlier batch
 /// is storing makes this one wait on its key and then count as a redelivery.
-pub async fn stage<'a>(
+pub(crate) async fn stage<'a>(
     client: &'a mut Client,
     ctx: &Context<'_>,
     batch: &'a [Received],
@@ -190,12 +191,12 @@ pub async fn stage<'a>(
 impl<'a> Staged<'a> {
     /// When the batch's new readings were sampled. The collector asks whether their chunks
     /// exist before copying alongside other batches.
-    pub fn sampled_at(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    pub(crate) fn sampled_at(&self) -> impl Iterator<Item = DateTime<Utc>> + '_ {
         self.fresh.iter().map(|(_, s)| s.sampled_at)
     }
 
     /// The batch's open transaction.
-    pub fn transaction(&self) -> &Transaction<'a> {
+    pub(crate) fn transaction(&self) -> &Transaction<'a> {
         &self.tx
     }
 }
@@ -205,7 +206,7 @@ impl<'a> Staged<'a> {
 /// creating a hypertable chunk holds a lock other chunk creators wait on until it commits:
 /// the collector lets only a batch whose chunks all exist copy before the batches ahead of
 /// it have committed (see `store::chunks`).
-pub async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
+pub(crate) async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
     readings::insert_fresh(&staged.tx, &staged.judged).await?;
     Ok(())
 }
@@ -213,7 +214,10 @@ pub async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
 /// Phase three of a batch, run only once the previous batch has committed (so incidents see
 /// samples in arrival order and the archive chain follows the acks): incident tracks and
 /// alert events, quarantine and reject replies, the archive entries, then COMMIT.
-pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport, StoreError> {
+pub(crate) async fn finish(
+    staged: Staged<'_>,
+    ctx: &Context<'_>,
+) -> Result<BatchReport, StoreError> {
     let Staged {
         tx,
         mut report,
@@ -223,7 +227,7 @@ pub async fn finish(staged: Staged<'_>, ctx: &Context<'_>) -> Result<BatchReport
         received,
         started,
     } = staged;
-    report.alerts = readings::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    report.alerts = incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
     archive_fresh(&tx, &fresh, &judged).await?;
@@ -351,47 +355,6 @@ fn judge_all(ctx: &Context<'_>, fresh: &[(&Received, &Sample)]) -> Vec<JudgedRea
         }
     }
     out
-}
-
-/// Judges every reading of a validated station sample taken at `point` (the sample's pH, else
-/// the point's registered pH).
-pub fn judge_sample(
-    standards: &Standards,
-    point: &Point,
-    sample: &Sample,
-    received_at: DateTime<Utc>,
-) -> Vec<JudgedReading> {
-    let ph = sample.ph.or(point.ph);
-    sample
-        .readings
-        .iter()
-        .map(|r| JudgedReading {
-            source: Source::Station,
-            source_id: sample.station_id.clone(),
-            msg_id: sample.msg_id.clone(),
-            point_id: point.id.clone(),
-            county: point.county_code.clone(),
-            land_use: point.land_use,
-            sampled_at: sample.sampled_at,
-            received_at,
-            metal: r.metal,
-            value_mgkg: r.value_mgkg,
-            value_orig: r.value_orig,
-            unit_orig: r.unit_orig.clone(),
-            detected: r.detected,
-            ph,
-            method: sample.method.clone(),
-            depth_cm: sample.depth_cm,
-            judgement: judge(
-                standards,
-                point.land_use,
-                ph,
-                r.metal,
-                r.value_mgkg,
-                r.detected,
-            ),
-        })
-        .collect()
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each

@@ -42,8 +42,7 @@ pub struct Received {
 }
 
 pub use super::Context;
-/// Judges a station sample's readings (moved to [`crate::domain::reading::judge_sample`]).
-pub use crate::domain::reading::judge_sample;
+use crate::domain::reading::judge_sample;
 
 /// What a committed batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,10 +13,9 @@ use crate::report::Throughput;
 use crate::services::BenchEnv;
 use crate::BenchError;
 use soilmon::config::{MqttConfig, Settings};
+use soilmon::domain::reading::{judge_sample, JudgedReading};
 use soilmon::ingest::payload;
 use soilmon::registry::Registry;
-use soilmon::store::readings::JudgedReading;
-use soilmon::store::writer::judge_sample;
 
 /// Sends DISCONNECT and polls `el` until it went out (at most 5 s), flushing the PUBACKs
 /// still queued before it.

@@ -22,7 +22,8 @@
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
 //!   code), [`ingest::collector`] (the poll task, natural batching, three batches in the
 //!   database at once, copying side by side, committing in order, ordered acks after
-//!   commit).
+//!   commit) and `ingest/order.rs` (the pure primitive that releases batches in arrival
+//!   order).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
 //!   CRM, spikes).

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
@@ -29,6 +30,10 @@ pub const ALERTS_PUBLISHED: &str = "soilmon_alerts_published_total";
 pub const COMMIT_SECONDS: &str = "soilmon_commit_seconds";
 /// Outbox rows not yet published.
 pub const OUTBOX_PENDING: &str = "soilmon_outbox_pending";
+/// Station messages the collector took from the broker and has not yet acked (or let go).
+pub const INGEST_INFLIGHT: &str = "soilmon_ingest_inflight";
+/// The most [`INGEST_INFLIGHT`] has been since the collector started.
+pub const INGEST_INFLIGHT_MAX: &str = "soilmon_ingest_inflight_max";
 
 /// A station batch the collector saw committed: what it did and where its time went.
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +147,59 @@ pub fn outbox_published(
 /// The outbox rows not yet published, as read for `/metrics`.
 pub fn outbox_pending(rows: i64) {
     metrics::gauge!(OUTBOX_PENDING).set(rows as f64);
+}
+
+/// The collector's in-flight count: station messages taken from the broker and not yet
+/// acked, shown as [`INGEST_INFLIGHT`] with its high-water mark [`INGEST_INFLIGHT_MAX`]. The
+/// gauges are registered once, so counting a message is a few atomic operations.
+pub struct Inflight {
+    now: AtomicUsize,
+    max: AtomicUsize,
+    now_gauge: metrics::Gauge,
+    max_gauge: metrics::Gauge,
+}
+
+impl Inflight {
+    /// Both gauges at zero (a collector starting holds nothing).
+    pub fn new() -> Inflight {
+        let now_gauge = metrics::gauge!(INGEST_INFLIGHT);
+        let max_gauge = metrics::gauge!(INGEST_INFLIGHT_MAX);
+        now_gauge.set(0.0);
+        max_gauge.set(0.0);
+        Inflight {
+            now: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+            now_gauge,
+            max_gauge,
+        }
+    }
+
+    /// A message came off the connection into the collector.
+    pub fn received(&self) {
+        let now = self.now.fetch_add(1, Ordering::Relaxed) + 1;
+        self.now_gauge.set(now as f64);
+        if self.max.fetch_max(now, Ordering::Relaxed) < now {
+            self.max_gauge.set(now as f64);
+        }
+    }
+
+    /// `n` messages were acked, or let go without an ack (their connection is gone, or
+    /// shutdown came first: the broker redelivers them).
+    pub fn released(&self, n: usize) {
+        let before = self
+            .now
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        self.now_gauge.set(before.saturating_sub(n) as f64);
+    }
+}
+
+impl Default for Inflight {
+    fn default() -> Self {
+        Inflight::new()
+    }
 }
 
 /// A lab upload refused before it was read: larger than `http.body_limit_bytes`.

@@ -110,14 +110,29 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> 
     Ok(())
 }
 
+/// `ingest.inflight_window` and `ingest.batch_max` of the outage test: small enough that the
+/// backlog of the outage (3,000 messages) and the broker's own limit on unacked messages per
+/// client (`max_inflight_messages 1000`) are both far above what soilmon may hold.
+const WINDOW: usize = 100;
+const BATCH_MAX: usize = 50;
+/// The most messages the collector may hold unacked: the channel (`inflight_window`), the one
+/// the poll task is handing over, the batch being gathered, and the three batches in the
+/// database or waiting to be retried (`LANES` in `src/ingest/collector.rs`).
+const HOLD_MAX: usize = WINDOW + 1 + (3 + 1) * BATCH_MAX;
+
 /// PostgreSQL stopped for 20 s while messages keep arriving: no acks meanwhile (killed
-/// during the outage, soilmon's session still holds every message of it), memory bounded,
-/// and after it returns everything is stored exactly once.
+/// during the outage, soilmon's session still holds every message of it), the messages held
+/// bounded by the in-flight window, and after it returns everything is stored exactly once.
 #[tokio::test]
 async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     const N: usize = 4_000;
     let cluster = PrivateCluster::start().await?;
-    let mut p = Pipeline::start_on(cluster.url.clone(), None, &[]).await?;
+    let (window, batch_max) = (WINDOW.to_string(), BATCH_MAX.to_string());
+    let env = [
+        ("SOILMON__INGEST__INFLIGHT_WINDOW", window.as_str()),
+        ("SOILMON__INGEST__BATCH_MAX", batch_max.as_str()),
+    ];
+    let mut p = Pipeline::start_on(cluster.url.clone(), None, &env).await?;
     let msgs = stream(N, "outage");
     let (first, rest) = msgs.split_at(N / 4);
     p.publish(first.to_vec()).await?;
@@ -143,6 +158,12 @@ async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
         "the outage was seen by the writer"
     );
     let hwm_kb = peak_rss_kb(p.soilmon.pid().unwrap_or(0));
+    // Bounded by the window: the backlog filled it, and soilmon took no more from the broker.
+    let held = p.soilmon.metric("soilmon_ingest_inflight_max").await? as usize;
+    assert!(
+        held > WINDOW && held <= HOLD_MAX,
+        "at most {HOLD_MAX} messages held unacked during the outage, the window full: {held}"
+    );
 
     // No acks while the database is down: killed now, soilmon leaves every message of the
     // outage in its session, so a bare client resuming it gets each of them again (and

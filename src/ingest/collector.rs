@@ -32,13 +32,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, PubAck, Publish, QoS};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
+use super::order::{InOrder, Ticket};
 use super::payload;
 use crate::config::Settings;
 use crate::domain::sample::{RejectCode, Rejection};
@@ -99,16 +100,20 @@ pub async fn run(shared: Shared) -> Result<(), CollectorError> {
     // poll task; it holds at most one packet id per message of the in-flight window.
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<ToPoll>();
     let generation = Arc::new(Mutex::new(0u64));
+    let inflight = Arc::new(telemetry::Inflight::new());
 
     let poll = tokio::spawn(poll_task(
         eventloop,
         client,
-        tx,
+        Forward {
+            tx,
+            inflight: inflight.clone(),
+        },
         ack_rx,
         generation.clone(),
         shared.clone(),
     ));
-    let writer = tokio::spawn(writer_task(rx, ack_tx, generation, shared));
+    let writer = tokio::spawn(writer_task(rx, ack_tx, generation, inflight, shared));
     writer.await?;
     poll.await?;
     Ok(())
@@ -191,7 +196,7 @@ async fn write_acks(
 async fn poll_task(
     mut eventloop: EventLoop,
     client: AsyncClient,
-    tx: mpsc::Sender<Delivery>,
+    to_writer: Forward,
     mut acks: mpsc::UnboundedReceiver<ToPoll>,
     generation: Arc<Mutex<u64>>,
     shared: Shared,
@@ -261,7 +266,9 @@ async fn poll_task(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 // Shutting down: not stored, not acked, redelivered next session.
-                if stop_deadline.is_none() && !forward(publish, &tx, &generation, &token).await {
+                if stop_deadline.is_none()
+                    && !forward(publish, &to_writer, &generation, &token).await
+                {
                     return;
                 }
             }
@@ -286,12 +293,18 @@ async fn poll_task(
     }
 }
 
+/// The poll task's way to the writer: the bounded channel, and the in-flight count.
+struct Forward {
+    tx: mpsc::Sender<Delivery>,
+    inflight: Arc<telemetry::Inflight>,
+}
+
 /// Hands an incoming publish to the writer, tagged with the current generation (waiting
 /// while the channel is full, unless shutdown comes first). Returns false when the writer is
-/// gone.
+/// gone. The message counts as in flight from here until its ack is handed over.
 async fn forward(
     publish: Publish,
-    tx: &mpsc::Sender<Delivery>,
+    to: &Forward,
     generation: &Mutex<u64>,
     token: &CancellationToken,
 ) -> bool {
@@ -300,10 +313,16 @@ async fn forward(
         publish,
         received_at: Utc::now(),
     };
-    tokio::select! {
-        r = tx.send(delivery) => r.is_ok(),
-        _ = token.cancelled() => true,
+    to.inflight.received();
+    // `None`: shutdown came first.
+    let sent = tokio::select! {
+        r = to.tx.send(delivery) => Some(r.is_ok()),
+        _ = token.cancelled() => None,
+    };
+    if sent != Some(true) {
+        to.inflight.released(1);
     }
+    sent.unwrap_or(true)
 }
 
 /// After a connection error: bumps the generation and drops the dead connection, under the
@@ -390,8 +409,8 @@ async fn top_up(p: &mut Prepared, rx: &mut mpsc::Receiver<Delivery>, shared: &Sh
 /// Performance); in backlog drains a four-lane variant copied no faster than three.
 const LANES: usize = 3;
 
-/// A batch in the database: [`run_batch`] of it.
-type InFlight = Pin<Box<dyn Future<Output = (Prepared, Outcome)> + Send>>;
+/// A batch in the database: [`run_batch`] of it, with the ticket of its place in line.
+type InFlight = Pin<Box<dyn Future<Output = (Ticket, (Prepared, Outcome))> + Send>>;
 
 /// How a batch's transaction ended.
 enum Outcome {
@@ -554,8 +573,10 @@ async fn chunks_exist(staged: &writer::Staged<'_>, chunks: &KnownChunks) -> bool
 /// The batches in the database, in arrival order, and what the next one started waits on.
 #[derive(Default)]
 struct Lanes {
-    /// Up to [`LANES`] batches, one connection each.
-    inflight: FuturesOrdered<InFlight>,
+    /// Up to [`LANES`] batches, one connection each, polled as they come.
+    running: FuturesUnordered<InFlight>,
+    /// Their outcomes, released in the order the batches were started.
+    order: InOrder<(Prepared, Outcome)>,
     /// The hypertable chunks known to exist.
     chunks: Arc<KnownChunks>,
     /// The stage and the outcome of the batch most recently started.
@@ -574,11 +595,11 @@ impl Lanes {
         rx: &mut mpsc::Receiver<Delivery>,
         shared: &Shared,
     ) {
-        while self.inflight.len() < LANES {
+        while self.order.len() < LANES {
             let mut p = match retry.pop_front() {
                 Some(p) => p,
                 None if !gathering.is_empty() => {
-                    top_up(gathering, rx, shared, self.inflight.is_empty()).await;
+                    top_up(gathering, rx, shared, self.order.is_empty()).await;
                     std::mem::replace(gathering, Prepared::new(shared))
                 }
                 None => break,
@@ -599,7 +620,22 @@ impl Lanes {
             };
             let span = tracing::info_span!("batch", batch = p.seq);
             let run = run_batch(p, shared.clone(), self.chunks.clone(), order);
-            self.inflight.push_back(Box::pin(run.instrument(span)));
+            let ticket = self.order.start();
+            let run = async move { (ticket, run.await) };
+            self.running.push(Box::pin(run.instrument(span)));
+        }
+    }
+
+    /// The oldest batch started, once it has finished (the ones behind it that finished
+    /// first wait for it); `None` when no batch is in the database. Cancel-safe: an outcome
+    /// that arrives is kept until it is released.
+    async fn next(&mut self) -> Option<(Prepared, Outcome)> {
+        loop {
+            if let Some(done) = self.order.release() {
+                return Some(done);
+            }
+            let (ticket, done) = self.running.next().await?;
+            self.order.finish(ticket, done);
         }
     }
 
@@ -607,7 +643,7 @@ impl Lanes {
     /// order, and forgets the known chunks (one believed to exist may have been dropped).
     async fn abandon(&mut self, retry: &mut VecDeque<Prepared>) {
         self.chunks.forget();
-        while let Some((p, _)) = self.inflight.next().await {
+        while let Some((p, _)) = self.next().await {
             retry.push_back(p);
         }
         self.last = None;
@@ -632,6 +668,7 @@ async fn writer_task(
     mut rx: mpsc::Receiver<Delivery>,
     acks: mpsc::UnboundedSender<ToPoll>,
     generation: Arc<Mutex<u64>>,
+    inflight: Arc<telemetry::Inflight>,
     shared: Shared,
 ) {
     let s = &shared.settings;
@@ -653,17 +690,18 @@ async fn writer_task(
                 .start(&mut retry, &mut gathering, &mut rx, &shared)
                 .await;
         }
-        if lanes.inflight.is_empty() && (stopping || (!open && retry.is_empty())) {
+        if lanes.order.is_empty() && (stopping || (!open && retry.is_empty())) {
             // Shutdown: messages gathered but not written are not acked (redelivered later).
             break;
         }
         let room = open && !stopping && gathering.batch.len() < s.ingest.batch_max;
         tokio::select! {
-            Some((p, outcome)) = lanes.inflight.next() => match outcome {
+            Some((p, outcome)) = lanes.next() => match outcome {
                 Outcome::Committed(report, timing) => {
                     backoff.reset();
                     let _batch = tracing::info_span!("batch", batch = p.seq).entered();
                     let stale = send_acks(&p.batch, &acks, &generation);
+                    inflight.released(p.batch.len());
                     log_batch(&p, &report, timing, stale, &shared);
                 }
                 Outcome::Failed(e) => {

@@ -917,6 +917,31 @@ impl Soilmon {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    /// The address its HTTP API listens on (`SOILMON__HTTP__ADDR`, `127.0.0.1:<port>`).
+    pub fn http_addr(&self) -> String {
+        self.envs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "SOILMON__HTTP__ADDR")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// The value of the unlabelled gauge or counter `name` on its `/metrics` page.
+    pub async fn metric(&self, name: &str) -> Result<f64> {
+        let url = format!("http://{}/metrics", self.http_addr());
+        let page = reqwest::get(&url)
+            .await
+            .and_then(|r| r.error_for_status())
+            .with_context(|| format!("GET {url}"))?
+            .text()
+            .await?;
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .with_context(|| format!("no metric {name} on {url}:\n{page}"))
+    }
+
     /// Process id of the running `run`, if any.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())

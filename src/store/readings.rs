@@ -26,7 +26,7 @@ pub async fn insert(tx: &Transaction<'_>, rows: &[JudgedReading]) -> Result<u64,
     }
     // Borrowed, never cloned: this runs for every reading of every batch.
     fn t(j: &JudgedReading) -> Option<&Thresholds> {
-        j.judgement.thresholds.as_ref()
+        j.judgement.thresholds.as_deref()
     }
     let sampled: Vec<DateTime<Utc>> = rows.iter().map(|j| j.sampled_at).collect();
     let points: Vec<&str> = rows.iter().map(|j| j.point_id.as_str()).collect();

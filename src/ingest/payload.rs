@@ -5,16 +5,21 @@
 //! stored (it is quarantined), so a station can correct and resend it under the same
 //! `msg_id`. Unknown extra fields are allowed: they are part of the content hash, and the
 //! raw bytes are archived verbatim by the writer.
+//!
+//! The payload is parsed once, into a borrowed tree ([`json`]), which both the validation and
+//! the content hash read.
+
+mod json;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::IngestConfig;
 use crate::domain::metal::Metal;
 use crate::domain::rules::{self, RuleError, TimeWindow};
 use crate::domain::unit::Unit;
 use crate::registry::Registry;
+
+use json::{Json, Object};
 
 pub use crate::domain::sample::{ParsedReading, RejectCode, Rejection, Sample};
 
@@ -41,8 +46,8 @@ pub fn parse(
             format!("payload is not UTF-8: {e}"),
         )
     })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, &e))?;
-    let Value::Object(obj) = &value else {
+    let value = Json::parse(text).map_err(|e| json_error(text, &e))?;
+    let Json::Object(obj) = &value else {
         return Err(unidentified(
             RejectCode::BadType,
             "payload must be a JSON object".into(),
@@ -54,7 +59,9 @@ pub fn parse(
         msg_id: &msg_id,
     };
     let sample = fields.validate(station_id, now, cfg, registry)?;
-    let content_sha256 = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    let content_sha256 = value
+        .content_sha256()
+        .map_err(|e| fields.reject(RejectCode::MalformedJson, format!("cannot hash: {e}")))?;
     Ok(Sample {
         content_sha256,
         ..sample
@@ -71,13 +78,13 @@ fn unidentified(code: RejectCode, detail: String) -> Rejection {
 }
 
 /// The message id: required, a string that passes [`rules::check_id`].
-fn msg_id(obj: &Map<String, Value>) -> Result<String, Rejection> {
+fn msg_id(obj: &Object<'_>) -> Result<String, Rejection> {
     match obj.get("msg_id") {
-        None | Some(Value::Null) => Err(unidentified(
+        None | Some(Json::Null) => Err(unidentified(
             RejectCode::MissingField,
             "msg_id is required".into(),
         )),
-        Some(Value::String(s)) if rules::check_id(s).is_ok() => Ok(s.clone()),
+        Some(Json::String(s)) if rules::check_id(s).is_ok() => Ok(s.to_string()),
         Some(_) => Err(unidentified(
             RejectCode::BadType,
             "msg_id must be a string of 1-128 printable characters".into(),
@@ -118,7 +125,7 @@ fn offset_of(text: &str, line: usize, column: usize) -> Option<usize> {
 
 /// Field-by-field validation of a payload object.
 struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    obj: &'a Object<'a>,
     msg_id: &'a str,
 }
 
@@ -131,28 +138,28 @@ impl Fields<'_> {
         }
     }
 
-    fn required(&self, key: &str) -> Result<&Value, Rejection> {
+    fn required(&self, key: &str) -> Result<&Json<'_>, Rejection> {
         match self.obj.get(key) {
-            None | Some(Value::Null) => {
+            None | Some(Json::Null) => {
                 Err(self.reject(RejectCode::MissingField, format!("{key} is required")))
             }
             Some(v) => Ok(v),
         }
     }
 
-    fn string(&self, key: &str, v: &Value) -> Result<String, Rejection> {
+    fn string(&self, key: &str, v: &Json<'_>) -> Result<String, Rejection> {
         v.as_str()
             .map(str::to_string)
             .ok_or_else(|| self.reject(RejectCode::BadType, format!("{key} must be a string")))
     }
 
     /// A number, or a string spelling NaN/Infinity (reported as non-finite).
-    fn number(&self, key: &str, v: &Value) -> Result<f64, Rejection> {
+    fn number(&self, key: &str, v: &Json<'_>) -> Result<f64, Rejection> {
         match v {
-            Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+            Json::Number(n) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
                 self.reject(RejectCode::NonFiniteValue, format!("{key} is not finite"))
             }),
-            Value::String(s) if is_non_finite_word(s) => Err(self.reject(
+            Json::String(s) if is_non_finite_word(s) => Err(self.reject(
                 RejectCode::NonFiniteValue,
                 format!("{key} is {s:?}, not a finite number"),
             )),
@@ -302,7 +309,7 @@ impl Fields<'_> {
     fn reading(
         &self,
         i: usize,
-        item: &Value,
+        item: &Json<'_>,
         cfg: &IngestConfig,
     ) -> Result<ParsedReading, Rejection> {
         let at = |field: &str| format!("readings[{i}].{field}");
@@ -313,7 +320,7 @@ impl Fields<'_> {
             )
         })?;
         let get = |field: &str| match obj.get(field) {
-            None | Some(Value::Null) => Err(self.reject(
+            None | Some(Json::Null) => Err(self.reject(
                 RejectCode::MissingField,
                 format!("{} is required", at(field)),
             )),
@@ -347,10 +354,10 @@ impl Fields<'_> {
     }
 
     /// A reading's optional `detected` flag (absent: detected).
-    fn detected(&self, v: Option<&Value>, key: &str) -> Result<bool, Rejection> {
+    fn detected(&self, v: Option<&Json<'_>>, key: &str) -> Result<bool, Rejection> {
         match v {
-            None | Some(Value::Null) => Ok(true),
-            Some(Value::Bool(b)) => Ok(*b),
+            None | Some(Json::Null) => Ok(true),
+            Some(Json::Bool(b)) => Ok(*b),
             Some(_) => {
                 Err(self.reject(RejectCode::BadType, format!("{key} must be true or false")))
             }
@@ -392,6 +399,7 @@ mod tests {
     use crate::domain::point::{LandUse, Point, PointType};
     use chrono::TimeZone;
     use proptest::prelude::*;
+    use serde_json::Value;
 
     fn cfg() -> IngestConfig {
         let path =

@@ -414,7 +414,7 @@ fn check_judgements(
         c.eq(
             ctx,
             &format!("judge {label}: thresholds carried"),
-            j.thresholds.as_ref(),
+            j.thresholds.as_deref(),
             thresholds.as_ref(),
         );
     };

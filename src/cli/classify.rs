@@ -59,7 +59,7 @@ pub fn classify(settings: &Settings, a: &ClassifyArgs) -> Result<()> {
     if a.json {
         let out = serde_json::json!({
             "land_use": land_use, "ph": a.ph, "metal": metal, "value_mgkg": value,
-            "detected": !a.not_detected, "level": j.level, "thresholds": j.thresholds,
+            "detected": !a.not_detected, "level": j.level, "thresholds": j.thresholds.as_deref(),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());

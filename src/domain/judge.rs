@@ -1,8 +1,9 @@
 //! Judging one reading against the thresholds that apply, and a farmland point's soil tier.
 
 use std::fmt;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::metal::Metal;
 use super::point::{LandUse, Point};
@@ -53,8 +54,19 @@ impl fmt::Display for Level {
 pub struct Judgement {
     /// The outcome.
     pub level: Level,
-    /// Thresholds used, with standard, column, pH band and table references.
-    pub thresholds: Option<Thresholds>,
+    /// Thresholds used, with standard, column, pH band and table references: shared with the
+    /// standards table (a reference count, no copy of the provenance strings). Read it as
+    /// `Option<&Thresholds>` with `.as_deref()`; it serialises as the thresholds themselves.
+    #[serde(serialize_with = "serialize_shared")]
+    pub thresholds: Option<Arc<Thresholds>>,
+}
+
+/// Serialises shared thresholds as the thresholds themselves.
+fn serialize_shared<S: Serializer>(
+    t: &Option<Arc<Thresholds>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    t.as_deref().serialize(serializer)
 }
 
 /// Judges one reading. `value_mgkg` is the measured value, or the detection limit when
@@ -67,7 +79,7 @@ pub fn judge(
     value_mgkg: f64,
     detected: bool,
 ) -> Judgement {
-    let Some(t) = standards.thresholds(land_use, ph, metal) else {
+    let Some(t) = standards.shared_thresholds(land_use, ph, metal) else {
         return Judgement {
             level: Level::NoStandard,
             thresholds: None,
@@ -90,7 +102,7 @@ pub fn judge(
     };
     Judgement {
         level,
-        thresholds: Some(t),
+        thresholds: Some(Arc::clone(t)),
     }
 }
 

@@ -4,9 +4,13 @@
 //! and checks them (every declared metal × column × pH band present, values positive and finite,
 //! screening ≤ intervention) and answers "which thresholds apply to this land use, pH and
 //! metal?". It does no I/O: the caller hands it the file text.
+//!
+//! Every answer is worked out once, when the set is built ([`Standards::from_standards`]), and
+//! shared: judging a reading looks its thresholds up in a table and allocates nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -458,6 +462,10 @@ impl Standard {
 }
 
 /// The farmland and development-land standards in force.
+///
+/// Built by [`Standards::from_standards`], which also works out every answer of
+/// [`Standards::thresholds`]; the fields are read-only in spirit (changing one would not
+/// change the answers: build a new set instead).
 #[derive(Debug, Clone)]
 pub struct Standards {
     /// GB 15618 (or its successor).
@@ -466,6 +474,22 @@ pub struct Standards {
     pub development: Standard,
     /// How rotation land is judged.
     pub rotation: RotationRule,
+    /// The answers, one slot per land use × metal (see [`slot_index`]).
+    table: Vec<Slot>,
+}
+
+/// The thresholds of one land use × metal, in every case the lookup distinguishes.
+#[derive(Debug, Clone, Default)]
+struct Slot {
+    /// By pH band index (one entry when the standard is not pH-dependent); `None`: no standard.
+    by_band: Vec<Option<Arc<Thresholds>>>,
+    /// With no pH known: the strictest band, `ph_assumed` set (pH-dependent standards only).
+    no_ph: Option<Arc<Thresholds>>,
+}
+
+/// Where a land use × metal lives in [`Standards`]' table.
+fn slot_index(land_use: LandUse, metal: Metal) -> usize {
+    land_use as usize * Metal::ALL.len() + metal as usize
 }
 
 impl Standards {
@@ -489,11 +513,16 @@ impl Standards {
             }
         }
         match (farmland, development) {
-            (Some(farmland), Some(development)) => Ok(Standards {
-                farmland,
-                development,
-                rotation,
-            }),
+            (Some(farmland), Some(development)) => {
+                let mut standards = Standards {
+                    farmland,
+                    development,
+                    rotation,
+                    table: Vec::new(),
+                };
+                standards.table = standards.build_table();
+                Ok(standards)
+            }
             _ => Err(StandardError::Set(
                 "need one farmland and one development-land standard".into(),
             )),
@@ -509,7 +538,59 @@ impl Standards {
         }
     }
 
-    /// Thresholds for a metal on a land use at a pH; with no pH, the strictest band is used and
+    /// Works out the thresholds of every land use × metal × pH band, and of no pH.
+    fn build_table(&self) -> Vec<Slot> {
+        let mut table = vec![Slot::default(); LandUse::ALL.len() * Metal::ALL.len()];
+        for land_use in LandUse::ALL {
+            let std = self.for_land_use(land_use);
+            for metal in Metal::ALL {
+                let by_band = (0..=std.ph_upper_bounds.len())
+                    .map(|band| {
+                        std.lookup(land_use, metal, band, self.rotation)
+                            .map(Arc::new)
+                    })
+                    .collect();
+                let no_ph = if std.ph_upper_bounds.is_empty() {
+                    None
+                } else {
+                    let band = std.strictest_band(land_use, metal, self.rotation);
+                    std.lookup(land_use, metal, band, self.rotation).map(|t| {
+                        Arc::new(Thresholds {
+                            ph_assumed: true,
+                            ..t
+                        })
+                    })
+                };
+                table[slot_index(land_use, metal)] = Slot { by_band, no_ph };
+            }
+        }
+        table
+    }
+
+    /// The shared thresholds for a metal on a land use at a pH, from the table built at load:
+    /// no allocation. With no pH, the strictest band is used and `ph_assumed` set. `None`: no
+    /// applicable standard.
+    pub fn shared_thresholds(
+        &self,
+        land_use: LandUse,
+        ph: Option<f64>,
+        metal: Metal,
+    ) -> Option<&Arc<Thresholds>> {
+        let slot = self.table.get(slot_index(land_use, metal))?;
+        let std = self.for_land_use(land_use);
+        let found = if std.ph_upper_bounds.is_empty() {
+            slot.by_band.first()
+        } else {
+            match ph {
+                Some(ph) => slot.by_band.get(std.band_of(ph).index),
+                None => return slot.no_ph.as_ref(),
+            }
+        };
+        found?.as_ref()
+    }
+
+    /// Thresholds for a metal on a land use at a pH, as an owned copy of
+    /// [`Standards::shared_thresholds`]; with no pH, the strictest band is used and
     /// `ph_assumed` set. `None`: no applicable standard.
     pub fn thresholds(
         &self,
@@ -517,17 +598,26 @@ impl Standards {
         ph: Option<f64>,
         metal: Metal,
     ) -> Option<Thresholds> {
-        let std = self.for_land_use(land_use);
-        if std.ph_upper_bounds.is_empty() {
-            return std.lookup(land_use, metal, 0, self.rotation);
-        }
-        match ph {
-            Some(ph) => std.lookup(land_use, metal, std.band_of(ph).index, self.rotation),
-            None => {
-                let band = std.strictest_band(land_use, metal, self.rotation);
-                let mut t = std.lookup(land_use, metal, band, self.rotation)?;
-                t.ph_assumed = true;
-                Some(t)
+        self.shared_thresholds(land_use, ph, metal)
+            .map(|t| Thresholds::clone(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_land_use_and_metal_has_its_own_slot() {
+        let mut seen = BTreeSet::new();
+        for land_use in LandUse::ALL {
+            for metal in Metal::ALL {
+                let i = slot_index(land_use, metal);
+                assert!(
+                    i < LandUse::ALL.len() * Metal::ALL.len(),
+                    "{land_use} {metal}"
+                );
+                assert!(seen.insert(i), "{land_use} {metal} shares slot {i}");
             }
         }
     }

@@ -5,16 +5,21 @@
 //! stored (it is quarantined), so a station can correct and resend it under the same
 //! `msg_id`. Unknown extra fields are allowed: they are part of the content hash, and the
 //! raw bytes are archived verbatim by the writer.
+//!
+//! The payload is parsed once, into a borrowed tree ([`json`]), which both the validation and
+//! the content hash read.
+
+mod json;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::config::IngestConfig;
 use crate::domain::metal::Metal;
 use crate::domain::rules::{self, RuleError, TimeWindow};
 use crate::domain::unit::Unit;
 use crate::registry::Registry;
+
+use json::{Json, Object};
 
 pub use crate::domain::sample::{ParsedReading, RejectCode, Rejection, Sample};
 
@@ -41,8 +46,8 @@ pub fn parse(
             format!("payload is not UTF-8: {e}"),
         )
     })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| json_error(text, &e))?;
-    let Value::Object(obj) = &value else {
+    let value = Json::parse(text).map_err(|e| json_error(text, &e))?;
+    let Json::Object(obj) = &value else {
         return Err(unidentified(
             RejectCode::BadType,
             "payload must be a JSON object".into(),
@@ -54,7 +59,9 @@ pub fn parse(
         msg_id: &msg_id,
     };
     let sample = fields.validate(station_id, now, cfg, registry)?;
-    let content_sha256 = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+    let content_sha256 = value
+        .content_sha256()
+        .map_err(|e| fields.reject(RejectCode::MalformedJson, format!("cannot hash: {e}")))?;
     Ok(Sample {
         content_sha256,
         ..sample
@@ -71,13 +78,13 @@ fn unidentified(code: RejectCode, detail: String) -> Rejection {
 }
 
 /// The message id: required, a string that passes [`rules::check_id`].
-fn msg_id(obj: &Map<String, Value>) -> Result<String, Rejection> {
+fn msg_id(obj: &Object<'_>) -> Result<String, Rejection> {
     match obj.get("msg_id") {
-        None | Some(Value::Null) => Err(unidentified(
+        None | Some(Json::Null) => Err(unidentified(
             RejectCode::MissingField,
             "msg_id is required".into(),
         )),
-        Some(Value::String(s)) if rules::check_id(s).is_ok() => Ok(s.clone()),
+        Some(Json::String(s)) if rules::check_id(s).is_ok() => Ok(s.to_string()),
         Some(_) => Err(unidentified(
             RejectCode::BadType,
             "msg_id must be a string of 1-128 printable characters".into(),
@@ -118,7 +125,7 @@ fn offset_of(text: &str, line: usize, column: usize) -> Option<usize> {
 
 /// Field-by-field validation of a payload object.
 struct Fields<'a> {
-    obj: &'a Map<String, Value>,
+    obj: &'a Object<'a>,
     msg_id: &'a str,
 }
 
@@ -131,28 +138,28 @@ impl Fields<'_> {
         }
     }
 
-    fn required(&self, key: &str) -> Result<&Value, Rejection> {
+    fn required(&self, key: &str) -> Result<&Json<'_>, Rejection> {
         match self.obj.get(key) {
-            None | Some(Value::Null) => {
+            None | Some(Json::Null) => {
                 Err(self.reject(RejectCode::MissingField, format!("{key} is required")))
             }
             Some(v) => Ok(v),
         }
     }
 
-    fn string(&self, key: &str, v: &Value) -> Result<String, Rejection> {
+    fn string(&self, key: &str, v: &Json<'_>) -> Result<String, Rejection> {
         v.as_str()
             .map(str::to_string)
             .ok_or_else(|| self.reject(RejectCode::BadType, format!("{key} must be a string")))
     }
 
     /// A number, or a string spelling NaN/Infinity (reported as non-finite).
-    fn number(&self, key: &str, v: &Value) -> Result<f64, Rejection> {
+    fn number(&self, key: &str, v: &Json<'_>) -> Result<f64, Rejection> {
         match v {
-            Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
+            Json::Number(n) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
                 self.reject(RejectCode::NonFiniteValue, format!("{key} is not finite"))
             }),
-            Value::String(s) if is_non_finite_word(s) => Err(self.reject(
+            Json::String(s) if is_non_finite_word(s) => Err(self.reject(
                 RejectCode::NonFiniteValue,
                 format!("{key} is {s:?}, not a finite number"),
             )),
@@ -302,7 +309,7 @@ impl Fields<'_> {
     fn reading(
         &self,
         i: usize,
-        item: &Value,
+        item: &Json<'_>,
         cfg: &IngestConfig,
     ) -> Result<ParsedReading, Rejection> {
         let at = |field: &str| format!("readings[{i}].{field}");
@@ -313,7 +320,7 @@ impl Fields<'_> {
             )
         })?;
         let get = |field: &str| match obj.get(field) {
-            None | Some(Value::Null) => Err(self.reject(
+            None | Some(Json::Null) => Err(self.reject(
                 RejectCode::MissingField,
                 format!("{} is required", at(field)),
             )),
@@ -347,10 +354,10 @@ impl Fields<'_> {
     }
 
     /// A reading's optional `detected` flag (absent: detected).
-    fn detected(&self, v: Option<&Value>, key: &str) -> Result<bool, Rejection> {
+    fn detected(&self, v: Option<&Json<'_>>, key: &str) -> Result<bool, Rejection> {
         match v {
-            None | Some(Value::Null) => Ok(true),
-            Some(Value::Bool(b)) => Ok(*b),
+            None | Some(Json::Null) => Ok(true),
+            Some(Json::Bool(b)) => Ok(*b),
             Some(_) => {
                 Err(self.reject(RejectCode::BadType, format!("{key} must be true or false")))
             }
@@ -392,6 +399,7 @@ mod tests {
     use crate::domain::point::{LandUse, Point, PointType};
     use chrono::TimeZone;
     use proptest::prelude::*;
+    use serde_json::Value;
 
     fn cfg() -> IngestConfig {
         let path =
@@ -514,6 +522,142 @@ mod tests {
             long.map_err(|r| r.code),
             Err(RejectCode::BadType),
             "129 bytes"
+        );
+    }
+
+    /// Payloads whose content hash is pinned: the hash is stored for every message ever
+    /// received, so a redelivery of an old message must hash the same forever.
+    const HASH_VECTORS: [(&str, &str); 7] = [
+        (
+            GOOD,
+            "84195995dedfae875728589ae3d6e5a50838c80778ef1a00e7d85f809c7beb6c",
+        ),
+        // The same content, keys reversed and spaced differently.
+        (
+            r#"{"readings":[{"unit":"µg/kg","value":420,"metal":"Cd"},
+               {"detected":false,"unit":"mg/kg","value":10,"metal":"铅"}],"extra":{"battery":0.9},
+               "method":"XRF","depth_cm":[0,20],"ph":6.2,
+               "sampled_at":"2026-11-28T09:30:00+08:00","point_id":"441781-R-0003",
+               "msg_id":"st07-000123"}"#,
+            "84195995dedfae875728589ae3d6e5a50838c80778ef1a00e7d85f809c7beb6c",
+        ),
+        // Numbers as written in many ways.
+        (
+            r#"{"msg_id":"n1","point_id":"441781-R-0003","sampled_at":"2026-11-28T09:30:00Z",
+               "readings":[{"metal":"Cd","value":1.0,"unit":"mg/kg"},
+                           {"metal":"Pb","value":1e2,"unit":"mg/kg"},
+                           {"metal":"Hg","value":-0,"unit":"mg/kg"}],
+               "x":[1,1.0,1e2,1E+2,-0,-0.0,0.1,1.5e-7,123456789012345678901,
+                    -9223372036854775808,18446744073709551615,18446744073709551616,
+                    3.0e300,2.2250738585072014e-308,0.30000000000000004,1e-400]}"#,
+            "b6b443191b4ebe70f03f2cf17aabb6c51bd1af5211f9ab04c991cded5158220f",
+        ),
+        // Unicode escapes and escapes in strings and keys.
+        (
+            r#"{"msg_id":"u\u0031","point_id":"441781-R-0003","sampled_at":"2026-11-28T09:30:00Z",
+               "readings":[{"metal":"\u9549","value":0.2,"unit":"mg/kg"}],
+               "note":"\u00e9\u4e2d\ud83d\ude00 \"q\" \\ \/ \n\t\r\b\f\u0001\u001f\u007f é",
+               "\u00e9":1,"k\u0065y":"\u2028\u2029"}"#,
+            "7a1da5ba407b746bd647d493300bb299f22351468152509c923ea7528da0f2cc",
+        ),
+        // Nested objects, keys needing a byte-order sort, empty containers.
+        (
+            r#"{"msg_id":"o1","point_id":"441781-R-0003","sampled_at":"2026-11-28T09:30:00Z",
+               "readings":[{"metal":"Cd","value":0.2,"unit":"mg/kg","qc":{"z":1,"a":[{"b":{},"a":[]}]}}],
+               "meta":{"b":{"y":[true,false,null],"x":"s"},"B":1,"a":2,"_":3,"Z":4,"ä":5,"10":6,"9":7,"":8}}"#,
+            "3c138193240ffbbb479f367ffd502aa7bb19fc9fbbe8168a55113a9c0d0e9aa7",
+        ),
+        // A repeated key keeps its last value (also when spelled with an escape).
+        (
+            r#"{"msg_id":"d1","point_id":"441781-R-0003","sampled_at":"2026-11-28T09:30:00Z",
+               "readings":[{"metal":"Cd","value":0.2,"unit":"mg/kg"}],
+               "note":1,"note":{"a":2},"x\u0079":1,"xy":[3]}"#,
+            "a7a9a5e407fa30afaae1b7db107c46afd7c5b678f37a45eced90ce732925ffdc",
+        ),
+        // serde_json's private raw-value key as the first key: the whole object is the string
+        // inside, parsed.
+        (
+            r#"{"$serde_json::private::RawValue":"{\"msg_id\":\"r1\",\"point_id\":\"441781-R-0003\",\"sampled_at\":\"2026-11-28T09:30:00Z\",\"readings\":[{\"metal\":\"Cd\",\"value\":0.2,\"unit\":\"mg/kg\"}]}"}"#,
+            "4e4f7663dfce6a6f8127e0e83e022698cc9055345bea7ef0dc085460abf3c773",
+        ),
+    ];
+
+    #[test]
+    fn content_hashes_match_the_pinned_vectors() {
+        for (i, (payload, want)) in HASH_VECTORS.iter().enumerate() {
+            let got = parse("st07", payload.as_bytes(), now(), &cfg(), &registry())
+                .map(|s| s.content_sha256);
+            assert_eq!(got.as_deref(), Ok(*want), "vector {i}");
+        }
+    }
+
+    /// Station messages for the micro-benchmark: eight metals, with and without a pH.
+    fn bench_messages(n: usize) -> Vec<String> {
+        let metals = ["Cd", "Hg", "As", "Pb", "Cr", "Cu", "Ni", "Zn"];
+        (0..n)
+            .map(|i| {
+                let readings: Vec<String> = metals
+                    .iter()
+                    .enumerate()
+                    .map(|(k, m)| {
+                        let v = 0.05 + ((i * 7 + k * 13) % 400) as f64 * 0.37;
+                        format!(r#"{{"metal": "{m}", "value": {v}, "unit": "mg/kg"}}"#)
+                    })
+                    .collect();
+                let ph = match i % 4 {
+                    0 => String::new(),
+                    r => format!(r#""ph": {}, "#, 4.5 + r as f64 * 1.1),
+                };
+                format!(
+                    r#"{{"msg_id": "st07-{i:09}", "station_id": "st07", "point_id": "441781-R-0003",
+                    "sampled_at": "2026-11-28T09:30:00+08:00", {ph}"depth_cm": [0, 20],
+                    "method": "XRF", "extra": {{"battery": 0.9, "rssi": -71}},
+                    "readings": [{}]}}"#,
+                    readings.join(", ")
+                )
+            })
+            .collect()
+    }
+
+    /// Micro-benchmark of the station hot path: parse (with the content hash) and judge.
+    /// `cargo test --release --lib hot_path_micro_benchmark -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a check: run it in release mode"]
+    fn hot_path_micro_benchmark() {
+        use crate::domain::judge::judge_at_point;
+        use crate::domain::standard::RotationRule;
+        use std::hint::black_box;
+        use std::time::Instant;
+        const N: usize = 20_000;
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/standards"));
+        let standards = crate::config::load_standards(dir, RotationRule::Stricter)
+            .unwrap_or_else(|e| panic!("standards: {e}"));
+        let (cfg, registry) = (cfg(), registry());
+        let messages = bench_messages(N);
+        let started = Instant::now();
+        let samples: Vec<Sample> = messages
+            .iter()
+            .map(|m| parse("st07", m.as_bytes(), now(), &cfg, &registry))
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|r| panic!("{r:?}"));
+        let parse_us = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+        let started = Instant::now();
+        let mut exceedances = 0usize;
+        for s in &samples {
+            let Some(point) = registry.get(&s.point_id) else {
+                panic!("unregistered point");
+            };
+            for r in &s.readings {
+                let j = judge_at_point(&standards, point, s.ph, r.metal, r.value_mgkg, r.detected);
+                exceedances += usize::from(j.level.exceeds());
+                black_box(j);
+            }
+        }
+        let judge_us = started.elapsed().as_secs_f64() * 1e6 / N as f64;
+        println!(
+            "hot path, {N} messages of 8 readings: parse {parse_us:.2} µs/msg, judge {judge_us:.2} µs/msg, \
+             total {:.2} µs/msg ({exceedances} exceedances)",
+            parse_us + judge_us
         );
     }
 

@@ -81,7 +81,7 @@ impl<'a> Columns<'a> {
     /// The columns of `rows`.
     fn of(rows: &'a [JudgedReading]) -> Columns<'a> {
         fn t(j: &JudgedReading) -> Option<&Thresholds> {
-            j.judgement.thresholds.as_ref()
+            j.judgement.thresholds.as_deref()
         }
         Columns {
             sampled: rows.iter().map(|j| j.sampled_at).collect(),

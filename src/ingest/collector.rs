@@ -15,8 +15,11 @@
 //!   commits, the messages arriving are parsed and gathered into the next (never written:
 //!   batches commit one at a time, in order), up to `ingest.batch_max`; an idle writer
 //!   starts on the first message at once. So a message at a steady rate waits about one
-//!   commit, and a backlog is written in full batches. At most `inflight_window` messages
-//!   wait in the channel plus three batches in the writer.
+//!   commit, and a backlog is written in full batches. At most `inflight_window + 1 +
+//!   4 × batch_max` messages are held unacked: the channel, the one being forwarded, three
+//!   batches in the lanes (or the retry queue) and the batch being gathered
+//!   (`soilmon_ingest_inflight_max` shows the high-water mark; `tests/resilience.rs`
+//!   asserts the bound during a database outage).
 //!
 //! Acks from an earlier connection are never sent on a later one: the broker reuses packet
 //! ids, so such an ack could acknowledge a different, uncommitted message. Each ack carries

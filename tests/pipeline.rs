@@ -222,7 +222,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         Some("GB 36600-2018")
     );
     assert_eq!(rows[1].get::<_, String>(1), "no_standard");
-    assert!(alerts.wait_for(5, Duration::from_secs(1)).await.len() == 4);
+    assert!(alerts.wait_for(6, Duration::from_secs(1)).await.len() == 5);
     Ok(())
 }
 

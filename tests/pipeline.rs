@@ -131,8 +131,9 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     Ok(())
 }
 
-/// Opened → escalated → de-escalated → cleared after two clean samples; a late older sample
-/// changes nothing; development land has no standard for Zn.
+/// Opened → escalated → de-escalated → cleared after two clean samples; a late older
+/// exceedance raises a `late_exceedance` of the open incident and changes nothing else;
+/// development land has no standard for Zn.
 #[tokio::test]
 async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
     let p = Pipeline::start(&[]).await?;
@@ -145,7 +146,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         ("c-2", "2026-11-02T08:00:00+08:00", 2.5), // intervention: escalated
         ("c-3", "2026-11-03T08:00:00+08:00", 1.0), // screening: de-escalated
         ("c-4", "2026-11-04T08:00:00+08:00", 0.2), // clean 1
-        ("c-0", "2026-10-01T08:00:00+08:00", 5.0), // late and older: ignored
+        ("c-0", "2026-10-01T08:00:00+08:00", 5.0), // late and older: late_exceedance only
         ("c-5", "2026-11-05T08:00:00+08:00", 0.1), // clean 2: cleared
     ];
     for (id, at, v) in seq {
@@ -159,14 +160,20 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         )
         .await?;
     }
-    let got = alerts.wait_for(4, WAIT).await;
+    let got = alerts.wait_for(5, WAIT).await;
     let states: Vec<String> = got
         .iter()
         .map(|(_, b)| json_of(b)["state"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(
         states,
-        ["opened", "escalated", "deescalated", "cleared"],
+        [
+            "opened",
+            "escalated",
+            "deescalated",
+            "late_exceedance",
+            "cleared"
+        ],
         "log:\n{}",
         p.soilmon.log()
     );
@@ -215,7 +222,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         Some("GB 36600-2018")
     );
     assert_eq!(rows[1].get::<_, String>(1), "no_standard");
-    assert!(alerts.wait_for(5, Duration::from_secs(1)).await.len() == 4);
+    assert!(alerts.wait_for(6, Duration::from_secs(1)).await.len() == 5);
     Ok(())
 }
 
@@ -387,8 +394,8 @@ async fn one_batch_clears_an_incident_and_opens_the_next() -> anyhow::Result<()>
 
 /// A pair with no open incident keeps no track of its own (schema version 6): the newest
 /// earlier sample is read from `readings`. A late exceedance older than a stored clean
-/// sample still opens nothing, and a batch's own newer clean sample does not hide its
-/// exceedance.
+/// sample still opens nothing (it raises a `late_exceedance` only), and a batch's own newer
+/// clean sample does not hide its exceedance.
 #[tokio::test]
 async fn an_idle_pair_still_ignores_a_late_exceedance() -> anyhow::Result<()> {
     let mut p = Pipeline::start(&[("SOILMON__INGEST__BATCH_WAIT_MS", "1000")]).await?;
@@ -415,7 +422,7 @@ async fn an_idle_pair_still_ignores_a_late_exceedance() -> anyhow::Result<()> {
     ])
     .await?;
     p.soilmon.start().await?;
-    let got = alerts.wait_for(2, WAIT).await;
+    let got = alerts.wait_for(3, WAIT).await;
     let seen: Vec<(String, String, String)> = got
         .iter()
         .map(|(_, body)| {
@@ -424,10 +431,14 @@ async fn an_idle_pair_still_ignores_a_late_exceedance() -> anyhow::Result<()> {
             (s("metal"), s("state"), s("msg_id"))
         })
         .collect();
-    let want = |m: &str, id: &str| (m.to_string(), "opened".to_string(), id.to_string());
+    let want = |m: &str, state: &str, id: &str| (m.to_string(), state.to_string(), id.to_string());
     assert_eq!(
         seen,
-        vec![want("Cd", "n-2"), want("Pb", "m-1")],
+        vec![
+            want("Cd", "late_exceedance", "n-0"),
+            want("Cd", "opened", "n-2"),
+            want("Pb", "opened", "m-1")
+        ],
         "log:\n{}",
         p.soilmon.log()
     );

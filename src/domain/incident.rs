@@ -2,8 +2,19 @@
 //! between screening and intervention, cleared after N consecutive non-exceeding samples.
 //!
 //! Decided by `sampled_at`: a sample older than the newest one already seen for the pair is
-//! stored but never changes the state, so a late delivery cannot reopen or flip a newer state.
-//! `undeterminable` and `no_standard` readings neither open nor clear anything.
+//! *late* ([`is_late`]). It is stored but never changes the state, so a late delivery cannot
+//! reopen or flip a newer state. A late sample that exceeds is still made visible: [`late`]
+//! turns it into a [`LateExceedance`], an alert event of its own that changes no incident and
+//! no track.
+//!
+//! Lab and station results are ordered the same way, by `sampled_at` alone. A lab result
+//! with the *same* `sampled_at` as the newest sample seen (e.g. a field XRF screening of the
+//! same sample) is not late and is applied normally: it can open, escalate, de-escalate or
+//! count towards clearing. That lets the more authoritative lab method decide a sampling
+//! time that a screening decided first, without a source-dependent rule.
+//!
+//! `undeterminable` and `no_standard` readings neither open nor clear anything, and are never
+//! late exceedances.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -68,8 +79,47 @@ pub struct Change {
     pub level: Level,
 }
 
-/// Applies one judged sample to a pair's track. Returns the new track (unchanged for a stale
-/// sample) and the state change, if any. `new_id` is called only when an incident opens.
+/// An exceeding sample older than the newest one already applied to its pair: alerted as
+/// `late_exceedance`, with no change of state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateExceedance {
+    /// The sample's level: `Screening` or `Intervention`.
+    pub level: Level,
+    /// The newest applied `sampled_at` of the pair, which the sample is older than.
+    pub newer_sampled_at: DateTime<Utc>,
+    /// The pair's open incident, if it has one.
+    pub incident_id: Option<Uuid>,
+}
+
+impl LateExceedance {
+    /// The wire spelling of its alert state.
+    pub const STATE: &'static str = "late_exceedance";
+}
+
+/// Whether a sample taken at `sampled_at` is late for `track`: strictly older than the
+/// newest sample applied. A sample of the same time is not late.
+pub fn is_late(track: &Track, sampled_at: DateTime<Utc>) -> bool {
+    sampled_at < track.last_sampled_at
+}
+
+/// The late exceedance a sample raises, if it is late for `prev` and exceeds. The track is
+/// left as it is (apply the sample with [`apply`], which ignores it).
+pub fn late(
+    prev: Option<&Track>,
+    sampled_at: DateTime<Utc>,
+    level: Level,
+) -> Option<LateExceedance> {
+    let p = prev?;
+    (level.exceeds() && is_late(p, sampled_at)).then(|| LateExceedance {
+        level,
+        newer_sampled_at: p.last_sampled_at,
+        incident_id: p.active.as_ref().map(|a| a.incident_id),
+    })
+}
+
+/// Applies one judged sample to a pair's track. Returns the new track (unchanged for a late
+/// sample, see [`late`]) and the state change, if any. `new_id` is called only when an
+/// incident opens.
 pub fn apply(
     prev: Option<&Track>,
     sampled_at: DateTime<Utc>,
@@ -78,7 +128,7 @@ pub fn apply(
     new_id: impl FnOnce() -> Uuid,
 ) -> (Track, Option<Change>) {
     if let Some(p) = prev {
-        if sampled_at < p.last_sampled_at {
+        if is_late(p, sampled_at) {
             return (p.clone(), None);
         }
     }
@@ -196,6 +246,47 @@ mod tests {
         // A stale sample after a clear does not reopen.
         let (_, seen) = run(&[(5, Screening), (6, None), (4, Intervention)], 1);
         assert_eq!(seen, vec![Transition::Opened, Transition::Cleared]);
+    }
+
+    #[test]
+    fn a_late_exceedance_is_raised_without_changing_the_track() {
+        use Level::*;
+        // Clean at 5, no incident: an intervention sample of 3 is late, with no incident.
+        let (track, _) = run(&[(5, None)], 1);
+        let track = Some(track.unwrap());
+        assert_eq!(
+            late(track.as_ref(), t(3), Intervention),
+            Some(LateExceedance {
+                level: Intervention,
+                newer_sampled_at: t(5),
+                incident_id: Option::None,
+            })
+        );
+        let (next, change) = apply(track.as_ref(), t(3), Intervention, 1, Uuid::now_v7);
+        assert_eq!(Some(next), track);
+        assert_eq!(change, Option::None);
+        // With an open incident, the late exceedance names it; its level stays.
+        let (track, _) = run(&[(5, Screening)], 1);
+        let open = track.as_ref().and_then(|t| t.active.clone()).unwrap();
+        let l = late(track.as_ref(), t(4), Screening).unwrap();
+        assert_eq!(l.incident_id, Some(open.incident_id));
+        assert_eq!(l.newer_sampled_at, t(5));
+    }
+
+    #[test]
+    fn only_late_exceeding_samples_are_late_exceedances() {
+        use Level::*;
+        let (track, _) = run(&[(5, None)], 1);
+        for level in [None, Undeterminable, NoStandard] {
+            assert_eq!(late(track.as_ref(), t(3), level), Option::None);
+        }
+        // The same sampling time is not late: applied normally, it opens.
+        assert_eq!(late(track.as_ref(), t(5), Screening), Option::None);
+        let (_, change) = apply(track.as_ref(), t(5), Screening, 1, Uuid::now_v7);
+        assert_eq!(change.map(|c| c.transition), Some(Transition::Opened));
+        // A newer one is not late, and a pair never seen has nothing to be late for.
+        assert_eq!(late(track.as_ref(), t(6), Screening), Option::None);
+        assert_eq!(late(Option::None, t(1), Intervention), Option::None);
     }
 
     #[test]

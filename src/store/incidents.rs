@@ -1,7 +1,10 @@
 //! Incident state handling inside the caller's transaction: judged readings (station
 //! batches and lab uploads alike) are applied to the incident tracks in sampling order
 //! ([`crate::domain::incident`] decides), incident history is recorded and one alert event
-//! per state change is queued in the outbox ([`super::outbox`]).
+//! per state change is queued in the outbox ([`super::outbox`]). A late exceeding sample
+//! (older than the newest one applied to its pair) queues a `late_exceedance` event of its
+//! own and changes no incident and no track. Redelivered messages and replayed lab batches
+//! never get here (their idempotency keys absorb them first), so each is raised once.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -15,7 +18,7 @@ use uuid::Uuid;
 use super::outbox;
 use super::StoreError;
 use crate::config::MqttConfig;
-use crate::domain::incident::{self, Active, Change, Track, Transition};
+use crate::domain::incident::{self, Active, Change, LateExceedance, Track, Transition};
 use crate::domain::judge::Level;
 use crate::domain::metal::Metal;
 use crate::domain::reading::{JudgedReading, Source};
@@ -41,7 +44,8 @@ pub(crate) struct IncidentKey<'a> {
 }
 
 /// Applies readings to the incident tracks in `sampled_at` order, records incident history
-/// and writes one outbox event per state change. Returns the number of events.
+/// and writes one outbox event per state change or late exceedance. Returns the number of
+/// events.
 pub(crate) async fn apply_incidents(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
@@ -73,8 +77,8 @@ pub(crate) const INCIDENT_LOCK: i64 = 0x501_1306;
 /// The keys' readings must already be in `readings` (this transaction inserted them). Only
 /// pairs with an open incident have state in `incident_tracks`; for a pair without one that
 /// has an exceedance here, the newest earlier sample time is read from `readings` (see
-/// [`newest_earlier`]), so a late, older exceedance stays stale exactly as if every sample
-/// had been kept in the track.
+/// [`newest_earlier`]), so a late, older exceedance is seen as late (and alerted as such)
+/// exactly as if every sample had been kept in the track.
 pub(crate) async fn apply_incidents_by<'r>(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
@@ -113,6 +117,11 @@ pub(crate) async fn apply_incidents_by<'r>(
         let prev = tracks.get(&key);
         if prev.is_none() && !k.level.exceeds() {
             // No open incident, no earlier exceedance here: nothing can change.
+            continue;
+        }
+        if let Some(late) = incident::late(prev, k.sampled_at, k.level) {
+            // Alerted on its own; the track and the incident stay as they are.
+            log.record_late(mqtt, &reading(i), &late);
             continue;
         }
         let (next, change) =
@@ -302,8 +311,8 @@ struct IncidentRow {
     cleared_sampled_at: Option<DateTime<Utc>>,
 }
 
-/// The incident history and the outbox events of one batch's state changes, gathered in
-/// order and written in at most three statements however many there are.
+/// The incident history and the outbox events of one batch's state changes and late
+/// exceedances, gathered in order and written in at most three statements however many there are.
 #[derive(Default)]
 struct ChangeLog {
     incidents: Vec<IncidentRow>,
@@ -349,12 +358,42 @@ impl ChangeLog {
                 row.cleared_sampled_at = Some(at);
             }
         }
+        self.push_event(
+            mqtt,
+            j,
+            Some(change.incident_id),
+            change.transition.as_str(),
+            level,
+        );
+    }
+
+    /// Records the alert event of a late exceedance caused by reading `j`: no incident row
+    /// changes.
+    fn record_late(&mut self, mqtt: &MqttConfig, j: &JudgedReading, late: &LateExceedance) {
+        let state = LateExceedance::STATE;
+        let payload = self.push_event(mqtt, j, late.incident_id, state, late.level.as_str());
+        if let Value::Object(fields) = payload {
+            fields.insert("newer_sampled_at".into(), json!(late.newer_sampled_at));
+        }
+    }
+
+    /// Queues one alert event about reading `j` and returns its payload (to add fields to).
+    fn push_event(
+        &mut self,
+        mqtt: &MqttConfig,
+        j: &JudgedReading,
+        incident_id: Option<Uuid>,
+        state: &str,
+        level: &str,
+    ) -> &mut Value {
         let event_id = Uuid::now_v7();
         let t = j.judgement.thresholds.as_ref();
+        let at = j.sampled_at;
+        let metal = j.metal.symbol();
         let payload = json!({
             "event_id": event_id,
-            "incident_id": change.incident_id,
-            "state": change.transition.as_str(),
+            "incident_id": incident_id,
+            "state": state,
             "level": level,
             "point_id": j.point_id,
             "county_code": j.county,
@@ -383,6 +422,8 @@ impl ChangeLog {
         });
         let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
         self.events.push((event_id, topic, payload));
+        let last = self.events.len() - 1;
+        &mut self.events[last].2
     }
 
     /// Writes the incident rows (updates of earlier incidents first, so one cleared here

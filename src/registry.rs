@@ -11,8 +11,7 @@ use std::sync::{Arc, RwLock};
 use serde::Deserialize;
 
 use crate::domain::point::{LandUse, Point, PointType};
-/// The point-id rule (moved to [`crate::domain::rules::valid_point_id`]).
-pub use crate::domain::rules::valid_point_id;
+use crate::domain::rules::valid_point_id;
 
 /// Errors reading a points file.
 #[derive(Debug, thiserror::Error)]

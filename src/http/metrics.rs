@@ -6,10 +6,7 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// The metric names, defined with their events in [`crate::telemetry`].
-pub use crate::telemetry::{
-    ALERTS_PUBLISHED, COMMIT_SECONDS, LAB_BATCHES, MESSAGES, OUTBOX_PENDING, QUARANTINED, READINGS,
-};
+use crate::telemetry::COMMIT_SECONDS;
 
 /// Errors installing the recorder.
 #[derive(Debug, thiserror::Error)]

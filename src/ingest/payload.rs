@@ -21,7 +21,7 @@ use crate::registry::Registry;
 
 use json::{Json, Object};
 
-pub use crate::domain::sample::{ParsedReading, RejectCode, Rejection, Sample};
+use crate::domain::sample::{ParsedReading, RejectCode, Rejection, Sample};
 
 /// Most readings one message may carry.
 pub const MAX_READINGS: usize = 32;

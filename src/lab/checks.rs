@@ -9,9 +9,10 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use super::{CheckCode, Issue, LabRow, QcType, RawRow};
 use crate::config::{IngestConfig, LabConfig};
 use crate::domain::metal::Metal;
+use crate::domain::rules::valid_point_id;
 use crate::domain::rules::{self, RuleError, TimeWindow};
 use crate::domain::unit::Unit;
-use crate::registry::{valid_point_id, Registry};
+use crate::registry::Registry;
 
 /// Offset of dates and times written without one (China Standard Time, UTC+8).
 pub const LOCAL_OFFSET_SECS: i32 = 8 * 3600;

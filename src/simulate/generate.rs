@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 use super::{SimulateArgs, SimulateError};
 use crate::domain::metal::Metal;
 use crate::domain::point::Point;
+use crate::domain::sample::RejectCode;
 use crate::domain::standard::{Standards, Thresholds};
-use crate::ingest::payload::RejectCode;
 
 /// The metals every simulated sample carries, in message order.
 const SAMPLE_METALS: [Metal; 8] = [

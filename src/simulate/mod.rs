@@ -69,7 +69,8 @@ use std::time::Duration;
 
 use rumqttc::ConnectionError;
 
-use crate::registry::{valid_point_id, RegistryError};
+use crate::domain::rules::valid_point_id;
+use crate::registry::RegistryError;
 
 pub use generate::{make_message, BadKind, MessageKind, MessageSpec};
 pub use publish::run;
@@ -252,8 +253,9 @@ mod tests {
     use crate::config::Settings;
     use crate::domain::judge::{judge, Level};
     use crate::domain::point::Point;
+    use crate::domain::sample::Sample;
     use crate::domain::standard::Standards;
-    use crate::ingest::payload::{parse, Sample};
+    use crate::ingest::payload::parse;
     use crate::registry::{parse_points_csv, Registry};
 
     struct Fixture {

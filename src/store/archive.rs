@@ -24,7 +24,7 @@
 //! whatever the number of entries:
 //!
 //! ```ignore
-//! // station messages: done by store::writer::write_batch for each freshly stored message
+//! // station messages: done by store::writer::finish for each freshly stored message
 //! archive::append_batch(&tx, &entries).await?;
 //! // a lab batch: one line after inserting its readings (`judged`: the rows actually stored)
 //! archive::append(&tx, Kind::LabBatch, &batch_id, &raw_file_bytes,
@@ -52,8 +52,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 
-use super::readings::JudgedReading;
 use super::StoreError;
+use crate::domain::reading::JudgedReading;
 
 /// `prev_hash` of the first entry.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

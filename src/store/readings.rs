@@ -15,7 +15,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::StoreError;
 use crate::domain::standard::Thresholds;
 
-pub use crate::domain::reading::JudgedReading;
+use crate::domain::reading::JudgedReading;
 
 /// Inserts readings with one `unnest` statement; an already-stored reading (same source,
 /// source id, msg id, metal and time) is skipped. Returns the number inserted.

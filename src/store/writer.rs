@@ -93,18 +93,6 @@ pub(crate) struct Staged<'a> {
     started: std::time::Instant,
 }
 
-/// Writes one batch in one transaction. Safe to call again with the same batch after a
-/// failure (including an unknown COMMIT outcome): nothing is stored twice.
-pub async fn write_batch(
-    client: &mut Client,
-    ctx: &Context<'_>,
-    batch: &[Received],
-) -> Result<BatchReport, StoreError> {
-    let staged = stage(client, ctx, batch).await?;
-    copy_readings(&staged).await?;
-    finish(staged, ctx).await
-}
-
 /// Phase one of a batch: opens its transaction, records the new messages under their
 /// idempotency keys (telling redeliveries from conflicting reuses) and judges their readings.
 /// It touches no row another batch's [`copy_readings`] or [`finish`] needs, so the collector

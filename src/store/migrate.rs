@@ -18,7 +18,8 @@ use super::StoreError;
 /// stops storing a station payload twice and trims the archive's indexes; version 6 keeps
 /// incident tracks only for open incidents; version 7 gives lab rows one index and a
 /// per-statement batch check instead of a foreign key; version 8 compresses large archived
-/// inputs with lz4.
+/// inputs with lz4; version 9 adds the `readings_full` view, the one relation readers of a
+/// reading's provenance use, so that the table under it can change.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -47,6 +48,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         8,
         "archive_lz4",
         include_str!("migrations/0008_archive_lz4.sql"),
+    ),
+    (
+        9,
+        "readings_full",
+        include_str!("migrations/0009_readings_full.sql"),
     ),
 ];
 

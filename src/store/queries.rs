@@ -108,7 +108,7 @@ pub async fn point_readings(
             "SELECT sampled_at, metal, value_mgkg, value_orig, unit_orig, detected, level,
                     screening_mgkg, intervention_mgkg, standard_id, ph, ph_band, ph_assumed,
                     source, source_id, msg_id
-             FROM readings WHERE point_id = $1
+             FROM readings_full WHERE point_id = $1
              ORDER BY sampled_at DESC, metal LIMIT $2",
             &[&point_id, &limit],
         )

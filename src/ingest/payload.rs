@@ -7,9 +7,11 @@
 //! raw bytes are archived verbatim by the writer.
 //!
 //! The payload is parsed once, into a borrowed tree ([`json`]), which both the validation and
-//! the content hash read.
+//! the content hash read. A refusal whose `msg_id` the strict parse could not read carries
+//! the id a lenient scan of the bytes recovers ([`scan`]), when it recovers one.
 
 mod json;
+pub mod scan;
 
 use chrono::{DateTime, Utc};
 
@@ -26,8 +28,25 @@ use crate::domain::sample::{ParsedReading, RejectCode, Rejection, Sample};
 /// Most readings one message may carry.
 pub const MAX_READINGS: usize = 32;
 
-/// Parses and validates one message published by `station_id`.
+/// Parses and validates one message published by `station_id`. A refusal carries the
+/// `msg_id` as parsed, or else as [`scan::msg_id`] recovers it from the bytes.
 pub fn parse(
+    station_id: &str,
+    bytes: &[u8],
+    now: DateTime<Utc>,
+    cfg: &IngestConfig,
+    registry: &Registry,
+) -> Result<Sample, Rejection> {
+    strict(station_id, bytes, now, cfg, registry).map_err(|mut r| {
+        if r.msg_id.is_none() {
+            r.msg_id = scan::msg_id(bytes);
+        }
+        r
+    })
+}
+
+/// [`parse`] without the lenient id scan.
+fn strict(
     station_id: &str,
     bytes: &[u8],
     now: DateTime<Utc>,
@@ -490,6 +509,56 @@ mod tests {
         let r = parse("st07", b"[1,", now(), &cfg(), &registry()).unwrap_err();
         assert_eq!(r.code, RejectCode::MalformedJson);
         assert_eq!(r.msg_id, None);
+    }
+
+    #[test]
+    fn unparseable_refusals_carry_the_scanned_msg_id() {
+        let nan = GOOD.replace("420", "NaN");
+        let big = GOOD.replace("420", "1e400");
+        let bom = format!("\u{feff}{GOOD}");
+        let long_id = GOOD.replace("st07-000123", &"x".repeat(129));
+        let mut huge = cfg();
+        huge.max_payload_bytes = 100;
+        let cases = [
+            (
+                nan.as_bytes(),
+                cfg(),
+                RejectCode::NonFiniteValue,
+                "st07-000123".to_string(),
+            ),
+            (
+                big.as_bytes(),
+                cfg(),
+                RejectCode::NonFiniteValue,
+                "st07-000123".to_string(),
+            ),
+            (
+                bom.as_bytes(),
+                cfg(),
+                RejectCode::MalformedJson,
+                "st07-000123".to_string(),
+            ),
+            (
+                GOOD.as_bytes(),
+                huge,
+                RejectCode::TooLarge,
+                "st07-000123".to_string(),
+            ),
+            (
+                long_id.as_bytes(),
+                cfg(),
+                RejectCode::BadType,
+                "x".repeat(129),
+            ),
+        ];
+        for (i, (bytes, cfg, code, id)) in cases.into_iter().enumerate() {
+            let r = parse("st07", bytes, now(), &cfg, &registry()).unwrap_err();
+            assert_eq!(
+                (r.code, r.msg_id.as_deref()),
+                (code, Some(id.as_str())),
+                "case {i}"
+            );
+        }
     }
 
     #[test]

@@ -186,6 +186,16 @@ impl<'a> Staged<'a> {
     pub(crate) fn transaction(&self) -> &Transaction<'a> {
         &self.tx
     }
+
+    /// What the stage found so far: messages new to the store and redelivered copies.
+    pub(crate) fn report(&self) -> &BatchReport {
+        &self.report
+    }
+
+    /// The refusals the batch will quarantine: reason and detail.
+    pub(crate) fn refusals(&self) -> impl Iterator<Item = (RejectCode, &str)> + '_ {
+        self.refusals.iter().map(|r| (r.code, r.detail.as_str()))
+    }
 }
 
 /// Phase two of a batch: binary COPY of the readings of its new messages. Their keys are this
@@ -345,7 +355,8 @@ fn judge_all(ctx: &Context<'_>, fresh: &[(&Received, &Sample)]) -> Vec<JudgedRea
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each
-/// newly recorded one on the station's rejects topic.
+/// newly recorded one on the station's rejects topic. The reply carries the SHA-256 of the
+/// raw payload, so a station can match it even when no `msg_id` could be read.
 async fn quarantine(
     tx: &Transaction<'_>,
     ctx: &Context<'_>,
@@ -388,6 +399,7 @@ async fn quarantine(
         let payload = json!({
             "event_id": event_id,
             "msg_id": r.msg_id,
+            "payload_sha256": sha,
             "reason": r.code.as_str(),
             "detail": r.detail,
             "received_at": r.msg.received_at,

@@ -20,7 +20,9 @@
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
 //!   the [`registry::SharedRegistry`] snapshot handle.
 //! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
-//!   code), [`ingest::collector`] (the poll task, natural batching, three batches in the
+//!   code; [`ingest::payload::scan`], the lenient `msg_id` scan of refused bytes),
+//!   [`ingest::replay`] (a quarantined message through the same path again),
+//!   [`ingest::collector`] (the poll task, natural batching, three batches in the
 //!   database at once, copying side by side, committing in order, ordered acks after
 //!   commit) and `ingest/order.rs` (the pure primitive that releases batches in arrival
 //!   order).
@@ -29,7 +31,8 @@
 //!   CRM, spikes).
 //! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
-//!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), and the
+//!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), the admin
+//!   quarantine browser and replay ([`http::admin`]), and the
 //!   `soilmon upload` client ([`http::client`]).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
 //!   [`store::writer`] (one transaction per batch, in three phases: stage (messages under
@@ -39,7 +42,7 @@
 //!   [`store::readings`] (judged readings, shared by every source), [`store::incidents`]
 //!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
-//!   [`store::points`].
+//!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector

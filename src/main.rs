@@ -16,6 +16,7 @@ use cli::archive::CorrectArgs;
 use cli::broker::BrokerCommand;
 use cli::classify::ClassifyArgs;
 use cli::points::PointsCommand;
+use cli::quarantine::QuarantineCommand;
 use cli::stations::{BureausCommand, StationsCommand};
 use cli::tokens::TokensCommand;
 use cli::upload::UploadArgs;
@@ -80,6 +81,10 @@ enum Command {
         #[arg(long)]
         from: Option<String>,
     },
+    /// Refused station messages: list them by reason, station and time, show one safely,
+    /// replay them through parse → judge → store once the cause is fixed.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Correct one stored reading (admin database role): recorded in the archive with who,
     /// when and why.
     Correct(CorrectArgs),
@@ -140,6 +145,7 @@ async fn main() -> Result<()> {
         Command::Tokens(c) => cli::tokens::tokens(&settings, c),
         Command::Broker(c) => cli::broker::dispatch(&settings, c).await,
         Command::Verify { from } => cli::archive::verify(&settings, from.as_deref()).await,
+        Command::Quarantine(c) => cli::quarantine::dispatch(&settings, c).await,
         Command::Correct(args) => cli::archive::correct(&settings, &args).await,
         // Forwarded above, before the configuration is loaded (soilmon-bench loads it).
         Command::Bench(forward) => cli::bench::forward(&cli.config, &forward.args),

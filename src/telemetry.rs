@@ -32,6 +32,8 @@ pub const COMMIT_SECONDS: &str = "soilmon_commit_seconds";
 pub const OUTBOX_PENDING: &str = "soilmon_outbox_pending";
 /// Station messages the collector took from the broker and has not yet acked (or let go).
 pub const INGEST_INFLIGHT: &str = "soilmon_ingest_inflight";
+/// Quarantine replays, by outcome (`stored`, `already_stored`, `refused`).
+pub const QUARANTINE_REPLAYS: &str = "soilmon_quarantine_replays_total";
 /// The most [`INGEST_INFLIGHT`] has been since the collector started.
 pub const INGEST_INFLIGHT_MAX: &str = "soilmon_ingest_inflight_max";
 
@@ -342,4 +344,16 @@ fn whole_ms(d: Duration) -> u64 {
 /// A duration in milliseconds, for log fields.
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// A quarantined message replayed: counted by outcome and logged with who replayed it.
+pub fn quarantine_replayed(id: i64, by: &str, outcome: &'static str, reason: Option<&str>) {
+    metrics::counter!(QUARANTINE_REPLAYS, "outcome" => outcome).increment(1);
+    info!(
+        quarantine_id = id,
+        replayed_by = by,
+        outcome,
+        reason = reason.unwrap_or(""),
+        "quarantine entry replayed"
+    );
 }

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod classify;
 pub mod points;
+pub mod quarantine;
 pub mod run;
 pub mod stations;
 pub mod tiers;

@@ -10,6 +10,7 @@
 //! | `GET /v1/points/{id}/readings?limit=N` | `bureau`, `admin` | 404 for a point outside the caller's counties |
 //! | `GET /v1/points` | `admin` | the point registry |
 //! | `GET /v1/stations`, `GET /v1/bureaus` | `admin` | broker identities (no secrets) |
+//! | `/v1/quarantine…` | `admin` | quarantine browser and replay ([`admin`]) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | none | |
 //!
 //! Every request passes [`gate`]: the bearer token is checked (the principal is handed to the
@@ -19,6 +20,7 @@
 //! valid token of the wrong role 403. Handlers return `Result<Response, ApiError>`; every
 //! refusal and failure is an [`error::ApiError`] with its status and `{"error": …}` body.
 
+pub mod admin;
 pub mod auth;
 pub mod caller;
 pub mod client;
@@ -140,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .merge(admin::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }

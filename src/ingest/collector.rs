@@ -814,30 +814,40 @@ fn receive(
     shared: &Shared,
     registry: &Registry,
 ) -> Received {
-    let topic = d.publish.topic.clone();
-    let station_id = shared.settings.mqtt.station_of(&topic).map(str::to_string);
+    received(
+        d.publish.topic.clone(),
+        d.publish.payload.to_vec(),
+        d.received_at,
+        now,
+        &shared.settings,
+        registry,
+    )
+}
+
+/// A message as the writer takes it: its topic's station and the outcome of parsing it
+/// (`bad_topic` when the topic is not a readings topic). Shared with the quarantine replay.
+pub fn received(
+    topic: String,
+    payload: Vec<u8>,
+    received_at: chrono::DateTime<Utc>,
+    now: chrono::DateTime<Utc>,
+    settings: &Settings,
+    registry: &Registry,
+) -> Received {
+    let station_id = settings.mqtt.station_of(&topic).map(str::to_string);
     let parsed = match &station_id {
-        Some(station) => payload::parse(
-            station,
-            &d.publish.payload,
-            now,
-            &shared.settings.ingest,
-            registry,
-        ),
+        Some(station) => payload::parse(station, &payload, now, &settings.ingest, registry),
         None => Err(Rejection {
             code: RejectCode::BadTopic,
-            detail: format!(
-                "topic {topic:?} is not {}",
-                shared.settings.mqtt.readings_filter()
-            ),
+            detail: format!("topic {topic:?} is not {}", settings.mqtt.readings_filter()),
             msg_id: None,
         }),
     };
     Received {
         topic,
         station_id,
-        payload: d.publish.payload.to_vec(),
-        received_at: d.received_at,
+        payload,
+        received_at,
         parsed,
     }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
 //! writer (and the hypertable chunks it knows of), judged readings, incident tracks, the
-//! outbox, the tamper-evident archive, broker identities and the queries the CLI uses.
+//! outbox, the tamper-evident archive, broker identities, the quarantine browser and replay
+//! log, and the queries the CLI uses.
 //!
 //! The store knows nothing of who calls it: its inputs are domain types
 //! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
@@ -14,6 +15,7 @@ pub mod lab;
 pub mod migrate;
 pub mod outbox;
 pub mod points;
+pub mod quarantine;
 pub mod queries;
 pub mod readings;
 pub mod writer;

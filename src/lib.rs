@@ -42,6 +42,12 @@
 //!   [`store::points`].
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
+//! - [`deliver`] — alert delivery to bureau subscriptions: the pure parts
+//!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`];
+//!   the channels [`deliver::webhook`] and [`deliver::robot`] (DingTalk, WeCom); the secrets
+//!   file [`deliver::secrets`]; and [`deliver::engine`] (outbox → `deliveries` fan-out,
+//!   claims with leases, sends, retries, dead letters). Its SQL is in
+//!   [`store::subscriptions`] and [`store::deliveries`].
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector
 //!   and the publisher.
 //! - [`telemetry`] — one function per event (batch committed, message refused, alerts
@@ -66,6 +72,7 @@
 pub mod alert;
 pub mod broker;
 pub mod config;
+pub mod deliver;
 pub mod domain;
 pub mod http;
 pub mod ingest;

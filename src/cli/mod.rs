@@ -15,6 +15,7 @@ pub mod classify;
 pub mod points;
 pub mod run;
 pub mod stations;
+pub mod subscriptions;
 pub mod tiers;
 pub mod tokens;
 pub mod upload;

@@ -19,7 +19,8 @@ use super::StoreError;
 /// incident tracks only for open incidents; version 7 gives lab rows one index and a
 /// per-statement batch check instead of a foreign key; version 8 compresses large archived
 /// inputs with lz4; version 9 adds the `readings_full` view, the one relation readers of a
-/// reading's provenance use, so that the table under it can change.
+/// reading's provenance use, so that the table under it can change; version 11 (issue 14) adds
+/// alert subscriptions and their deliveries (version 10 comes from another branch).
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -53,6 +54,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         9,
         "readings_full",
         include_str!("migrations/0009_readings_full.sql"),
+    ),
+    (
+        11,
+        "subscriptions",
+        include_str!("migrations/0011_subscriptions.sql"),
     ),
 ];
 

@@ -1,6 +1,7 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
 //! writer (and the hypertable chunks it knows of), judged readings, incident tracks, the
-//! outbox, the tamper-evident archive, broker identities and the queries the CLI uses.
+//! outbox, the tamper-evident archive, broker identities, alert subscriptions and their
+//! deliveries, and the queries the CLI uses.
 //!
 //! The store knows nothing of who calls it: its inputs are domain types
 //! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
@@ -8,6 +9,7 @@
 
 pub mod archive;
 pub mod chunks;
+pub mod deliveries;
 pub mod identities;
 pub mod incidents;
 pub mod lab;
@@ -16,6 +18,7 @@ pub mod outbox;
 pub mod points;
 pub mod queries;
 pub mod readings;
+pub mod subscriptions;
 pub mod writer;
 
 use std::str::FromStr;

@@ -24,7 +24,7 @@ use super::{admin_connect, write_lines};
 #[derive(Subcommand)]
 pub enum SubscriptionsCommand {
     /// Create a subscription for a bureau; a webhook's signing secret is printed once.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List subscriptions: channel, target (tokens redacted), filters, queue.
     List,
     /// Send a test message through the subscription's channel and print the answer.
@@ -127,7 +127,7 @@ pub async fn subscriptions(settings: &Settings, c: SubscriptionsCommand) -> Resu
     let mut client = admin_connect(settings).await?;
     let path = &settings.deliver.secrets_file;
     match c {
-        SubscriptionsCommand::Add(args) => add(settings, &client, args).await,
+        SubscriptionsCommand::Add(args) => add(settings, &client, *args).await,
         SubscriptionsCommand::List => {
             let lines: Vec<String> = subscriptions::list(&client)
                 .await?

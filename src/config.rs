@@ -239,6 +239,77 @@ pub struct AlertsConfig {
     pub client_id: String,
 }
 
+/// Alert delivery to subscriptions (webhooks, robots): the engine of `crate::deliver`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeliverConfig {
+    /// Run the delivery engine in `soilmon run`.
+    pub enabled: bool,
+    /// How often the engine looks for new events and due deliveries, ms.
+    pub poll_ms: u64,
+    /// Deliveries in flight at once (each subscription has at most one).
+    pub workers: usize,
+    /// Database connections of the engine: its own pool, so deliveries never take a
+    /// connection from the ingest path.
+    pub pool_size: usize,
+    /// How long a claimed delivery stays leased to the instance sending it, seconds; after
+    /// that (the instance died) it is sent again. Must exceed every request timeout.
+    pub lease_secs: u64,
+    /// Default request timeout, ms (a subscription may set its own, below the lease).
+    pub timeout_ms: u64,
+    /// Attempts after which a delivery is dead-lettered.
+    pub max_attempts: i32,
+    /// Age after which a failing delivery is dead-lettered, seconds.
+    pub max_age_secs: u64,
+    /// Back-off after the first failure, ms (doubling, with jitter).
+    pub backoff_min_ms: u64,
+    /// Longest back-off, ms.
+    pub backoff_max_ms: u64,
+    /// Longest `Retry-After` honoured, seconds.
+    pub retry_after_max_secs: u64,
+    /// Outbox events matched against the subscriptions per fan-out round.
+    pub fanout_batch: i64,
+    /// Messages a minute per robot (DingTalk and WeCom: 20); past it, pending alerts are
+    /// folded into one summary. 0: no limit.
+    pub robot_per_minute: usize,
+    /// Most alerts folded into one summary message.
+    pub fold_max: i64,
+    /// How often subscriptions and secrets are re-read, seconds.
+    pub refresh_secs: u64,
+    /// Subscription secrets (webhook keys, robot URLs and secrets): a file OUTSIDE the
+    /// repository, mode 0600, written by `soilmon subscriptions add`.
+    pub secrets_file: PathBuf,
+    /// The console's base URL; set: robot messages link to `{base}/incidents/{id}`.
+    pub console_base_url: String,
+    /// County code → Chinese name, shown in messages.
+    pub county_names: BTreeMap<String, String>,
+}
+
+impl Default for DeliverConfig {
+    fn default() -> DeliverConfig {
+        DeliverConfig {
+            enabled: true,
+            poll_ms: 100,
+            workers: 16,
+            pool_size: 2,
+            lease_secs: 60,
+            timeout_ms: 10_000,
+            max_attempts: 12,
+            max_age_secs: 86_400,
+            backoff_min_ms: 1_000,
+            backoff_max_ms: 300_000,
+            retry_after_max_secs: 3_600,
+            fanout_batch: 500,
+            robot_per_minute: 20,
+            fold_max: 50,
+            refresh_secs: 2,
+            secrets_file: PathBuf::new(),
+            console_base_url: String::new(),
+            county_names: BTreeMap::new(),
+        }
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -357,6 +428,9 @@ pub struct Settings {
     /// Broker identity files.
     #[serde(default)]
     pub broker: BrokerConfig,
+    /// Alert delivery to subscriptions.
+    #[serde(default)]
+    pub deliver: DeliverConfig,
 }
 
 impl Settings {
@@ -379,6 +453,7 @@ impl Settings {
             &mut settings.database.tls_ca_file,
             &mut settings.broker.password_file,
             &mut settings.broker.acl_file,
+            &mut settings.deliver.secrets_file,
         ] {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -406,6 +481,7 @@ impl Settings {
         self.check_services(&mut problems);
         self.check_lab(&mut problems);
         self.check_access(&mut problems);
+        self.check_deliver(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -500,6 +576,41 @@ impl Settings {
         }
         if self.registry.counties.is_empty() {
             invalid("registry.counties", "must list at least one county code");
+        }
+    }
+
+    /// The `deliver.*` rules.
+    fn check_deliver(&self, problems: &mut Vec<Problem>) {
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
+        let d = &self.deliver;
+        if d.poll_ms == 0
+            || d.workers == 0
+            || d.pool_size == 0
+            || d.fanout_batch < 1
+            || d.fold_max < 2
+        {
+            invalid(
+                "deliver.workers",
+                "poll_ms, workers, pool_size and fanout_batch must be at least 1, fold_max at least 2",
+            );
+        }
+        if d.timeout_ms == 0 || d.timeout_ms >= d.lease_secs.saturating_mul(1000) {
+            invalid(
+                "deliver.lease_secs",
+                "must exceed deliver.timeout_ms (a lease outlives every request)",
+            );
+        }
+        if d.max_attempts < 1 || d.max_age_secs == 0 {
+            invalid(
+                "deliver.max_attempts",
+                "max_attempts and max_age_secs must be at least 1",
+            );
+        }
+        if d.backoff_min_ms == 0 || d.backoff_min_ms > d.backoff_max_ms {
+            invalid(
+                "deliver.backoff_min_ms",
+                "need 0 < backoff_min_ms <= backoff_max_ms",
+            );
         }
     }
 
@@ -652,7 +763,11 @@ mod tests {
     #[test]
     fn each_rule_names_its_own_key() {
         type Break = fn(&mut Settings);
-        let cases: [(&str, Break); 17] = [
+        let cases: [(&str, Break); 21] = [
+            ("deliver.workers", |s| s.deliver.workers = 0),
+            ("deliver.lease_secs", |s| s.deliver.lease_secs = 1),
+            ("deliver.max_attempts", |s| s.deliver.max_attempts = 0),
+            ("deliver.backoff_min_ms", |s| s.deliver.backoff_min_ms = 0),
             ("ingest.batch_max", |s| s.ingest.batch_max = 0),
             ("ingest.inflight_window", |s| {
                 s.ingest.inflight_window = s.ingest.batch_max - 1

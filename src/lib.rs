@@ -45,6 +45,12 @@
 //!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
+//! - [`deliver`] — alert delivery to bureau subscriptions: the pure parts
+//!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`];
+//!   the channels [`deliver::webhook`] and [`deliver::robot`] (DingTalk, WeCom); the secrets
+//!   file [`deliver::secrets`]; and [`deliver::engine`] (outbox → `deliveries` fan-out,
+//!   claims with leases, sends, retries, dead letters). Its SQL is in
+//!   [`store::subscriptions`] and [`store::deliveries`].
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector
 //!   and the publisher.
 //! - [`telemetry`] — one function per event (batch committed, message refused, alerts
@@ -69,6 +75,7 @@
 pub mod alert;
 pub mod broker;
 pub mod config;
+pub mod deliver;
 pub mod domain;
 pub mod http;
 pub mod ingest;

@@ -18,6 +18,7 @@ use cli::classify::ClassifyArgs;
 use cli::points::PointsCommand;
 use cli::quarantine::QuarantineCommand;
 use cli::stations::{BureausCommand, StationsCommand};
+use cli::subscriptions::{DeliveriesCommand, SubscriptionsCommand};
 use cli::tokens::TokensCommand;
 use cli::upload::UploadArgs;
 use soilmon::config::{LogFormat, Settings};
@@ -71,6 +72,13 @@ enum Command {
     /// once, only its SHA-256 is kept. The running service picks up changes within seconds.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Alert subscriptions of bureaus (webhook, DingTalk and WeCom robots): secrets go to
+    /// deliver.secrets_file, a generated webhook secret is printed once.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionsCommand),
+    /// Deliveries to subscriptions: list (--failed for dead letters) and retry by hand.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Broker files: regenerate the password and ACL files and reload the broker.
     #[command(subcommand)]
     Broker(BrokerCommand),
@@ -143,6 +151,8 @@ async fn main() -> Result<()> {
         Command::Stations(c) => cli::stations::stations(&settings, c).await,
         Command::Bureaus(c) => cli::stations::bureaus(&settings, c).await,
         Command::Tokens(c) => cli::tokens::tokens(&settings, c),
+        Command::Subscriptions(c) => cli::subscriptions::subscriptions(&settings, c).await,
+        Command::Deliveries(c) => cli::subscriptions::deliveries(&settings, c).await,
         Command::Broker(c) => cli::broker::dispatch(&settings, c).await,
         Command::Verify { from } => cli::archive::verify(&settings, from.as_deref()).await,
         Command::Quarantine(c) => cli::quarantine::dispatch(&settings, c).await,

@@ -2,7 +2,7 @@
 //!
 //! [`start`] returns at once with a [`ServiceHandle`]; the service then migrates (retrying
 //! while the database is not there yet), loads the registry, and runs the registry
-//! refresher, the alert publisher, the HTTP API and the MQTT collector until
+//! refresher, the alert publisher, the delivery engine, the HTTP API and the MQTT collector until
 //! [`ServiceHandle::shutdown`] (or the collector stops with an error). The command line
 //! only adds the SIGINT/SIGTERM handler.
 
@@ -22,7 +22,7 @@ use crate::ingest::collector::{self, CollectorError, Shared};
 use crate::mqtt::{sleep_or_cancel, Backoff};
 use crate::registry::{Registry, SharedRegistry};
 use crate::store::{self, StoreError};
-use crate::{alert, http};
+use crate::{alert, deliver, http};
 
 /// Errors that stop the service (or keep it from starting).
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,27 @@ async fn run(
         outbox.clone(),
         shutdown.clone(),
     ));
+    // The delivery engine has its own pool: a slow receiver never holds a connection the
+    // collector or the publisher needs.
+    let deliver = if settings.deliver.enabled {
+        let cfg = crate::config::DatabaseConfig {
+            pool_size: settings.deliver.pool_size,
+            ..settings.database.clone()
+        };
+        match store::pool(&cfg) {
+            Ok(p) => Some(tokio::spawn(deliver::engine::run(
+                settings.clone(),
+                p,
+                shutdown.clone(),
+            ))),
+            Err(e) => {
+                shutdown.cancel();
+                return Err(e.into());
+            }
+        }
+    } else {
+        None
+    };
     let tokens = match TokenStore::open(&settings.http.tokens_file) {
         Ok(t) => t,
         Err(e) => {
@@ -148,6 +169,9 @@ async fn run(
     let result = collector::run(shared).await;
     shutdown.cancel();
     publisher.await?;
+    if let Some(d) = deliver {
+        d.await?;
+    }
     refresher.await?;
     if let Err(e) = http.await? {
         warn!(error = %e, "http server stopped with an error");

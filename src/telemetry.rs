@@ -37,6 +37,13 @@ pub const QUARANTINE_REPLAYS: &str = "soilmon_quarantine_replays_total";
 /// The most [`INGEST_INFLIGHT`] has been since the collector started.
 pub const INGEST_INFLIGHT_MAX: &str = "soilmon_ingest_inflight_max";
 
+/// Alert deliveries to subscriptions, by channel and outcome (`delivered`, `retry`, `dead`).
+pub const DELIVERIES: &str = "soilmon_deliveries_total";
+/// Pending deliveries per subscription.
+pub const DELIVERY_QUEUE_DEPTH: &str = "soilmon_delivery_queue_depth";
+/// Age of the oldest pending delivery per subscription, seconds.
+pub const DELIVERY_QUEUE_AGE: &str = "soilmon_delivery_queue_age_seconds";
+
 /// A station batch the collector saw committed: what it did and where its time went.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchCommitted<'a> {
@@ -202,6 +209,49 @@ impl Default for Inflight {
     fn default() -> Self {
         Inflight::new()
     }
+}
+
+/// Alert events matched against the subscriptions: `deliveries` rows written for `events`.
+pub fn deliveries_fanned_out(events: usize, deliveries: usize) {
+    debug!(events, deliveries, "deliveries: fanned out");
+}
+
+/// One delivery attempt of `events` alert events (more than one: a folded robot summary)
+/// to `subscription`: `outcome` is `delivered`, `retry` or `dead`.
+pub fn delivery_attempted(
+    channel: &'static str,
+    subscription: &str,
+    events: usize,
+    attempts: i32,
+    outcome: &'static str,
+    error: Option<&str>,
+) {
+    metrics::counter!(DELIVERIES, "channel" => channel, "outcome" => outcome)
+        .increment(events as u64);
+    match error {
+        None => debug!(channel, subscription, events, attempts, outcome, "delivery"),
+        Some(error) => warn!(
+            channel,
+            subscription, events, attempts, outcome, error, "delivery failed"
+        ),
+    }
+}
+
+/// The queue of one subscription: pending deliveries and the oldest one's age.
+pub fn delivery_queue(subscription: &str, depth: i64, oldest_secs: f64) {
+    let name = subscription.to_string();
+    metrics::gauge!(DELIVERY_QUEUE_DEPTH, "subscription" => name.clone()).set(depth as f64);
+    metrics::gauge!(DELIVERY_QUEUE_AGE, "subscription" => name).set(oldest_secs);
+}
+
+/// The delivery engine could not do `what` (database unreachable…); it tries again.
+pub fn delivery_engine_failed(what: &str, error: &dyn Display) {
+    warn!(error = %error, "deliveries: {what} failed; retrying");
+}
+
+/// A subscription cannot be delivered to as configured (bad secrets, CA file…).
+pub fn subscription_unusable(subscription: &str, error: &dyn Display) {
+    warn!(subscription, error = %error, "deliveries: subscription skipped");
 }
 
 /// A lab upload refused before it was read: larger than `http.body_limit_bytes`.

@@ -16,6 +16,7 @@ pub mod points;
 pub mod quarantine;
 pub mod run;
 pub mod stations;
+pub mod subscriptions;
 pub mod tiers;
 pub mod tokens;
 pub mod upload;

@@ -19,9 +19,10 @@ use super::StoreError;
 /// incident tracks only for open incidents; version 7 gives lab rows one index and a
 /// per-statement batch check instead of a foreign key; version 8 compresses large archived
 /// inputs with lz4; version 9 adds the `readings_full` view, the one relation readers of a
-/// reading's provenance use, so that the table under it can change; version 15 (issue 13's
-/// migration 12, renumbered so as not to clash with the console's) adds the quarantine
-/// replay log. Versions need not be contiguous: each is applied once, in this order.
+/// reading's provenance use, so that the table under it can change; version 11 (issue 14) adds
+/// alert subscriptions and their deliveries; version 15 (issue 13's quarantine work, numbered
+/// so as not to clash with the console's 12) adds the quarantine replay log. Versions need not
+/// be contiguous: each is applied once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -55,6 +56,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         9,
         "readings_full",
         include_str!("migrations/0009_readings_full.sql"),
+    ),
+    (
+        11,
+        "subscriptions",
+        include_str!("migrations/0011_subscriptions.sql"),
     ),
     (
         15,

@@ -1,7 +1,7 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
 //! writer (and the hypertable chunks it knows of), judged readings, incident tracks, the
 //! outbox, the tamper-evident archive, broker identities, the quarantine browser and replay
-//! log, and the queries the CLI uses.
+//! log, alert subscriptions and their deliveries, and the queries the CLI uses.
 //!
 //! The store knows nothing of who calls it: its inputs are domain types
 //! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod chunks;
+pub mod deliveries;
 pub mod identities;
 pub mod incidents;
 pub mod lab;
@@ -18,6 +19,7 @@ pub mod points;
 pub mod quarantine;
 pub mod queries;
 pub mod readings;
+pub mod subscriptions;
 pub mod writer;
 
 use std::str::FromStr;

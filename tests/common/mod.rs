@@ -1207,6 +1207,7 @@ pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) -> Result<()> 
 pub mod api;
 pub mod lab;
 pub mod pipeline;
+pub mod receiver;
 pub mod secure;
 
 /// Resumes the persistent session `client_id` (soilmon's collector, stopped first) with a

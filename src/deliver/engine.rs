@@ -1,0 +1,452 @@
+//! The delivery engine inside `soilmon run`: fans alert events out of the outbox into
+//! `deliveries` rows, claims the due head of each subscription, sends it through the
+//! subscription's channel and records the outcome.
+//!
+//! It runs beside the MQTT publisher and touches the ingest path nowhere: a slow or dead
+//! receiver holds only its own subscription's lease and one of `deliver.workers` slots
+//! (bounded by its timeout), while the other subscriptions are claimed and sent in parallel.
+//! At least once: a delivery is marked only after its receiver answered; an instance that
+//! dies mid-delivery leaves a lease that runs out, and the delivery is sent again.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::backoff::{Next, Policy};
+use super::filter::{Filters, Scope};
+use super::ratelimit::{Plan, Window};
+use super::{render, secrets, DeliverError, Target};
+use crate::config::{DeliverConfig, Settings};
+use crate::store::deliveries::{self, Claimed, FanoutTarget};
+use crate::store::subscriptions;
+use crate::telemetry;
+
+/// The retry policy of the configuration.
+pub fn policy(d: &DeliverConfig) -> Policy {
+    Policy {
+        min: Duration::from_millis(d.backoff_min_ms),
+        max: Duration::from_millis(d.backoff_max_ms),
+        retry_after_max: Duration::from_secs(d.retry_after_max_secs),
+        max_attempts: d.max_attempts,
+        max_age: Duration::from_secs(d.max_age_secs),
+    }
+}
+
+/// The message context of the configuration.
+pub fn render_context(d: &DeliverConfig) -> render::Context {
+    render::Context {
+        county_names: d.county_names.clone(),
+        console_base_url: d.console_base_url.clone(),
+    }
+}
+
+/// The ids of the subscriptions (of `targets`) that get the event `payload`. A subscription
+/// whose stored filters no longer parse gets nothing (and is reported at refresh).
+pub fn matching(targets: &[FanoutTarget], payload: &serde_json::Value) -> Vec<i64> {
+    targets
+        .iter()
+        .filter(|t| {
+            let scope = if t.all_counties {
+                Scope::All
+            } else {
+                Scope::Counties(t.counties.clone())
+            };
+            serde_json::from_value::<Filters>(t.filters.clone())
+                .is_ok_and(|f| f.matches(&scope, payload))
+        })
+        .map(|t| t.id)
+        .collect()
+}
+
+/// A usable subscription and what it was built from (rebuilt only when that changes).
+struct Built {
+    fingerprint: String,
+    target: Arc<Target>,
+}
+
+struct Engine {
+    settings: Arc<Settings>,
+    pool: Pool,
+    policy: Policy,
+    ctx: Arc<render::Context>,
+    lease: Duration,
+    targets: HashMap<i64, Built>,
+    unusable: HashMap<i64, String>,
+    windows: HashMap<i64, Window>,
+    in_flight: HashSet<i64>,
+    tasks: JoinSet<i64>,
+    refreshed: Option<Instant>,
+    stats: Option<Instant>,
+}
+
+/// Runs the engine until shutdown.
+pub async fn run(settings: Arc<Settings>, pool: Pool, shutdown: CancellationToken) {
+    let d = &settings.deliver;
+    let mut e = Engine {
+        policy: policy(d),
+        ctx: Arc::new(render_context(d)),
+        lease: Duration::from_secs(d.lease_secs),
+        settings: settings.clone(),
+        pool,
+        targets: HashMap::new(),
+        unusable: HashMap::new(),
+        windows: HashMap::new(),
+        in_flight: HashSet::new(),
+        tasks: JoinSet::new(),
+        refreshed: None,
+        stats: None,
+    };
+    let poll = Duration::from_millis(d.poll_ms);
+    while !shutdown.is_cancelled() {
+        e.round().await;
+        tokio::select! {
+            Some(done) = e.tasks.join_next(), if !e.tasks.is_empty() => e.finished(done),
+            _ = tokio::time::sleep(poll) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        while let Some(done) = e.tasks.try_join_next() {
+            e.finished(done);
+        }
+    }
+    // Give deliveries in flight a moment to be answered and recorded; the rest keep their
+    // lease and are sent again after it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while e.tasks.join_next().await.is_some() {}
+    })
+    .await;
+    e.tasks.abort_all();
+}
+
+impl Engine {
+    fn finished(&mut self, done: Result<i64, tokio::task::JoinError>) {
+        match done {
+            Ok(id) => {
+                self.in_flight.remove(&id);
+            }
+            Err(e) => {
+                // A panicked send: its lease runs out and it is claimed again; the whole
+                // in-flight set is rebuilt from the tasks still running.
+                telemetry::delivery_engine_failed("a delivery task", &e);
+                if self.tasks.is_empty() {
+                    self.in_flight.clear();
+                }
+            }
+        }
+    }
+
+    async fn round(&mut self) {
+        let d = &self.settings.deliver;
+        if self
+            .refreshed
+            .is_none_or_elapsed(Duration::from_secs(d.refresh_secs))
+        {
+            if let Err(e) = self.refresh().await {
+                telemetry::delivery_engine_failed("reading subscriptions", &e);
+            }
+            self.refreshed = Some(Instant::now());
+        }
+        if let Err(e) = self.fan_out().await {
+            telemetry::delivery_engine_failed("fan-out", &e);
+        }
+        if let Err(e) = self.dispatch().await {
+            telemetry::delivery_engine_failed("claiming deliveries", &e);
+        }
+        if self.stats.is_none_or_elapsed(Duration::from_secs(5)) {
+            self.stats = Some(Instant::now());
+            match self.pool.get().await {
+                Ok(db) => match deliveries::queue_stats(&db).await {
+                    Ok(rows) => {
+                        for (name, depth, age) in rows {
+                            telemetry::delivery_queue(&name, depth, age);
+                        }
+                    }
+                    Err(e) => telemetry::delivery_engine_failed("queue statistics", &e),
+                },
+                Err(e) => telemetry::delivery_engine_failed("queue statistics", &e),
+            }
+        }
+    }
+
+    /// Re-reads the subscriptions and the secrets file; rebuilds what changed.
+    async fn refresh(&mut self) -> Result<(), DeliverError> {
+        let db = self
+            .pool
+            .get()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let subs = subscriptions::list(&db).await?;
+        drop(db);
+        let d = &self.settings.deliver;
+        let all_secrets = match secrets::load(&d.secrets_file) {
+            Ok(s) => s,
+            Err(secrets::SecretsError::NotConfigured) => Default::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let timeout = Duration::from_millis(d.timeout_ms);
+        let mut live = HashSet::new();
+        for s in &subs {
+            live.insert(s.id);
+            let sec = all_secrets.get(&s.name);
+            let fingerprint = format!("{}|{}|{}|{:?}", s.target, s.options, s.channel, sec);
+            if self
+                .targets
+                .get(&s.id)
+                .is_some_and(|b| b.fingerprint == fingerprint)
+            {
+                continue;
+            }
+            match Target::build(s, sec, timeout) {
+                Ok(t) => {
+                    let target = Arc::new(t);
+                    self.unusable.remove(&s.id);
+                    if target.channel.is_robot() {
+                        self.windows.entry(s.id).or_insert_with(|| {
+                            Window::new(d.robot_per_minute, Duration::from_secs(60))
+                        });
+                    }
+                    self.targets.insert(
+                        s.id,
+                        Built {
+                            fingerprint,
+                            target,
+                        },
+                    );
+                }
+                Err(e) => {
+                    if self.unusable.get(&s.id) != Some(&e.to_string()) {
+                        telemetry::subscription_unusable(&s.name, &e);
+                    }
+                    self.unusable.insert(s.id, e.to_string());
+                    self.targets.remove(&s.id);
+                }
+            }
+        }
+        self.targets.retain(|id, _| live.contains(id));
+        self.unusable.retain(|id, _| live.contains(id));
+        self.windows.retain(|id, _| live.contains(id));
+        Ok(())
+    }
+
+    async fn fan_out(&mut self) -> Result<(), DeliverError> {
+        let mut db = self
+            .pool
+            .get()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let batch = self.settings.deliver.fanout_batch;
+        loop {
+            let f = deliveries::fan_out(&mut db, batch, matching).await?;
+            if f.events > 0 {
+                telemetry::deliveries_fanned_out(f.events, f.deliveries);
+            }
+            if (f.events as i64) < batch {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Claims and starts as many deliveries as there are free workers.
+    async fn dispatch(&mut self) -> Result<(), DeliverError> {
+        let free = self
+            .settings
+            .deliver
+            .workers
+            .saturating_sub(self.in_flight.len());
+        if free == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut exclude: Vec<i64> = self.in_flight.iter().copied().collect();
+        exclude.extend(self.unusable.keys().copied());
+        for (id, w) in self.windows.iter_mut() {
+            if matches!(w.plan(now), Plan::WaitUntil(_)) {
+                exclude.push(*id);
+            }
+        }
+        let db = self
+            .pool
+            .get()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let heads = deliveries::claim_heads(&db, free as i64, &exclude, self.lease).await?;
+        let unknown: Vec<i64> = heads
+            .iter()
+            .filter(|h| !self.targets.contains_key(&h.subscription_id))
+            .map(|h| h.id)
+            .collect();
+        if !unknown.is_empty() {
+            // Subscriptions created (or fixed) since the last refresh: give their heads back
+            // and read the subscriptions again before the next round.
+            deliveries::release(&db, &unknown).await?;
+            self.refreshed = None;
+        }
+        for head in heads {
+            let Some(target) = self
+                .targets
+                .get(&head.subscription_id)
+                .map(|b| b.target.clone())
+            else {
+                continue;
+            };
+            let mut batch = vec![head];
+            if let Some(w) = self.windows.get_mut(&target.id) {
+                if w.plan(now) == Plan::Fold {
+                    let more = self.settings.deliver.fold_max - 1;
+                    let first = &batch[0];
+                    let extra = deliveries::claim_following(
+                        &db,
+                        target.id,
+                        first.outbox_id,
+                        more,
+                        self.lease,
+                    )
+                    .await?;
+                    batch.extend(extra);
+                }
+                w.record(now);
+            }
+            self.in_flight.insert(target.id);
+            let task = Delivery {
+                pool: self.pool.clone(),
+                target,
+                ctx: self.ctx.clone(),
+                policy: self.policy,
+            };
+            self.tasks.spawn(task.run(batch));
+        }
+        Ok(())
+    }
+}
+
+/// `Option<Instant>` as a "last done" stamp.
+trait Stamp {
+    fn is_none_or_elapsed(&self, every: Duration) -> bool;
+}
+
+impl Stamp for Option<Instant> {
+    fn is_none_or_elapsed(&self, every: Duration) -> bool {
+        match self {
+            None => true,
+            Some(t) => t.elapsed() >= every,
+        }
+    }
+}
+
+/// One send: the claimed deliveries of one subscription (one, or a folded batch).
+struct Delivery {
+    pool: Pool,
+    target: Arc<Target>,
+    ctx: Arc<render::Context>,
+    policy: Policy,
+}
+
+impl Delivery {
+    async fn run(self, batch: Vec<Claimed>) -> i64 {
+        let events: Vec<render::Event<'_>> = batch
+            .iter()
+            .map(|c| render::Event {
+                payload: &c.payload,
+                point_name: c.point_name.as_deref(),
+            })
+            .collect();
+        let attempts = batch.first().map_or(1, |c| c.attempts);
+        let outcome = self.target.send(&events, &self.ctx, attempts).await;
+        drop(events);
+        if let Err(e) = self.record(&batch, outcome).await {
+            // Not recorded: the lease runs out and the delivery is sent again.
+            telemetry::delivery_engine_failed("recording a delivery", &e);
+        }
+        self.target.id
+    }
+
+    async fn record(&self, batch: &[Claimed], outcome: super::Outcome) -> Result<(), DeliverError> {
+        let Some(head) = batch.first() else {
+            return Ok(());
+        };
+        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
+        let db = self
+            .pool
+            .get()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        let channel = self.target.channel.as_str();
+        let name = &self.target.name;
+        match outcome {
+            super::Outcome::Delivered { .. } => {
+                deliveries::mark_delivered(&db, &ids).await?;
+                telemetry::delivery_attempted(
+                    channel,
+                    name,
+                    ids.len(),
+                    head.attempts,
+                    "delivered",
+                    None,
+                );
+            }
+            super::Outcome::Failed { error, retry_after } => {
+                let next = self.policy.after_failure(
+                    head.attempts,
+                    head.created_at,
+                    chrono::Utc::now(),
+                    retry_after,
+                    rand::random::<f64>(),
+                );
+                let (retry_in, label) = match next {
+                    Next::RetryIn(d) => (Some(d), "retry"),
+                    Next::Dead => (None, "dead"),
+                };
+                deliveries::mark_failed(&db, &ids, &error, retry_in).await?;
+                telemetry::delivery_attempted(
+                    channel,
+                    name,
+                    ids.len(),
+                    head.attempts,
+                    label,
+                    Some(&error),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn matching_applies_filters_and_bureau_scope() {
+        let targets = vec![
+            FanoutTarget {
+                id: 1,
+                filters: json!({"metals": ["Cd"], "levels": ["intervention"]}),
+                counties: vec!["441781".into()],
+                all_counties: false,
+            },
+            FanoutTarget {
+                id: 2,
+                filters: json!({}),
+                counties: vec![],
+                all_counties: true,
+            },
+            FanoutTarget {
+                id: 3,
+                filters: json!({"bogus": 1}),
+                counties: vec![],
+                all_counties: true,
+            },
+        ];
+        let ev = |county: &str, level: &str| {
+            json!({"county_code": county, "metal": "Cd", "level": level, "state": "opened",
+                   "land_use": "paddy", "source": "station"})
+        };
+        assert_eq!(matching(&targets, &ev("441781", "intervention")), [1, 2]);
+        assert_eq!(matching(&targets, &ev("441781", "screening")), [2]);
+        assert_eq!(matching(&targets, &ev("441702", "intervention")), [2]);
+    }
+}

@@ -1,0 +1,635 @@
+//! Alert deliveries to subscriptions, end to end on real parts: a per-test mosquitto, a
+//! fresh TimescaleDB database, the `soilmon` binary, and a real HTTP receiver on loopback
+//! (`common::receiver`, an axum server that verifies nothing itself: the tests check the
+//! signatures and payloads it recorded).
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use common::pipeline::{sample, Pipeline};
+use common::receiver::{Got, Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A pipeline whose soilmon delivers with fast retries, plus a 441781 bureau and a
+/// city-wide one.
+struct Setup {
+    p: Pipeline,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup(extra: &[(&str, &str)]) -> Result<Setup> {
+    let dir = tempfile::tempdir()?;
+    let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let (secrets, pw, acl) = (path("secrets"), path("passwd"), path("acl"));
+    let mut env = vec![
+        ("SOILMON__DELIVER__SECRETS_FILE", secrets.as_str()),
+        ("SOILMON__BROKER__PASSWORD_FILE", pw.as_str()),
+        ("SOILMON__BROKER__ACL_FILE", acl.as_str()),
+        ("SOILMON__DELIVER__BACKOFF_MIN_MS", "200"),
+        ("SOILMON__DELIVER__BACKOFF_MAX_MS", "2000"),
+        ("SOILMON__DELIVER__REFRESH_SECS", "1"),
+        ("SOILMON__DELIVER__POLL_MS", "50"),
+        ("SOILMON__DELIVER__TIMEOUT_MS", "2000"),
+        ("SOILMON__DELIVER__LEASE_SECS", "4"),
+    ];
+    env.extend_from_slice(extra);
+    let p = Pipeline::start(&env).await?;
+    let s = Setup { p, _dir: dir };
+    s.cli(&["bureaus", "add", "yangchun-epb", "--county", "441781"])
+        .await?;
+    s.cli(&["bureaus", "add", "city-epb", "--all"]).await?;
+    Ok(s)
+}
+
+impl Setup {
+    /// Runs a soilmon command that must succeed; its stdout.
+    async fn cli(&self, args: &[&str]) -> Result<String> {
+        let out = self.p.soilmon.command(args).await?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "soilmon {args:?} failed: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(stdout)
+    }
+
+    /// Runs a soilmon command that must fail; its stderr.
+    async fn cli_fails(&self, args: &[&str]) -> Result<String> {
+        let out = self.p.soilmon.command(args).await?;
+        ensure!(!out.status.success(), "soilmon {args:?} succeeded");
+        Ok(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// `subscriptions add NAME --bureau B --channel webhook --url URL EXTRA…`; the secret.
+    async fn webhook(&self, name: &str, bureau: &str, url: &str, extra: &[&str]) -> Result<String> {
+        let mut args = vec![
+            "subscriptions",
+            "add",
+            name,
+            "--bureau",
+            bureau,
+            "--channel",
+            "webhook",
+            "--url",
+            url,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args).await?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("secret: "))
+            .map(str::to_string)
+            .with_context(|| format!("no secret in {out}"))
+    }
+
+    /// The event ids of the alert events in the outbox, in outbox order, of `county` (all
+    /// when `None`).
+    async fn events(&self, county: Option<&str>) -> Result<Vec<String>> {
+        let rows = self
+            .p
+            .db()
+            .await?
+            .query(
+                "SELECT event_id::text FROM outbox WHERE kind = 'alert'
+                 AND ($1::text IS NULL OR payload->>'county_code' = $1) ORDER BY id",
+                &[&county],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// How many deliveries of `subscription` are in `state`.
+    async fn count(&self, subscription: &str, state: &str) -> Result<i64> {
+        Ok(self
+            .p
+            .db()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
+                 WHERE s.name = $1 AND d.state = $2",
+                &[&subscription, &state],
+            )
+            .await?
+            .get(0))
+    }
+
+    async fn wait_state(&self, subscription: &str, state: &str, n: i64) -> Result<()> {
+        common::wait_until(
+            &format!("{n} {state} deliveries of {subscription}"),
+            WAIT,
+            || async { Ok(self.count(subscription, state).await? >= n) },
+        )
+        .await
+        .with_context(|| common::pipeline::tail(&self.p.soilmon.log(), 4000).to_string())
+    }
+}
+
+/// The receiver's check: the signature header is HMAC-SHA256(secret, timestamp "." body).
+fn verify(g: &Got, secret: &str) -> bool {
+    let ts = g.header("x-soilmon-timestamp");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(format!("{ts}.").as_bytes());
+    mac.update(&g.body);
+    let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    !ts.is_empty() && g.header("x-soilmon-signature") == want
+}
+
+fn event_ids(got: &[Got]) -> Vec<String> {
+    got.iter()
+        .map(|g| {
+            g.json()["event_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Event ids in first-arrival order, duplicates (redeliveries) dropped.
+fn first_arrivals(got: &[Got]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    event_ids(got)
+        .into_iter()
+        .filter(|e| seen.insert(e.clone()))
+        .collect()
+}
+
+/// Paddy pH 6.2 in 441781 (Cd screening 0.4, intervention 2.0; Pb 100 / 500) and dry land
+/// pH 7.0 in 441702 (Cd 0.3 / 3.0): five alert events, four of them in 441781, one of those
+/// a Cd intervention.
+fn five_alerts(prefix: &str) -> Vec<(String, Vec<u8>)> {
+    let t = "441781-T-0001";
+    vec![
+        sample(
+            "st01",
+            &format!("{prefix}1"),
+            t,
+            "2026-11-28T09:00:00+08:00",
+            &[("Cd", 0.45)],
+        ),
+        sample(
+            "st01",
+            &format!("{prefix}2"),
+            t,
+            "2026-11-28T10:00:00+08:00",
+            &[("Cd", 2.5)],
+        ),
+        sample(
+            "st01",
+            &format!("{prefix}3"),
+            t,
+            "2026-11-28T11:00:00+08:00",
+            &[("Pb", 600.0)],
+        ),
+        sample(
+            "st02",
+            &format!("{prefix}4"),
+            "441702-T-0001",
+            "2026-11-28T11:00:00+08:00",
+            &[("Cd", 5.0)],
+        ),
+        sample(
+            "st01",
+            &format!("{prefix}5"),
+            t,
+            "2026-11-28T12:00:00+08:00",
+            &[("Cd", 0.5)],
+        ),
+    ]
+}
+
+/// Filters at add time and at delivery: a 441781 bureau's Cd-intervention-only subscription
+/// gets exactly that event; its all-events subscription its county's four, in order; a
+/// city-wide one all five. Every request is signed with the subscription's own secret.
+#[tokio::test]
+async fn filters_signatures_and_order() -> Result<()> {
+    let s = setup(&[]).await?;
+    let r = Receiver::start()?;
+    // Bad configuration is refused at add time, with the reason.
+    let e = s
+        .cli_fails(&[
+            "subscriptions",
+            "add",
+            "x",
+            "--bureau",
+            "yangchun-epb",
+            "--channel",
+            "webhook",
+            "--url",
+            &r.url("/x"),
+            "--county",
+            "441702",
+        ])
+        .await?;
+    assert!(
+        e.contains("county \"441702\" is outside the bureau's scope (441781)"),
+        "{e}"
+    );
+    let e = s
+        .cli_fails(&[
+            "subscriptions",
+            "add",
+            "x",
+            "--bureau",
+            "yangchun-epb",
+            "--channel",
+            "webhook",
+            "--url",
+            &r.url("/x"),
+            "--metal",
+            "Fe",
+        ])
+        .await?;
+    assert!(e.contains("unknown metal \"Fe\""), "{e}");
+    let e = s
+        .cli_fails(&[
+            "subscriptions",
+            "add",
+            "x",
+            "--bureau",
+            "nobody",
+            "--channel",
+            "webhook",
+            "--url",
+            &r.url("/x"),
+        ])
+        .await?;
+    assert!(e.contains("no active bureau \"nobody\""), "{e}");
+    let e = s
+        .cli_fails(&[
+            "subscriptions",
+            "add",
+            "x",
+            "--bureau",
+            "yangchun-epb",
+            "--channel",
+            "webhook",
+            "--url",
+            "ftp://127.0.0.1/x",
+        ])
+        .await?;
+    assert!(e.contains("must be http(s)://"), "{e}");
+    // An unreachable URL is allowed at add, and `test` says so.
+    let dead_port = common::free_port();
+    s.webhook(
+        "nowhere",
+        "yangchun-epb",
+        &format!("http://127.0.0.1:{dead_port}/h"),
+        &[],
+    )
+    .await?;
+    let e = s.cli_fails(&["subscriptions", "test", "nowhere"]).await?;
+    assert!(e.contains("not delivered: unreachable"), "{e}");
+    s.cli(&["subscriptions", "remove", "nowhere"]).await?;
+
+    let cd = s
+        .webhook(
+            "yc-cd-intervention",
+            "yangchun-epb",
+            &r.url("/cd"),
+            &[
+                "--metal",
+                "Cd",
+                "--level",
+                "intervention",
+                "--header",
+                "X-Bureau: yangchun",
+            ],
+        )
+        .await?;
+    let all = s
+        .webhook("yc-all", "yangchun-epb", &r.url("/all"), &[])
+        .await?;
+    let city = s
+        .webhook("city-all", "city-epb", &r.url("/city"), &[])
+        .await?;
+    // `test` goes through the real channel and prints the receiver's answer.
+    let out = s.cli(&["subscriptions", "test", "yc-all"]).await?;
+    assert!(out.contains("delivered: HTTP 200"), "{out}");
+    let test = r.wait_for("/all", 1, WAIT, |_| true).await?;
+    assert_eq!(test[0].json()["test"], true);
+    assert!(verify(&test[0], &all));
+    // Secrets never appear in listings.
+    let list = s.cli(&["subscriptions", "list"]).await?;
+    for secret in [&cd, &all, &city] {
+        assert!(!list.contains(secret.as_str()), "{list}");
+    }
+
+    s.p.publish(five_alerts("f")).await?;
+    let is_alert = |g: &Got| g.json().get("test").is_none();
+    let got_city = r.wait_for("/city", 5, WAIT, is_alert).await?;
+    let got_all = r.wait_for("/all", 4, WAIT, is_alert).await?;
+    let got_cd = r.wait_for("/cd", 1, WAIT, is_alert).await?;
+    s.wait_state("city-all", "delivered", 5).await?;
+
+    assert_eq!(first_arrivals(&got_city), s.events(None).await?);
+    assert_eq!(first_arrivals(&got_all), s.events(Some("441781")).await?);
+    let only = got_cd[0].json();
+    assert_eq!(
+        (
+            only["metal"].as_str(),
+            only["level"].as_str(),
+            only["state"].as_str()
+        ),
+        (Some("Cd"), Some("intervention"), Some("escalated"))
+    );
+    assert_eq!(got_cd[0].header("x-bureau"), "yangchun");
+    assert_eq!(
+        got_cd[0].header("x-soilmon-event-id"),
+        only["event_id"].as_str().unwrap_or("")
+    );
+    // Nothing else arrives for the filtered one (the city-wide one has seen all five).
+    assert_eq!(r.got("/cd").len(), 1);
+    assert_eq!(s.count("yc-cd-intervention", "delivered").await?, 1);
+    for (got, secret) in [(&got_cd, &cd), (&got_all, &all), (&got_city, &city)] {
+        for g in got.iter() {
+            assert!(verify(g, secret), "bad signature on {}", g.uri);
+            assert!(!verify(g, "another secret"));
+        }
+    }
+    Ok(())
+}
+
+/// The receiver is down for 60 s while alerts are raised: once it is back, every event
+/// arrives, in order, each at least once; the retries are visible in the deliveries.
+#[tokio::test]
+async fn receiver_down_for_a_minute_then_everything_in_order() -> Result<()> {
+    // Enough attempts for a minute of 2 s back-offs.
+    let s = setup(&[("SOILMON__DELIVER__MAX_ATTEMPTS", "100")]).await?;
+    let mut r = Receiver::start()?;
+    let secret = s.webhook("yc", "yangchun-epb", &r.url("/h"), &[]).await?;
+    r.stop();
+    let down = std::time::Instant::now();
+    let msgs = five_alerts("d");
+    for chunk in msgs.chunks(2) {
+        s.p.publish(chunk.to_vec()).await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    // Attempts fail while it is down.
+    common::wait_until("failed attempts", WAIT, || async {
+        let db = s.p.db().await?;
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM deliveries WHERE attempts > 1 AND state = 'pending'",
+                &[],
+            )
+            .await?
+            .get(0);
+        Ok(n > 0)
+    })
+    .await?;
+    let rest = Duration::from_secs(60).saturating_sub(down.elapsed());
+    tokio::time::sleep(rest).await;
+    assert!(r.got("/h").is_empty());
+    r.start_again()?;
+    let got = r
+        .wait_for("/h", 4, Duration::from_secs(90), |_| true)
+        .await?;
+    s.wait_state("yc", "delivered", 4).await?;
+    let want = s.events(Some("441781")).await?;
+    assert_eq!(want.len(), 4);
+    assert_eq!(first_arrivals(&r.got("/h")), want);
+    assert!(got.iter().all(|g| verify(g, &secret)));
+    Ok(())
+}
+
+/// 500 then 429 with Retry-After, then 200; a receiver that hangs (timeout) then answers; a
+/// permanently failing one ends dead-lettered, listed by `deliveries list --failed` and
+/// delivered after `deliveries retry` once it works; a healthy subscription beside them
+/// receives everything meanwhile.
+#[tokio::test]
+async fn retries_timeouts_and_dead_letters() -> Result<()> {
+    let s = setup(&[("SOILMON__DELIVER__MAX_ATTEMPTS", "3")]).await?;
+    let r = Receiver::start()?;
+    r.script("/flaky", &[Reply::Status(500), Reply::RetryAfter(429, 3)]);
+    r.script("/hang", &[Reply::Hang]);
+    r.set_default("/dead", Reply::Status(500));
+    for (name, path) in [
+        ("flaky", "/flaky"),
+        ("hang", "/hang"),
+        ("dead", "/dead"),
+        ("ok", "/ok"),
+    ] {
+        s.webhook(
+            name,
+            "yangchun-epb",
+            &r.url(path),
+            &["--metal", "Cd", "--state", "opened"],
+        )
+        .await?;
+    }
+    s.p.publish(vec![sample(
+        "st01",
+        "r1",
+        "441781-T-0001",
+        "2026-11-28T09:00:00+08:00",
+        &[("Cd", 0.45)],
+    )])
+    .await?;
+    let ok = r.wait_for("/ok", 1, WAIT, |_| true).await?;
+    let event = ok[0].json()["event_id"].clone();
+
+    let flaky = r.wait_for("/flaky", 3, WAIT, |_| true).await?;
+    assert!(flaky.iter().all(|g| g.json()["event_id"] == event));
+    let attempts: Vec<&str> = flaky
+        .iter()
+        .map(|g| g.header("x-soilmon-attempt"))
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    // Retry-After: 3 was honoured: the third attempt came no sooner.
+    assert!(flaky[2].at.duration_since(flaky[1].at) >= Duration::from_millis(2900));
+    s.wait_state("flaky", "delivered", 1).await?;
+
+    let hang = r.wait_for("/hang", 2, WAIT, |_| true).await?;
+    assert_eq!(hang[1].json()["event_id"], event);
+    s.wait_state("hang", "delivered", 1).await?;
+
+    s.wait_state("dead", "dead", 1).await?;
+    assert_eq!(r.got("/dead").len(), 3);
+    let failed = s.cli(&["deliveries", "list", "--failed"]).await?;
+    assert!(failed.contains("\tdead\tattempts=3\t"), "{failed}");
+    assert!(failed.contains("error=HTTP 500"), "{failed}");
+    assert!(!failed.contains("\tok\t"), "{failed}");
+    // A second event reaches the healthy subscription; the dead letter does not block it.
+    s.p.publish(vec![sample(
+        "st01",
+        "r2",
+        "441781-T-0003",
+        "2026-11-28T09:00:00+08:00",
+        &[("Cd", 0.5)],
+    )])
+    .await?;
+    r.wait_for("/ok", 2, WAIT, |_| true).await?;
+    s.wait_state("dead", "dead", 2).await?;
+    // Fixed receiver, retried by hand: both delivered.
+    r.set_default("/dead", Reply::Ok);
+    let out = s
+        .cli(&["deliveries", "retry", "--subscription", "dead"])
+        .await?;
+    assert!(
+        out.starts_with("2 dead-lettered deliveries queued again"),
+        "{out}"
+    );
+    s.wait_state("dead", "delivered", 2).await?;
+    let url = format!("http://{}/metrics", s.p.soilmon.http_addr());
+    let wants = [
+        "soilmon_deliveries_total{channel=\"webhook\",outcome=\"dead\"} 2",
+        "soilmon_deliveries_total{channel=\"webhook\",outcome=\"retry\"}",
+        "soilmon_delivery_queue_depth{subscription=\"ok\"} 0",
+        "soilmon_delivery_queue_age_seconds{subscription=\"dead\"}",
+    ];
+    // The queue gauges are refreshed every 5 s.
+    common::wait_until("delivery metrics", Duration::from_secs(20), || async {
+        let page = reqwest::get(&url).await?.text().await?;
+        Ok(wants.iter().all(|w| page.contains(w)))
+    })
+    .await?;
+    Ok(())
+}
+
+/// soilmon is SIGKILLed while a delivery is in flight (the receiver holds the request): the
+/// delivery was claimed, not confirmed, and is sent again after the restart.
+#[tokio::test]
+async fn sigkill_mid_delivery_loses_nothing() -> Result<()> {
+    let mut s = setup(&[]).await?;
+    let r = Receiver::start()?;
+    r.script("/h", &[Reply::Hang]);
+    s.webhook("yc", "yangchun-epb", &r.url("/h"), &[]).await?;
+    s.p.publish(five_alerts("k")).await?;
+    let first = r.wait_for("/h", 1, WAIT, |_| true).await?;
+    s.p.soilmon.kill9()?;
+    let held = first[0].json()["event_id"].clone();
+    assert_eq!(s.count("yc", "delivered").await?, 0);
+    s.p.soilmon.start().await?;
+    s.wait_state("yc", "delivered", 4).await?;
+    let got = r.got("/h");
+    let want = s.events(Some("441781")).await?;
+    assert_eq!(first_arrivals(&got), want);
+    let again = got.iter().filter(|g| g.json()["event_id"] == held).count();
+    assert!(again >= 2, "the held event was sent again ({again} times)");
+    Ok(())
+}
+
+/// DingTalk (signed mode) and WeCom robots: their markdown JSON shapes, Chinese text with
+/// point, county, metal, value against thresholds, level, state and the console link; past
+/// the robot's rate limit the pending alerts are folded into one summary.
+#[tokio::test]
+async fn robots_markdown_signing_and_folding() -> Result<()> {
+    let s = setup(&[
+        ("SOILMON__DELIVER__ROBOT_PER_MINUTE", "3"),
+        (
+            "SOILMON__DELIVER__CONSOLE_BASE_URL",
+            "https://console.example",
+        ),
+    ])
+    .await?;
+    let r = Receiver::start()?;
+    let dir = tempfile::tempdir()?;
+    let sec = dir.path().join("ding-secret");
+    std::fs::write(&sec, "SECtest\n")?;
+    let ding_url = format!("{}?access_token=tok123", r.url("/robot/send"));
+    s.cli(&[
+        "subscriptions",
+        "add",
+        "ding",
+        "--bureau",
+        "yangchun-epb",
+        "--channel",
+        "dingtalk",
+        "--url",
+        &ding_url,
+        "--secret-file",
+        &sec.to_string_lossy(),
+    ])
+    .await?;
+    let wecom_url = format!("{}?key=k456", r.url("/cgi-bin/webhook/send"));
+    s.cli(&[
+        "subscriptions",
+        "add",
+        "wecom",
+        "--bureau",
+        "yangchun-epb",
+        "--channel",
+        "wecom",
+        "--url",
+        &wecom_url,
+        "--metal",
+        "Cd",
+    ])
+    .await?;
+    let list = s.cli(&["subscriptions", "list"]).await?;
+    assert!(!list.contains("tok123") && !list.contains("k456"), "{list}");
+    // One message, eight metals above screening: eight alerts at once.
+    s.p.publish(vec![sample(
+        "st01",
+        "b1",
+        "441781-T-0001",
+        "2026-11-28T09:30:00+08:00",
+        &[
+            ("Cd", 0.45),
+            ("Pb", 150.0),
+            ("Hg", 0.6),
+            ("As", 40.0),
+            ("Cr", 300.0),
+            ("Ni", 80.0),
+            ("Cu", 60.0),
+            ("Zn", 250.0),
+        ],
+    )])
+    .await?;
+    s.wait_state("ding", "delivered", 8).await?;
+    let ding = r.got("/robot/send");
+    assert_eq!(ding.len(), 3, "two singles then one fold of six");
+    for g in &ding {
+        // Signed mode: access_token kept, timestamp and sign added; sign checks out.
+        let url = reqwest::Url::parse(&format!("http://x{}", g.uri))?;
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert_eq!(q["access_token"], "tok123");
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"SECtest")?;
+        mac.update(format!("{}\nSECtest", q["timestamp"]).as_bytes());
+        use base64::Engine as _;
+        let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(q["sign"], want);
+        let body = g.json();
+        assert_eq!(body["msgtype"], "markdown");
+        assert!(body["markdown"]["title"].is_string() && body["markdown"]["text"].is_string());
+    }
+    let first: Value = ding[0].json();
+    let text = first["markdown"]["text"].as_str().unwrap_or_default();
+    for want in [
+        "点位：Yangchun paddy（441781-T-0001）",
+        "区县：阳春市（441781）",
+        "状态：新发超标",
+        "级别：超风险筛选值",
+        "https://console.example/incidents/",
+    ] {
+        assert!(text.contains(want), "{want} missing in {text}");
+    }
+    let fold = ding[2].json();
+    assert_eq!(fold["markdown"]["title"], "【土壤告警汇总】6 条告警");
+
+    s.wait_state("wecom", "delivered", 1).await?;
+    let wecom = r.got("/cgi-bin/webhook/send");
+    assert_eq!(wecom.len(), 1);
+    assert!(wecom[0].uri.ends_with("?key=k456"));
+    let body = wecom[0].json();
+    assert_eq!(body["msgtype"], "markdown");
+    let content = body["markdown"]["content"].as_str().unwrap_or_default();
+    for want in [
+        "镉",
+        "测定值：0.45 mg/kg（筛选值 0.4，管制值 2 mg/kg）",
+        "阳春市",
+        "采样时间：2026-11-28 09:30（北京时间）",
+    ] {
+        assert!(content.contains(want), "{want} missing in {content}");
+    }
+    Ok(())
+}

@@ -35,11 +35,13 @@
 //!   quarantine browser and replay ([`http::admin`]), and the
 //!   `soilmon upload` client ([`http::client`]).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
-//!   [`store::writer`] (one transaction per batch, in three phases: stage (messages under
-//!   their keys, judging), copy (readings), finish (incidents, quarantine, outbox, archive,
+//!   [`store::writer`] (one transaction per batch, in three phases: stage (messages as `samples`
+//!   rows under their keys, judging), copy (readings), finish (incidents, quarantine, outbox, archive,
 //!   COMMIT)), [`store::chunks`] (which hypertable chunks exist, so batches may copy side by
 //!   side),
-//!   [`store::readings`] (judged readings, shared by every source), [`store::incidents`]
+//!   [`store::readings`] (judged readings as lean rows, shared by every source),
+//!   [`store::keys`] (metal and level codes, unit and judgement-basis keys),
+//!   [`store::incidents`]
 //!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log).

@@ -155,19 +155,19 @@ async fn every_reason_code_is_quarantined_answered_and_survived() -> anyhow::Res
             "case {i} ({code}): quarantined id"
         );
     }
-    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 0);
+    assert_eq!(p.count("SELECT count(*) FROM readings_full").await?, 0);
 
     // Still up, and a message with SQL-looking text in a free field is stored verbatim.
     let mut good = base("x'); DROP TABLE readings; --");
     good["method"] = json!("XRF\"; DELETE FROM points; --");
     p.publish(vec![(readings_topic("good"), body(good))])
         .await?;
-    p.wait_count("SELECT count(*) FROM readings", 1, WAIT)
+    p.wait_count("SELECT count(*) FROM readings_full", 1, WAIT)
         .await?;
     let method: Option<String> = p
         .db()
         .await?
-        .query_one("SELECT method FROM readings", &[])
+        .query_one("SELECT method FROM readings_full", &[])
         .await?
         .get(0);
     assert_eq!(method.as_deref(), Some("XRF\"; DELETE FROM points; --"));
@@ -194,7 +194,7 @@ async fn every_reason_code_is_quarantined_answered_and_survived() -> anyhow::Res
         &[("Cd", 0.1)],
     )])
     .await?;
-    p.wait_count("SELECT count(*) FROM readings", 2, WAIT)
+    p.wait_count("SELECT count(*) FROM readings_full", 2, WAIT)
         .await?;
     assert_eq!(p.count("SELECT count(*) FROM quarantine").await?, n);
     Ok(())

@@ -41,8 +41,10 @@ async fn clean_batch_is_stored_judged_and_alerted() -> anyhow::Result<()> {
     assert_eq!(alert["value_mgkg"], 0.45);
 
     assert_eq!(
-        s.p.count("SELECT count(*) FROM readings WHERE source = 'lab' AND source_id = 'B-CLEAN'")
-            .await?,
+        s.p.count(
+            "SELECT count(*) FROM readings_full WHERE source = 'lab' AND source_id = 'B-CLEAN'"
+        )
+        .await?,
         3
     );
     assert_eq!(s.p.count("SELECT count(*) FROM lab_rows").await?, 8);
@@ -119,12 +121,12 @@ async fn reupload_is_idempotent_and_changed_content_conflicts() -> anyhow::Resul
     let (st, _) = s.post(Some(&s.lab_token), "application/json", json).await?;
     assert_eq!(st, 200, "the same content as JSON is the same batch");
     assert_eq!(s.p.count("SELECT count(*) FROM lab_rows").await?, 8);
-    assert_eq!(s.p.count("SELECT count(*) FROM readings").await?, 3);
+    assert_eq!(s.p.count("SELECT count(*) FROM readings_full").await?, 3);
 
     let (st, body) = s.upload(&csv.replace(",0.45,", ",0.46,")).await?;
     assert_eq!(st, 409, "{body}");
     assert_eq!(body["batch_id"], "B-IDEM");
-    assert_eq!(s.p.count("SELECT count(*) FROM readings").await?, 3);
+    assert_eq!(s.p.count("SELECT count(*) FROM readings_full").await?, 3);
     Ok(())
 }
 
@@ -139,7 +141,7 @@ async fn crm_out_of_range_rejects_the_whole_batch() -> anyhow::Result<()> {
         codes(&report),
         vec![("qc_crm_out_of_range".into(), Some(8))]
     );
-    assert_eq!(s.p.count("SELECT count(*) FROM readings").await?, 0);
+    assert_eq!(s.p.count("SELECT count(*) FROM readings_full").await?, 0);
     assert_eq!(s.p.count("SELECT count(*) FROM lab_rows").await?, 0);
     assert_eq!(s.p.count("SELECT count(*) FROM outbox").await?, 0);
     let (st, body) = s.get("/v1/lab/batches/B-CRM", Some(&s.lab_token)).await?;
@@ -244,7 +246,7 @@ async fn every_check_code_is_reported_with_its_line() -> anyhow::Result<()> {
     }
     assert_eq!(r["error_count"].as_u64(), Some(found.len() as u64));
     assert_eq!(
-        s.p.count("SELECT count(*) FROM readings WHERE source_id <> 'STORED'")
+        s.p.count("SELECT count(*) FROM readings_full WHERE source_id <> 'STORED'")
             .await?,
         0
     );
@@ -412,7 +414,10 @@ async fn hundred_thousand_row_batch_uploads() -> anyhow::Result<()> {
         &report.to_string()[..report.to_string().len().min(2000)]
     );
     assert_eq!(s.p.count("SELECT count(*) FROM lab_rows").await?, 100_000);
-    assert_eq!(s.p.count("SELECT count(*) FROM readings").await?, 80_000);
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM readings_full").await?,
+        80_000
+    );
     Ok(())
 }
 
@@ -482,7 +487,8 @@ async fn accepted_batches_are_in_the_tamper_evident_chain() -> anyhow::Result<()
     db.batch_execute(
         "SET session_replication_role = replica;
          UPDATE readings SET value_mgkg = 0.2
-         WHERE source = 'lab' AND source_id = 'B-ARCH' AND metal = 'Cd';",
+         WHERE metal = 3 AND sample_key IN (
+             SELECT sample_key FROM readings_full WHERE source_id = 'B-ARCH');",
     )
     .await?;
     let out = s.p.soilmon.command(&["verify"]).await?;
@@ -521,7 +527,7 @@ async fn rows_already_stored_for_a_new_batch_fall_back_to_on_conflict() -> anyho
     assert_eq!(again["by_judgement"], report["by_judgement"]);
     assert_eq!(s.p.count("SELECT count(*) FROM lab_rows").await?, 8);
     assert_eq!(
-        s.p.count("SELECT count(*) FROM readings WHERE source_id = 'B-AGAIN'")
+        s.p.count("SELECT count(*) FROM readings_full WHERE source_id = 'B-AGAIN'")
             .await?,
         3
     );

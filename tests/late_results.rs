@@ -47,12 +47,8 @@ async fn a_lab_result_older_than_a_clean_screening_is_alerted_once() -> anyhow::
         &[("Cd", 0.1)],
     );
     s.p.publish(vec![station.clone()]).await?;
-    s.p.wait_count(
-        "SELECT count(*) FROM messages WHERE msg_id = 'x-1'",
-        1,
-        WAIT,
-    )
-    .await?;
+    s.p.wait_count("SELECT count(*) FROM samples WHERE msg_id = 'x-1'", 1, WAIT)
+        .await?;
 
     let batch = one_sample_batch(
         "B-LATE",
@@ -102,12 +98,8 @@ async fn a_lab_result_older_than_a_clean_screening_is_alerted_once() -> anyhow::
         &[("Cd", 0.1)],
     );
     s.p.publish(vec![station, later]).await?;
-    s.p.wait_count(
-        "SELECT count(*) FROM messages WHERE msg_id = 'x-2'",
-        1,
-        WAIT,
-    )
-    .await?;
+    s.p.wait_count("SELECT count(*) FROM samples WHERE msg_id = 'x-2'", 1, WAIT)
+        .await?;
     assert_eq!(
         states(&alerts.wait_for(2, QUIET).await),
         ["late_exceedance"]
@@ -153,7 +145,7 @@ async fn a_late_station_exceedance_names_the_open_incident() -> anyhow::Result<(
     );
     for (id, msg) in [("o-1", first), ("o-0", late.clone())] {
         p.publish(vec![msg]).await?;
-        let sql = format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'");
+        let sql = format!("SELECT count(*) FROM samples WHERE msg_id = '{id}'");
         p.wait_count(&sql, 1, WAIT).await?;
     }
     let got = alerts.wait_for(2, WAIT).await;
@@ -185,12 +177,8 @@ async fn a_late_station_exceedance_names_the_open_incident() -> anyhow::Result<(
         &[("Cd", 0.5)],
     );
     p.publish(vec![late, next]).await?;
-    p.wait_count(
-        "SELECT count(*) FROM messages WHERE msg_id = 'o-2'",
-        1,
-        WAIT,
-    )
-    .await?;
+    p.wait_count("SELECT count(*) FROM samples WHERE msg_id = 'o-2'", 1, WAIT)
+        .await?;
     assert_eq!(
         states(&alerts.wait_for(3, QUIET).await),
         ["opened", "late_exceedance"]
@@ -213,12 +201,8 @@ async fn a_lab_result_of_the_screening_time_is_applied_normally() -> anyhow::Res
         &[("Cd", 0.1)],
     );
     s.p.publish(vec![station]).await?;
-    s.p.wait_count(
-        "SELECT count(*) FROM messages WHERE msg_id = 'y-1'",
-        1,
-        WAIT,
-    )
-    .await?;
+    s.p.wait_count("SELECT count(*) FROM samples WHERE msg_id = 'y-1'", 1, WAIT)
+        .await?;
     let batch = one_sample_batch(
         "B-SAME",
         "S2",

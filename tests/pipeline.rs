@@ -46,7 +46,7 @@ async fn exceedance_is_stored_judged_and_alerted_to_its_county_only() -> anyhow:
     let rows = db
         .query(
             "SELECT metal, level, value_mgkg, screening_mgkg, standard_id, ph, ph_assumed
-             FROM readings ORDER BY metal",
+             FROM readings_full ORDER BY metal",
             &[],
         )
         .await?;
@@ -102,7 +102,7 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     assert_eq!(reply["msg_id"], "dup-1");
     let alert = alerts.wait_for(1, WAIT).await;
     assert_eq!(json_of(&alert[0].1)["level"], "intervention");
-    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 1);
+    assert_eq!(p.count("SELECT count(*) FROM readings_full").await?, 1);
     assert_eq!(
         p.count("SELECT count(*) FROM outbox WHERE kind = 'alert'")
             .await?,
@@ -111,7 +111,7 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     let kept: f64 = p
         .db()
         .await?
-        .query_one("SELECT value_mgkg FROM readings", &[])
+        .query_one("SELECT value_mgkg FROM readings_full", &[])
         .await?
         .get(0);
     assert_eq!(kept, 3.0, "the first content is kept");
@@ -154,7 +154,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         p.publish(vec![sample("st03", id, point, at, &[("Cd", v)])])
             .await?;
         p.wait_count(
-            &format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'"),
+            &format!("SELECT count(*) FROM samples WHERE msg_id = '{id}'"),
             1,
             WAIT,
         )
@@ -183,7 +183,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         .collect();
     assert!(ids.iter().all(|i| i == &ids[0]), "one incident throughout");
     assert_eq!(
-        p.count("SELECT count(*) FROM readings").await?,
+        p.count("SELECT count(*) FROM readings_full").await?,
         6,
         "the late sample is stored"
     );
@@ -202,7 +202,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
     )])
     .await?;
     p.wait_count(
-        "SELECT count(*) FROM readings WHERE point_id = '441781-T-0002'",
+        "SELECT count(*) FROM readings_full WHERE point_id = '441781-T-0002'",
         2,
         WAIT,
     )
@@ -211,7 +211,7 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
         .db()
         .await?
         .query(
-            "SELECT metal, level, standard_id FROM readings WHERE point_id = '441781-T-0002'
+            "SELECT metal, level, standard_id FROM readings_full WHERE point_id = '441781-T-0002'
              ORDER BY metal",
             &[],
         )
@@ -239,14 +239,14 @@ async fn missing_ph_uses_the_strictest_band() -> anyhow::Result<()> {
         &[("Cu", 160.0), ("As", 26.0)],
     )])
     .await?;
-    p.wait_count("SELECT count(*) FROM readings", 2, WAIT)
+    p.wait_count("SELECT count(*) FROM readings_full", 2, WAIT)
         .await?;
     let rows = p
         .db()
         .await?
         .query(
             "SELECT metal, level, screening_mgkg, threshold_column, ph_assumed, ph_band
-             FROM readings ORDER BY metal",
+             FROM readings_full ORDER BY metal",
             &[],
         )
         .await?;
@@ -261,12 +261,12 @@ async fn missing_ph_uses_the_strictest_band() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Readings of a "new" message are written by binary COPY; should one already be stored
-/// (here: its `messages` row removed by hand), the COPY's unique violation is rolled back to
-/// a savepoint and the batch goes through `ON CONFLICT DO NOTHING`: nothing stalls, nothing
-/// is stored twice, the other message of the batch is stored.
+/// A message's `samples` row is its idempotency key and part of its readings' provenance:
+/// it cannot be removed (append-only, like the readings), so a redelivery stays a duplicate
+/// and the other message of the batch is stored, once.
 #[tokio::test]
-async fn readings_already_stored_for_a_new_message_do_not_stall_the_batch() -> anyhow::Result<()> {
+async fn a_stored_sample_cannot_be_removed_and_a_redelivery_stays_a_duplicate() -> anyhow::Result<()>
+{
     let p = Pipeline::start(&[]).await?;
     let first = sample(
         "st03",
@@ -276,12 +276,18 @@ async fn readings_already_stored_for_a_new_message_do_not_stall_the_batch() -> a
         &[("Pb", 20.0), ("Cd", 0.1)],
     );
     p.publish(vec![first.clone()]).await?;
-    p.wait_count("SELECT count(*) FROM readings", 2, WAIT)
+    p.wait_count("SELECT count(*) FROM readings_full", 2, WAIT)
         .await?;
-    p.db()
+    let refused = p
+        .db()
         .await?
-        .execute("DELETE FROM messages WHERE msg_id = 'again-1'", &[])
-        .await?;
+        .execute("DELETE FROM samples WHERE msg_id = 'again-1'", &[])
+        .await;
+    let e = refused.expect_err("a sample row must not be deletable");
+    assert!(
+        format!("{:?}", e.as_db_error()).contains("append-only"),
+        "{e:?}"
+    );
     let second = sample(
         "st03",
         "again-2",
@@ -290,22 +296,15 @@ async fn readings_already_stored_for_a_new_message_do_not_stall_the_batch() -> a
         &[("Pb", 21.0)],
     );
     p.publish(vec![first, second]).await?;
-    p.wait_count("SELECT count(*) FROM messages", 2, WAIT)
+    p.wait_count("SELECT count(*) FROM samples", 2, WAIT)
         .await
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
-    p.wait_count("SELECT count(*) FROM readings", 3, WAIT)
+    p.wait_count("SELECT count(*) FROM readings_full", 3, WAIT)
         .await?;
     assert_eq!(
-        p.count("SELECT count(*) FROM readings WHERE msg_id = 'again-1'")
+        p.count("SELECT count(*) FROM readings_full WHERE msg_id = 'again-1'")
             .await?,
         2
-    );
-    assert!(
-        p.soilmon
-            .log()
-            .contains("readings already stored for a new message"),
-        "log:\n{}",
-        p.soilmon.log()
     );
     Ok(())
 }
@@ -384,7 +383,7 @@ async fn one_batch_clears_an_incident_and_opens_the_next() -> anyhow::Result<()>
         ]
     );
     assert_eq!(
-        p.count("SELECT count(DISTINCT stored_at) FROM messages WHERE msg_id <> 'c-1'")
+        p.count("SELECT count(DISTINCT stored_at) FROM samples WHERE msg_id <> 'c-1'")
             .await?,
         1,
         "the three queued messages were written in one batch"
@@ -408,7 +407,7 @@ async fn an_idle_pair_still_ignores_a_late_exceedance() -> anyhow::Result<()> {
     for (id, hour, value) in [("n-1", 10, 0.1), ("n-0", 9, 5.0), ("n-2", 11, 0.5)] {
         p.publish(vec![one(id, hour, "Cd", value)]).await?;
         p.wait_count(
-            &format!("SELECT count(*) FROM messages WHERE msg_id = '{id}'"),
+            &format!("SELECT count(*) FROM samples WHERE msg_id = '{id}'"),
             1,
             WAIT,
         )
@@ -443,7 +442,7 @@ async fn an_idle_pair_still_ignores_a_late_exceedance() -> anyhow::Result<()> {
         p.soilmon.log()
     );
     assert_eq!(
-        p.count("SELECT count(DISTINCT stored_at) FROM messages WHERE msg_id LIKE 'm-%'")
+        p.count("SELECT count(DISTINCT stored_at) FROM samples WHERE msg_id LIKE 'm-%'")
             .await?,
         1,
         "the two Pb messages were written in one batch"
@@ -476,7 +475,7 @@ async fn a_point_registered_while_idle_is_known_to_the_next_message() -> anyhow:
     )])
     .await?;
     p.wait_count(
-        "SELECT count(*) FROM readings WHERE point_id = '441781-T-0999'",
+        "SELECT count(*) FROM readings_full WHERE point_id = '441781-T-0999'",
         1,
         WAIT,
     )
@@ -503,14 +502,17 @@ async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow:
     // The recent chunk exists, as it would on a running network.
     p.publish(vec![one("st01", "live", "2026-11-01T08:00:00+08:00")])
         .await?;
-    p.wait_count("SELECT count(*) FROM messages", 1, WAIT)
+    p.wait_count("SELECT count(*) FROM samples", 1, WAIT)
         .await?;
     p.db()
         .await?
         .batch_execute(
             "CREATE FUNCTION test_slow_reading() RETURNS trigger LANGUAGE plpgsql AS $$
              BEGIN
-                 IF NEW.msg_id = 'slow' AND NEW.metal = 'Pb' THEN PERFORM pg_sleep(2); END IF;
+                 IF NEW.metal = 1 AND NEW.sample_key IN (
+                     SELECT sample_key FROM samples WHERE msg_id = 'slow') THEN
+                     PERFORM pg_sleep(2);
+                 END IF;
                  RETURN NEW;
              END $$;
              CREATE TRIGGER test_slow_reading BEFORE INSERT ON readings
@@ -532,12 +534,12 @@ async fn a_batch_needing_a_new_chunk_copies_after_the_batches_ahead() -> anyhow:
     .await?;
     p.publish(vec![one("st02", "old-y", "2010-01-01T09:00:00+08:00")])
         .await?;
-    p.wait_count("SELECT count(*) FROM messages", 4, WAIT)
+    p.wait_count("SELECT count(*) FROM samples", 4, WAIT)
         .await
         .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
-    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 4);
+    assert_eq!(p.count("SELECT count(*) FROM readings_full").await?, 4);
     assert_eq!(
-        p.count("SELECT count(DISTINCT stored_at) FROM messages WHERE msg_id IN ('slow', 'old-x')")
+        p.count("SELECT count(DISTINCT stored_at) FROM samples WHERE msg_id IN ('slow', 'old-x')")
             .await?,
         1,
         "the slow message and the one needing a new chunk were written in one batch"

@@ -47,7 +47,7 @@ fn stream(n: usize, station: &str) -> Vec<(String, Vec<u8>)> {
 /// Waits until all `n` messages are stored and their alerts published, then checks
 /// exactly-once storage and the incident outcome.
 async fn drained_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
-    p.wait_count("SELECT count(*) FROM messages", n, Duration::from_secs(120))
+    p.wait_count("SELECT count(*) FROM samples", n, Duration::from_secs(120))
         .await?;
     p.wait_count(
         "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
@@ -55,11 +55,13 @@ async fn drained_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )
     .await?;
-    assert_eq!(p.count("SELECT count(*) FROM messages").await?, n);
-    assert_eq!(p.count("SELECT count(*) FROM readings").await?, 2 * n);
+    assert_eq!(p.count("SELECT count(*) FROM samples").await?, n);
+    assert_eq!(p.count("SELECT count(*) FROM readings_full").await?, 2 * n);
     assert_eq!(
-        p.count("SELECT count(*) FROM (SELECT DISTINCT source_id, msg_id, metal FROM readings) d")
-            .await?,
+        p.count(
+            "SELECT count(*) FROM (SELECT DISTINCT source_id, msg_id, metal FROM readings_full) d"
+        )
+        .await?,
         2 * n
     );
     let cycles = n / 10;
@@ -94,12 +96,12 @@ async fn kill_9_mid_stream_loses_and_duplicates_nothing() -> anyhow::Result<()> 
     p.publish(stream(N, "crash")).await?;
     p.soilmon.start().await?;
     wait_until("first readings stored", Duration::from_secs(60), || async {
-        Ok(p.count("SELECT count(*) FROM readings").await? > 0)
+        Ok(p.count("SELECT count(*) FROM readings_full").await? > 0)
     })
     .await
     .with_context(|| format!("soilmon log:\n{}", tail(&p.soilmon.log(), 4000)))?;
     p.soilmon.kill9()?;
-    let at_kill = p.count("SELECT count(*) FROM messages").await?;
+    let at_kill = p.count("SELECT count(*) FROM samples").await?;
     assert!(
         at_kill < N as i64,
         "the kill must land mid-stream (stored {at_kill})"
@@ -137,7 +139,7 @@ async fn database_outage_loses_and_duplicates_nothing() -> anyhow::Result<()> {
     let (first, rest) = msgs.split_at(N / 4);
     p.publish(first.to_vec()).await?;
     p.wait_count(
-        "SELECT count(*) FROM messages",
+        "SELECT count(*) FROM samples",
         (N / 4) as i64,
         Duration::from_secs(60),
     )

@@ -62,7 +62,7 @@ async fn recorded_template() -> Result<TestDb> {
     .await?;
     p.wait_count("SELECT count(*) FROM archive", 3, WAIT)
         .await?;
-    ensure!(p.count("SELECT count(*) FROM readings").await? == 5);
+    ensure!(p.count("SELECT count(*) FROM readings_full").await? == 5);
     p.soilmon.terminate().await?;
     db.mark_template().await?;
     Ok(db)
@@ -136,7 +136,8 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     // An edit after the correction, without one, is detected.
     as_superuser_bypassing_triggers(
         &db,
-        "UPDATE readings SET value_mgkg = 0.30 WHERE msg_id = 'm-1' AND metal = 'Cd'",
+        "UPDATE readings SET value_mgkg = 0.30 WHERE metal = 3
+         AND sample_key = (SELECT sample_key FROM samples WHERE msg_id = 'm-1')",
     )
     .await?;
     let (ok, out) = run(&s, &["verify"]).await?;
@@ -151,7 +152,9 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     let (_db2, s2) = copy_of(&template).await?;
     as_superuser_bypassing_triggers(
         &_db2,
-        "UPDATE readings SET value_mgkg = 4.0 WHERE source_id = 'st01' AND msg_id = 'm-2' AND metal = 'Pb'",
+        "UPDATE readings SET value_mgkg = 4.0 WHERE metal = 1 AND sample_key = (
+             SELECT sample_key FROM readings_full
+             WHERE source_id = 'st01' AND msg_id = 'm-2' AND metal = 'Pb')",
     )
     .await?;
     let (ok, out) = run(&s2, &["verify"]).await?;
@@ -163,7 +166,8 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     let (db3, s3) = copy_of(&template).await?;
     as_superuser_bypassing_triggers(
         &db3,
-        "DELETE FROM readings WHERE source_id = 'st02' AND metal = 'As'",
+        "DELETE FROM readings WHERE metal = 6 AND sample_key IN (
+             SELECT sample_key FROM readings_full WHERE source_id = 'st02')",
     )
     .await?;
     let (ok, out) = run(&s3, &["verify"]).await?;
@@ -201,12 +205,14 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     let (db7, s7) = copy_of(&template).await?;
     as_superuser_bypassing_triggers(
         &db7,
-        "INSERT INTO readings SELECT sampled_at, point_id, metal, source, source_id, 'forged',
-                value_mgkg, value_orig, unit_orig, detected, level, screening_mgkg,
-                intervention_mgkg, standard_id, standard_version, threshold_column,
-                screening_source, intervention_source, land_use, ph, ph_band, ph_assumed,
-                method, depth_top_cm, depth_bottom_cm, received_at
-         FROM readings WHERE metal = 'As'",
+        "INSERT INTO samples (sampled_at, received_at, source_key, point_key, msg_id, ph)
+         SELECT sampled_at, received_at, source_key, point_key, 'forged', ph FROM samples
+         WHERE sample_key = (SELECT sample_key FROM readings WHERE metal = 6);
+         INSERT INTO readings (sampled_at, sample_key, value_mgkg, value_orig, point_key,
+                               unit_orig, metal, basis_key, level, detected)
+         SELECT r.sampled_at, f.sample_key, r.value_mgkg, r.value_orig, r.point_key,
+                r.unit_orig, r.metal, r.basis_key, r.level, r.detected
+         FROM readings r, samples f WHERE r.metal = 6 AND f.msg_id = 'forged'",
     )
     .await?;
     let (ok, out) = run(&s7, &["verify"]).await?;
@@ -253,7 +259,7 @@ async fn the_record_is_append_only_for_the_service_role_and_the_owner() -> Resul
     }
     // It can read and append (what the collector needs).
     let n: i64 = c
-        .query_one("SELECT count(*) FROM readings", &[])
+        .query_one("SELECT count(*) FROM readings_full", &[])
         .await?
         .get(0);
     assert_eq!(n, 5);
@@ -381,13 +387,13 @@ async fn stations_write_only_their_own_topic_and_revoked_ones_cannot_connect() -
     )
     .await?;
     common::wait_until("st01/m-1 stored", WAIT, || async {
-        Ok(count(&db, "SELECT count(*) FROM messages WHERE msg_id = 'm-1'").await? == 1)
+        Ok(count(&db, "SELECT count(*) FROM samples WHERE msg_id = 'm-1'").await? == 1)
     })
     .await
     .with_context(|| s.log())?;
     for sql in [
-        "SELECT count(*) FROM messages WHERE station_id = 'st02'",
-        "SELECT count(*) FROM readings WHERE source_id = 'st02'",
+        "SELECT count(*) FROM sources WHERE source_id = 'st02'",
+        "SELECT count(*) FROM readings_full WHERE source_id = 'st02'",
         "SELECT count(*) FROM archive WHERE ref LIKE 'st02/%'",
     ] {
         assert_eq!(count(&db, sql).await?, 0, "{sql}");
@@ -583,7 +589,7 @@ async fn tls_with_the_test_ca_and_no_plaintext_on_the_tls_port() -> Result<()> {
     )
     .await?;
     common::wait_until("reading over TLS stored", WAIT, || async {
-        Ok(count(&db, "SELECT count(*) FROM readings").await? == 1)
+        Ok(count(&db, "SELECT count(*) FROM readings_full").await? == 1)
     })
     .await
     .with_context(|| s.log())?;

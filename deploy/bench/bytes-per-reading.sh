@@ -6,9 +6,9 @@
 # (realistic ids and values, GB 15618 judgements, 64-hex hashes, payloads as the peer bench
 # sends them) into:
 #   peer7    the 7-column hypertable of the peer bench (one unique index), its COPY limit
-#   current  soilmon's schema as migrated today (src/store/migrations/*.sql, in order, as
+#   current  soilmon's schema 9 (src/store/migrations/000[1-9]*.sql, in order, as
 #            store/migrate.rs applies them): readings, messages, archive
-#   lean     the same data converted by the draft migration docs/design/0009_lean_storage.sql
+#   lean     the same data converted by migration 10, src/store/migrations/0010_lean_storage.sql
 #            (readings, samples, archive; dimensions), which is checked to keep every reading's
 #            provenance (readings_full EXCEPT the old rows, both ways, must be empty)
 # then, after VACUUM ANALYZE, prints per relation and per shape: heap, toast, indexes and total
@@ -55,7 +55,7 @@ done
 
 cd "$(dirname "$0")/../.."
 root=$PWD
-migration=$root/docs/design/0009_lean_storage.sql
+migration=$root/src/store/migrations/0010_lean_storage.sql
 [ -f "$migration" ] || { echo "missing $migration" >&2; exit 1; }
 eval "$(bash deploy/local/services.sh env)"
 bash deploy/local/services.sh status >/dev/null \
@@ -90,12 +90,13 @@ echo "scratch database $db: $N station messages + $LAB lab samples = $R readings
 psql_ postgres -c "CREATE DATABASE $db" >/dev/null
 
 # ------------------------------------------------------------------ current schema
-say "migrations 1-8 as the service applies them"
+say "migrations 1-9 as the service applies them"
 q -c "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
       applied_at timestamptz NOT NULL DEFAULT now())" >/dev/null
 for f in src/store/migrations/*.sql; do
     base=$(basename "$f" .sql)
     v=$((10#${base%%_*})) name=${base#*_}
+    ((v <= 9)) || continue
     q -1 -f "$f" -c "INSERT INTO schema_migrations (version, name) VALUES ($v, '$name')" >/dev/null
     echo "  applied $base"
 done
@@ -350,10 +351,10 @@ q -c "\\copy (SELECT sampled_at, station_id, msg_id, point_id, metal, value_mg_k
 # Provenance before the migration, to compare with after.
 q -c "CREATE TABLE gen.old_readings AS SELECT * FROM readings" >/dev/null
 
-# ------------------------------------------------------------------ migration 9
-say "draft migration 0009 (one transaction)"
+# ------------------------------------------------------------------ migration 10
+say "migration 10 (one transaction)"
 t0=$(date +%s%N)
-q -1 -f "$migration" -c "INSERT INTO schema_migrations (version, name) VALUES (9, 'lean_storage')" >/dev/null
+q -1 -f "$migration" -c "INSERT INTO schema_migrations (version, name) VALUES (10, 'lean_storage')" >/dev/null
 echo "  applied in $((($(date +%s%N) - t0) / 1000000)) ms"
 cols="sampled_at, point_id, metal, source, source_id, msg_id, value_mgkg, value_orig, unit_orig,
   detected, level, screening_mgkg, intervention_mgkg, standard_id, standard_version,

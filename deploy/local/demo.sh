@@ -37,7 +37,7 @@ sleep 3
 
 psql_q() { psql "$SOILMON__DATABASE__URL" -X -q -c "$1"; }
 echo "== readings by judgement (all runs)"
-psql_q "SELECT level, count(*) FROM readings GROUP BY level ORDER BY level"
+psql_q "SELECT level, count(*) FROM readings_full GROUP BY level ORDER BY level"
 echo "== refused messages by reason"
 psql_q "SELECT reason, count(*) FROM quarantine GROUP BY reason ORDER BY reason"
 echo "== open incidents by county and level"

@@ -52,6 +52,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 
+use super::keys::{level_code, Keys};
 use super::StoreError;
 use crate::domain::reading::JudgedReading;
 
@@ -250,13 +251,31 @@ impl DigestRow {
     }
 }
 
-/// SELECT list that yields a [`DigestRow`] (see [`DigestRow::from_row`]).
-pub(crate) const DIGEST_COLUMNS: &str =
-    "msg_id, metal, sampled_at, point_id, value_mgkg, value_orig, \
-     unit_orig, detected, level, ph, screening_mgkg, intervention_mgkg, standard_id";
+/// The digest columns of readings ([`DigestRow::from_row`]: `msg_id, metal, sampled_at,
+/// point_id, value_mgkg, value_orig, unit_orig, detected, level, ph, screening_mgkg,
+/// intervention_mgkg, standard_id`, as `readings_full` names them), then `source`, `source_id`, `land_use`, `sample_key`,
+/// `point_key` and the metal code, of the readings of samples `s` of sources `so`. A
+/// caller adds the `WHERE` clause on `so` and `s` (or on `p`, `m` and `r`). Readings are found
+/// from their sample through the one index (point, metal, time) and must match the sample's
+/// key; every dimension is an inner join, so a reading whose sample, point, unit or basis is
+/// gone is not returned (and `verify` reports its entry).
+pub(crate) const DIGEST_SELECT: &str = "SELECT s.msg_id, m.symbol, r.sampled_at, p.point_id, \
+     r.value_mgkg, r.value_orig, u.spelling, r.detected, l.name, s.ph, b.screening_mgkg, \
+     b.intervention_mgkg, b.standard_id, so.source, so.source_id, b.land_use, r.sample_key, \
+     r.point_key, r.metal \
+     FROM sources so \
+     JOIN samples s ON s.source_key = so.source_key \
+     JOIN readings r ON r.point_key = s.point_key \
+          AND r.metal = ANY ('{1,2,3,4,5,6,7,8,9}'::smallint[]) \
+          AND r.sampled_at = s.sampled_at AND r.sample_key = s.sample_key \
+     JOIN points p ON p.point_key = r.point_key \
+     JOIN metals m ON m.metal = r.metal \
+     JOIN units u ON u.unit = r.unit_orig \
+     JOIN levels l ON l.level = r.level \
+     JOIN judgement_bases b ON b.basis_key = r.basis_key";
 
 impl DigestRow {
-    /// Reads a row selected with [`DIGEST_COLUMNS`].
+    /// Reads a row selected with [`DIGEST_SELECT`] (its first 13 columns).
     pub(crate) fn from_row(r: &tokio_postgres::Row) -> DigestRow {
         let at: DateTime<Utc> = r.get(2);
         DigestRow {
@@ -571,8 +590,14 @@ pub async fn correct(
     tx.execute("SELECT set_config('soilmon.correction', 'on', true)", &[])
         .await?;
     let stored = find_reading(&tx, req).await?;
-    let new = corrected(standards, &stored, req);
-    update_reading(&tx, &stored, req.sampled_at, &new).await?;
+    let (new, judgement) = corrected(standards, &stored, req);
+    let keys = Keys::resolve(
+        &tx,
+        &[(stored.land_use, judgement.thresholds.clone())],
+        std::slice::from_ref(&new.unit_orig),
+    )
+    .await?;
+    update_reading(&tx, &stored, req.sampled_at, &new, &keys, &judgement).await?;
     let db_user: String = tx.query_one("SELECT current_user::text", &[]).await?.get(0);
     let correction = Correction {
         source: stored.source,
@@ -615,6 +640,10 @@ struct StoredReading {
     source_id: String,
     /// Land use of its point, for judging it again.
     land_use: crate::domain::point::LandUse,
+    /// Its row: sample key, point key, metal code (with the sampling time, the row's key).
+    sample_key: i64,
+    point_key: i32,
+    metal_code: i16,
 }
 
 /// Locks and reads the one reading `req` names; refuses none, several, or one whose stored
@@ -626,11 +655,11 @@ async fn find_reading(
     let rows = tx
         .query(
             &format!(
-                "SELECT {DIGEST_COLUMNS}, source, source_id, land_use FROM readings
-                 WHERE point_id = $1 AND metal = $2 AND sampled_at = $3
-                   AND ($4::text IS NULL OR source_id = $4)
-                   AND ($5::text IS NULL OR msg_id = $5)
-                 FOR UPDATE"
+                "{DIGEST_SELECT}
+                 WHERE p.point_id = $1 AND m.symbol = $2 AND r.sampled_at = $3
+                   AND ($4::text IS NULL OR so.source_id = $4)
+                   AND ($5::text IS NULL OR s.msg_id = $5)
+                 FOR UPDATE OF r"
             ),
             &[
                 &req.point_id,
@@ -672,16 +701,19 @@ async fn find_reading(
         source: row.get(13),
         source_id: row.get(14),
         land_use,
+        sample_key: row.get(16),
+        point_key: row.get(17),
+        metal_code: row.get(18),
     })
 }
 
 /// The reading with the corrected value (in mg/kg, as sent) and judged again with its land use
-/// and pH.
+/// and pH, and that judgement.
 fn corrected(
     standards: &crate::domain::standard::Standards,
     stored: &StoredReading,
     req: &CorrectionRequest,
-) -> DigestRow {
+) -> (DigestRow, crate::domain::judge::Judgement) {
     let old = &stored.old;
     let j = crate::domain::judge::judge(
         standards,
@@ -692,7 +724,7 @@ fn corrected(
         old.detected,
     );
     let t = j.thresholds.as_ref();
-    DigestRow {
+    let row = DigestRow {
         value_mgkg: req.value_mgkg,
         value_orig: req.value_mgkg,
         unit_orig: "mg/kg".into(),
@@ -701,34 +733,41 @@ fn corrected(
         intervention_mgkg: t.and_then(|t| t.intervention),
         standard_id: t.map(|t| t.standard_id.clone()),
         ..old.clone()
-    }
+    };
+    (row, j)
 }
 
-/// Writes the corrected value, level and thresholds into the stored reading.
+/// Writes the corrected value, unit, level and judgement basis into the stored reading. The
+/// whole basis moves with the new judgement (standard, version, column, pH band and the
+/// thresholds' sources, not only the values the digest covers).
 async fn update_reading(
     tx: &Transaction<'_>,
     stored: &StoredReading,
     sampled_at: DateTime<Utc>,
     new: &DigestRow,
+    keys: &Keys,
+    judgement: &crate::domain::judge::Judgement,
 ) -> Result<(), StoreError> {
+    let basis = keys
+        .basis(stored.land_use, judgement.thresholds.as_ref())
+        .ok_or_else(|| StoreError::Keys("the corrected reading's basis".into()))?;
+    let unit = keys
+        .unit(&new.unit_orig)
+        .ok_or_else(|| StoreError::Keys("the corrected reading's unit".into()))?;
     tx.execute(
-        "UPDATE readings SET value_mgkg = $6, value_orig = $7, unit_orig = $8, level = $9,
-                screening_mgkg = $10, intervention_mgkg = $11, standard_id = $12
-         WHERE source = $1 AND source_id = $2 AND msg_id = $3 AND metal = $4
-           AND sampled_at = $5",
+        "UPDATE readings SET value_mgkg = $5, value_orig = $6, unit_orig = $7, level = $8,
+                basis_key = $9
+         WHERE sample_key = $1 AND point_key = $2 AND metal = $3 AND sampled_at = $4",
         &[
-            &stored.source,
-            &stored.source_id,
-            &stored.old.msg_id,
-            &stored.old.metal,
+            &stored.sample_key,
+            &stored.point_key,
+            &stored.metal_code,
             &sampled_at,
             &new.value_mgkg,
             &new.value_orig,
-            &new.unit_orig,
-            &new.level,
-            &new.screening_mgkg,
-            &new.intervention_mgkg,
-            &new.standard_id,
+            &unit,
+            &level_code(judgement.level),
+            &basis,
         ],
     )
     .await?;

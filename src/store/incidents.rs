@@ -263,9 +263,11 @@ async fn newest_earlier<'k>(
             "SELECT k.i, r.sampled_at
              FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::int8[]) WITH ORDINALITY
                   AS k(point_id, metal, since, take, i)
+             JOIN points p ON p.point_id = k.point_id
+             JOIN metals m ON m.symbol = k.metal
              CROSS JOIN LATERAL (
                  SELECT sampled_at FROM readings
-                 WHERE point_id = k.point_id AND metal = k.metal AND sampled_at > k.since
+                 WHERE point_key = p.point_key AND metal = m.metal AND sampled_at > k.since
                  ORDER BY sampled_at DESC
                  FETCH FIRST (k.take) ROWS WITH TIES) r",
         )

@@ -1,6 +1,7 @@
 //! Lab batches in the database: idempotency by batch id and content hash, checks against
 //! stored data, and the accepted batch written in one transaction — every row (QC included)
-//! by binary COPY into `lab_rows`, the field samples judged and inserted into `readings`,
+//! by binary COPY into `lab_rows`, the field samples as `samples` rows and their readings
+//! judged and inserted into `readings`,
 //! incidents and alerts through the same path as MQTT.
 
 use std::borrow::Cow;
@@ -16,9 +17,9 @@ use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::archive;
 use super::incidents::{self, IncidentKey};
-use super::readings;
+use super::readings::{self, SampleRef};
 use super::StoreError;
-use crate::domain::judge::{judge_at_point, Level};
+use crate::domain::judge::{judge_at_point, judging_ph, Level};
 use crate::domain::point::Point;
 use crate::domain::reading::{JudgedReading, Measured, Origin, Source};
 use crate::lab::{CheckCode, Checked, Issue, LabRow, QcType, Report};
@@ -157,11 +158,13 @@ async fn store_accepted(
     copy_rows(&tx, upload.batch_id, &checked.rows, &levels).await?;
     drop(levels);
     let t1 = std::time::Instant::now();
-    // A batch is stored once (advisory lock, status check): its readings are new. Binary
-    // COPY, with the ON CONFLICT fallback of `insert_fresh`.
-    let reading = |s: &Sample<'_>| judged_reading(ctx, s, upload.received_at);
+    // A batch is stored once (advisory lock, status check): its samples and readings are
+    // new. Binary COPY.
     if !samples.is_empty() {
-        readings::insert_fresh_from(&tx, || samples.iter().map(reading)).await?;
+        let refs = store_samples(&tx, upload, &samples).await?;
+        let received_at = upload.received_at;
+        readings::insert_fresh_from(&tx, || with_samples(ctx, &samples, &refs, received_at))
+            .await?;
     }
     let t2 = std::time::Instant::now();
     report.alerts = apply_incidents(&tx, ctx, &samples, upload.received_at).await?;
@@ -194,6 +197,140 @@ async fn store_accepted(
         commit: t5.elapsed(),
     });
     Ok(report)
+}
+
+/// What a lab sample's `samples` row holds besides its batch. A sample whose rows differ in
+/// point, time, pH, depth or method (one method per metal is common) has one row per
+/// combination, numbered by `part`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Part<'a> {
+    msg_id: &'a str,
+    point_id: &'a str,
+    sampled_at: DateTime<Utc>,
+    /// The pH judged with (the sample's, else the point's), by its bits.
+    ph: Option<u64>,
+    depth_cm: Option<(u64, u64)>,
+    method: Option<&'a str>,
+}
+
+impl<'a> Part<'a> {
+    fn of(s: &Sample<'a>) -> Part<'a> {
+        Part {
+            msg_id: &s.row.sample_id,
+            point_id: &s.point.id,
+            sampled_at: s.sampled_at,
+            ph: judging_ph(s.row.ph, s.point).map(f64::to_bits),
+            depth_cm: s.row.depth_cm.map(|(t, b)| (t.to_bits(), b.to_bits())),
+            method: s.row.method.as_deref(),
+        }
+    }
+}
+
+/// Stores the batch's `sources` row and one `samples` row per [`Part`] of its field samples;
+/// returns the sample of each of `samples`, in order.
+async fn store_samples(
+    tx: &Transaction<'_>,
+    upload: &Upload<'_>,
+    samples: &[Sample<'_>],
+) -> Result<Vec<SampleRef>, StoreError> {
+    let mut index: HashMap<Part<'_>, usize> = HashMap::new();
+    let mut parts: Vec<(Part<'_>, i16)> = Vec::new();
+    let mut next: HashMap<&str, i16> = HashMap::new();
+    let of: Vec<usize> = samples
+        .iter()
+        .map(|s| {
+            let p = Part::of(s);
+            *index.entry(p).or_insert_with(|| {
+                let n = next.entry(p.msg_id).or_insert(0);
+                parts.push((p, *n));
+                *n += 1;
+                parts.len() - 1
+            })
+        })
+        .collect();
+    let ids: Vec<&str> = parts.iter().map(|(p, _)| p.msg_id).collect();
+    let points: Vec<&str> = parts.iter().map(|(p, _)| p.point_id).collect();
+    let sampled: Vec<DateTime<Utc>> = parts.iter().map(|(p, _)| p.sampled_at).collect();
+    let numbers: Vec<i16> = parts.iter().map(|(_, n)| *n).collect();
+    let phs: Vec<Option<f64>> = parts
+        .iter()
+        .map(|(p, _)| p.ph.map(f64::from_bits))
+        .collect();
+    let tops: Vec<Option<f64>> = parts
+        .iter()
+        .map(|(p, _)| p.depth_cm.map(|d| f64::from_bits(d.0)))
+        .collect();
+    let bottoms: Vec<Option<f64>> = parts
+        .iter()
+        .map(|(p, _)| p.depth_cm.map(|d| f64::from_bits(d.1)))
+        .collect();
+    let methods: Vec<Option<&str>> = parts.iter().map(|(p, _)| p.method).collect();
+    tx.execute(
+        "INSERT INTO sources (source, source_id) SELECT 'lab', $1::text
+         WHERE NOT EXISTS (SELECT 1 FROM sources WHERE source = 'lab' AND source_id = $1)
+         ON CONFLICT DO NOTHING",
+        &[&upload.batch_id],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            "INSERT INTO samples (sampled_at, received_at, source_key, point_key, part, msg_id,
+                                  ph, depth_top_cm, depth_bottom_cm, method)
+             SELECT k.sampled_at, $1, so.source_key, p.point_key, k.part, k.msg_id, k.ph,
+                    k.top, k.bottom, k.method
+             FROM unnest($3::text[], $4::text[], $5::timestamptz[], $6::int2[], $7::float8[],
+                         $8::float8[], $9::float8[], $10::text[]) WITH ORDINALITY
+                  AS k(msg_id, point_id, sampled_at, part, ph, top, bottom, method, i)
+             JOIN sources so ON so.source = 'lab' AND so.source_id = $2
+             JOIN points p ON p.point_id = k.point_id
+             ORDER BY k.i
+             RETURNING msg_id, part, sample_key, point_key",
+            &[
+                &upload.received_at,
+                &upload.batch_id,
+                &ids,
+                &points,
+                &sampled,
+                &numbers,
+                &phs,
+                &tops,
+                &bottoms,
+                &methods,
+            ],
+        )
+        .await?;
+    let stored: HashMap<(String, i16), SampleRef> = rows
+        .iter()
+        .map(|r| {
+            let key = SampleRef {
+                sample_key: r.get(2),
+                point_key: r.get(3),
+            };
+            ((r.get(0), r.get(1)), key)
+        })
+        .collect();
+    of.iter()
+        .map(|&i| {
+            let (p, n) = &parts[i];
+            stored
+                .get(&(p.msg_id.to_string(), *n))
+                .copied()
+                .ok_or_else(|| StoreError::Keys(format!("sample {:?} was not stored", p.msg_id)))
+        })
+        .collect()
+}
+
+/// The judged reading of each field sample, with its sample.
+fn with_samples<'s>(
+    ctx: &'s LabContext<'_>,
+    samples: &'s [Sample<'_>],
+    refs: &'s [SampleRef],
+    received_at: DateTime<Utc>,
+) -> impl Iterator<Item = (JudgedReading, SampleRef)> + 's {
+    samples
+        .iter()
+        .zip(refs.iter().copied())
+        .map(move |(s, r)| (judged_reading(ctx, s, received_at), r))
 }
 
 /// The field samples' incidents (the same path as MQTT); returns the alerts queued.

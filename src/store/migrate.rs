@@ -19,10 +19,12 @@ use super::StoreError;
 /// incident tracks only for open incidents; version 7 gives lab rows one index and a
 /// per-statement batch check instead of a foreign key; version 8 compresses large archived
 /// inputs with lz4; version 9 adds the `readings_full` view, the one relation readers of a
-/// reading's provenance use, so that the table under it can change; version 11 (issue 14) adds
-/// alert subscriptions and their deliveries; version 15 (issue 13's quarantine work, numbered
-/// so as not to clash with the console's 12) adds the quarantine replay log. Versions need not
-/// be contiguous: each is applied once, in this order.
+/// reading's provenance use, so that the table under it can change; version 10 stores what
+/// many readings share once (samples, sources, judgement bases, code tables) and redefines
+/// `readings_full` over the lean tables; version 11 (issue 14) adds alert subscriptions and
+/// their deliveries; version 15 (issue 13's quarantine work, numbered so as not to clash with
+/// the console's 12) adds the quarantine replay log. Versions need not be contiguous: each is
+/// applied once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -56,6 +58,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         9,
         "readings_full",
         include_str!("migrations/0009_readings_full.sql"),
+    ),
+    (
+        10,
+        "lean_storage",
+        include_str!("migrations/0010_lean_storage.sql"),
     ),
     (
         11,
@@ -105,6 +112,12 @@ pub struct MigrationReport {
 /// connected as a role without DDL rights (a member of `soilmon_service`) can call this at
 /// startup; the schema itself is migrated by the owner (`soilmon migrate`).
 pub async fn run(client: &mut Client) -> Result<MigrationReport, StoreError> {
+    run_to(client, i32::MAX).await
+}
+
+/// [`run`], applying only the migrations up to and including `version` (tests that write
+/// data in an older schema and then migrate it use this; the service always runs [`run`]).
+pub async fn run_to(client: &mut Client, version: i32) -> Result<MigrationReport, StoreError> {
     if up_to_date(client).await? {
         let license: String = client
             .query_one("SELECT current_setting('timescaledb.license')", &[])
@@ -126,7 +139,7 @@ pub async fn run(client: &mut Client) -> Result<MigrationReport, StoreError> {
         )
         .await?;
     let mut applied = Vec::new();
-    for (version, name, sql) in MIGRATIONS {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v <= version) {
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
             .await?;
@@ -158,12 +171,14 @@ pub async fn run(client: &mut Client) -> Result<MigrationReport, StoreError> {
         .query_one("SELECT current_setting('timescaledb.license')", &[])
         .await?
         .get(0);
-    let compression = license == "timescale";
+    // The policy names schema 10's columns: only once every migration is applied.
+    let complete = MIGRATIONS.iter().all(|(v, _, _)| *v <= version);
+    let compression = license == "timescale" && complete;
     if compression {
         client
             .batch_execute(
                 "ALTER TABLE readings SET (timescaledb.compress,
-                     timescaledb.compress_segmentby = 'point_id, metal');
+                     timescaledb.compress_segmentby = 'point_key, metal');
                  SELECT add_compression_policy('readings', INTERVAL '365 days',
                      if_not_exists => true);",
             )

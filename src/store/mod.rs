@@ -1,7 +1,8 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
-//! writer (and the hypertable chunks it knows of), judged readings, incident tracks, the
-//! outbox, the tamper-evident archive, broker identities, the quarantine browser and replay
-//! log, alert subscriptions and their deliveries, and the queries the CLI uses.
+//! writer (and the hypertable chunks it knows of), judged readings and their compact keys,
+//! incident tracks, the outbox, the tamper-evident archive, broker identities, the quarantine
+//! browser and replay log, alert subscriptions and their deliveries, and the queries the CLI
+//! uses.
 //!
 //! The store knows nothing of who calls it: its inputs are domain types
 //! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
@@ -12,6 +13,7 @@ pub mod chunks;
 pub mod deliveries;
 pub mod identities;
 pub mod incidents;
+pub mod keys;
 pub mod lab;
 pub mod migrate;
 pub mod outbox;
@@ -64,6 +66,10 @@ pub enum StoreError {
     /// The archive could not be appended to or read.
     #[error("archive: {0}")]
     Archive(String),
+    /// A compact key of the lean schema (a unit, a judgement basis, a sample) could not be
+    /// found or stored.
+    #[error("lean keys: {0}")]
+    Keys(String),
     /// A request was refused (unknown or ambiguous reading, bad name, duplicate identity…).
     #[error("{0}")]
     Refused(String),

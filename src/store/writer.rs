@@ -1,7 +1,7 @@
 //! The batch writer: one transaction per batch of MQTT messages.
 //!
 //! In that transaction: new messages are recorded under their idempotency key
-//! (station, msg_id); their readings are judged and inserted; incident tracks are updated
+//! (station, msg_id) as `samples` rows; their readings are judged and inserted; incident tracks are updated
 //! and alert events written to the outbox; refused messages go to quarantine with a reject
 //! reply in the outbox. Only after the commit does the collector acknowledge the messages,
 //! so a crash at any point leads to redelivery, which this writer absorbs:
@@ -10,18 +10,19 @@
 //! Each freshly stored message is also appended, verbatim, to the tamper-evident archive
 //! ([`super::archive`]) in the same transaction.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Transaction};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
 use super::incidents;
 use super::outbox;
-use super::readings;
+use super::readings::{self, SampleRef};
 use super::StoreError;
 use crate::domain::reading::JudgedReading;
 use crate::domain::sample::{RejectCode, Rejection, Sample};
@@ -42,6 +43,7 @@ pub struct Received {
 }
 
 pub use super::Context;
+use crate::domain::judge::judging_ph;
 use crate::domain::reading::judge_sample;
 
 /// What a committed batch did.
@@ -89,6 +91,8 @@ pub(crate) struct Staged<'a> {
     refusals: Vec<Refusal<'a>>,
     fresh: Vec<(&'a Received, &'a Sample)>,
     judged: Vec<JudgedReading>,
+    /// The sample of each of `judged`.
+    samples: Vec<SampleRef>,
     received: usize,
     started: std::time::Instant,
 }
@@ -135,17 +139,20 @@ pub(crate) async fn stage<'a>(
     // Sent with the first insert (one round trip fewer).
     let (timeout_set, inserted) = tokio::join!(
         tx.batch_execute("SET LOCAL lock_timeout = '60s'"),
-        insert_messages(&tx, &candidates)
+        insert_samples(&tx, ctx, &candidates)
     );
     timeout_set?;
-    let inserted: HashSet<(String, String)> = inserted?.into_iter().collect();
+    let mut inserted = inserted?;
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
+    let mut fresh_keys: Vec<SampleRef> = Vec::new();
     let mut seen: Vec<(&Received, &Sample)> = Vec::new();
     for c in candidates {
-        if inserted.contains(&(c.1.station_id.clone(), c.1.msg_id.clone())) {
-            fresh.push(c);
-        } else {
-            seen.push(c);
+        match inserted.remove(&(c.1.station_id.clone(), c.1.msg_id.clone())) {
+            Some(key) => {
+                fresh.push(c);
+                fresh_keys.push(key);
+            }
+            None => seen.push(c),
         }
     }
     if !seen.is_empty() {
@@ -158,7 +165,7 @@ pub(crate) async fn stage<'a>(
         }
     }
 
-    let judged = judge_all(ctx, &fresh);
+    let (judged, samples) = judge_all(ctx, &fresh, &fresh_keys);
     report.stored = fresh.len();
     report.readings = judged.len();
     for j in &judged {
@@ -170,6 +177,7 @@ pub(crate) async fn stage<'a>(
         refusals,
         fresh,
         judged,
+        samples,
         received: batch.len(),
         started,
     })
@@ -204,7 +212,13 @@ impl<'a> Staged<'a> {
 /// the collector lets only a batch whose chunks all exist copy before the batches ahead of
 /// it have committed (see `store::chunks`).
 pub(crate) async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError> {
-    readings::insert_fresh(&staged.tx, &staged.judged).await?;
+    if staged.judged.is_empty() {
+        return Ok(());
+    }
+    readings::insert_fresh_from(&staged.tx, || {
+        staged.judged.iter().zip(staged.samples.iter().copied())
+    })
+    .await?;
     Ok(())
 }
 
@@ -223,6 +237,7 @@ pub(crate) async fn finish(
         judged,
         received,
         started,
+        ..
     } = staged;
     report.alerts = incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
@@ -284,44 +299,90 @@ fn conflict<'a>(msg: &'a Received, s: &Sample) -> Refusal<'a> {
     }
 }
 
-async fn insert_messages(
+/// Records each new message as a `samples` row under its idempotency key (station, msg_id)
+/// and returns the keys of those stored now; a message already stored (by an earlier batch,
+/// or one still in flight, which is waited for) is left out. Its station gets a `sources`
+/// row the first time. One round trip: the statements are pipelined.
+async fn insert_samples(
     tx: &Transaction<'_>,
+    ctx: &Context<'_>,
     list: &[(&Received, &Sample)],
-) -> Result<Vec<(String, String)>, StoreError> {
+) -> Result<HashMap<(String, String), SampleRef>, StoreError> {
     if list.is_empty() {
-        return Ok(Vec::new());
+        return Ok(HashMap::new());
     }
-    let col = |f: fn(&Received, &Sample) -> String| -> Vec<String> {
-        list.iter().map(|(m, s)| f(m, s)).collect()
-    };
-    let stations = col(|_, s| s.station_id.clone());
-    let ids = col(|_, s| s.msg_id.clone());
-    let hashes = col(|_, s| s.content_sha256.clone());
-    let points = col(|_, s| s.point_id.clone());
-    let topics = col(|m, _| m.topic.clone());
+    let stations: Vec<&str> = list.iter().map(|(_, s)| s.station_id.as_str()).collect();
+    let ids: Vec<&str> = list.iter().map(|(_, s)| s.msg_id.as_str()).collect();
+    let hashes: Vec<Vec<u8>> = list
+        .iter()
+        .map(|(_, s)| hex::decode(&s.content_sha256).unwrap_or_default())
+        .collect();
+    let points: Vec<&str> = list.iter().map(|(_, s)| s.point_id.as_str()).collect();
     let sampled: Vec<DateTime<Utc>> = list.iter().map(|(_, s)| s.sampled_at).collect();
     let received: Vec<DateTime<Utc>> = list.iter().map(|(m, _)| m.received_at).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO messages (station_id, msg_id, content_sha256, point_id, sampled_at,
-                                   topic, received_at)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
-                                  $5::timestamptz[], $6::text[], $7::timestamptz[])
-             ON CONFLICT (station_id, msg_id) DO NOTHING
-             RETURNING station_id, msg_id",
+    // The pH stored is the one judged with: the sample's, else the point's.
+    let phs: Vec<Option<f64>> = list
+        .iter()
+        .map(|(_, s)| {
+            let point = ctx.registry.get(&s.point_id);
+            point.map_or(s.ph, |p| judging_ph(s.ph, p))
+        })
+        .collect();
+    let tops: Vec<Option<f64>> = list.iter().map(|(_, s)| s.depth_cm.map(|d| d.0)).collect();
+    let bottoms: Vec<Option<f64>> = list.iter().map(|(_, s)| s.depth_cm.map(|d| d.1)).collect();
+    let methods: Vec<Option<&str>> = list.iter().map(|(_, s)| s.method.as_deref()).collect();
+    let (sources, samples) = tokio::join!(
+        tx.prepare_cached(
+            "INSERT INTO sources (source, source_id)
+             SELECT DISTINCT 'station', k.station FROM unnest($1::text[]) AS k(station)
+             WHERE NOT EXISTS (SELECT 1 FROM sources so
+                               WHERE so.source = 'station' AND so.source_id = k.station)
+             ON CONFLICT DO NOTHING",
+        ),
+        tx.prepare_cached(
+            "WITH stored AS (
+                 INSERT INTO samples (sampled_at, received_at, source_key, point_key, part,
+                                      msg_id, ph, depth_top_cm, depth_bottom_cm, method,
+                                      content_sha256)
+                 SELECT k.sampled_at, k.received_at, so.source_key, p.point_key, 0, k.msg_id,
+                        k.ph, k.top, k.bottom, k.method, k.sha
+                 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[],
+                             $5::timestamptz[], $6::timestamptz[], $7::float8[],
+                             $8::float8[], $9::float8[], $10::text[]) WITH ORDINALITY
+                      AS k(station, msg_id, sha, point_id, sampled_at, received_at, ph, top,
+                           bottom, method, i)
+                 JOIN sources so ON so.source = 'station' AND so.source_id = k.station
+                 JOIN points p ON p.point_id = k.point_id
+                 ORDER BY k.i
+                 ON CONFLICT (source_key, msg_id, part) DO NOTHING
+                 RETURNING source_key, msg_id, sample_key, point_key)
+             SELECT so.source_id, stored.msg_id, stored.sample_key, stored.point_key
+             FROM stored JOIN sources so ON so.source_key = stored.source_key",
         )
-        .await?;
-    let rows = tx
-        .query(
-            &stmt,
-            &[
-                &stations, &ids, &hashes, &points, &sampled, &topics, &received,
-            ],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    );
+    let (sources, samples) = (sources?, samples?);
+    let source_params: [&(dyn ToSql + Sync); 1] = [&stations];
+    let sample_params: [&(dyn ToSql + Sync); 10] = [
+        &stations, &ids, &hashes, &points, &sampled, &received, &phs, &tops, &bottoms, &methods,
+    ];
+    let (ensured, rows) = tokio::join!(
+        tx.execute(&sources, &source_params),
+        tx.query(&samples, &sample_params)
+    );
+    ensured?;
+    Ok(rows?
+        .iter()
+        .map(|r| {
+            let key = SampleRef {
+                sample_key: r.get(2),
+                point_key: r.get(3),
+            };
+            ((r.get(0), r.get(1)), key)
+        })
+        .collect())
 }
 
+/// The stored content hash (hex) of each of `list`'s messages that is stored.
 async fn stored_hashes(
     tx: &Transaction<'_>,
     list: &[(&Received, &Sample)],
@@ -330,28 +391,41 @@ async fn stored_hashes(
     let ids: Vec<&str> = list.iter().map(|(_, s)| s.msg_id.as_str()).collect();
     let rows = tx
         .query(
-            "SELECT m.station_id, m.msg_id, m.content_sha256
-             FROM messages m
-             JOIN unnest($1::text[], $2::text[]) AS k(station_id, msg_id)
-               ON m.station_id = k.station_id AND m.msg_id = k.msg_id",
+            "SELECT so.source_id, s.msg_id, s.content_sha256
+             FROM unnest($1::text[], $2::text[]) AS k(station_id, msg_id)
+             JOIN sources so ON so.source = 'station' AND so.source_id = k.station_id
+             JOIN samples s ON s.source_key = so.source_key AND s.msg_id = k.msg_id
+                           AND s.part = 0",
             &[&stations, &ids],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .map(|r| {
+            let sha: Option<Vec<u8>> = r.get(2);
+            ((r.get(0), r.get(1)), hex::encode(sha.unwrap_or_default()))
+        })
         .collect())
 }
 
-fn judge_all(ctx: &Context<'_>, fresh: &[(&Received, &Sample)]) -> Vec<JudgedReading> {
+/// The readings of the fresh messages, each message's together in the order of `fresh`, and
+/// the sample of each.
+fn judge_all(
+    ctx: &Context<'_>,
+    fresh: &[(&Received, &Sample)],
+    keys: &[SampleRef],
+) -> (Vec<JudgedReading>, Vec<SampleRef>) {
     let mut out = Vec::new();
-    for (msg, sample) in fresh {
+    let mut samples = Vec::new();
+    for ((msg, sample), key) in fresh.iter().zip(keys) {
         // The registry snapshot is the one the sample was validated against.
         if let Some(point) = ctx.registry.get(&sample.point_id) {
-            out.extend(judge_sample(ctx.standards, point, sample, msg.received_at));
+            let judged = judge_sample(ctx.standards, point, sample, msg.received_at);
+            samples.extend(std::iter::repeat_n(*key, judged.len()));
+            out.extend(judged);
         }
     }
-    out
+    (out, samples)
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each

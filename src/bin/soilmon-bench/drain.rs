@@ -37,9 +37,12 @@ pub async fn run(
 ) -> Result<DrainResult, BenchError> {
     let db = env.db().await?;
     let probe = db
-        .prepare("SELECT 1 FROM messages WHERE station_id = $1 AND msg_id = $2")
+        .prepare(
+            "SELECT 1 FROM samples s JOIN sources so ON so.source_key = s.source_key
+             WHERE so.source = 'station' AND so.source_id = $1 AND s.msg_id = $2",
+        )
         .await?;
-    let before = count(&db, "messages").await?;
+    let before = count(&db, "samples").await?;
     let readings_before = count(&db, "readings").await?;
     let mut s = env.soilmon("drain").await?;
     let limit = Duration::from_secs(120 + n / 200);
@@ -49,7 +52,7 @@ pub async fn run(
             .await?
             .is_empty();
         let stored = if last_there {
-            count(&db, "messages").await? - before
+            count(&db, "samples").await? - before
         } else {
             0
         };
@@ -68,7 +71,7 @@ pub async fn run(
     let resources = s.resources();
     let startup = s.ready_after;
     s.stop().await?;
-    let messages = count(&db, "messages").await? - before;
+    let messages = count(&db, "samples").await? - before;
     let readings = count(&db, "readings").await? - readings_before;
     if messages != n || readings != n * 8 {
         return Err(BenchError::Check(format!(

@@ -2,6 +2,7 @@
 //! backlog, acking on receipt, storing nothing) and the database (binary COPY of the same
 //! readings into a table identical to `readings`).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -16,6 +17,8 @@ use soilmon::config::{MqttConfig, Settings};
 use soilmon::domain::reading::{judge_sample, JudgedReading};
 use soilmon::ingest::payload;
 use soilmon::registry::Registry;
+use soilmon::store::keys::Keys;
+use soilmon::store::readings::SampleRef;
 
 /// Sends DISCONNECT and polls `el` until it went out (at most 5 s), flushing the PUBACKs
 /// still queued before it.
@@ -141,34 +144,65 @@ pub fn judged_rows(
 
 /// Writes the readings of `msgs` by binary COPY into `bench_copy_readings` (created
 /// `LIKE readings INCLUDING ALL`, made a hypertable the same way), `chunk` rows per
-/// committed COPY. Only the COPY statements are timed.
+/// committed COPY. Their units and judgement bases get their keys first (in the real tables,
+/// as the writer does once per batch); each message stands for a sample of its own. Only the
+/// COPY statements are timed.
 pub async fn copy_limit(
     env: &BenchEnv,
     settings: &Settings,
     msgs: &[Msg],
     chunk: usize,
 ) -> Result<Throughput, BenchError> {
-    let db = env.db().await?;
+    let setup = |e: soilmon::store::StoreError| BenchError::Setup(e.to_string());
+    let mut database = settings.database.clone();
+    database.url = env.db_url.clone();
+    let pool = soilmon::store::pool(&database).map_err(setup)?;
+    let db = pool
+        .get()
+        .await
+        .map_err(|e| BenchError::Setup(e.to_string()))?;
     db.batch_execute(
         "DROP TABLE IF EXISTS bench_copy_readings;
          CREATE TABLE bench_copy_readings (LIKE readings INCLUDING ALL);
-         SELECT create_hypertable('bench_copy_readings', by_range('sampled_at', INTERVAL '90 days'));",
+         SELECT create_hypertable('bench_copy_readings', by_range('sampled_at', INTERVAL '90 days'),
+                                  create_default_indexes => false);",
     )
     .await?;
-    let (points, _) = soilmon::store::points::load(&db)
-        .await
-        .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let (points, _) = soilmon::store::points::load(&db).await.map_err(setup)?;
     let registry = Registry::new(points);
     let standards = settings
         .standards()
         .map_err(|e| BenchError::Setup(e.to_string()))?;
+    let point_keys: HashMap<String, i32> = db
+        .query("SELECT point_id, point_key FROM points", &[])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     let per_chunk = (chunk / 8).max(1);
     let mut rows_total = 0u64;
     let mut timed = Duration::ZERO;
-    for part in msgs.chunks(per_chunk) {
+    for (n, part) in msgs.chunks(per_chunk).enumerate() {
         let rows = judged_rows(part, settings, &registry, &standards);
+        let keys = Keys::for_readings(&db, &rows).await.map_err(setup)?;
+        // A message's readings are consecutive: each message is one sample.
+        let mut sample_key = (n * per_chunk) as i64;
+        let mut last: Option<&str> = None;
+        let with_samples = rows.iter().map(|j| {
+            if last != Some(j.msg_id.as_str()) {
+                sample_key += 1;
+                last = Some(&j.msg_id);
+            }
+            let sample = SampleRef {
+                sample_key,
+                point_key: point_keys.get(&j.point_id).copied().unwrap_or(0),
+            };
+            (j, sample)
+        });
         let started = Instant::now();
-        soilmon::store::readings::copy_into(&db, "bench_copy_readings", &rows).await?;
+        soilmon::store::readings::copy_into(&db, "bench_copy_readings", &keys, with_samples)
+            .await
+            .map_err(setup)?;
         timed += started.elapsed();
         rows_total += rows.len() as u64;
     }

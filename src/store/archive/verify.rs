@@ -17,7 +17,7 @@ use tokio_postgres::{Client, IsolationLevel, Row, Statement, Transaction};
 
 use super::{
     entry_hash, readings_digest, sha256_hex, undo_corrections, Correction, CorrectionIndex,
-    DigestRow, EntryFields, Kind, DIGEST_COLUMNS, GENESIS,
+    DigestRow, EntryFields, Kind, DIGEST_SELECT, GENESIS,
 };
 use crate::store::StoreError;
 
@@ -513,13 +513,13 @@ impl CoveredReadings {
     async fn prepare(tx: &Transaction<'_>) -> Result<CoveredReadings, StoreError> {
         let station = tx
             .prepare(&format!(
-                "SELECT {DIGEST_COLUMNS} FROM readings
-                 WHERE source = 'station' AND source_id = $1 AND msg_id = $2"
+                "{DIGEST_SELECT}
+                 WHERE so.source = 'station' AND so.source_id = $1 AND s.msg_id = $2"
             ))
             .await?;
         let lab = tx
             .prepare(&format!(
-                "SELECT {DIGEST_COLUMNS} FROM readings WHERE source = 'lab' AND source_id = $1"
+                "{DIGEST_SELECT} WHERE so.source = 'lab' AND so.source_id = $1"
             ))
             .await?;
         Ok(CoveredReadings { station, lab })
@@ -642,7 +642,7 @@ async fn uncovered_example(tx: &Transaction<'_>) -> Result<String, StoreError> {
     let example = tx
         .query_opt(
             "SELECT r.source, r.source_id, r.msg_id, r.metal, r.point_id
-             FROM readings r
+             FROM readings_full r
              WHERE NOT EXISTS (SELECT 1 FROM archive a
                                WHERE (r.source = 'station' AND a.kind = 'station_message'
                                       AND a.ref = r.source_id || '/' || r.msg_id)

@@ -8,9 +8,10 @@
 //! | `GET /v1/alerts?since=RFC3339&limit=N` | `bureau`, `admin` | alert events of the caller's counties |
 //! | `GET /v1/incidents?open=true&limit=N` | `bureau`, `admin` | incidents of the caller's counties |
 //! | `GET /v1/points/{id}/readings?limit=N` | `bureau`, `admin` | 404 for a point outside the caller's counties |
-//! | `GET /v1/points` | `admin` | the point registry |
+//! | `GET /v1/points?q=` | `admin` | the point registry, or a search in it |
 //! | `GET /v1/stations`, `GET /v1/bureaus` | `admin` | broker identities (no secrets) |
 //! | `/v1/quarantine…` | `admin` | quarantine browser and replay ([`admin`]) |
+//! | `POST /v1/points/import`, `POST`/`DELETE /v1/stations`, `/v1/bureaus`, `GET`/`POST`/`DELETE /v1/tokens` | `admin` | registry import, broker identities, API tokens ([`manage`]) |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | none | |
 //!
 //! Every request passes [`gate`]: the bearer token is checked (the principal is handed to the
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod caller;
 pub mod client;
 pub mod error;
+pub mod manage;
 pub mod metrics;
 
 use std::collections::HashMap;
@@ -143,6 +145,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .merge(admin::routes())
+        .merge(manage::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -527,14 +530,24 @@ async fn point_readings(
     .into_response())
 }
 
+/// `GET /v1/points[?q=TEXT]`: the registry, or the points whose id, name or county code
+/// contains `TEXT` (case-insensitive).
 async fn points(
     State(st): State<Arc<AppState>>,
     _who: Caller<AdminOnly>,
+    Query(q): Params,
 ) -> Result<Response, ApiError> {
     let client = st.pool.get().await?;
     let (mut points, _) = store::points::load(&client)
         .await
         .map_err(query_failed("points"))?;
+    if let Some(text) = q.get("q").map(|t| t.to_lowercase()) {
+        points.retain(|p| {
+            [&p.id, &p.name, &p.county_code]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&text))
+        });
+    }
     points.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(listed(points, "points"))
 }

@@ -116,6 +116,7 @@ impl ApiService {
                 .post(url)
                 .header("content-type", "text/csv")
                 .body(body.unwrap_or("").to_string()),
+            "DELETE" => self.http.delete(url),
             _ => self.http.get(url),
         };
         if let Some(t) = token {

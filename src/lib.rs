@@ -64,6 +64,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod amqp;
 pub mod broker;
 pub mod config;
 pub mod domain;

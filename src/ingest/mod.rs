@@ -1,5 +1,7 @@
-//! The MQTT side: payload validation and the collector loop.
+//! The ingest side: payload validation, the collector loop, and its two sources (the MQTT
+//! poll task in the collector, the AMQP consumer in [`amqp`]).
 
+pub mod amqp;
 pub mod collector;
 mod order;
 pub mod payload;

@@ -67,6 +67,16 @@ pub async fn connect(cfg: &AmqpConfig, start: usize) -> Result<(Connection, usiz
     })
 }
 
+/// `host:port` of every node of `amqp.urls` (for readiness checks; unparsable ones skipped,
+/// config validation refuses them).
+pub fn node_addrs(cfg: &AmqpConfig) -> Vec<String> {
+    cfg.url_list()
+        .iter()
+        .filter_map(|u| u.parse::<lapin::uri::AMQPUri>().ok())
+        .map(|u| format!("{}:{}", u.authority.host, u.authority.port))
+        .collect()
+}
+
 /// The routing key RabbitMQ's MQTT plugin gives an MQTT topic (or filter): `/` and `.`
 /// swap places (`soil/v1/stations/st.01/readings` → `soil.v1.stations.st/01.readings`).
 pub fn routing_key(topic: &str) -> String {

@@ -19,10 +19,12 @@
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
 //!   the [`registry::SharedRegistry`] snapshot handle.
-//! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
-//!   code), [`ingest::collector`] (the poll task, natural batching, three batches in the
+//! - [`ingest`] — the ingest side: [`ingest::payload`] (bytes → validated sample or a reason
+//!   code), [`ingest::collector`] (the MQTT poll task, natural batching, three batches in the
 //!   database at once, copying side by side, committing in order, ordered acks after
-//!   commit) and `ingest/order.rs` (the pure primitive that releases batches in arrival
+//!   commit, whatever the source: it knows a message's ack only as an `AckTag`),
+//!   [`ingest::amqp`] (cluster mode's source: a RabbitMQ quorum-queue consumer feeding the
+//!   same writer) and `ingest/order.rs` (the pure primitive that releases batches in arrival
 //!   order).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
@@ -40,10 +42,14 @@
 //!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`].
-//! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
-//!   sent only after the broker acknowledged them.
+//! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1 (or to
+//!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
+//!   acknowledged them; of N instances one publishes at a time (the outbox lock).
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector
 //!   and the publisher.
+//! - [`amqp`] — cluster mode's AMQP 0-9-1 adapter (lapin): connecting to the first RabbitMQ
+//!   node that answers, the topology `soilmon broker setup` declares, routing probes for
+//!   `soilmon broker check`, MQTT topic ↔ routing key.
 //! - [`telemetry`] — one function per event (batch committed, message refused, alerts
 //!   published, lab batch…): its log line and its metric together; the metric names.
 //! - [`broker`] — Mosquitto password and ACL files generated from the broker identities in

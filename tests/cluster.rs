@@ -178,10 +178,9 @@ async fn the_quorum_queue_leader_node_sigkilled_mid_stream() -> Result<()> {
         .next()
         .and_then(|d| d.parse().ok())
         .context("leader name")?;
-    // The bureau and the station start on nodes that survive (the station moves on anyway).
-    let other = n % 3;
-    let watch = AlertWatch::start(&cluster, other, &s.prefix).await?;
-    let (task, progress) = stream(cluster.clone(), s.prefix.clone(), n - 1);
+    // The station and the bureau use the two nodes that survive (node n has index n - 1).
+    let watch = AlertWatch::start(&cluster, (n + 1) % 3, &s.prefix).await?;
+    let (task, progress) = stream(cluster.clone(), s.prefix.clone(), n % 3);
     let (count, _) = size();
     reached(&progress, count / 3).await?;
     let killed = cluster.script(&["kill", &format!("rabbit{n}")]).await?;
@@ -230,10 +229,29 @@ async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poison_message_is_quarantined_once_not_redelivered() -> Result<()> {
+async fn broker_check_refuses_unroutable_station_topics_and_poison_is_quarantined_once(
+) -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
     let s = Scenario::start(&cluster).await?;
+    // `broker setup` ran: every station topic of this prefix routes.
+    let ok = s.soilmon().command(&["broker", "check"]).await?;
+    ensure!(
+        ok.status.success(),
+        "broker check refused a set-up cluster: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The same cluster for stations publishing under a prefix nothing is bound for.
+    let other = s
+        .soilmon()
+        .env("SOILMON__MQTT__TOPIC_PREFIX", "unbound/soil/v1")
+        .command(&["broker", "check"])
+        .await?;
+    let err = String::from_utf8_lossy(&other.stderr);
+    ensure!(
+        !other.status.success() && err.contains("not ready") && err.contains("unbound.soil.v1"),
+        "broker check accepted unroutable station topics: {err}"
+    );
     let collectors = s.collectors(2).await?;
     let watch = AlertWatch::start(&cluster, 0, &s.prefix).await?;
     let topic = format!("{}/stations/st9/readings", s.prefix);

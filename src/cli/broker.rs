@@ -41,12 +41,19 @@ pub async fn dispatch(settings: &Settings, c: BrokerCommand) -> Result<()> {
 async fn setup(settings: &Settings) -> Result<()> {
     let a = &settings.amqp;
     let (conn, node) = amqp::connect(a, 0).await?;
+    let result = declare(settings, &conn, node).await;
+    // Closed on every path, so lapin's I/O loop does not outlive the runtime.
+    let _ = conn.close(200, "setup done").await;
+    result
+}
+
+async fn declare(settings: &Settings, conn: &lapin::Connection, node: usize) -> Result<()> {
+    let a = &settings.amqp;
     let ch = conn.create_channel().await?;
     let binding = amqp::readings_binding(&settings.mqtt);
     amqp::declare(&ch, a, &binding)
         .await
         .with_context(|| format!("declaring the topology on node {node}"))?;
-    let _ = conn.close(200, "setup done").await;
     println!(
         "declared on node {node}: quorum queue {} (x-delivery-limit {}, dead-letter exchange {} \
          -> quorum queue {}), bound to {} with {binding}",
@@ -57,8 +64,14 @@ async fn setup(settings: &Settings) -> Result<()> {
 
 /// `soilmon broker check`: the queues exist, and every station topic routes.
 async fn check(settings: &Settings) -> Result<()> {
+    let (conn, node) = amqp::connect(&settings.amqp, 0).await?;
+    let result = probe(settings, &conn, node).await;
+    let _ = conn.close(200, "check done").await;
+    result
+}
+
+async fn probe(settings: &Settings, conn: &lapin::Connection, node: usize) -> Result<()> {
     let a = &settings.amqp;
-    let (conn, node) = amqp::connect(a, 0).await?;
     let ch = conn.create_channel().await?;
     let (messages, consumers) = amqp::queue_stats(&ch, &a.queue)
         .await
@@ -80,7 +93,6 @@ async fn check(settings: &Settings) -> Result<()> {
         .map(|s| amqp::station_key(&settings.mqtt, s))
         .collect();
     let lost = amqp::unroutable(&ch, &a.exchange, &keys).await?;
-    let _ = conn.close(200, "check done").await;
     println!(
         "node {node}: queue {} holds {messages} messages, {consumers} consumers; \
          {} station topics probed",

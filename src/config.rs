@@ -174,9 +174,70 @@ impl DatabaseConfig {
     }
 }
 
+/// Where station readings come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestSource {
+    /// One MQTT broker (Mosquitto), a persistent session: the single-machine mode.
+    #[default]
+    Mqtt,
+    /// A RabbitMQ quorum queue over AMQP 0-9-1 (`[amqp]`): cluster mode, N collectors.
+    Amqp,
+}
+
+/// Cluster mode: RabbitMQ over AMQP 0-9-1 (`ingest.source = "amqp"`, and the alert
+/// publisher then publishes to `exchange` over AMQP too).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct AmqpConfig {
+    /// Comma-separated `amqp://user:password@host:port/vhost` URLs of the cluster's nodes,
+    /// tried in turn (credentials inside: set it from the environment, `SOILMON__AMQP__URLS`).
+    pub urls: String,
+    /// The quorum queue of station readings the collectors consume.
+    pub queue: String,
+    /// The topic exchange RabbitMQ's MQTT plugin publishes to (`mqtt.exchange`).
+    pub exchange: String,
+    /// Dead-letter exchange of the readings queue.
+    pub dead_letter_exchange: String,
+    /// Quorum queue bound to the dead-letter exchange (`#`).
+    pub dead_letter_queue: String,
+    /// Deliveries of one message before the broker dead-letters it (`x-delivery-limit`).
+    pub delivery_limit: u32,
+    /// Unacknowledged deliveries the broker sends one collector at most (`basic.qos`).
+    pub prefetch: u16,
+}
+
+impl Default for AmqpConfig {
+    fn default() -> Self {
+        AmqpConfig {
+            urls: String::new(),
+            queue: "soilmon.readings".into(),
+            exchange: "amq.topic".into(),
+            dead_letter_exchange: "soilmon.dlx".into(),
+            dead_letter_queue: "soilmon.readings.dead".into(),
+            delivery_limit: 5,
+            prefetch: 1000,
+        }
+    }
+}
+
+impl AmqpConfig {
+    /// The node URLs, in the order they are tried.
+    pub fn url_list(&self) -> Vec<&str> {
+        self.urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+}
+
 /// Ingestion and validation settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct IngestConfig {
+    /// Where readings come from: `mqtt` (default) or `amqp`.
+    #[serde(default)]
+    pub source: IngestSource,
     /// Largest accepted payload, bytes.
     pub max_payload_bytes: usize,
     /// Most messages per batch (one transaction).
@@ -431,6 +492,9 @@ pub struct Settings {
     /// Alert delivery to subscriptions.
     #[serde(default)]
     pub deliver: DeliverConfig,
+    /// RabbitMQ (cluster mode).
+    #[serde(default)]
+    pub amqp: AmqpConfig,
 }
 
 impl Settings {
@@ -482,6 +546,7 @@ impl Settings {
         self.check_lab(&mut problems);
         self.check_access(&mut problems);
         self.check_deliver(&mut problems);
+        self.check_amqp(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -611,6 +676,45 @@ impl Settings {
                 "deliver.backoff_min_ms",
                 "need 0 < backoff_min_ms <= backoff_max_ms",
             );
+        }
+    }
+
+    /// The `amqp.*` rules, when cluster mode is on.
+    fn check_amqp(&self, problems: &mut Vec<Problem>) {
+        if self.ingest.source != IngestSource::Amqp {
+            return;
+        }
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
+        let a = &self.amqp;
+        let urls = a.url_list();
+        if urls.is_empty() {
+            invalid(
+                "amqp.urls",
+                "ingest.source = \"amqp\" needs at least one URL",
+            );
+        }
+        if let Some(u) = urls
+            .iter()
+            .find(|u| u.parse::<lapin::uri::AMQPUri>().is_err())
+        {
+            let shown = u.split('@').next_back().unwrap_or_default();
+            invalid("amqp.urls", &format!("not an amqp:// URL (…@{shown})"));
+        }
+        for (key, name) in [
+            ("amqp.queue", &a.queue),
+            ("amqp.exchange", &a.exchange),
+            ("amqp.dead_letter_exchange", &a.dead_letter_exchange),
+            ("amqp.dead_letter_queue", &a.dead_letter_queue),
+        ] {
+            if name.is_empty() || name.len() > 255 {
+                invalid(key, "must be 1-255 bytes");
+            }
+        }
+        if a.delivery_limit == 0 || a.delivery_limit > i32::MAX as u32 {
+            invalid("amqp.delivery_limit", "must be at least 1");
+        }
+        if a.prefetch == 0 {
+            invalid("amqp.prefetch", "must be 1-65535");
         }
     }
 

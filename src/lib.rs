@@ -19,12 +19,14 @@
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
 //!   the [`registry::SharedRegistry`] snapshot handle.
-//! - [`ingest`] — the MQTT side: [`ingest::payload`] (bytes → validated sample or a reason
+//! - [`ingest`] — the ingest side: [`ingest::payload`] (bytes → validated sample or a reason
 //!   code; [`ingest::payload::scan`], the lenient `msg_id` scan of refused bytes),
 //!   [`ingest::replay`] (a quarantined message through the same path again),
-//!   [`ingest::collector`] (the poll task, natural batching, three batches in the
+//!   [`ingest::collector`] (the MQTT poll task, natural batching, three batches in the
 //!   database at once, copying side by side, committing in order, ordered acks after
-//!   commit) and `ingest/order.rs` (the pure primitive that releases batches in arrival
+//!   commit, whatever the source: it knows a message's ack only as an `AckTag`),
+//!   [`ingest::amqp`] (cluster mode's source: a RabbitMQ quorum-queue consumer feeding the
+//!   same writer) and `ingest/order.rs` (the pure primitive that releases batches in arrival
 //!   order).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
@@ -45,8 +47,9 @@
 //!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log).
-//! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
-//!   sent only after the broker acknowledged them.
+//! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1 (or to
+//!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
+//!   acknowledged them; of N instances one publishes at a time (the outbox lock).
 //! - [`deliver`] — alert delivery to bureau subscriptions: the pure parts
 //!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`];
 //!   the channels [`deliver::webhook`] and [`deliver::robot`] (DingTalk, WeCom); the secrets
@@ -55,6 +58,9 @@
 //!   [`store::subscriptions`] and [`store::deliveries`].
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector
 //!   and the publisher.
+//! - [`amqp`] — cluster mode's AMQP 0-9-1 adapter (lapin): connecting to the first RabbitMQ
+//!   node that answers, the topology `soilmon broker setup` declares, routing probes for
+//!   `soilmon broker check`, MQTT topic ↔ routing key.
 //! - [`telemetry`] — one function per event (batch committed, message refused, alerts
 //!   published, lab batch…): its log line and its metric together; the metric names.
 //! - [`broker`] — Mosquitto password and ACL files generated from the broker identities in
@@ -75,6 +81,7 @@
 #![warn(missing_docs)]
 
 pub mod alert;
+pub mod amqp;
 pub mod broker;
 pub mod config;
 pub mod deliver;

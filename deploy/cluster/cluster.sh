@@ -15,6 +15,10 @@
 #   deploy/cluster/cluster.sh status   print every node's state (exit 0 only if all run)
 #   deploy/cluster/cluster.sh env      print the `export` lines (multi-host libpq URL,
 #                                      AMQP and MQTT URLs); eval "$(cluster.sh env)"
+#   deploy/cluster/cluster.sh queue-leader Q   print the leader node of quorum queue Q
+#   deploy/cluster/cluster.sh kill rabbitN     SIGKILL RabbitMQ node N (tests; `up` restarts)
+#   deploy/cluster/cluster.sh kill pg-primary  SIGKILL the Patroni primary (patroni and
+#                                     postmaster; tests; `up` brings it back as a replica)
 #   deploy/cluster/cluster.sh --help
 #
 # Environment:
@@ -797,6 +801,41 @@ for q in json.load(sys.stdin):
 	return "$rc"
 }
 
+# Prints the leader node (rabbitN@localhost) of quorum queue $1, asking each
+# running node in turn.
+cmd_queue_leader() {
+	local q=${1:?queue name} i l
+	for ((i = 1; i <= N; i++)); do
+		rmq_pid "$i" >/dev/null || continue
+		l=$(rctl "$i" -q --timeout 10 list_queues name leader --formatter json 2>/dev/null \
+			| "$PY" -c 'import json,sys; print(next((q["leader"] for q in json.load(sys.stdin) if q["name"] == sys.argv[1]), ""))' "$q") || continue
+		[[ -n $l ]] && { echo "$l"; return 0; }
+	done
+	die "no running node knows a leader of queue $q"
+}
+
+# SIGKILLs one node for the failure tests: rabbitN (its beam), or pg-primary
+# (the Patroni primary's patroni and postmaster, as smoke.sh does); prints
+# what it killed. `up` brings it back.
+cmd_kill() {
+	local what=${1:?rabbitN or pg-primary} pid l pat pm
+	case "$what" in
+	rabbit[1-9])
+		pid=$(rmq_pid "${what#rabbit}") || die "$what is not running"
+		kill -KILL "$pid"
+		echo "$(rmq_node "${what#rabbit}")"
+		;;
+	pg-primary)
+		l=$(leader_index) || die "no Patroni primary"
+		pat=$(patroni_pid "$l") || die "no patroni pid for pg$l"
+		pm=$(postmaster_pid "$l") || die "no postmaster pid for pg$l"
+		kill -KILL "$pat" "$pm"
+		echo "pg$l"
+		;;
+	*) die "kill: rabbitN or pg-primary, not '$what'" ;;
+	esac
+}
+
 main() {
 	local cmd="${1:-}"
 	case "$cmd" in
@@ -804,9 +843,11 @@ main() {
 	down | stop) cmd_down ;;
 	status) cmd_status ;;
 	env) cmd_env ;;
+	queue-leader) cmd_queue_leader "${2:-}" ;;
+	kill) cmd_kill "${2:-}" ;;
 	-h | --help | help) usage ;;
 	*)
-		echo "usage: $0 up|down|status|env|--help" >&2
+		echo "usage: $0 up|down|status|env|queue-leader QUEUE|kill rabbitN|pg-primary|--help" >&2
 		exit 2
 		;;
 	esac

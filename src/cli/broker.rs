@@ -1,11 +1,12 @@
-//! `soilmon broker sync`, and the broker-file regeneration the identity commands share.
+//! `soilmon broker sync|setup|check`, and the broker-file regeneration the identity commands
+//! share.
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 
-use soilmon::broker;
 use soilmon::config::Settings;
 use soilmon::store::identities::{self, IdentityKind};
+use soilmon::{amqp, broker};
 
 use super::{admin_connect, write_lines};
 
@@ -14,6 +15,14 @@ pub enum BrokerCommand {
     /// Write broker.password_file and broker.acl_file from the database, then run
     /// broker.reload_command.
     Sync,
+    /// Cluster mode: declare on RabbitMQ (amqp.urls) the readings quorum queue with its
+    /// delivery limit and dead-letter exchange, the dead-letter queue, and the binding of
+    /// the station readings topic (idempotent; fails on a queue declared with other
+    /// arguments).
+    Setup,
+    /// Cluster mode: exit non-zero unless the readings queue exists and the readings topic of
+    /// every active station (and of a station not yet registered) routes to a queue.
+    Check,
 }
 
 /// Runs one `soilmon broker` command.
@@ -23,7 +32,84 @@ pub async fn dispatch(settings: &Settings, c: BrokerCommand) -> Result<()> {
             let client = admin_connect(settings).await?;
             broker_sync(settings, &client).await
         }
+        BrokerCommand::Setup => setup(settings).await,
+        BrokerCommand::Check => check(settings).await,
     }
+}
+
+/// `soilmon broker setup`.
+async fn setup(settings: &Settings) -> Result<()> {
+    let a = &settings.amqp;
+    let (conn, node) = amqp::connect(a, 0).await?;
+    let result = declare(settings, &conn, node).await;
+    // Closed on every path, so lapin's I/O loop does not outlive the runtime.
+    let _ = conn.close(200, "setup done").await;
+    result
+}
+
+async fn declare(settings: &Settings, conn: &lapin::Connection, node: usize) -> Result<()> {
+    let a = &settings.amqp;
+    let ch = conn.create_channel().await?;
+    let binding = amqp::readings_binding(&settings.mqtt);
+    amqp::declare(&ch, a, &binding)
+        .await
+        .with_context(|| format!("declaring the topology on node {node}"))?;
+    println!(
+        "declared on node {node}: quorum queue {} (x-delivery-limit {}, dead-letter exchange {} \
+         -> quorum queue {}), bound to {} with {binding}",
+        a.queue, a.delivery_limit, a.dead_letter_exchange, a.dead_letter_queue, a.exchange
+    );
+    Ok(())
+}
+
+/// `soilmon broker check`: the queues exist, and every station topic routes.
+async fn check(settings: &Settings) -> Result<()> {
+    let (conn, node) = amqp::connect(&settings.amqp, 0).await?;
+    let result = probe(settings, &conn, node).await;
+    let _ = conn.close(200, "check done").await;
+    result
+}
+
+async fn probe(settings: &Settings, conn: &lapin::Connection, node: usize) -> Result<()> {
+    let a = &settings.amqp;
+    let ch = conn.create_channel().await?;
+    let (messages, consumers) = amqp::queue_stats(&ch, &a.queue)
+        .await
+        .with_context(|| format!("queue {} (run `soilmon broker setup`)", a.queue))?;
+    amqp::queue_stats(&ch, &a.dead_letter_queue)
+        .await
+        .with_context(|| format!("queue {} (run `soilmon broker setup`)", a.dead_letter_queue))?;
+    let client = admin_connect(settings).await?;
+    let mut stations: Vec<String> = identities::active(&client)
+        .await?
+        .into_iter()
+        .filter(|i| i.kind == IdentityKind::Station)
+        .map(|i| i.username)
+        .collect();
+    // A station not registered yet must route too (it is refused with a reason, not lost).
+    stations.push(format!("unregistered-{}", std::process::id()));
+    let keys: Vec<String> = stations
+        .iter()
+        .map(|s| amqp::station_key(&settings.mqtt, s))
+        .collect();
+    let lost = amqp::unroutable(&ch, &a.exchange, &keys).await?;
+    println!(
+        "node {node}: queue {} holds {messages} messages, {consumers} consumers; \
+         {} station topics probed",
+        a.queue,
+        keys.len()
+    );
+    if !lost.is_empty() {
+        bail!(
+            "not ready: {} of {} station topics route to no queue (a station publishing there \
+             would be confirmed and its message dropped): {}",
+            lost.len(),
+            keys.len(),
+            lost.join(", ")
+        );
+    }
+    println!("ready: every station topic routes to a queue");
+    Ok(())
 }
 
 /// Regenerates the broker files and reloads the broker, printing what was done.

@@ -612,11 +612,26 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
     .ok()
     .flatten()
     .is_some();
-    let broker_addr = format!("{}:{}", st.settings.mqtt.host, st.settings.mqtt.port);
-    let broker = matches!(
-        tokio::time::timeout(limit, tokio::net::TcpStream::connect(&broker_addr)).await,
-        Ok(Ok(_))
-    );
+    // Cluster mode: ready while any RabbitMQ node of amqp.urls accepts a connection.
+    let addrs = match st.settings.ingest.source {
+        crate::config::IngestSource::Mqtt => {
+            vec![format!(
+                "{}:{}",
+                st.settings.mqtt.host, st.settings.mqtt.port
+            )]
+        }
+        crate::config::IngestSource::Amqp => crate::amqp::node_addrs(&st.settings.amqp),
+    };
+    let mut broker = false;
+    for addr in &addrs {
+        broker |= matches!(
+            tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await,
+            Ok(Ok(_))
+        );
+        if broker {
+            break;
+        }
+    }
     let status = if db && broker {
         StatusCode::OK
     } else {

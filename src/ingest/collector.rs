@@ -1,6 +1,8 @@
-//! The collector: MQTT persistent session in, one transaction per batch, ordered acks out.
+//! The collector: MQTT persistent session (or an AMQP queue, [`super::amqp`]) in, one
+//! transaction per batch, ordered acks out.
 //!
-//! Two tasks:
+//! Two tasks (the AMQP source replaces the poll task with its consumer task; the writer
+//! task is the same, and knows of either source only the [`AckTag`] it hands back):
 //!
 //! - the **poll task** owns `EventLoop::poll()` and the connection: it forwards each
 //!   incoming publish, tagged with the connection generation it arrived on, into a bounded
@@ -36,7 +38,7 @@ use std::time::Duration;
 use chrono::Utc;
 use deadpool_postgres::Pool;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, PubAck, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, PubAck, QoS};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,7 +46,7 @@ use tracing::{error, info, warn, Instrument};
 
 use super::order::{InOrder, Ticket};
 use super::payload;
-use crate::config::Settings;
+use crate::config::{IngestSource, Settings};
 use crate::domain::sample::{RejectCode, Rejection};
 use crate::domain::standard::Standards;
 use crate::mqtt::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
@@ -65,11 +67,28 @@ pub enum CollectorError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// A publish as it came off the connection with the given generation.
-struct Delivery {
-    generation: u64,
-    publish: Publish,
-    received_at: chrono::DateTime<Utc>,
+/// How the source acknowledges one message: the connection (MQTT) or channel (AMQP)
+/// generation it arrived on, and its id there (an MQTT packet id, an AMQP delivery tag).
+/// This is all the writer knows of the source: it hands these back, in arrival order, after
+/// the commit, and the source task that alone owns the connection writes the acks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct AckTag {
+    /// Connection generation the message arrived on.
+    pub(super) generation: u64,
+    /// Packet id (MQTT) or delivery tag (AMQP) on that connection.
+    pub(super) tag: u64,
+}
+
+/// A message as it came off the source, with the handle that acknowledges it.
+pub(super) struct Delivery {
+    /// How to acknowledge it.
+    pub(super) ack: AckTag,
+    /// MQTT topic (for AMQP: the routing key turned back into the topic).
+    pub(super) topic: String,
+    /// Raw payload.
+    pub(super) payload: Vec<u8>,
+    /// When soilmon received it.
+    pub(super) received_at: chrono::DateTime<Utc>,
 }
 
 /// Shared handles the collector needs.
@@ -89,48 +108,57 @@ pub struct Shared {
     pub shutdown: CancellationToken,
 }
 
-/// Runs the collector until shutdown.
+/// Runs the collector until shutdown, on the source `ingest.source` names: the MQTT poll
+/// task below, or the AMQP consumer of [`super::amqp`]. Either feeds the same writer task
+/// and writes the acks it hands back.
 pub async fn run(shared: Shared) -> Result<(), CollectorError> {
     let settings = &shared.settings;
-    let mut opts = mqtt_options(settings, &settings.mqtt.client_id);
-    opts.set_clean_session(false);
-    opts.set_manual_acks(true);
     let window = settings.ingest.inflight_window;
-    // The request channel carries only SUBSCRIBE and DISCONNECT: acks go to the poll task.
-    let (client, eventloop) = mqtt_client(opts, 64);
     let (tx, rx) = mpsc::channel::<Delivery>(window);
-    // Acks from the writer to the poll task. Unbounded so the writer never waits on the
-    // poll task; it holds at most one packet id per message of the in-flight window.
+    // Acks from the writer to the source task. Unbounded so the writer never waits on the
+    // source task; it holds at most one tag per message of the in-flight window.
     let (ack_tx, ack_rx) = mpsc::unbounded_channel::<ToPoll>();
     let generation = Arc::new(Mutex::new(0u64));
     let inflight = Arc::new(telemetry::Inflight::new());
 
-    let poll = tokio::spawn(poll_task(
-        eventloop,
-        client,
-        Forward {
-            tx,
-            inflight: inflight.clone(),
-        },
-        ack_rx,
-        generation.clone(),
-        shared.clone(),
-    ));
+    let forward = Forward {
+        tx,
+        inflight: inflight.clone(),
+    };
+    let source = match settings.ingest.source {
+        IngestSource::Mqtt => {
+            let mut opts = mqtt_options(settings, &settings.mqtt.client_id);
+            opts.set_clean_session(false);
+            opts.set_manual_acks(true);
+            // The request channel carries only SUBSCRIBE and DISCONNECT: acks go to the
+            // poll task.
+            let (client, eventloop) = mqtt_client(opts, 64);
+            tokio::spawn(poll_task(
+                eventloop,
+                client,
+                forward,
+                ack_rx,
+                generation.clone(),
+                shared.clone(),
+            ))
+        }
+        IngestSource::Amqp => tokio::spawn(super::amqp::consume_task(
+            forward,
+            ack_rx,
+            generation.clone(),
+            shared.clone(),
+        )),
+    };
     let writer = tokio::spawn(writer_task(rx, ack_tx, generation, inflight, shared));
     writer.await?;
-    poll.await?;
+    source.await?;
     Ok(())
 }
 
-/// What the writer hands to the poll task.
-enum ToPoll {
-    /// Acknowledge this packet id, if the connection it arrived on is still the current one.
-    Ack {
-        /// Connection generation the message arrived on.
-        generation: u64,
-        /// Its packet id.
-        pkid: u16,
-    },
+/// What the writer hands to the source task (the MQTT poll task or the AMQP consumer).
+pub(super) enum ToPoll {
+    /// Acknowledge this message, if the connection it arrived on is still the current one.
+    Ack(AckTag),
     /// The writer has stopped: send the remaining acks, then DISCONNECT.
     Done,
 }
@@ -173,8 +201,9 @@ async fn write_acks(
                 done = true;
                 break;
             }
-            Some(ToPoll::Ack { generation, pkid }) => {
-                if generation == current {
+            Some(ToPoll::Ack(AckTag { generation, tag })) => {
+                // Every MQTT tag was made from a u16 packet id.
+                if let (true, Ok(pkid)) = (generation == current, u16::try_from(tag)) {
                     if let Some(net) = eventloop.network.as_mut() {
                         net.write(Packet::PubAck(PubAck::new(pkid))).await?;
                         wrote = true;
@@ -269,8 +298,10 @@ async fn poll_task(
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 // Shutting down: not stored, not acked, redelivered next session.
+                let (topic, payload) = (publish.topic, publish.payload.to_vec());
+                let tag = u64::from(publish.pkid);
                 if stop_deadline.is_none()
-                    && !forward(publish, &to_writer, &generation, &token).await
+                    && !forward(topic, payload, tag, &to_writer, &generation, &token).await
                 {
                     return;
                 }
@@ -296,24 +327,31 @@ async fn poll_task(
     }
 }
 
-/// The poll task's way to the writer: the bounded channel, and the in-flight count.
-struct Forward {
+/// The source task's way to the writer: the bounded channel, and the in-flight count.
+pub(super) struct Forward {
     tx: mpsc::Sender<Delivery>,
     inflight: Arc<telemetry::Inflight>,
 }
 
-/// Hands an incoming publish to the writer, tagged with the current generation (waiting
-/// while the channel is full, unless shutdown comes first). Returns false when the writer is
-/// gone. The message counts as in flight from here until its ack is handed over.
-async fn forward(
-    publish: Publish,
+/// Hands an incoming message (`tag`: its packet id or delivery tag) to the writer, tagged
+/// with the current generation (waiting while the channel is full, unless shutdown comes
+/// first). Returns false when the writer is gone. The message counts as in flight from here
+/// until its ack is handed over.
+pub(super) async fn forward(
+    topic: String,
+    payload: Vec<u8>,
+    tag: u64,
     to: &Forward,
     generation: &Mutex<u64>,
     token: &CancellationToken,
 ) -> bool {
     let delivery = Delivery {
-        generation: *lock(generation),
-        publish,
+        ack: AckTag {
+            generation: *lock(generation),
+            tag,
+        },
+        topic,
+        payload,
         received_at: Utc::now(),
     };
     to.inflight.received();
@@ -336,13 +374,15 @@ fn new_generation(eventloop: &mut EventLoop, generation: &Mutex<u64>) {
     eventloop.clean();
 }
 
-fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+/// The generation, whatever a panicking holder left.
+pub(super) fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A batch taken off the channel, each message parsed as it arrived, ready to write.
 struct Prepared {
-    batch: Vec<Delivery>,
+    /// How to acknowledge each message, in arrival order.
+    batch: Vec<AckTag>,
     received: Vec<Received>,
     /// The registry snapshot the batch's messages were validated against.
     registry: Arc<Registry>,
@@ -367,9 +407,9 @@ impl Prepared {
         if self.batch.is_empty() {
             self.registry = registry_snapshot(shared);
         }
+        self.batch.push(d.ack);
         self.received
-            .push(receive(&d, Utc::now(), shared, &self.registry));
-        self.batch.push(d);
+            .push(receive(d, Utc::now(), shared, &self.registry));
     }
 
     fn is_empty(&self) -> bool {
@@ -742,7 +782,7 @@ async fn writer_task(
 /// Hands the acks of a committed batch to the poll task, in arrival order; messages of an
 /// earlier connection are not acked. Returns how many were dropped as stale.
 fn send_acks(
-    batch: &[Delivery],
+    batch: &[AckTag],
     acks: &mpsc::UnboundedSender<ToPoll>,
     generation: &Mutex<u64>,
 ) -> usize {
@@ -751,13 +791,7 @@ fn send_acks(
     for d in batch {
         if d.generation != *current {
             stale += 1;
-        } else if acks
-            .send(ToPoll::Ack {
-                generation: d.generation,
-                pkid: d.publish.pkid,
-            })
-            .is_err()
-        {
+        } else if acks.send(ToPoll::Ack(*d)).is_err() {
             warn!("mqtt: poll task gone; ack not sent (message will be redelivered)");
         }
     }
@@ -809,14 +843,14 @@ fn log_batch(
 }
 
 fn receive(
-    d: &Delivery,
+    d: Delivery,
     now: chrono::DateTime<Utc>,
     shared: &Shared,
     registry: &Registry,
 ) -> Received {
     received(
-        d.publish.topic.clone(),
-        d.publish.payload.to_vec(),
+        d.topic,
+        d.payload,
         d.received_at,
         now,
         &shared.settings,

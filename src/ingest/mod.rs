@@ -1,6 +1,8 @@
-//! The MQTT side: payload validation, the collector loop, and the quarantine replay that
-//! sends a refused message through the same path again.
+//! The ingest side: payload validation, the collector loop and its two sources (the MQTT
+//! poll task in the collector, the AMQP consumer in [`amqp`]), and the quarantine replay
+//! that sends a refused message through the same path again.
 
+pub mod amqp;
 pub mod collector;
 mod order;
 pub mod payload;

@@ -1,8 +1,29 @@
 //! The outbox: MQTT publications (alert events, reject replies) queued in the same
 //! transaction as the data they describe, read and marked published by the alert publisher.
 //! Every statement on the `outbox` table is here.
+//!
+//! Any number of soilmon instances may run a publisher on one database. A publishing round
+//! is one transaction that first takes the outbox lock ([`try_lead`], a transaction-level
+//! advisory lock): the instance that gets it publishes the oldest rows and marks them in that
+//! transaction; the others skip the round. So rounds never overlap, rows leave in id order
+//! whichever instance runs, and order per alert topic holds without any per-topic
+//! bookkeeping. An instance that dies mid-round loses the lock with its connection; the next
+//! round (any instance) publishes its unmarked rows again (at least once: subscribers
+//! deduplicate by `event_id`).
 
 use deadpool_postgres::{Client, Transaction};
+
+/// The advisory lock key of the outbox (the ASCII bytes of `soilmon`, then `1`).
+const OUTBOX_LOCK: i64 = 0x736f_696c_6d6f_6e01;
+
+/// Takes the outbox lock for the rest of `tx` if no other transaction holds it. Returns
+/// whether this transaction may publish.
+pub(crate) async fn try_lead(tx: &Transaction<'_>) -> Result<bool, StoreError> {
+    let stmt = tx
+        .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
+        .await?;
+    Ok(tx.query_one(&stmt, &[&OUTBOX_LOCK]).await?.get(0))
+}
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -59,8 +80,11 @@ pub(crate) struct Pending {
     pub(crate) kind: String,
 }
 
-/// The oldest unpublished rows, at most `limit`, in id order.
-pub(crate) async fn pending(db: &Client, limit: usize) -> Result<Vec<Pending>, StoreError> {
+/// The oldest unpublished rows, at most `limit`, in id order (read under [`try_lead`]).
+pub(crate) async fn pending(
+    db: &Transaction<'_>,
+    limit: usize,
+) -> Result<Vec<Pending>, StoreError> {
     let stmt = db
         .prepare_cached(
             "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
@@ -79,8 +103,8 @@ pub(crate) async fn pending(db: &Client, limit: usize) -> Result<Vec<Pending>, S
         .collect())
 }
 
-/// Marks rows published (after the broker acknowledged them).
-pub(crate) async fn mark_published(db: &Client, ids: &[i64]) -> Result<(), StoreError> {
+/// Marks rows published (after the broker acknowledged them), in the round's transaction.
+pub(crate) async fn mark_published(db: &Transaction<'_>, ids: &[i64]) -> Result<(), StoreError> {
     let stmt = db
         .prepare_cached("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
         .await?;

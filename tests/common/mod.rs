@@ -1205,6 +1205,7 @@ pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) -> Result<()> 
     Ok(())
 }
 pub mod api;
+pub mod cluster;
 pub mod lab;
 pub mod pipeline;
 pub mod receiver;

@@ -1,0 +1,255 @@
+//! The AMQP 0-9-1 adapter for cluster mode (RabbitMQ), shared by the collector's AMQP source
+//! (`ingest::amqp`), the alert publisher and `soilmon broker setup|check`: connecting to the
+//! first node that answers, the topology soilmon declares (readings quorum queue, its
+//! binding, delivery limit and dead-letter queue), routing probes, and the mapping between
+//! MQTT topics and routing keys that RabbitMQ's MQTT plugin applies.
+
+use std::time::Duration;
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+
+use crate::config::{AmqpConfig, MqttConfig};
+
+/// Errors talking to RabbitMQ.
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    /// No configured node accepted a connection.
+    #[error("amqp: no node of amqp.urls answered ({tried} tried); last error: {last}")]
+    Unreachable {
+        /// How many URLs were tried.
+        tried: usize,
+        /// The last node's error.
+        last: String,
+    },
+    /// A protocol or channel error (e.g. PRECONDITION_FAILED for a queue declared before with
+    /// other arguments).
+    #[error("amqp: {0}")]
+    Protocol(#[from] lapin::Error),
+    /// The broker refused (nacked) a publication.
+    #[error("amqp: the broker refused a publication to {0:?}")]
+    Nacked(String),
+}
+
+/// How long one node may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The header that marks a `soilmon broker check` routing probe: a collector acks a probe
+/// at once and stores nothing.
+pub const PROBE_HEADER: &str = "x-soilmon-probe";
+
+/// Connects to the first node of `amqp.urls` that answers, starting at index `start` (so a
+/// reconnect after a node loss tries the next node first). Returns the connection and the
+/// index of the node it reached.
+pub async fn connect(cfg: &AmqpConfig, start: usize) -> Result<(Connection, usize), AmqpError> {
+    let urls = cfg.url_list();
+    let mut last = String::from("amqp.urls is empty");
+    for k in 0..urls.len() {
+        let i = (start + k) % urls.len();
+        let props = ConnectionProperties::default()
+            .with_executor(tokio_executor_trait::Tokio::current())
+            .with_reactor(tokio_reactor_trait::Tokio)
+            .with_connection_name("soilmon".into());
+        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(urls[i], props)).await {
+            Ok(Ok(conn)) => return Ok((conn, i)),
+            Ok(Err(e)) => last = format!("node {i}: {e}"),
+            Err(_) => last = format!("node {i}: no answer within {CONNECT_TIMEOUT:?}"),
+        }
+    }
+    Err(AmqpError::Unreachable {
+        tried: urls.len(),
+        last,
+    })
+}
+
+/// `host:port` of every node of `amqp.urls` (for readiness checks; unparsable ones skipped,
+/// config validation refuses them).
+pub fn node_addrs(cfg: &AmqpConfig) -> Vec<String> {
+    cfg.url_list()
+        .iter()
+        .filter_map(|u| u.parse::<lapin::uri::AMQPUri>().ok())
+        .map(|u| format!("{}:{}", u.authority.host, u.authority.port))
+        .collect()
+}
+
+/// The routing key RabbitMQ's MQTT plugin gives an MQTT topic (or filter): `/` and `.`
+/// swap places (`soil/v1/stations/st.01/readings` → `soil.v1.stations.st/01.readings`).
+pub fn routing_key(topic: &str) -> String {
+    topic
+        .chars()
+        .map(|c| match c {
+            '/' => '.',
+            '.' => '/',
+            c => c,
+        })
+        .collect()
+}
+
+/// The MQTT topic of a routing key (the same swap, undone).
+pub fn topic_of(routing_key_: &str) -> String {
+    routing_key(routing_key_)
+}
+
+/// The binding key of the readings queue on the MQTT exchange: the readings filter as a
+/// routing-key pattern (`soil.v1.stations.*.readings`).
+pub fn readings_binding(mqtt: &MqttConfig) -> String {
+    routing_key(&mqtt.readings_filter()).replace('+', "*")
+}
+
+/// The routing key a station's readings arrive with.
+pub fn station_key(mqtt: &MqttConfig, station: &str) -> String {
+    routing_key(&format!(
+        "{}/stations/{station}/readings",
+        mqtt.topic_prefix
+    ))
+}
+
+/// The arguments of the readings queue. They are part of the contract: a queue declared
+/// before with other arguments makes the declaration fail (PRECONDITION_FAILED), and
+/// `deploy/cluster/cluster.sh` declares the same ones (integers as 32-bit signed, as it
+/// sends them).
+pub fn readings_queue_args(cfg: &AmqpConfig) -> FieldTable {
+    let mut t = FieldTable::default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    t.insert("x-queue-type".into(), text("quorum"));
+    let limit = i32::try_from(cfg.delivery_limit).unwrap_or(i32::MAX);
+    t.insert("x-delivery-limit".into(), AMQPValue::LongInt(limit));
+    t.insert(
+        "x-dead-letter-exchange".into(),
+        text(&cfg.dead_letter_exchange),
+    );
+    // At-least-once dead-lettering (quorum queues only) requires reject-publish: a full
+    // queue then refuses publishes (the station gets no PUBACK and retries) instead of
+    // dropping the oldest.
+    t.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    t.insert("x-overflow".into(), text("reject-publish"));
+    t
+}
+
+fn quorum_args() -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    t
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    }
+}
+
+/// Declares the dead-letter exchange and queue, the readings queue with its arguments, and
+/// its binding to `amqp.exchange` with `binding` (idempotent: declaring again with the same
+/// arguments changes nothing).
+pub async fn declare(ch: &Channel, cfg: &AmqpConfig, binding: &str) -> Result<(), AmqpError> {
+    let exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    ch.exchange_declare(
+        &cfg.dead_letter_exchange,
+        ExchangeKind::Topic,
+        exchange,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(&cfg.dead_letter_queue, durable(), quorum_args())
+        .await?;
+    ch.queue_bind(
+        &cfg.dead_letter_queue,
+        &cfg.dead_letter_exchange,
+        "#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(&cfg.queue, durable(), readings_queue_args(cfg))
+        .await?;
+    ch.queue_bind(
+        &cfg.queue,
+        &cfg.exchange,
+        binding,
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Messages and consumers of a queue that exists (a passive declaration: fails with
+/// NOT_FOUND, closing the channel, when it does not).
+pub async fn queue_stats(ch: &Channel, queue: &str) -> Result<(u32, u32), AmqpError> {
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let q = ch.queue_declare(queue, opts, FieldTable::default()).await?;
+    Ok((q.message_count(), q.consumer_count()))
+}
+
+/// Whether a delivery is a routing probe (see [`PROBE_HEADER`]).
+pub fn is_probe(props: &BasicProperties) -> bool {
+    props
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key(PROBE_HEADER))
+}
+
+/// Publishes one mandatory probe per routing key to `exchange` with publisher confirms and
+/// returns the keys that no queue is bound for (the broker returned them). A probe that is
+/// routed lands in the readings queue, where a collector acks it without storing it.
+pub async fn unroutable(
+    ch: &Channel,
+    exchange: &str,
+    keys: &[String],
+) -> Result<Vec<String>, AmqpError> {
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut headers = FieldTable::default();
+    headers.insert(ShortString::from(PROBE_HEADER), AMQPValue::Boolean(true));
+    let props = BasicProperties::default().with_headers(headers);
+    let mandatory = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let mut lost = Vec::new();
+    for key in keys {
+        let confirm = ch
+            .basic_publish(exchange, key, mandatory, b"{}", props.clone())
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(Some(_)) => lost.push(key.clone()),
+            Confirmation::Ack(None) | Confirmation::NotRequested => {}
+            Confirmation::Nack(_) => return Err(AmqpError::Nacked(key.clone())),
+        }
+    }
+    Ok(lost)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slashes_and_dots_swap_both_ways() {
+        assert_eq!(
+            routing_key("soil/v1/stations/st.01/readings"),
+            "soil.v1.stations.st/01.readings"
+        );
+        assert_eq!(
+            topic_of("soil.v1.stations.st/01.readings"),
+            "soil/v1/stations/st.01/readings"
+        );
+        let t = "a/b.c/d";
+        assert_eq!(topic_of(&routing_key(t)), t);
+    }
+}

@@ -1,0 +1,289 @@
+//! Cluster mode on the topology of `deploy/cluster/cluster.sh` (3 RabbitMQ nodes, 3 etcd, 3
+//! PostgreSQL under Patroni, all on loopback; `deploy/local/test.sh` starts it): N soilmon
+//! collectors consume one quorum queue over AMQP while a station network publishes MQTT QoS1
+//! through the nodes' MQTT listeners, and processes and nodes are SIGKILLed mid-stream.
+//!
+//! Every scenario asserts the same outcome: every message the broker confirmed to the
+//! station is stored exactly once, every alert is published (marked in the outbox and
+//! received by a bureau subscriber), and the queue is empty at the end. The scenarios kill
+//! shared nodes, so they run one at a time (a lock), each on its own database, queue and
+//! topic prefix. Sizes: `SOILMON_CLUSTER_TEST_MESSAGES` (default 2000) at
+//! `SOILMON_CLUSTER_TEST_RATE` per second (default 100).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use common::cluster::{
+    alert_event_ids, publish_stream, stored, wait_consuming, AlertWatch, Cluster, Confirmed,
+    Scenario,
+};
+use common::{pg_connect, wait_until, Soilmon};
+
+/// One scenario at a time: they kill shared nodes.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn size() -> (usize, u32) {
+    let get = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    (
+        get("SOILMON_CLUSTER_TEST_MESSAGES", 2000) as usize,
+        get("SOILMON_CLUSTER_TEST_RATE", 100) as u32,
+    )
+}
+
+/// Starts the stream in the background; returns its handle and its progress counter.
+fn stream(
+    cluster: Arc<Cluster>,
+    prefix: String,
+    first_node: usize,
+) -> (
+    tokio::task::JoinHandle<Result<Confirmed>>,
+    Arc<Mutex<usize>>,
+) {
+    let (count, rate) = size();
+    let progress = Arc::new(Mutex::new(0usize));
+    let p = progress.clone();
+    let limit = Duration::from_secs(count as u64 / u64::from(rate.max(1)) + 240);
+    let task = tokio::spawn(async move {
+        publish_stream(&cluster, &prefix, count, rate, first_node, limit, p).await
+    });
+    (task, progress)
+}
+
+/// Waits until `progress` reaches `n` confirmed messages.
+async fn reached(progress: &Arc<Mutex<usize>>, n: usize) -> Result<()> {
+    wait_until("stream progress", Duration::from_secs(300), || async {
+        Ok(*progress.lock().unwrap() >= n)
+    })
+    .await
+}
+
+/// The end state every scenario must reach: each confirmed message stored exactly once,
+/// the outbox published, every alert received by the bureau, the queue empty.
+async fn settles(
+    cluster: &Cluster,
+    s: &Scenario,
+    confirmed: &Confirmed,
+    watch: &AlertWatch,
+    collectors: &[Soilmon],
+) -> Result<()> {
+    let logs = || {
+        collectors
+            .iter()
+            .map(|c| c.log())
+            .collect::<Vec<_>>()
+            .join("\n=====\n")
+    };
+    wait_until(
+        "every confirmed message stored",
+        Duration::from_secs(180),
+        || async {
+            let st = stored(&s.db_url).await?;
+            Ok(confirmed.keys.iter().all(|k| st.keys.contains(k)))
+        },
+    )
+    .await
+    .with_context(logs)?;
+    wait_until("outbox published", Duration::from_secs(120), || async {
+        Ok(stored(&s.db_url).await?.unpublished == 0)
+    })
+    .await
+    .with_context(logs)?;
+    wait_until("queue drained", Duration::from_secs(60), || async {
+        Ok(s.queue_stats(cluster).await?.0 == 0)
+    })
+    .await?;
+    let st = stored(&s.db_url).await?;
+    ensure!(
+        st.duplicate_readings == 0,
+        "{} readings stored twice",
+        st.duplicate_readings
+    );
+    // Every message ends up confirmed (the station resends what was not), so the stored
+    // set is exactly the confirmed one.
+    ensure!(
+        st.keys == confirmed.keys,
+        "stored {} messages, confirmed {}",
+        st.keys.len(),
+        confirmed.keys.len()
+    );
+    // Two readings (Cd, Pb) per stored message: nothing half-stored, nothing twice.
+    ensure!(
+        st.readings == 2 * st.keys.len() as i64,
+        "{} readings for {} messages",
+        st.readings,
+        st.keys.len()
+    );
+    ensure!(st.alerts > 0, "the stream raised no alert");
+    let expected = alert_event_ids(&s.db_url).await?;
+    wait_until(
+        "bureau received every alert",
+        Duration::from_secs(60),
+        || async { Ok(expected.is_subset(&watch.events.lock().unwrap())) },
+    )
+    .await?;
+    println!(
+        "settled: {} confirmed, {} stored, {} readings, {} alerts, {} station reconnects",
+        confirmed.keys.len(),
+        st.keys.len(),
+        st.readings,
+        st.alerts,
+        confirmed.reconnects
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_sigkilled_ten_times_loses_and_doubles_nothing() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let s = Scenario::start(&cluster).await?;
+    let mut collectors = s.collectors(3).await?;
+    let watch = AlertWatch::start(&cluster, 2, &s.prefix).await?;
+    let (task, progress) = stream(cluster.clone(), s.prefix.clone(), 0);
+    let (count, _) = size();
+    for k in 0..10 {
+        reached(&progress, count * (k + 1) / 12).await?;
+        let victim = rand::random::<usize>() % collectors.len();
+        collectors[victim].kill9()?;
+        collectors[victim].start().await?;
+        let starts = collectors[victim]
+            .log()
+            .matches("===== harness: start")
+            .count();
+        wait_consuming(&collectors[victim], starts).await?;
+    }
+    let confirmed = task.await??;
+    ensure!(confirmed.keys.len() == count, "not every message confirmed");
+    settles(&cluster, &s, &confirmed, &watch, &collectors).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_queue_leader_node_sigkilled_mid_stream() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let s = Scenario::start(&cluster).await?;
+    let collectors = s.collectors(3).await?;
+    let leader = cluster.script(&["queue-leader", &s.queue]).await?;
+    let n: usize = leader
+        .trim_start_matches("rabbit")
+        .split('@')
+        .next()
+        .and_then(|d| d.parse().ok())
+        .context("leader name")?;
+    // The station and the bureau use the two nodes that survive (node n has index n - 1).
+    let watch = AlertWatch::start(&cluster, (n + 1) % 3, &s.prefix).await?;
+    let (task, progress) = stream(cluster.clone(), s.prefix.clone(), n % 3);
+    let (count, _) = size();
+    reached(&progress, count / 3).await?;
+    let killed = cluster.script(&["kill", &format!("rabbit{n}")]).await?;
+    println!("SIGKILLed {killed}, the leader of {}", s.queue);
+    let confirmed = task.await??;
+    let result = settles(&cluster, &s, &confirmed, &watch, &collectors).await;
+    cluster.script(&["up"]).await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let s = Scenario::start(&cluster).await?;
+    let collectors = s.collectors(3).await?;
+    let watch = AlertWatch::start(&cluster, 1, &s.prefix).await?;
+    let (task, progress) = stream(cluster.clone(), s.prefix.clone(), 0);
+    let (count, _) = size();
+    reached(&progress, count / 3).await?;
+    let before = stored(&s.db_url).await?.keys.len();
+    let killed = cluster.script(&["kill", "pg-primary"]).await?;
+    let t_kill = Instant::now();
+    // Kill → the first commit on the new primary: the stored count grows again.
+    wait_until(
+        "a commit after the failover",
+        Duration::from_secs(180),
+        || async {
+            let c = pg_connect(&s.db_url).await?;
+            let n: i64 = c
+                .query_one("SELECT count(*) FROM messages", &[])
+                .await?
+                .get(0);
+            Ok(n as usize > before + 5)
+        },
+    )
+    .await?;
+    println!(
+        "SIGKILLed the primary {killed}: first commits on the new primary {:.1} s after the kill",
+        t_kill.elapsed().as_secs_f64()
+    );
+    let confirmed = task.await??;
+    let result = settles(&cluster, &s, &confirmed, &watch, &collectors).await;
+    cluster.script(&["up"]).await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_check_refuses_unroutable_station_topics_and_poison_is_quarantined_once(
+) -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let s = Scenario::start(&cluster).await?;
+    // `broker setup` ran: every station topic of this prefix routes.
+    let ok = s.soilmon().command(&["broker", "check"]).await?;
+    ensure!(
+        ok.status.success(),
+        "broker check refused a set-up cluster: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The same cluster for stations publishing under a prefix nothing is bound for.
+    let other = s
+        .soilmon()
+        .env("SOILMON__MQTT__TOPIC_PREFIX", "unbound/soil/v1")
+        .command(&["broker", "check"])
+        .await?;
+    let err = String::from_utf8_lossy(&other.stderr);
+    ensure!(
+        !other.status.success() && err.contains("not ready") && err.contains("unbound.soil.v1"),
+        "broker check accepted unroutable station topics: {err}"
+    );
+    let collectors = s.collectors(2).await?;
+    let watch = AlertWatch::start(&cluster, 0, &s.prefix).await?;
+    let topic = format!("{}/stations/st9/readings", s.prefix);
+    common::cluster::publish_raw(&cluster, 1, &topic, b"{not json").await?;
+    // A good message behind it: once it is stored, the poison one was dealt with.
+    let (t, _, body) = common::cluster::stream_message(&s.prefix, 1);
+    common::cluster::publish_raw(&cluster, 1, &t, &body).await?;
+    wait_until(
+        "the good message stored",
+        Duration::from_secs(60),
+        || async { Ok(stored(&s.db_url).await?.keys.len() == 1) },
+    )
+    .await?;
+    wait_until("queue drained", Duration::from_secs(30), || async {
+        Ok(s.queue_stats(&cluster).await?.0 == 0)
+    })
+    .await?;
+    let c = pg_connect(&s.db_url).await?;
+    let q: i64 = c
+        .query_one(
+            "SELECT count(*) FROM quarantine WHERE reason = 'malformed_json'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(q == 1, "poison message quarantined {q} times");
+    let rejects: i64 = c
+        .query_one("SELECT count(*) FROM outbox WHERE kind = 'reject'", &[])
+        .await?
+        .get(0);
+    ensure!(rejects == 1, "{rejects} reject replies");
+    drop(watch);
+    drop(collectors);
+    Ok(())
+}

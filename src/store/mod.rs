@@ -1,6 +1,7 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
 //! writer (and the hypertable chunks it knows of), judged readings, incident tracks, the
-//! outbox, the tamper-evident archive, broker identities and the queries the CLI uses.
+//! outbox, the tamper-evident archive, broker identities, the queries the CLI uses and the web
+//! console's sessions, incident workflow and reads ([`console`]).
 //!
 //! The store knows nothing of who calls it: its inputs are domain types
 //! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
@@ -8,6 +9,7 @@
 
 pub mod archive;
 pub mod chunks;
+pub mod console;
 pub mod identities;
 pub mod incidents;
 pub mod lab;

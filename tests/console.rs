@@ -246,6 +246,7 @@ async fn bureau_map_feed_workflow_and_verify() -> Result<()> {
     ensure!(status == 404, "data of another county: {status}");
 
     // Logout ends the session.
+    b.goto(&format!("{}/console/map", s.base)).await?;
     b.wait_css("#logout").await?.click().await?;
     b.wait_css("#token").await?;
     let after = http

@@ -29,7 +29,11 @@
       title: { text: box.dataset.point + " · " + metal + " (mg/kg)", textStyle: { fontSize: 13 } },
       tooltip: { trigger: "axis" },
       xAxis: { type: "time" },
-      yAxis: { type: "value", name: "mg/kg" },
+      // The axis reaches the intervention line too, so both lines are always in view.
+      yAxis: { type: "value", name: "mg/kg", max: function (v) {
+        const top = Math.max(v.max, ...lines(rows).map(function (l) { return l.yAxis; }));
+        return Math.ceil(top * 1.15 * 100) / 100;
+      } },
       series: [{ type: "line", name: metal, showSymbol: true,
         data: rows.map(function (r) { return [r.sampled_at, r.value_mgkg]; }),
         markLine: { symbol: "none", data: lines(rows) },

@@ -495,6 +495,68 @@ pub struct Settings {
     /// RabbitMQ (cluster mode).
     #[serde(default)]
     pub amqp: AmqpConfig,
+    /// The web console and the public disclosure page.
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The web console (`/console`) and the public disclosure page (`/public`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ConsoleConfig {
+    /// Directory of the browser libraries installed by `deploy/local/assets.sh`
+    /// (`web/node_modules`); relative paths are resolved against the config file.
+    pub assets_dir: PathBuf,
+    /// Basemap tile URL template (`https://…/{z}/{x}/{y}.png`); empty: no basemap, the map
+    /// shows the points over the county outlines only (works offline).
+    pub tiles_url: String,
+    /// Attribution shown with the tiles.
+    pub tiles_attribution: String,
+    /// How long a console session lasts, hours.
+    pub session_hours: u32,
+    /// Mark the session cookie `Secure` (set it when the console is served over TLS, e.g.
+    /// behind a TLS-terminating proxy).
+    pub secure_cookie: bool,
+    /// Language of a visitor who has not chosen one: `zh-CN` or `en`.
+    pub default_lang: String,
+    /// What the public disclosure page shows.
+    pub public: PublicConfig,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            assets_dir: PathBuf::from("../web/node_modules"),
+            tiles_url: String::new(),
+            tiles_attribution: String::new(),
+            session_hours: 8,
+            secure_cookie: false,
+            default_lang: "zh-CN".into(),
+            public: PublicConfig::default(),
+        }
+    }
+}
+
+/// What the public disclosure page (and its downloads) make public.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PublicConfig {
+    /// Point types listed (`basic`, `risk`, `background`).
+    pub point_types: Vec<String>,
+    /// Whether the latest value per metal is shown (else only the tier).
+    pub show_values: bool,
+    /// Decimal places of the published coordinates (0–6; 2 ≈ 1 km).
+    pub coordinate_decimals: u32,
+}
+
+impl Default for PublicConfig {
+    fn default() -> Self {
+        PublicConfig {
+            point_types: vec!["basic".into(), "background".into()],
+            show_values: false,
+            coordinate_decimals: 2,
+        }
+    }
 }
 
 impl Settings {
@@ -518,6 +580,7 @@ impl Settings {
             &mut settings.broker.password_file,
             &mut settings.broker.acl_file,
             &mut settings.deliver.secrets_file,
+            &mut settings.console.assets_dir,
         ] {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -547,10 +610,36 @@ impl Settings {
         self.check_access(&mut problems);
         self.check_deliver(&mut problems);
         self.check_amqp(&mut problems);
+        self.check_console(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The `console.*` rules.
+    fn check_console(&self, problems: &mut Vec<Problem>) {
+        let c = &self.console;
+        if !matches!(c.default_lang.as_str(), "zh-CN" | "en") {
+            problems.push(Problem::new("console.default_lang", "must be zh-CN or en"));
+        }
+        if c.session_hours == 0 || c.session_hours > 24 * 30 {
+            problems.push(Problem::new("console.session_hours", "must be 1-720"));
+        }
+        if c.public.coordinate_decimals > 6 {
+            problems.push(Problem::new(
+                "console.public.coordinate_decimals",
+                "must be 0-6",
+            ));
+        }
+        for t in &c.public.point_types {
+            if crate::domain::point::PointType::parse(t).is_none() {
+                problems.push(Problem::new(
+                    "console.public.point_types",
+                    &format!("unknown point type {t:?}"),
+                ));
+            }
         }
     }
 

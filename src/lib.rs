@@ -14,7 +14,8 @@
 //!   state machine), [`domain::rules`] (the input rules shared by station payloads and lab rows:
 //!   ids, point ids, negative value and ceiling, time window, pH), [`domain::sample`] (a parsed
 //!   station sample or its reason code), [`domain::reading`] (the judged reading every source
-//!   stores, and its one constructor).
+//!   stores, and its one constructor), [`domain::workflow`] (the human incident workflow
+//!   beside the reading-driven state: actions and their rules).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
@@ -34,8 +35,11 @@
 //! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
 //!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), the admin
-//!   quarantine browser and replay ([`http::admin`]), and the
-//!   `soilmon upload` client ([`http::client`]).
+//!   quarantine browser and replay ([`http::admin`]), the management API ([`http::manage`]),
+//!   the `soilmon upload` client ([`http::client`]), and the web console and public
+//!   disclosure page ([`http::console`]: sign-in sessions, pages, JSON for the page scripts,
+//!   CSV / xlsx / GeoJSON downloads, embedded templates and scripts, npm-installed browser
+//!   libraries).
 //! - [`store`] — PostgreSQL/TimescaleDB: [`store::migrate`] (versioned schema),
 //!   [`store::writer`] (one transaction per batch, in three phases: stage (messages as `samples`
 //!   rows under their keys, judging), copy (readings), finish (incidents, quarantine, outbox, archive,
@@ -46,7 +50,9 @@
 //!   [`store::incidents`]
 //!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
-//!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log).
+//!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log),
+//!   [`store::console`] (console sessions, the incident workflow in one transaction with its
+//!   archive entry and outbox event, the console's scoped reads).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1 (or to
 //!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
 //!   acknowledged them; of N instances one publishes at a time (the outbox lock).

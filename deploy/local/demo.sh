@@ -3,13 +3,15 @@
 # loads the demo registry (44 points across the four counties), runs the service, lets a
 # simulated station network publish for DEMO_SECONDS (default 30) with some exceedances
 # and some deliberately bad messages, shows what a Yangchun (441781) bureau received, and
-# summarises the database. The service is stopped at the end (SIGTERM).
+# summarises the database, and prints the web console's URL with tokens to sign in with.
+# The service is stopped at the end (SIGTERM) unless DEMO_KEEP=1.
 #
 #   deploy/local/demo.sh            DEMO_SECONDS=60 DEMO_RATE=50 deploy/local/demo.sh
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
+case "${1:-}" in -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
 cd "$(dirname "$0")/../.."
 bash deploy/local/services.sh up
+bash deploy/local/assets.sh   # the web console's browser libraries (web/node_modules)
 eval "$(bash deploy/local/services.sh env)"
 command -v cargo >/dev/null || { echo "cargo is required (the Rust toolchain)" >&2; exit 1; }
 cargo build --release --quiet
@@ -17,6 +19,18 @@ BIN=target/release/soilmon
 RUN_DIR=$(mktemp -d /tmp/soilmon-demo.XXXXXX)
 $BIN migrate
 $BIN points import config/points/demo.csv
+# Console sign-in tokens for this run (the tokens file lives in the run's temp dir, outside
+# the repository): a Yangchun (441781) bureau, a lab and an administrator.
+export SOILMON__HTTP__TOKENS_FILE="$RUN_DIR/tokens"
+BUREAU_TOKEN=$($BIN tokens add demo-yangchun --role bureau --county 441781 | sed -n 's/^token: //p')
+LAB_TOKEN=$($BIN tokens add demo-lab --role lab | sed -n 's/^token: //p')
+ADMIN_TOKEN=$($BIN tokens add demo-admin --role admin | sed -n 's/^token: //p')
+CONSOLE_URL="http://${SOILMON__HTTP__ADDR:-127.0.0.1:8480}/console"
+print_console() {
+  echo "== web console: $CONSOLE_URL   (public page: ${CONSOLE_URL%/console}/public)"
+  echo "   sign in as the Yangchun bureau with: $BUREAU_TOKEN"
+  echo "   lab: $LAB_TOKEN   admin: $ADMIN_TOKEN"
+}
 
 $BIN run >"$RUN_DIR/soilmon.log" 2>&1 &
 SOILMON_PID=$!
@@ -30,6 +44,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
+print_console
 echo "== simulating the station network for ${DEMO_SECONDS:-30} s"
 $BIN simulate --duration "${DEMO_SECONDS:-30}" --rate "${DEMO_RATE:-20}" \
   --exceed-share 0.1 --bad-share 0.02 --show-rejects --seed "$(date +%s)"
@@ -49,3 +64,10 @@ head -n 3 "$RUN_DIR/bureau-441781.txt"
 echo "== soil screening tiers (farmland, soil only)"
 $BIN tiers | head -n 12
 echo "== service log: $RUN_DIR/soilmon.log"
+print_console
+if [[ ${DEMO_KEEP:-0} == 1 ]]; then
+  echo "== DEMO_KEEP=1: the service keeps running for the console; Ctrl-C stops it"
+  wait "$SOILMON_PID" || true
+else
+  echo "   (the service stops now; run with DEMO_KEEP=1 to keep the console open)"
+fi

@@ -103,6 +103,8 @@ readonly PACKAGES=(
 	cmake gcc make libc6-dev libssl-dev dpkg-dev xz-utils
 	debian-archive-keyring gpgv util-linux procps
 	openssl                     # tests/security.rs makes a throwaway CA with the CLI
+	chromium chromium-driver    # tests/console.rs drives the web console over WebDriver
+	fonts-wqy-microhei          # CJK glyphs for the console's screenshots
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

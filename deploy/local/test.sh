@@ -10,6 +10,7 @@ set -euo pipefail
 case "${1:-}" in -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
 cd "$(dirname "$0")/../.."
 bash deploy/local/services.sh up
+bash deploy/local/assets.sh   # the web console's browser libraries (web/node_modules)
 eval "$(bash deploy/local/services.sh env)"
 bash deploy/cluster/cluster.sh up
 eval "$(bash deploy/cluster/cluster.sh env)"

@@ -188,10 +188,15 @@ impl Tokens {
     /// The principal of a presented token, if it is valid. Every entry is compared, in
     /// constant time.
     pub fn check(&self, token: &str) -> Option<Principal> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.check_digest(&Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The principal whose token has this SHA-256 (a console session keeps only the
+    /// digest of the token it was opened with), compared in constant time.
+    pub fn check_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
         let mut found = None;
         for (hash, who) in &self.entries {
-            if constant_time_eq(hash, &digest) && found.is_none() {
+            if constant_time_eq(hash, digest) && found.is_none() {
                 found = Some(who.clone());
             }
         }
@@ -328,6 +333,18 @@ impl TokenStore {
         match self.loaded.read() {
             Ok(l) => l.tokens.check(token),
             Err(p) => p.into_inner().tokens.check(token),
+        }
+    }
+}
+
+impl TokenStore {
+    /// The principal whose token has the SHA-256 `digest`, if it is still valid (after a
+    /// reload when due): a revoked token ends the console sessions opened with it.
+    pub fn check_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
+        self.refresh();
+        match self.loaded.read() {
+            Ok(l) => l.tokens.check_digest(digest),
+            Err(p) => p.into_inner().tokens.check_digest(digest),
         }
     }
 }

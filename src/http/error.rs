@@ -26,6 +26,9 @@ pub enum ApiError {
         /// The token's role.
         has: Role,
     },
+    /// A state-changing request of a console session without its CSRF token (403).
+    #[error("missing or wrong X-CSRF-Token for this session")]
+    CsrfMissing,
     /// The identity's request budget is spent (429, with `Retry-After`).
     #[error("rate limit exceeded (http.rate_limit_per_minute)")]
     RateLimited {
@@ -72,7 +75,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CsrfMissing => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod auth;
 pub mod caller;
 pub mod client;
+pub mod console;
 pub mod error;
 pub mod manage;
 pub mod metrics;
@@ -146,6 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(render_metrics))
         .merge(admin::routes())
         .merge(manage::routes())
+        .merge(console::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -166,6 +168,7 @@ pub async fn serve(state: Arc<AppState>, shutdown: CancellationToken) -> Result<
             }
         }
     };
+    console::i18n::set_default(&state.settings.console.default_lang);
     info!(%addr, tokens = state.tokens.len(), "http: listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -185,15 +188,28 @@ async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> 
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .and_then(|t| st.tokens.check(t));
+    // Without a bearer token, a console session cookie may name the principal.
+    let (who, session) = match who {
+        Some(p) => (Some(p), None),
+        None => match console::session::resolve(&st, req.headers()).await {
+            Some((p, csrf)) => (Some(p), Some(csrf)),
+            None => (None, None),
+        },
+    };
     let (name, role) = who.as_ref().map_or(("-".to_string(), "-"), |p| {
         (p.name.clone(), p.role.as_str())
     });
     let limited = who.as_ref().and_then(|p| st.limiter.take(&p.name).err());
     let response = if let Some(retry_after) = limited {
         ApiError::RateLimited { retry_after }.into_response()
+    } else if !api_csrf_ok(&req, session.as_ref()) {
+        ApiError::CsrfMissing.into_response()
     } else {
         if let Some(p) = who {
             req.extensions_mut().insert(p);
+        }
+        if let Some(csrf) = session {
+            req.extensions_mut().insert(csrf);
         }
         let limit = Duration::from_secs(st.settings.http.request_timeout_secs);
         match tokio::time::timeout(limit, next.run(req)).await {
@@ -209,6 +225,22 @@ async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> 
         tracing::debug!(identity = %name, role, %method, %path, status, duration_ms, "http request");
     }
     response
+}
+
+/// Whether an API request authenticated by a console session may proceed: a
+/// state-changing one must carry the session's CSRF token in `X-CSRF-Token`. Bearer
+/// requests, reads and console routes (whose handlers check their forms) pass.
+fn api_csrf_ok(req: &Request, session: Option<&console::SessionCsrf>) -> bool {
+    let Some(csrf) = session else {
+        return true;
+    };
+    if req.method().is_safe() || !req.uri().path().starts_with("/v1/") {
+        return true;
+    }
+    req.headers()
+        .get(console::session::CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|sent| console::session::same_secret(&csrf.0, sent))
 }
 
 /// `POST /v1/lab/batches`: read the body, check it, store it, answer with its report.

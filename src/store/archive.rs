@@ -68,6 +68,9 @@ pub(crate) enum Kind {
     LabBatch,
     /// An admin correction of one reading (raw: [`Correction`] as JSON).
     Correction,
+    /// A console action on an incident (ref: the incident id; raw: the action as JSON,
+    /// see `store::console::ActionRecord`); derives no readings.
+    IncidentAction,
 }
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
             Kind::StationMessage => "station_message",
             Kind::LabBatch => "lab_batch",
             Kind::Correction => "correction",
+            Kind::IncidentAction => "incident_action",
         }
     }
 
@@ -86,6 +90,7 @@ impl Kind {
             "station_message" => Some(Kind::StationMessage),
             "lab_batch" => Some(Kind::LabBatch),
             "correction" => Some(Kind::Correction),
+            "incident_action" => Some(Kind::IncidentAction),
             _ => None,
         }
     }

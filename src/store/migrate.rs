@@ -22,9 +22,10 @@ use super::StoreError;
 /// reading's provenance use, so that the table under it can change; version 10 stores what
 /// many readings share once (samples, sources, judgement bases, code tables) and redefines
 /// `readings_full` over the lean tables; version 11 (issue 14) adds alert subscriptions and
-/// their deliveries; version 15 (issue 13's quarantine work, numbered so as not to clash with
-/// the console's 12) adds the quarantine replay log. Versions need not be contiguous: each is
-/// applied once, in this order.
+/// their deliveries; version 12 adds the web console's sessions and incident actions (a new
+/// archive and outbox kind); version 15 (issue 13's quarantine work, numbered so as not to
+/// clash with the console's 12) adds the quarantine replay log. Versions need not be
+/// contiguous: each is applied once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -69,6 +70,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "subscriptions",
         include_str!("migrations/0011_subscriptions.sql"),
     ),
+    (12, "console", include_str!("migrations/0012_console.sql")),
     (
         15,
         "quarantine_replay",

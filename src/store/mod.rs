@@ -1,8 +1,8 @@
 //! PostgreSQL/TimescaleDB adapter: connection pool, migrations, point registry, the batch
 //! writer (and the hypertable chunks it knows of), judged readings and their compact keys,
 //! incident tracks, the outbox, the tamper-evident archive, broker identities, the quarantine
-//! browser and replay log, alert subscriptions and their deliveries, and the queries the CLI
-//! uses.
+//! browser and replay log, alert subscriptions and their deliveries, the queries the CLI uses
+//! and the web console's sessions, incident workflow and reads ([`console`]).
 //!
 //! The store knows nothing of who calls it: its inputs are domain types
 //! ([`crate::domain::sample`], [`crate::domain::reading`]) and its own ([`writer::Received`],
@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod chunks;
+pub mod console;
 pub mod deliveries;
 pub mod identities;
 pub mod incidents;

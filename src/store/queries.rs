@@ -21,7 +21,7 @@ pub enum Scope {
 
 impl Scope {
     /// The county filter as a SQL parameter: `None` means no filter.
-    fn filter(&self) -> Option<Vec<String>> {
+    pub(crate) fn filter(&self) -> Option<Vec<String>> {
         match self {
             Scope::All => None,
             Scope::Counties(c) => Some(c.clone()),

@@ -78,6 +78,9 @@ pub enum Break {
     BadReference,
     /// A correction record whose `new` reading does not match the entry's digest.
     CorrectionDigest,
+    /// An incident action entry whose raw bytes are not an action record, or which claims
+    /// readings.
+    ActionRecord,
     /// A kind this version does not know.
     UnknownKind {
         /// The kind as stored.
@@ -155,6 +158,7 @@ impl std::fmt::Display for Break {
             Break::CorrectionDigest => {
                 write!(f, "correction record does not match its readings digest")
             }
+            Break::ActionRecord => write!(f, "incident action entry is not an action record"),
             Break::UnknownKind { kind } => write!(f, "unknown kind {kind:?}"),
             Break::Correction { detail } => write!(f, "{detail}"),
             Break::Readings {
@@ -468,6 +472,15 @@ fn check_entry(expected: i64, prev: &str, e: &Entry) -> Result<Covers, Broken> {
                 Ok(Covers::Nothing)
             } else {
                 Err(e.broken(Break::CorrectionDigest))
+            }
+        }
+        Some(Kind::IncidentAction) => {
+            let is_action = serde_json::from_slice::<serde_json::Value>(&e.raw)
+                .is_ok_and(|v| v.get("incident_id").is_some() && v.get("action").is_some());
+            if is_action && readings_digest(&[]) == e.digest {
+                Ok(Covers::Nothing)
+            } else {
+                Err(e.broken(Break::ActionRecord))
             }
         }
         None => Err(e.broken(Break::UnknownKind {

@@ -1,0 +1,441 @@
+//! The web console and the public page in a real browser (headless Chromium over WebDriver)
+//! against a real soilmon with its own TimescaleDB database and Mosquitto:
+//!
+//! - a 441781 bureau signs in, sees 441781's points on the map and none of 441702's, a new
+//!   exceedance published over MQTT appears in the feed without a reload, they acknowledge,
+//!   note and close the incident; the actions are in the archive, `soilmon verify` passes,
+//!   and the actions are published on MQTT; `<script>` and `"><img onerror=…>` in point
+//!   names and notes are shown as text; a form without the CSRF token is refused; another
+//!   county's point is the same 404 as a missing one; admin pages are 403;
+//! - a lab user uploads the shipped example CSV (accepted) and a bad file (line-numbered
+//!   errors, filterable, downloadable as CSV); a session upload without the CSRF header is
+//!   refused;
+//! - the public page per county, its CSV / xlsx / GeoJSON downloads with the configured
+//!   coordinate precision and only the public point types; the admin points list.
+//!
+//! Screenshots go to docs/screenshots/.
+
+mod common;
+// Only this test binary drives a browser: the helper is not part of `common` (which every
+// test binary compiles).
+#[path = "common/browser.rs"]
+mod browser;
+
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use browser::Browser;
+use chrono::Utc;
+use common::api::{ApiService, ADMIN, BUREAU_YC, LAB};
+use common::pipeline::sample;
+use common::{repo_path, wait_until};
+use serde_json::Value;
+
+const XSS_NAME: &str = "<script>window.__xss=1</script>";
+const XSS_ATTR: &str = "\"><img src=x onerror=window.__xss=2>";
+const XSS_NOTE: &str = "\"><img src=x onerror=window.__xss=3><script>window.__xss=4</script>";
+
+/// The demo registry plus two 441781 points whose names are markup.
+fn extra_points() -> String {
+    let demo = std::fs::read_to_string(repo_path("config/points/demo.csv")).unwrap_or_default();
+    format!(
+        "{demo}441781-R-0900,{XSS_NAME},441781,111.75,22.15,risk,paddy,6.0\n\
+         441781-B-0901,\"{}\",441781,111.761234,22.164321,basic,dry_land,\n",
+        XSS_ATTR.replace('"', "\"\"")
+    )
+}
+
+/// An API service with the demo points and the markup points, restarted so its registry
+/// snapshot has them.
+async fn start(env: &[(&str, &str)]) -> Result<ApiService> {
+    let mut s = ApiService::start(env).await?;
+    let file = s.dir.path().join("points.csv");
+    std::fs::write(&file, extra_points())?;
+    let out =
+        s.p.soilmon
+            .command(&["points", "import", &file.to_string_lossy()])
+            .await?;
+    ensure!(
+        out.status.success(),
+        "import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.p.soilmon.terminate().await?;
+    s.p.soilmon.start().await?;
+    s.p.wait_ready(2).await?;
+    wait_until("healthz", Duration::from_secs(30), || async {
+        Ok(s.get("/healthz", None).await?.status == 200)
+    })
+    .await?;
+    Ok(s)
+}
+
+/// `window.__xss` is unset and no `img[src=x]` exists: no injected markup ran or rendered.
+async fn no_injection(b: &Browser) -> Result<()> {
+    let v = b
+        .js("return [typeof window.__xss, document.querySelectorAll('img[src=\"x\"]').length]")
+        .await?;
+    ensure!(
+        v == serde_json::json!(["undefined", 0]),
+        "markup was injected: {v}"
+    );
+    Ok(())
+}
+
+fn now_minus(minutes: i64) -> String {
+    (Utc::now() - chrono::Duration::minutes(minutes)).to_rfc3339()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bureau_map_feed_workflow_and_verify() -> Result<()> {
+    let s = start(&[]).await?;
+    let b = Browser::start().await?;
+    let actions_sub = s.p.subscribe("soil/v1/alerts/441781/#").await?;
+    b.sign_in(&s.base, s.token(BUREAU_YC)).await?;
+
+    // The map: 441781's points only, markup names as text.
+    b.goto(&format!("{}/console/map", s.base)).await?;
+    b.wait_css("#map[data-loaded]").await?;
+    b.wait_css(".pt").await?;
+    let mut shown = Vec::new();
+    for e in b.all(".pt").await? {
+        shown.push(e.attr("data-point").await?.unwrap_or_default());
+    }
+    let db = s.p.db().await?;
+    let expected: i64 = db
+        .query_one(
+            "SELECT count(*) FROM points WHERE county_code = '441781'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(
+        shown.iter().all(|p| p.starts_with("441781-")),
+        "another county on the map: {shown:?}"
+    );
+    ensure!(shown.len() as i64 == expected, "{shown:?} vs {expected}");
+    let table = b.text("#map-points").await?;
+    ensure!(
+        table.contains(XSS_NAME) && table.contains(XSS_ATTR),
+        "{table}"
+    );
+    no_injection(&b).await?;
+    b.screenshot("bureau-map").await?;
+
+    // The feed: a new exceedance appears without a reload; another county's does not.
+    b.goto(&format!("{}/console/feed", s.base)).await?;
+    b.wait_css("#live[data-polled]").await?;
+    s.p.publish(vec![
+        sample(
+            "st02",
+            "ui-other",
+            "441702-T-0001",
+            &now_minus(3),
+            &[("Cd", 5.0)],
+        ),
+        sample(
+            "st01",
+            "ui-1",
+            "441781-T-0001",
+            &now_minus(2),
+            &[("Cd", 0.9)],
+        ),
+    ])
+    .await?;
+    let row = b
+        .wait_css("tr.feed-row[data-point='441781-T-0001']")
+        .await?;
+    ensure!(
+        b.all("tr.feed-row[data-point='441702-T-0001']")
+            .await?
+            .is_empty(),
+        "another county's alert in the feed"
+    );
+    let incident = row.attr("data-incident").await?.unwrap_or_default();
+    ensure!(!incident.is_empty(), "feed row without incident");
+    b.screenshot("bureau-feed").await?;
+
+    // The incident page: chart, then acknowledge, a markup note, close with a reason.
+    b.wait_css("tr.feed-row a").await?.click().await?;
+    b.wait_css("#chart[data-samples]").await?;
+    for (i, (action, detail)) in [
+        ("acknowledge", ""),
+        ("note", XSS_NOTE),
+        ("close", "remediated: topsoil replaced"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        b.wait_css("#action").await?.select_by_value(action).await?;
+        b.wait_css("#detail").await?.send_keys(detail).await?;
+        b.wait_css("#act").await?.click().await?;
+        wait_until("action row", Duration::from_secs(20), || async {
+            Ok(b.all("tr.action-row").await?.len() == i + 1)
+        })
+        .await?;
+    }
+    let note = b.text("tr.action-row[data-action='note'] .detail").await?;
+    ensure!(note == XSS_NOTE, "note shown as {note:?}");
+    no_injection(&b).await?;
+    ensure!(b.text("#workflow-stage").await? == "关闭");
+    b.wait_css("#chart[data-samples]").await?;
+    b.screenshot("incident").await?;
+
+    // A form post of the session without (or with a wrong) CSRF token is refused.
+    let cookie = b.cookie("soilmon_session").await?;
+    let http = reqwest::Client::new();
+    for body in [
+        "action=note&detail=forged",
+        "action=note&detail=forged&csrf=nope",
+    ] {
+        let r = http
+            .post(format!("{}/console/incidents/{incident}/actions", s.base))
+            .header("cookie", format!("soilmon_session={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await?;
+        ensure!(r.status() == 403, "forged post answered {}", r.status());
+    }
+
+    // Archive, verify, MQTT.
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM archive WHERE kind = 'incident_action' AND ref = $1",
+            &[&incident],
+        )
+        .await?
+        .get(0);
+    ensure!(n == 3, "{n} incident_action archive entries");
+    let out = s.p.soilmon.command(&["verify"]).await?;
+    ensure!(
+        out.status.success(),
+        "verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("3 actions on MQTT", Duration::from_secs(20), || async {
+        let got = actions_sub.received();
+        Ok(got.iter().filter(|(t, _)| t.ends_with("/action")).count() == 3)
+    })
+    .await?;
+
+    // Scope: another county's point is the same 404 as a missing one; admin pages are 403.
+    b.goto(&format!("{}/console/points/441702-T-0001", s.base))
+        .await?;
+    let other = b.text("#error").await?;
+    b.goto(&format!("{}/console/points/441781-X-9999", s.base))
+        .await?;
+    let missing = b.text("#error").await?;
+    ensure!(
+        other == missing && other.contains("404"),
+        "{other} / {missing}"
+    );
+    b.goto(&format!("{}/console/admin/points", s.base)).await?;
+    ensure!(b.text("#error").await?.contains("403"));
+    b.screenshot("bureau-admin-403").await?;
+    let status = http
+        .get(format!(
+            "{}/console/data/points/441702-T-0001/latest",
+            s.base
+        ))
+        .header("cookie", format!("soilmon_session={cookie}"))
+        .send()
+        .await?
+        .status();
+    ensure!(status == 404, "data of another county: {status}");
+
+    // Logout ends the session.
+    b.goto(&format!("{}/console/map", s.base)).await?;
+    b.wait_css("#logout").await?.click().await?;
+    b.wait_css("#token").await?;
+    let after = http
+        .get(format!("{}/console/data/map", s.base))
+        .header("cookie", format!("soilmon_session={cookie}"))
+        .send()
+        .await?;
+    ensure!(
+        after.url().path() == "/console/login",
+        "session alive after logout"
+    );
+    b.close().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_uploads_a_good_and_a_bad_file() -> Result<()> {
+    let s = start(&[]).await?;
+    let b = Browser::start().await?;
+    b.sign_in(&s.base, s.token(LAB)).await?;
+    b.goto(&format!("{}/console/lab", s.base)).await?;
+    let example = repo_path("config/lab/example-batch.csv");
+    b.wait_css("#file")
+        .await?
+        .send_keys(&example.to_string_lossy())
+        .await?;
+    let verdict = b.wait_css("#verdict[data-status]").await?;
+    ensure!(
+        verdict.attr("data-status").await?.as_deref() == Some("201"),
+        "example: {}",
+        b.text("#report").await?
+    );
+    b.screenshot("lab-accepted").await?;
+
+    // A bad file: an unknown point and a negative value, with their lines.
+    let good = std::fs::read_to_string(&example)?;
+    let bad: String = good
+        .replace("YJ-LAB01-2026-1120", "YJ-LAB01-BAD-1")
+        .replacen("441781-B-0001", "441781-B-0999", 1)
+        .replacen(",42.0,", ",-42.0,", 1);
+    let bad_file = s.dir.path().join("bad-batch.csv");
+    std::fs::write(&bad_file, bad)?;
+    b.wait_css("#file")
+        .await?
+        .send_keys(&bad_file.to_string_lossy())
+        .await?;
+    wait_until("rejected report", Duration::from_secs(20), || async {
+        let v = b.all("#verdict[data-status='422']").await?;
+        Ok(!v.is_empty())
+    })
+    .await?;
+    let rows = b.all("tr.error-row").await?;
+    let mut seen = Vec::new();
+    for r in &rows {
+        seen.push(r.text().await?);
+    }
+    ensure!(
+        seen.iter()
+            .any(|t| t.starts_with("2 ") && t.contains("unknown_point")),
+        "{seen:?}"
+    );
+    ensure!(
+        seen.iter()
+            .any(|t| t.starts_with("3 ") && t.contains("negative_value")),
+        "{seen:?}"
+    );
+    b.wait_css("#code-filter")
+        .await?
+        .select_by_value("negative_value")
+        .await?;
+    let filtered = b.all("tr.error-row").await?;
+    ensure!(filtered.len() == 1, "filter left {} rows", filtered.len());
+    b.screenshot("lab-rejected").await?;
+    b.wait_css("#errors-csv").await?.click().await?;
+    let csv = b.download("YJ-LAB01-BAD-1-errors.csv").await?;
+    let text = String::from_utf8(csv)?;
+    ensure!(
+        text.starts_with('\u{feff}') && text.contains("3,value,negative_value"),
+        "{text}"
+    );
+
+    // The history shows the accepted batch.
+    b.goto(&format!("{}/console/lab", s.base)).await?;
+    ensure!(b.text("#history").await?.contains("YJ-LAB01-2026-1120"));
+
+    // A session upload without the CSRF header is refused and stores nothing.
+    let cookie = b.cookie("soilmon_session").await?;
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/lab/batches", s.base))
+        .header("cookie", format!("soilmon_session={cookie}"))
+        .header("content-type", "text/csv")
+        .body(good.replace("YJ-LAB01-2026-1120", "YJ-LAB01-CSRF"))
+        .send()
+        .await?;
+    ensure!(r.status() == 403, "upload without CSRF: {}", r.status());
+    let n: i64 =
+        s.p.db()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM lab_batches WHERE batch_id = 'YJ-LAB01-CSRF'",
+                &[],
+            )
+            .await?
+            .get(0);
+    ensure!(n == 0);
+    b.close().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_page_downloads_and_admin_list() -> Result<()> {
+    let s = start(&[("SOILMON__CONSOLE__PUBLIC__COORDINATE_DECIMALS", "3")]).await?;
+    let batch = std::fs::read_to_string(repo_path("config/lab/example-batch.csv"))?;
+    let up = s
+        .request("POST", "/v1/lab/batches", Some(s.token(LAB)), Some(&batch))
+        .await?;
+    ensure!(up.status == 201, "lab upload {}: {}", up.status, up.text);
+    let b = Browser::start().await?;
+
+    b.goto(&format!("{}/public/441781", s.base)).await?;
+    let basic = b.text("td[data-type='basic']").await?;
+    let db = s.p.db().await?;
+    let want: i64 = db
+        .query_one(
+            "SELECT count(*) FROM points WHERE county_code = '441781' AND point_type = 'basic'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(basic == want.to_string(), "basic {basic} vs {want}");
+    ensure!(
+        b.all("td[data-type='risk']").await?.is_empty(),
+        "risk points are not public"
+    );
+    ensure!(!b.text("#caveat").await?.is_empty());
+    ensure!(b.text("#data-date").await? != "—");
+    b.screenshot("public-441781").await?;
+
+    for id in ["#dl-csv", "#dl-xlsx", "#dl-geojson"] {
+        b.wait_css(id).await?.click().await?;
+    }
+    let csv = String::from_utf8(b.download("soil-points-441781.csv").await?)?;
+    ensure!(csv.starts_with('\u{feff}'), "no BOM");
+    let mut lines = csv.trim_start_matches('\u{feff}').lines();
+    ensure!(
+        lines.next()
+            == Some(
+                "point_id,name,county_code,point_type,land_use,lon,lat,soil_tier,latest_sample"
+            )
+    );
+    ensure!(!csv.contains("-R-"), "a risk point was published");
+    ensure!(
+        csv.contains("441781-B-0901") && csv.contains(",111.761,22.164,"),
+        "{csv}"
+    );
+    ensure!(csv.contains("441781-B-0001"), "{csv}");
+    let geo_bytes = b.download("soil-points-441781.geojson").await?;
+    let geo: Value = serde_json::from_slice(&geo_bytes)?;
+    ensure!(geo["type"] == "FeatureCollection");
+    let features = geo["features"].as_array().context("features")?;
+    ensure!(features.len() as i64 == csv.lines().count() as i64 - 1);
+    for f in features {
+        for x in f["geometry"]["coordinates"].as_array().context("coords")? {
+            let x = x.as_f64().context("number")?;
+            ensure!(
+                ((x * 1000.0).round() - x * 1000.0).abs() < 1e-6,
+                "precision {x}"
+            );
+        }
+    }
+    let xlsx = b.download("soil-points-441781.xlsx").await?;
+    ensure!(xlsx.starts_with(b"PK"), "xlsx is not a zip");
+
+    // English is one click away.
+    b.wait_css("#lang-switch").await?.click().await?;
+    wait_until("English", Duration::from_secs(10), || async {
+        Ok(b.text("#public-title")
+            .await?
+            .contains("Soil environmental quality"))
+    })
+    .await?;
+
+    // The admin points list shows markup names as text.
+    b.sign_in(&s.base, s.token(ADMIN)).await?;
+    b.goto(&format!("{}/console/admin/points?q=0901", s.base))
+        .await?;
+    let name = b.text("#points td.name").await?;
+    ensure!(name == XSS_ATTR, "{name}");
+    no_injection(&b).await?;
+    b.screenshot("admin-points").await?;
+    b.goto(&format!("{}/console/admin/access", s.base)).await?;
+    ensure!(b.text("#tokens").await?.contains("bureau-441781"));
+    b.close().await
+}

@@ -108,8 +108,8 @@ enum Sink {
     },
     /// An AMQP channel in confirm mode, publishing to `amqp.exchange`.
     Amqp {
-        conn: lapin::Connection,
-        channel: lapin::Channel,
+        conn: Box<lapin::Connection>,
+        channel: Box<lapin::Channel>,
         exchange: String,
     },
 }
@@ -125,8 +125,8 @@ impl Sink {
                 .await?;
             info!("alerts: publisher connected (amqp)");
             return Ok(Sink::Amqp {
-                conn,
-                channel,
+                conn: Box::new(conn),
+                channel: Box::new(channel),
                 exchange: settings.amqp.exchange.clone(),
             });
         }

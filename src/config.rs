@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::domain::metal::Metal;
+use crate::domain::obligation::{ObligationError, Obligations};
 use crate::domain::standard::{RotationRule, Standard, StandardError, Standards};
 
 /// Errors loading or checking configuration.
@@ -35,6 +36,14 @@ pub enum ConfigError {
     /// A standards file is inconsistent.
     #[error(transparent)]
     Standard(#[from] StandardError),
+    /// The obligations file is refused (the message starts with its reason code).
+    #[error("obligations {path}: {source}")]
+    Obligations {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ObligationError,
+    },
 }
 
 /// One refused configuration value.
@@ -221,6 +230,25 @@ pub struct JudgeConfig {
     pub rotation_rule: RotationRule,
 }
 
+/// Network management (monitoring obligations, overdue check, farmland categories).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// The monitoring obligations file (programs, intervals, metals).
+    pub obligations_file: PathBuf,
+    /// How often `soilmon run` checks for overdue points, seconds (at least 1).
+    pub overdue_check_secs: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> NetworkConfig {
+        NetworkConfig {
+            obligations_file: PathBuf::from("obligations/yangjiang.toml"),
+            overdue_check_secs: 60,
+        }
+    }
+}
+
 /// Point registry settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegistryConfig {
@@ -357,6 +385,9 @@ pub struct Settings {
     /// Broker identity files.
     #[serde(default)]
     pub broker: BrokerConfig,
+    /// Network management.
+    #[serde(default)]
+    pub network: NetworkConfig,
 }
 
 impl Settings {
@@ -379,6 +410,7 @@ impl Settings {
             &mut settings.database.tls_ca_file,
             &mut settings.broker.password_file,
             &mut settings.broker.acl_file,
+            &mut settings.network.obligations_file,
         ] {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -451,6 +483,9 @@ impl Settings {
     /// The rules for the judge, database, MQTT, alerts and HTTP sections.
     fn check_services(&self, problems: &mut Vec<Problem>) {
         let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
+        if self.network.overdue_check_secs == 0 {
+            invalid("network.overdue_check_secs", "must be at least 1");
+        }
         if self.judge.clear_after == 0 {
             invalid("judge.clear_after", "must be at least 1");
         }
@@ -540,6 +575,18 @@ impl Settings {
     /// Loads and validates the standards files named by `judge.standards_dir`.
     pub fn standards(&self) -> Result<Standards, ConfigError> {
         load_standards(&self.judge.standards_dir, self.judge.rotation_rule)
+    }
+
+    /// Loads and validates the monitoring obligations file (`network.obligations_file`).
+    pub fn obligations(&self) -> Result<Obligations, ConfigError> {
+        let path = &self.network.obligations_file;
+        let refused = |source| ConfigError::Obligations {
+            path: path.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| refused(ObligationError::Unreadable(e.to_string())))?;
+        Obligations::from_toml(&text, &self.registry.counties).map_err(refused)
     }
 }
 

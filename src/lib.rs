@@ -14,7 +14,8 @@
 //!   state machine), [`domain::rules`] (the input rules shared by station payloads and lab rows:
 //!   ids, point ids, negative value and ceiling, time window, pH), [`domain::sample`] (a parsed
 //!   station sample or its reason code), [`domain::reading`] (the judged reading every source
-//!   stores, and its one constructor).
+//!   stores, and its one constructor), [`domain::obligation`] (monitoring obligations as
+//!   validated data: which points owe which metals how often, overdue metals, coverage).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
@@ -53,6 +54,9 @@
 //! - [`simulate`] — `soilmon simulate`, a demo station network publishing to the broker:
 //!   [`simulate::generate`] (pure message generation, shared with the `soilmon-bench` load
 //!   generator), [`simulate::publish`] (the MQTT client and pacing).
+//! - [`network`] — network management inside `soilmon run`: the periodic overdue check
+//!   (rules in [`domain::obligation`], state and events in [`store::network`]); coverage
+//!   reports for `soilmon coverage` and `GET /v1/coverage`.
 //! - [`service`] — what `soilmon run` starts (migrate, registry refresher, publisher, HTTP,
 //!   collector) behind a handle a test can start in-process and shut down.
 //! - `main.rs` — the `soilmon` command line: parses arguments and dispatches to `cli/`, one
@@ -71,6 +75,7 @@ pub mod http;
 pub mod ingest;
 pub mod lab;
 pub mod mqtt;
+pub mod network;
 pub mod registry;
 pub mod service;
 pub mod simulate;

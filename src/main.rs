@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use cli::archive::CorrectArgs;
 use cli::broker::BrokerCommand;
 use cli::classify::ClassifyArgs;
+use cli::network::NetworkArgs;
 use cli::points::PointsCommand;
 use cli::stations::{BureausCommand, StationsCommand};
 use cli::tokens::TokensCommand;
@@ -57,6 +58,11 @@ enum Command {
     CheckConfig,
     /// Print the soil screening tier of each farmland point (soil-only).
     Tiers,
+    /// Monitoring coverage per county x point type x land use against the obligations file,
+    /// and the required point types each county lacks.
+    Coverage(NetworkArgs),
+    /// Points overdue now: an owed metal's last accepted sample is older than its interval.
+    Overdue(NetworkArgs),
     /// Upload a lab batch (CSV or .json) to a running service and print the report; exits
     /// non-zero when the batch is not accepted.
     Upload(UploadArgs),
@@ -134,6 +140,8 @@ async fn main() -> Result<()> {
         }
         Command::CheckConfig => cli::run::check_config(&settings),
         Command::Tiers => cli::tiers::tiers(&settings).await,
+        Command::Coverage(args) => cli::network::coverage(&settings, &args).await,
+        Command::Overdue(args) => cli::network::overdue(&settings, &args).await,
         Command::Upload(args) => cli::upload::upload(&settings, &args).await,
         Command::Stations(c) => cli::stations::stations(&settings, c).await,
         Command::Bureaus(c) => cli::stations::bureaus(&settings, c).await,

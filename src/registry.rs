@@ -2,7 +2,9 @@
 //! collector validates against.
 //!
 //! CSV header (one row per point; `ph` may be empty):
-//! `point_id,name,county_code,lon,lat,point_type,land_use,ph`
+//! `point_id,name,county_code,lon,lat,point_type,land_use,ph`, optionally followed by
+//! `programs`: the monitoring programs the point belongs to besides those that select it by
+//! its attributes (ids declared in the obligations file, separated by `;`, may be empty).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -10,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
+use crate::domain::obligation::Obligations;
 use crate::domain::point::{LandUse, Point, PointType};
 use crate::domain::rules::valid_point_id;
 
@@ -46,17 +49,58 @@ struct Row {
     point_type: String,
     land_use: String,
     ph: Option<f64>,
+    #[serde(default, alias = "program")]
+    programs: Option<String>,
 }
 
-/// Parses a points CSV. Every row is checked; the first error is returned with its line.
+/// A registry row: the point and the programs it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The point.
+    pub point: Point,
+    /// Programs named in the `programs` column (checked against the obligations file).
+    pub programs: Vec<String>,
+}
+
+/// Parses a points CSV for import: every row is checked, `programs` included (each id must
+/// be a program of `obligations`); the first error is returned with its line.
+pub fn parse_points_file(
+    input: impl Read,
+    counties: &[String],
+    obligations: &Obligations,
+) -> Result<Vec<Registered>, RegistryError> {
+    let rows = parse_rows(input, counties)?;
+    for (i, r) in rows.iter().enumerate() {
+        obligations
+            .check_programs(&r.programs)
+            .map_err(|e| RegistryError::Field {
+                line: i as u64 + 2,
+                column: "programs",
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(rows)
+}
+
+/// Parses a points CSV into its points. Every row is checked; the first error is returned
+/// with its line. The optional `programs` column is read but not checked here (see
+/// [`parse_points_file`]).
 pub fn parse_points_csv(
     input: impl Read,
     counties: &[String],
 ) -> Result<Vec<Point>, RegistryError> {
+    Ok(parse_rows(input, counties)?
+        .into_iter()
+        .map(|r| r.point)
+        .collect())
+}
+
+/// The one parser behind [`parse_points_file`] and [`parse_points_csv`].
+fn parse_rows(input: impl Read, counties: &[String]) -> Result<Vec<Registered>, RegistryError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(input);
-    let mut points: Vec<Point> = Vec::new();
+    let mut points: Vec<Registered> = Vec::new();
     let mut seen = HashMap::new();
     for record in reader.deserialize::<Row>() {
         let record = record.map_err(|source| RegistryError::Csv {
@@ -99,15 +143,27 @@ pub fn parse_points_csv(
                 return Err(field("ph", format!("{ph} is outside 0-14")));
             }
         }
-        points.push(Point {
-            id: record.point_id,
-            name: record.name,
-            county_code: record.county_code,
-            lon: record.lon,
-            lat: record.lat,
-            point_type,
-            land_use,
-            ph: record.ph,
+        let programs = record
+            .programs
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        points.push(Registered {
+            point: Point {
+                id: record.point_id,
+                name: record.name,
+                county_code: record.county_code,
+                lon: record.lon,
+                lat: record.lat,
+                point_type,
+                land_use,
+                ph: record.ph,
+            },
+            programs,
         });
     }
     Ok(points)
@@ -214,6 +270,30 @@ mod tests {
         let county = ok.replace("441781,111.79", "441799,111.79");
         let err = parse_points_csv(county.as_bytes(), &counties()).unwrap_err();
         assert!(err.to_string().starts_with("line 3: county_code"), "{err}");
+    }
+
+    #[test]
+    fn the_optional_programs_column_is_read_and_checked() {
+        let text = include_str!("../config/obligations/yangjiang.toml");
+        let obligations = Obligations::from_toml(text, &counties()).unwrap();
+        let csv = "point_id,name,county_code,lon,lat,point_type,land_use,ph,programs\n\
+                   441781-B-0001,A,441781,111.78,22.17,basic,paddy,6.2,drinking_water_source\n\
+                   441781-B-0002,B,441781,111.79,22.18,basic,paddy,6.2,\n";
+        let rows = parse_points_file(csv.as_bytes(), &counties(), &obligations).unwrap();
+        assert_eq!(rows[0].programs, ["drinking_water_source"]);
+        assert!(rows[1].programs.is_empty());
+        let bad = csv.replace("drinking_water_source", "drinking_water_source;spa");
+        let err = parse_points_file(bad.as_bytes(), &counties(), &obligations).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 2: programs: unknown_program"),
+            "{err}"
+        );
+        // Without the column (the original format) every point names no program.
+        let plain = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+                     441781-B-0001,A,441781,111.78,22.17,basic,paddy,6.2\n";
+        let rows = parse_points_file(plain.as_bytes(), &counties(), &obligations).unwrap();
+        assert!(rows[0].programs.is_empty());
     }
 
     #[test]

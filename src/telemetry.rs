@@ -34,6 +34,10 @@ pub const OUTBOX_PENDING: &str = "soilmon_outbox_pending";
 pub const INGEST_INFLIGHT: &str = "soilmon_ingest_inflight";
 /// The most [`INGEST_INFLIGHT`] has been since the collector started.
 pub const INGEST_INFLIGHT_MAX: &str = "soilmon_ingest_inflight_max";
+/// Gauge: points overdue at the last overdue check.
+pub const POINTS_OVERDUE: &str = "soilmon_points_overdue";
+/// Counter: network events queued by the overdue check, by `state` (overdue, overdue_cleared).
+pub const NETWORK_EVENTS: &str = "soilmon_network_events_total";
 
 /// A station batch the collector saw committed: what it did and where its time went.
 #[derive(Debug, Clone, Copy)]
@@ -342,4 +346,25 @@ fn whole_ms(d: Duration) -> u64 {
 /// A duration in milliseconds, for log fields.
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// An overdue check ran: `overdue` points are overdue now; it raised `raised` `overdue`
+/// events and `cleared` `overdue_cleared` events.
+pub fn overdue_checked(overdue: usize, raised: usize, cleared: usize) {
+    metrics::gauge!(POINTS_OVERDUE).set(overdue as f64);
+    metrics::counter!(NETWORK_EVENTS, "state" => "overdue").increment(raised as u64);
+    metrics::counter!(NETWORK_EVENTS, "state" => "overdue_cleared").increment(cleared as u64);
+    if raised + cleared > 0 {
+        info!(
+            overdue,
+            raised, cleared, "network: overdue check queued events"
+        );
+    } else {
+        tracing::debug!(overdue, "network: overdue check, nothing new");
+    }
+}
+
+/// An overdue check failed (database); retried at the next tick.
+pub fn overdue_check_failed(error: &dyn Display) {
+    warn!(error = %error, "network: overdue check failed; retrying at the next tick");
 }

@@ -6,6 +6,7 @@
 pub mod incident;
 pub mod judge;
 pub mod metal;
+pub mod obligation;
 pub mod point;
 pub mod reading;
 pub mod rules;

@@ -10,6 +10,7 @@
 //! | `GET /v1/points/{id}/readings?limit=N` | `bureau`, `admin` | 404 for a point outside the caller's counties |
 //! | `GET /v1/points` | `admin` | the point registry |
 //! | `GET /v1/stations`, `GET /v1/bureaus` | `admin` | broker identities (no secrets) |
+//! | `GET /v1/coverage`, `GET /v1/overdue` | `bureau`, `admin` | network management, see [`network`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | none | |
 //!
 //! Every request passes [`gate`]: the bearer token is checked (the principal is handed to the
@@ -24,6 +25,7 @@ pub mod caller;
 pub mod client;
 pub mod error;
 pub mod metrics;
+pub mod network;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use crate::config::Settings;
+use crate::domain::obligation::Obligations;
 use crate::domain::standard::Standards;
 use crate::lab::checks::CheckContext;
 use crate::lab::{self, Checked, Issue, Report};
@@ -76,6 +79,8 @@ pub struct AppState {
     pub registry: SharedRegistry,
     /// Standards in force.
     pub standards: Arc<Standards>,
+    /// Monitoring obligations in force (coverage, overdue).
+    pub obligations: Arc<Obligations>,
     /// Wakes the alert publisher after a batch queued alerts.
     pub outbox: Arc<Notify>,
     /// API tokens (re-read when the file changes).
@@ -140,6 +145,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
+        .merge(network::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -436,7 +442,7 @@ async fn batch(
 }
 
 /// Query parameters of the read endpoints.
-type Params = Query<HashMap<String, String>>;
+pub(crate) type Params = Query<HashMap<String, String>>;
 
 /// Largest `limit` of the read endpoints (default 100).
 const MAX_LIMIT: i64 = 1000;
@@ -454,7 +460,7 @@ fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
 }
 
 /// A failed read query: logged, then 503.
-fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
+pub(crate) fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
     move |e| {
         warn!(error = %e, "http: {what} query failed");
         ApiError::DATABASE_RETRY
@@ -462,7 +468,7 @@ fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
 }
 
 /// A list as `{"count": n, what: [...]}`.
-fn listed<T: serde::Serialize>(items: Vec<T>, what: &str) -> Response {
+pub(crate) fn listed<T: serde::Serialize>(items: Vec<T>, what: &str) -> Response {
     Json(json!({ "count": items.len(), what: items })).into_response()
 }
 

@@ -19,7 +19,9 @@ use super::StoreError;
 /// incident tracks only for open incidents; version 7 gives lab rows one index and a
 /// per-statement batch check instead of a foreign key; version 8 compresses large archived
 /// inputs with lz4; version 9 adds the `readings_full` view, the one relation readers of a
-/// reading's provenance use, so that the table under it can change.
+/// reading's provenance use, so that the table under it can change; version 13 (network
+/// management) adds point programs, overdue state, crop results, farmland categories,
+/// enterprises and development-land plots.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -54,6 +56,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "readings_full",
         include_str!("migrations/0009_readings_full.sql"),
     ),
+    (13, "network", include_str!("migrations/0013_network.sql")),
 ];
 
 /// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].

@@ -12,6 +12,7 @@ pub mod identities;
 pub mod incidents;
 pub mod lab;
 pub mod migrate;
+pub mod network;
 pub mod outbox;
 pub mod points;
 pub mod queries;

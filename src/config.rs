@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::domain::crop::{CategoryRules, CropError, FoodStandard};
 use crate::domain::metal::Metal;
 use crate::domain::obligation::{ObligationError, Obligations};
 use crate::domain::standard::{RotationRule, Standard, StandardError, Standards};
@@ -36,6 +37,14 @@ pub enum ConfigError {
     /// A standards file is inconsistent.
     #[error(transparent)]
     Standard(#[from] StandardError),
+    /// A food-limit or category-rule file is refused (the message starts with its code).
+    #[error("rules {path}: {source}")]
+    Crop {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: CropError,
+    },
     /// The obligations file is refused (the message starts with its reason code).
     #[error("obligations {path}: {source}")]
     Obligations {
@@ -230,6 +239,15 @@ pub struct JudgeConfig {
     pub rotation_rule: RotationRule,
 }
 
+/// The crop rules: food limits and farmland category rules, loaded together.
+#[derive(Debug, Clone)]
+pub struct CropRules {
+    /// GB 2762 limits.
+    pub food: FoodStandard,
+    /// Soil tier x crop state table.
+    pub categories: CategoryRules,
+}
+
 /// Network management (monitoring obligations, overdue check, farmland categories).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -238,6 +256,10 @@ pub struct NetworkConfig {
     pub obligations_file: PathBuf,
     /// How often `soilmon run` checks for overdue points, seconds (at least 1).
     pub overdue_check_secs: u64,
+    /// The food contaminant limits crop samples are judged against (GB 2762).
+    pub food_standard_file: PathBuf,
+    /// The farmland category rules (soil tier x crop state).
+    pub category_rules_file: PathBuf,
 }
 
 impl Default for NetworkConfig {
@@ -245,6 +267,8 @@ impl Default for NetworkConfig {
         NetworkConfig {
             obligations_file: PathBuf::from("obligations/yangjiang.toml"),
             overdue_check_secs: 60,
+            food_standard_file: PathBuf::from("standards/gb2762-2022.toml"),
+            category_rules_file: PathBuf::from("categories/farmland-guideline.toml"),
         }
     }
 }
@@ -411,6 +435,8 @@ impl Settings {
             &mut settings.broker.password_file,
             &mut settings.broker.acl_file,
             &mut settings.network.obligations_file,
+            &mut settings.network.food_standard_file,
+            &mut settings.network.category_rules_file,
         ] {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -588,6 +614,27 @@ impl Settings {
             .map_err(|e| refused(ObligationError::Unreadable(e.to_string())))?;
         Obligations::from_toml(&text, &self.registry.counties).map_err(refused)
     }
+
+    /// Loads and validates the food limits and the farmland category rules
+    /// (`network.food_standard_file`, `network.category_rules_file`).
+    pub fn crop_rules(&self) -> Result<CropRules, ConfigError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })
+        };
+        let refused = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ConfigError::Crop { path, source }
+        };
+        let n = &self.network;
+        let food = FoodStandard::from_toml(&read(&n.food_standard_file)?)
+            .map_err(refused(&n.food_standard_file))?;
+        let categories = CategoryRules::from_toml(&read(&n.category_rules_file)?)
+            .map_err(refused(&n.category_rules_file))?;
+        Ok(CropRules { food, categories })
+    }
 }
 
 /// A rustls client configuration (ring provider, TLS 1.2 and 1.3) trusting only the CA
@@ -618,7 +665,8 @@ pub fn tls_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String>
     Ok(Arc::new(config))
 }
 
-/// Loads every `*.toml` file in `dir` as a standard and builds the set.
+/// Loads every `*.toml` file in `dir` as a soil standard (food-limit files, which have a
+/// `[food_standard]` table, are skipped) and builds the set.
 pub fn load_standards(dir: &Path, rotation: RotationRule) -> Result<Standards, ConfigError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -633,6 +681,10 @@ pub fn load_standards(dir: &Path, rotation: RotationRule) -> Result<Standards, C
     let mut list = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(io(&f))?;
+        // Food limits (GB 2762) share the directory; they are loaded by `crop_rules`.
+        if FoodStandard::is_food_standard(&text) {
+            continue;
+        }
         list.push(Standard::from_toml(&text, &f.display().to_string())?);
     }
     Ok(Standards::from_standards(list, rotation)?)

@@ -15,7 +15,10 @@
 //!   ids, point ids, negative value and ceiling, time window, pH), [`domain::sample`] (a parsed
 //!   station sample or its reason code), [`domain::reading`] (the judged reading every source
 //!   stores, and its one constructor), [`domain::obligation`] (monitoring obligations as
-//!   validated data: which points owe which metals how often, overdue metals, coverage).
+//!   validated data: which points owe which metals how often, overdue metals, coverage),
+//!   [`domain::crop`] (GB 2762 food limits, the farmland category table, a point's
+//!   classification and history per campaign), [`domain::enterprise`] (credit code check,
+//!   plot status, land-bureau candidates).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
@@ -27,7 +30,7 @@
 //!   order).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
-//!   CRM, spikes).
+//!   CRM, spikes), [`lab::crop`] (crop rows: known matrix, linked farmland point).
 //! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
 //!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), and the
@@ -40,7 +43,9 @@
 //!   [`store::readings`] (judged readings, shared by every source), [`store::incidents`]
 //!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
-//!   [`store::points`].
+//!   [`store::points`], [`store::network`] (point programs, last samples through
+//!   `readings_full`, the overdue check and coverage), [`store::crops`] (crop results,
+//!   farmland categories).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1, marked
 //!   sent only after the broker acknowledged them.
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector

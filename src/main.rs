@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use cli::archive::CorrectArgs;
 use cli::broker::BrokerCommand;
 use cli::classify::ClassifyArgs;
-use cli::network::NetworkArgs;
+use cli::network::{CategoriesArgs, EnterprisesCommand, NetworkArgs};
 use cli::points::PointsCommand;
 use cli::stations::{BureausCommand, StationsCommand};
 use cli::tokens::TokensCommand;
@@ -63,6 +63,12 @@ enum Command {
     Coverage(NetworkArgs),
     /// Points overdue now: an owed metal's last accepted sample is older than its interval.
     Overdue(NetworkArgs),
+    /// Farmland categories (soil tier x crop co-monitoring) per county and point, with the
+    /// evidence and the history; --csv exports.
+    Categories(CategoriesArgs),
+    /// Key supervised enterprises (credit code, industry, county, location, points).
+    #[command(subcommand)]
+    Enterprises(EnterprisesCommand),
     /// Upload a lab batch (CSV or .json) to a running service and print the report; exits
     /// non-zero when the batch is not accepted.
     Upload(UploadArgs),
@@ -142,6 +148,8 @@ async fn main() -> Result<()> {
         Command::Tiers => cli::tiers::tiers(&settings).await,
         Command::Coverage(args) => cli::network::coverage(&settings, &args).await,
         Command::Overdue(args) => cli::network::overdue(&settings, &args).await,
+        Command::Categories(args) => cli::network::categories(&settings, &args).await,
+        Command::Enterprises(c) => cli::network::enterprises(&settings, c).await,
         Command::Upload(args) => cli::upload::upload(&settings, &args).await,
         Command::Stations(c) => cli::stations::stations(&settings, c).await,
         Command::Bureaus(c) => cli::stations::bureaus(&settings, c).await,

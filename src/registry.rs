@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
+use crate::domain::enterprise::{check_uscc, Enterprise};
 use crate::domain::obligation::Obligations;
 use crate::domain::point::{LandUse, Point, PointType};
 use crate::domain::rules::valid_point_id;
@@ -169,6 +170,81 @@ fn parse_rows(input: impl Read, counties: &[String]) -> Result<Vec<Registered>, 
     Ok(points)
 }
 
+#[derive(Debug, Deserialize)]
+struct EnterpriseRow {
+    credit_code: String,
+    name: String,
+    industry: String,
+    county_code: String,
+    lon: f64,
+    lat: f64,
+    #[serde(default)]
+    points: Option<String>,
+}
+
+/// Parses a key supervised enterprise CSV
+/// (`credit_code,name,industry,county_code,lon,lat,points`, points `;`-separated): the credit
+/// code is checked (GB 32100 check character), the county is known, every point is in
+/// `registry`. The first error is returned with its line.
+pub fn parse_enterprises_csv(
+    input: impl Read,
+    counties: &[String],
+    registry: &Registry,
+) -> Result<Vec<Enterprise>, RegistryError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut out: Vec<Enterprise> = Vec::new();
+    for record in reader.deserialize::<EnterpriseRow>() {
+        let record = record.map_err(|source| RegistryError::Csv {
+            line: source.position().map_or(0, |p| p.line()),
+            source,
+        })?;
+        let line = out.len() as u64 + 2;
+        let field = |column, detail: String| RegistryError::Field {
+            line,
+            column,
+            detail,
+        };
+        let credit_code =
+            check_uscc(&record.credit_code).map_err(|e| field("credit_code", e.to_string()))?;
+        if out.iter().any(|e| e.credit_code == credit_code) {
+            return Err(field("credit_code", format!("{credit_code} appears twice")));
+        }
+        if !counties.contains(&record.county_code) {
+            return Err(field(
+                "county_code",
+                format!("{:?} is not one of {counties:?}", record.county_code),
+            ));
+        }
+        let points: Vec<String> = record
+            .points
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some(p) = points.iter().find(|p| registry.get(p).is_none()) {
+            return Err(field(
+                "points",
+                format!("unknown_point: {p:?} is not registered"),
+            ));
+        }
+        out.push(Enterprise {
+            credit_code,
+            name: record.name,
+            industry: record.industry,
+            county_code: record.county_code,
+            lon: record.lon,
+            lat: record.lat,
+            points,
+        });
+    }
+    Ok(out)
+}
+
 /// The registered points, by id.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
@@ -294,6 +370,27 @@ mod tests {
                      441781-B-0001,A,441781,111.78,22.17,basic,paddy,6.2\n";
         let rows = parse_points_file(plain.as_bytes(), &counties(), &obligations).unwrap();
         assert!(rows[0].programs.is_empty());
+    }
+
+    #[test]
+    fn enterprises_are_checked_by_credit_code_county_and_points() {
+        let points = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+                      441781-R-0001,Pond,441781,111.7,22.3,risk,paddy,6.0\n";
+        let registry = Registry::new(parse_points_csv(points.as_bytes(), &counties()).unwrap());
+        let ok = "credit_code,name,industry,county_code,lon,lat,points\n\
+                  91350100M000100Y43,Mine,lead-zinc mining,441781,111.6,22.3,441781-R-0001\n";
+        let list = parse_enterprises_csv(ok.as_bytes(), &counties(), &registry).unwrap();
+        assert_eq!(list[0].points, ["441781-R-0001"]);
+        let bad = ok.replace("Y43", "Y44");
+        let err = parse_enterprises_csv(bad.as_bytes(), &counties(), &registry).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 2: credit_code: bad_credit_check_digit"),
+            "{err}"
+        );
+        let foreign = ok.replace("441781-R-0001\n", "441781-R-0009\n");
+        let err = parse_enterprises_csv(foreign.as_bytes(), &counties(), &registry).unwrap_err();
+        assert!(err.to_string().contains("unknown_point"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, CropRules, Settings};
 use crate::domain::obligation::Obligations;
 use crate::domain::standard::Standards;
 use crate::http::auth::{AuthError, TokenStore};
@@ -81,6 +81,7 @@ impl ServiceHandle {
 pub fn start(settings: Arc<Settings>) -> Result<ServiceHandle, ServiceError> {
     let standards = Arc::new(settings.standards()?);
     let obligations = Arc::new(settings.obligations()?);
+    let crops = Arc::new(settings.crop_rules()?);
     let pool = store::pool(&settings.database)?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(
@@ -88,6 +89,7 @@ pub fn start(settings: Arc<Settings>) -> Result<ServiceHandle, ServiceError> {
         Loaded {
             standards,
             obligations,
+            crops,
         },
         pool,
         shutdown.clone(),
@@ -99,6 +101,7 @@ pub fn start(settings: Arc<Settings>) -> Result<ServiceHandle, ServiceError> {
 struct Loaded {
     standards: Arc<Standards>,
     obligations: Arc<Obligations>,
+    crops: Arc<CropRules>,
 }
 
 /// The service's life: wait for the database, start the tasks, stop them in order.
@@ -111,6 +114,7 @@ async fn run(
     let Loaded {
         standards,
         obligations,
+        crops,
     } = loaded;
     let Some(registry) = wait_for_database(&settings, &pool, &shutdown).await else {
         return Ok(());
@@ -158,6 +162,7 @@ async fn run(
             registry: registry.clone(),
             standards: standards.clone(),
             obligations,
+            crops,
             outbox: outbox.clone(),
             tokens,
             metrics,

@@ -3,6 +3,8 @@
 //! parser and the lab checks. Nothing here does I/O; adapters (`ingest`, `lab`, `store`,
 //! `alert`) call into it.
 
+pub mod crop;
+pub mod enterprise;
 pub mod incident;
 pub mod judge;
 pub mod metal;

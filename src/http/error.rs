@@ -26,6 +26,11 @@ pub enum ApiError {
         /// The token's role.
         has: Role,
     },
+    /// An enterprise uploaded results of points that are not its own (403; nothing stored).
+    #[error(
+        "not_own_point: an enterprise may upload results of its own points only; not yours: {0}"
+    )]
+    NotOwnPoints(String),
     /// The identity's request budget is spent (429, with `Retry-After`).
     #[error("rate limit exceeded (http.rate_limit_per_minute)")]
     RateLimited {
@@ -72,7 +77,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::NotOwnPoints(_) => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

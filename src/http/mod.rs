@@ -3,7 +3,7 @@
 //!
 //! | route | roles | |
 //! |---|---|---|
-//! | `POST /v1/lab/batches` | `lab` | CSV or JSON batch → 201 / 200 (replay) / 409 / 413 / 422 |
+//! | `POST /v1/lab/batches` | `lab`, `enterprise` | CSV or JSON batch → 201 / 200 (replay) / 409 / 413 / 422; an enterprise's batch naming a point not its own: 403, nothing stored |
 //! | `GET /v1/lab/batches/{batch_id}` | `lab`, `admin` | status and stored report |
 //! | `GET /v1/alerts?since=RFC3339&limit=N` | `bureau`, `admin` | alert events of the caller's counties |
 //! | `GET /v1/incidents?open=true&limit=N` | `bureau`, `admin` | incidents of the caller's counties |
@@ -47,7 +47,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::Settings;
+use crate::config::{CropRules, Settings};
 use crate::domain::obligation::Obligations;
 use crate::domain::standard::Standards;
 use crate::lab::checks::CheckContext;
@@ -58,7 +58,7 @@ use crate::store::identities::IdentityKind;
 use crate::store::lab::{LabContext, Outcome};
 use crate::telemetry;
 use auth::TokenStore;
-use caller::{AdminOnly, BureauOrAdmin, Caller, LabOnly, LabOrAdmin};
+use caller::{AdminOnly, BureauOrAdmin, Caller, LabOrAdmin, LabOrEnterprise};
 pub use error::ApiError;
 
 /// Errors of the HTTP server.
@@ -81,6 +81,8 @@ pub struct AppState {
     pub standards: Arc<Standards>,
     /// Monitoring obligations in force (coverage, overdue).
     pub obligations: Arc<Obligations>,
+    /// Food limits and farmland category rules (crop samples, categories).
+    pub crops: Arc<CropRules>,
     /// Wakes the alert publisher after a batch queued alerts.
     pub outbox: Arc<Notify>,
     /// API tokens (re-read when the file changes).
@@ -214,7 +216,7 @@ async fn gate(State(st): State<Arc<AppState>>, mut req: Request, next: Next) -> 
 /// `POST /v1/lab/batches`: read the body, check it, store it, answer with its report.
 async fn upload(
     State(st): State<Arc<AppState>>,
-    who: Caller<LabOnly>,
+    who: Caller<LabOrEnterprise>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -232,6 +234,11 @@ async fn upload(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
         }
     };
+    // An enterprise uploads its own points' results only: anything else is refused whole
+    // (403) before anything is stored.
+    if who.role == auth::Role::Enterprise {
+        network::check_own_points(&st, &who.name, &checked.rows).await?;
+    }
     // From here on, every log line of the upload carries its batch id (the span's field).
     let batch_id = checked.batch_id.clone().unwrap_or_default();
     let span = tracing::info_span!("lab_upload", batch_id = batch_id.as_str());
@@ -275,6 +282,7 @@ async fn store_checked(
         standards: &st.standards,
         mqtt: &st.settings.mqtt,
         clear_after: st.settings.judge.clear_after,
+        crops: Some(&st.crops),
     };
     let commit_started = Instant::now();
     let read_check = commit_started - sent.started;
@@ -364,6 +372,7 @@ async fn check_body(
     json_body: bool,
 ) -> Result<Result<Checked, Vec<Issue>>, ApiError> {
     let settings = st.settings.clone();
+    let crops = st.crops.clone();
     let reg = registry.clone();
     tokio::task::spawn_blocking(move || {
         let ctx = CheckContext {
@@ -373,11 +382,16 @@ async fn check_body(
             now: Utc::now(),
         };
         // Rows are checked as they are read: the body is the only copy of the batch's text.
-        if json_body {
+        let checked = if json_body {
             lab::check_json(&buf, &ctx)
         } else {
             lab::check_csv(&buf, &ctx)
-        }
+        };
+        checked.map(|mut c| {
+            let crop_issues = lab::crop::check(&c.rows, &crops.food, &reg);
+            c.issues.extend(crop_issues);
+            c
+        })
     })
     .await
     .map_err(|_| ApiError::Internal("checking the batch failed"))
@@ -447,7 +461,7 @@ pub(crate) type Params = Query<HashMap<String, String>>;
 /// Largest `limit` of the read endpoints (default 100).
 const MAX_LIMIT: i64 = 1000;
 
-fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
+pub(crate) fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
     match q.get("limit") {
         None => Ok(100),
         Some(v) => match v.parse::<i64>() {

@@ -8,6 +8,8 @@
 
 pub mod archive;
 pub mod chunks;
+pub mod crops;
+pub mod enterprises;
 pub mod identities;
 pub mod incidents;
 pub mod lab;
@@ -27,7 +29,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{DatabaseConfig, MqttConfig};
+use crate::config::{CropRules, DatabaseConfig, MqttConfig};
 use crate::domain::standard::Standards;
 use crate::registry::Registry;
 
@@ -41,6 +43,9 @@ pub struct Context<'a> {
     pub mqtt: &'a MqttConfig,
     /// Consecutive non-exceeding samples that clear an incident.
     pub clear_after: u32,
+    /// Food limits and farmland category rules for crop samples (lab batches); `None` on
+    /// the station path (stations measure soil only).
+    pub crops: Option<&'a CropRules>,
 }
 
 /// Errors from the database adapter.

@@ -14,8 +14,13 @@ cd "$(dirname "$0")/../.."
 bash deploy/local/services.sh up
 eval "$(bash deploy/local/services.sh env)"
 command -v cargo >/dev/null || { echo "cargo is required (the Rust toolchain)" >&2; exit 1; }
-cargo build --release --quiet
-BIN=target/release/soilmon
+# SOILMON_DEMO_BIN: run an already built binary instead of building the release one.
+if [ -n "${SOILMON_DEMO_BIN:-}" ]; then
+  BIN=$SOILMON_DEMO_BIN
+else
+  cargo build --release --quiet
+  BIN=target/release/soilmon
+fi
 RUN_DIR=$(mktemp -d /tmp/soilmon-demo.XXXXXX)
 $BIN migrate
 $BIN points import config/points/demo.csv

@@ -12,7 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::domain::crop::{CategoryRules, CropError, FoodStandard};
 use crate::domain::metal::Metal;
+use crate::domain::obligation::{ObligationError, Obligations};
 use crate::domain::standard::{RotationRule, Standard, StandardError, Standards};
 
 /// Errors loading or checking configuration.
@@ -35,6 +37,22 @@ pub enum ConfigError {
     /// A standards file is inconsistent.
     #[error(transparent)]
     Standard(#[from] StandardError),
+    /// A food-limit or category-rule file is refused (the message starts with its code).
+    #[error("rules {path}: {source}")]
+    Crop {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: CropError,
+    },
+    /// The obligations file is refused (the message starts with its reason code).
+    #[error("obligations {path}: {source}")]
+    Obligations {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: ObligationError,
+    },
 }
 
 /// One refused configuration value.
@@ -282,6 +300,40 @@ pub struct JudgeConfig {
     pub rotation_rule: RotationRule,
 }
 
+/// The crop rules: food limits and farmland category rules, loaded together.
+#[derive(Debug, Clone)]
+pub struct CropRules {
+    /// GB 2762 limits.
+    pub food: FoodStandard,
+    /// Soil tier x crop state table.
+    pub categories: CategoryRules,
+}
+
+/// Network management (monitoring obligations, overdue check, farmland categories).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// The monitoring obligations file (programs, intervals, metals).
+    pub obligations_file: PathBuf,
+    /// How often `soilmon run` checks for overdue points, seconds (at least 1).
+    pub overdue_check_secs: u64,
+    /// The food contaminant limits crop samples are judged against (GB 2762).
+    pub food_standard_file: PathBuf,
+    /// The farmland category rules (soil tier x crop state).
+    pub category_rules_file: PathBuf,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> NetworkConfig {
+        NetworkConfig {
+            obligations_file: PathBuf::from("obligations/yangjiang.toml"),
+            overdue_check_secs: 60,
+            food_standard_file: PathBuf::from("standards/gb2762-2022.toml"),
+            category_rules_file: PathBuf::from("categories/farmland-guideline.toml"),
+        }
+    }
+}
+
 /// Point registry settings.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RegistryConfig {
@@ -489,6 +541,9 @@ pub struct Settings {
     /// Broker identity files.
     #[serde(default)]
     pub broker: BrokerConfig,
+    /// Network management.
+    #[serde(default)]
+    pub network: NetworkConfig,
     /// Alert delivery to subscriptions.
     #[serde(default)]
     pub deliver: DeliverConfig,
@@ -581,6 +636,9 @@ impl Settings {
             &mut settings.broker.acl_file,
             &mut settings.deliver.secrets_file,
             &mut settings.console.assets_dir,
+            &mut settings.network.obligations_file,
+            &mut settings.network.food_standard_file,
+            &mut settings.network.category_rules_file,
         ] {
             if p.is_relative() && !p.as_os_str().is_empty() {
                 *p = base.join(&*p);
@@ -681,6 +739,9 @@ impl Settings {
     /// The rules for the judge, database, MQTT, alerts and HTTP sections.
     fn check_services(&self, problems: &mut Vec<Problem>) {
         let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
+        if self.network.overdue_check_secs == 0 {
+            invalid("network.overdue_check_secs", "must be at least 1");
+        }
         if self.judge.clear_after == 0 {
             invalid("judge.clear_after", "must be at least 1");
         }
@@ -845,6 +906,39 @@ impl Settings {
     pub fn standards(&self) -> Result<Standards, ConfigError> {
         load_standards(&self.judge.standards_dir, self.judge.rotation_rule)
     }
+
+    /// Loads and validates the monitoring obligations file (`network.obligations_file`).
+    pub fn obligations(&self) -> Result<Obligations, ConfigError> {
+        let path = &self.network.obligations_file;
+        let refused = |source| ConfigError::Obligations {
+            path: path.clone(),
+            source,
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| refused(ObligationError::Unreadable(e.to_string())))?;
+        Obligations::from_toml(&text, &self.registry.counties).map_err(refused)
+    }
+
+    /// Loads and validates the food limits and the farmland category rules
+    /// (`network.food_standard_file`, `network.category_rules_file`).
+    pub fn crop_rules(&self) -> Result<CropRules, ConfigError> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })
+        };
+        let refused = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| ConfigError::Crop { path, source }
+        };
+        let n = &self.network;
+        let food = FoodStandard::from_toml(&read(&n.food_standard_file)?)
+            .map_err(refused(&n.food_standard_file))?;
+        let categories = CategoryRules::from_toml(&read(&n.category_rules_file)?)
+            .map_err(refused(&n.category_rules_file))?;
+        Ok(CropRules { food, categories })
+    }
 }
 
 /// A rustls client configuration (ring provider, TLS 1.2 and 1.3) trusting only the CA
@@ -875,7 +969,8 @@ pub fn tls_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String>
     Ok(Arc::new(config))
 }
 
-/// Loads every `*.toml` file in `dir` as a standard and builds the set.
+/// Loads every `*.toml` file in `dir` as a soil standard (food-limit files, which have a
+/// `[food_standard]` table, are skipped) and builds the set.
 pub fn load_standards(dir: &Path, rotation: RotationRule) -> Result<Standards, ConfigError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -890,6 +985,10 @@ pub fn load_standards(dir: &Path, rotation: RotationRule) -> Result<Standards, C
     let mut list = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).map_err(io(&f))?;
+        // Food limits (GB 2762) share the directory; they are loaded by `crop_rules`.
+        if FoodStandard::is_food_standard(&text) {
+            continue;
+        }
         list.push(Standard::from_toml(&text, &f.display().to_string())?);
     }
     Ok(Standards::from_standards(list, rotation)?)

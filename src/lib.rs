@@ -15,7 +15,11 @@
 //!   ids, point ids, negative value and ceiling, time window, pH), [`domain::sample`] (a parsed
 //!   station sample or its reason code), [`domain::reading`] (the judged reading every source
 //!   stores, and its one constructor), [`domain::workflow`] (the human incident workflow
-//!   beside the reading-driven state: actions and their rules).
+//!   beside the reading-driven state: actions and their rules), [`domain::obligation`]
+//!   (monitoring obligations as validated data: which points owe which metals how often,
+//!   overdue metals, coverage), [`domain::crop`] (GB 2762 food limits, the farmland category
+//!   table, a point's classification and history per campaign), [`domain::enterprise`] (credit
+//!   code check, plot status, land-bureau candidates).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
@@ -31,7 +35,7 @@
 //!   order).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
-//!   CRM, spikes).
+//!   CRM, spikes), [`lab::crop`] (crop rows: known matrix, linked farmland point).
 //! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
 //!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), the admin
@@ -52,7 +56,9 @@
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log),
 //!   [`store::console`] (console sessions, the incident workflow in one transaction with its
-//!   archive entry and outbox event, the console's scoped reads).
+//!   archive entry and outbox event, the console's scoped reads), [`store::network`] (point
+//!   programs, last samples through `readings_full`, the overdue check and coverage),
+//!   [`store::crops`] (crop results, farmland categories).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1 (or to
 //!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
 //!   acknowledged them; of N instances one publishes at a time (the outbox lock).
@@ -76,6 +82,9 @@
 //! - [`simulate`] — `soilmon simulate`, a demo station network publishing to the broker:
 //!   [`simulate::generate`] (pure message generation, shared with the `soilmon-bench` load
 //!   generator), [`simulate::publish`] (the MQTT client and pacing).
+//! - [`network`] — network management inside `soilmon run`: the periodic overdue check
+//!   (rules in [`domain::obligation`], state and events in [`store::network`]); coverage
+//!   reports for `soilmon coverage` and `GET /v1/coverage`.
 //! - [`service`] — what `soilmon run` starts (migrate, registry refresher, publisher, HTTP,
 //!   collector) behind a handle a test can start in-process and shut down.
 //! - `main.rs` — the `soilmon` command line: parses arguments and dispatches to `cli/`, one
@@ -96,6 +105,7 @@ pub mod http;
 pub mod ingest;
 pub mod lab;
 pub mod mqtt;
+pub mod network;
 pub mod registry;
 pub mod service;
 pub mod simulate;

@@ -15,6 +15,7 @@ use clap::{Parser, Subcommand};
 use cli::archive::CorrectArgs;
 use cli::broker::BrokerCommand;
 use cli::classify::ClassifyArgs;
+use cli::network::{CategoriesArgs, EnterprisesCommand, NetworkArgs};
 use cli::points::PointsCommand;
 use cli::quarantine::QuarantineCommand;
 use cli::stations::{BureausCommand, StationsCommand};
@@ -59,6 +60,17 @@ enum Command {
     CheckConfig,
     /// Print the soil screening tier of each farmland point (soil-only).
     Tiers,
+    /// Monitoring coverage per county x point type x land use against the obligations file,
+    /// and the required point types each county lacks.
+    Coverage(NetworkArgs),
+    /// Points overdue now: an owed metal's last accepted sample is older than its interval.
+    Overdue(NetworkArgs),
+    /// Farmland categories (soil tier x crop co-monitoring) per county and point, with the
+    /// evidence and the history; --csv exports.
+    Categories(CategoriesArgs),
+    /// Key supervised enterprises (credit code, industry, county, location, points).
+    #[command(subcommand)]
+    Enterprises(EnterprisesCommand),
     /// Upload a lab batch (CSV or .json) to a running service and print the report; exits
     /// non-zero when the batch is not accepted.
     Upload(UploadArgs),
@@ -147,6 +159,10 @@ async fn main() -> Result<()> {
         }
         Command::CheckConfig => cli::run::check_config(&settings),
         Command::Tiers => cli::tiers::tiers(&settings).await,
+        Command::Coverage(args) => cli::network::coverage(&settings, &args).await,
+        Command::Overdue(args) => cli::network::overdue(&settings, &args).await,
+        Command::Categories(args) => cli::network::categories(&settings, &args).await,
+        Command::Enterprises(c) => cli::network::enterprises(&settings, c).await,
         Command::Upload(args) => cli::upload::upload(&settings, &args).await,
         Command::Stations(c) => cli::stations::stations(&settings, c).await,
         Command::Bureaus(c) => cli::stations::bureaus(&settings, c).await,

@@ -2,7 +2,9 @@
 //! collector validates against.
 //!
 //! CSV header (one row per point; `ph` may be empty):
-//! `point_id,name,county_code,lon,lat,point_type,land_use,ph`
+//! `point_id,name,county_code,lon,lat,point_type,land_use,ph`, optionally followed by
+//! `programs`: the monitoring programs the point belongs to besides those that select it by
+//! its attributes (ids declared in the obligations file, separated by `;`, may be empty).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -10,6 +12,8 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
+use crate::domain::enterprise::{check_uscc, Enterprise};
+use crate::domain::obligation::Obligations;
 use crate::domain::point::{LandUse, Point, PointType};
 use crate::domain::rules::valid_point_id;
 
@@ -46,17 +50,58 @@ struct Row {
     point_type: String,
     land_use: String,
     ph: Option<f64>,
+    #[serde(default, alias = "program")]
+    programs: Option<String>,
 }
 
-/// Parses a points CSV. Every row is checked; the first error is returned with its line.
+/// A registry row: the point and the programs it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registered {
+    /// The point.
+    pub point: Point,
+    /// Programs named in the `programs` column (checked against the obligations file).
+    pub programs: Vec<String>,
+}
+
+/// Parses a points CSV for import: every row is checked, `programs` included (each id must
+/// be a program of `obligations`); the first error is returned with its line.
+pub fn parse_points_file(
+    input: impl Read,
+    counties: &[String],
+    obligations: &Obligations,
+) -> Result<Vec<Registered>, RegistryError> {
+    let rows = parse_rows(input, counties)?;
+    for (i, r) in rows.iter().enumerate() {
+        obligations
+            .check_programs(&r.programs)
+            .map_err(|e| RegistryError::Field {
+                line: i as u64 + 2,
+                column: "programs",
+                detail: e.to_string(),
+            })?;
+    }
+    Ok(rows)
+}
+
+/// Parses a points CSV into its points. Every row is checked; the first error is returned
+/// with its line. The optional `programs` column is read but not checked here (see
+/// [`parse_points_file`]).
 pub fn parse_points_csv(
     input: impl Read,
     counties: &[String],
 ) -> Result<Vec<Point>, RegistryError> {
+    Ok(parse_rows(input, counties)?
+        .into_iter()
+        .map(|r| r.point)
+        .collect())
+}
+
+/// The one parser behind [`parse_points_file`] and [`parse_points_csv`].
+fn parse_rows(input: impl Read, counties: &[String]) -> Result<Vec<Registered>, RegistryError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(input);
-    let mut points: Vec<Point> = Vec::new();
+    let mut points: Vec<Registered> = Vec::new();
     let mut seen = HashMap::new();
     for record in reader.deserialize::<Row>() {
         let record = record.map_err(|source| RegistryError::Csv {
@@ -99,18 +144,105 @@ pub fn parse_points_csv(
                 return Err(field("ph", format!("{ph} is outside 0-14")));
             }
         }
-        points.push(Point {
-            id: record.point_id,
-            name: record.name,
-            county_code: record.county_code,
-            lon: record.lon,
-            lat: record.lat,
-            point_type,
-            land_use,
-            ph: record.ph,
+        let programs = record
+            .programs
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        points.push(Registered {
+            point: Point {
+                id: record.point_id,
+                name: record.name,
+                county_code: record.county_code,
+                lon: record.lon,
+                lat: record.lat,
+                point_type,
+                land_use,
+                ph: record.ph,
+            },
+            programs,
         });
     }
     Ok(points)
+}
+
+#[derive(Debug, Deserialize)]
+struct EnterpriseRow {
+    credit_code: String,
+    name: String,
+    industry: String,
+    county_code: String,
+    lon: f64,
+    lat: f64,
+    #[serde(default)]
+    points: Option<String>,
+}
+
+/// Parses a key supervised enterprise CSV
+/// (`credit_code,name,industry,county_code,lon,lat,points`, points `;`-separated): the credit
+/// code is checked (GB 32100 check character), the county is known, every point is in
+/// `registry`. The first error is returned with its line.
+pub fn parse_enterprises_csv(
+    input: impl Read,
+    counties: &[String],
+    registry: &Registry,
+) -> Result<Vec<Enterprise>, RegistryError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut out: Vec<Enterprise> = Vec::new();
+    for record in reader.deserialize::<EnterpriseRow>() {
+        let record = record.map_err(|source| RegistryError::Csv {
+            line: source.position().map_or(0, |p| p.line()),
+            source,
+        })?;
+        let line = out.len() as u64 + 2;
+        let field = |column, detail: String| RegistryError::Field {
+            line,
+            column,
+            detail,
+        };
+        let credit_code =
+            check_uscc(&record.credit_code).map_err(|e| field("credit_code", e.to_string()))?;
+        if out.iter().any(|e| e.credit_code == credit_code) {
+            return Err(field("credit_code", format!("{credit_code} appears twice")));
+        }
+        if !counties.contains(&record.county_code) {
+            return Err(field(
+                "county_code",
+                format!("{:?} is not one of {counties:?}", record.county_code),
+            ));
+        }
+        let points: Vec<String> = record
+            .points
+            .as_deref()
+            .unwrap_or("")
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect();
+        if let Some(p) = points.iter().find(|p| registry.get(p).is_none()) {
+            return Err(field(
+                "points",
+                format!("unknown_point: {p:?} is not registered"),
+            ));
+        }
+        out.push(Enterprise {
+            credit_code,
+            name: record.name,
+            industry: record.industry,
+            county_code: record.county_code,
+            lon: record.lon,
+            lat: record.lat,
+            points,
+        });
+    }
+    Ok(out)
 }
 
 /// The registered points, by id.
@@ -214,6 +346,51 @@ mod tests {
         let county = ok.replace("441781,111.79", "441799,111.79");
         let err = parse_points_csv(county.as_bytes(), &counties()).unwrap_err();
         assert!(err.to_string().starts_with("line 3: county_code"), "{err}");
+    }
+
+    #[test]
+    fn the_optional_programs_column_is_read_and_checked() {
+        let text = include_str!("../config/obligations/yangjiang.toml");
+        let obligations = Obligations::from_toml(text, &counties()).unwrap();
+        let csv = "point_id,name,county_code,lon,lat,point_type,land_use,ph,programs\n\
+                   441781-B-0001,A,441781,111.78,22.17,basic,paddy,6.2,drinking_water_source\n\
+                   441781-B-0002,B,441781,111.79,22.18,basic,paddy,6.2,\n";
+        let rows = parse_points_file(csv.as_bytes(), &counties(), &obligations).unwrap();
+        assert_eq!(rows[0].programs, ["drinking_water_source"]);
+        assert!(rows[1].programs.is_empty());
+        let bad = csv.replace("drinking_water_source", "drinking_water_source;spa");
+        let err = parse_points_file(bad.as_bytes(), &counties(), &obligations).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 2: programs: unknown_program"),
+            "{err}"
+        );
+        // Without the column (the original format) every point names no program.
+        let plain = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+                     441781-B-0001,A,441781,111.78,22.17,basic,paddy,6.2\n";
+        let rows = parse_points_file(plain.as_bytes(), &counties(), &obligations).unwrap();
+        assert!(rows[0].programs.is_empty());
+    }
+
+    #[test]
+    fn enterprises_are_checked_by_credit_code_county_and_points() {
+        let points = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+                      441781-R-0001,Pond,441781,111.7,22.3,risk,paddy,6.0\n";
+        let registry = Registry::new(parse_points_csv(points.as_bytes(), &counties()).unwrap());
+        let ok = "credit_code,name,industry,county_code,lon,lat,points\n\
+                  91350100M000100Y43,Mine,lead-zinc mining,441781,111.6,22.3,441781-R-0001\n";
+        let list = parse_enterprises_csv(ok.as_bytes(), &counties(), &registry).unwrap();
+        assert_eq!(list[0].points, ["441781-R-0001"]);
+        let bad = ok.replace("Y43", "Y44");
+        let err = parse_enterprises_csv(bad.as_bytes(), &counties(), &registry).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("line 2: credit_code: bad_credit_check_digit"),
+            "{err}"
+        );
+        let foreign = ok.replace("441781-R-0001\n", "441781-R-0009\n");
+        let err = parse_enterprises_csv(foreign.as_bytes(), &counties(), &registry).unwrap_err();
+        assert!(err.to_string().contains("unknown_point"), "{err}");
     }
 
     #[test]

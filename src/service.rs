@@ -2,7 +2,7 @@
 //!
 //! [`start`] returns at once with a [`ServiceHandle`]; the service then migrates (retrying
 //! while the database is not there yet), loads the registry, and runs the registry
-//! refresher, the alert publisher, the delivery engine, the HTTP API and the MQTT collector until
+//! refresher, the alert publisher, the delivery engine, the overdue check, the HTTP API and the MQTT collector until
 //! [`ServiceHandle::shutdown`] (or the collector stops with an error). The command line
 //! only adds the SIGINT/SIGTERM handler.
 
@@ -15,14 +15,15 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, CropRules, Settings};
+use crate::domain::obligation::Obligations;
 use crate::domain::standard::Standards;
 use crate::http::auth::{AuthError, TokenStore};
 use crate::ingest::collector::{self, CollectorError, Shared};
 use crate::mqtt::{sleep_or_cancel, Backoff};
 use crate::registry::{Registry, SharedRegistry};
 use crate::store::{self, StoreError};
-use crate::{alert, deliver, http};
+use crate::{alert, deliver, http, network};
 
 /// Errors that stop the service (or keep it from starting).
 #[derive(Debug, thiserror::Error)]
@@ -79,19 +80,42 @@ impl ServiceHandle {
 /// Must be called inside a Tokio runtime.
 pub fn start(settings: Arc<Settings>) -> Result<ServiceHandle, ServiceError> {
     let standards = Arc::new(settings.standards()?);
+    let obligations = Arc::new(settings.obligations()?);
+    let crops = Arc::new(settings.crop_rules()?);
     let pool = store::pool(&settings.database)?;
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(settings, standards, pool, shutdown.clone()));
+    let task = tokio::spawn(run(
+        settings,
+        Loaded {
+            standards,
+            obligations,
+            crops,
+        },
+        pool,
+        shutdown.clone(),
+    ));
     Ok(ServiceHandle { shutdown, task })
+}
+
+/// The rule data loaded and checked before the service starts.
+struct Loaded {
+    standards: Arc<Standards>,
+    obligations: Arc<Obligations>,
+    crops: Arc<CropRules>,
 }
 
 /// The service's life: wait for the database, start the tasks, stop them in order.
 async fn run(
     settings: Arc<Settings>,
-    standards: Arc<Standards>,
+    loaded: Loaded,
     pool: Pool,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
+    let Loaded {
+        standards,
+        obligations,
+        crops,
+    } = loaded;
     let Some(registry) = wait_for_database(&settings, &pool, &shutdown).await else {
         return Ok(());
     };
@@ -132,6 +156,13 @@ async fn run(
     } else {
         None
     };
+    let overdue = tokio::spawn(network::run_overdue_check(
+        settings.clone(),
+        obligations.clone(),
+        pool.clone(),
+        outbox.clone(),
+        shutdown.clone(),
+    ));
     let tokens = match TokenStore::open(&settings.http.tokens_file) {
         Ok(t) => t,
         Err(e) => {
@@ -151,6 +182,8 @@ async fn run(
             pool: pool.clone(),
             registry: registry.clone(),
             standards: standards.clone(),
+            obligations,
+            crops,
             outbox: outbox.clone(),
             tokens,
             metrics,
@@ -173,6 +206,7 @@ async fn run(
         d.await?;
     }
     refresher.await?;
+    overdue.await?;
     if let Err(e) = http.await? {
         warn!(error = %e, "http server stopped with an error");
     }

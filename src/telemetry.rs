@@ -36,6 +36,10 @@ pub const INGEST_INFLIGHT: &str = "soilmon_ingest_inflight";
 pub const QUARANTINE_REPLAYS: &str = "soilmon_quarantine_replays_total";
 /// The most [`INGEST_INFLIGHT`] has been since the collector started.
 pub const INGEST_INFLIGHT_MAX: &str = "soilmon_ingest_inflight_max";
+/// Gauge: points overdue at the last overdue check.
+pub const POINTS_OVERDUE: &str = "soilmon_points_overdue";
+/// Counter: network events queued by the overdue check, by `state` (overdue, overdue_cleared).
+pub const NETWORK_EVENTS: &str = "soilmon_network_events_total";
 
 /// Alert deliveries to subscriptions, by channel and outcome (`delivered`, `retry`, `dead`).
 pub const DELIVERIES: &str = "soilmon_deliveries_total";
@@ -406,4 +410,25 @@ pub fn quarantine_replayed(id: i64, by: &str, outcome: &'static str, reason: Opt
         reason = reason.unwrap_or(""),
         "quarantine entry replayed"
     );
+}
+
+/// An overdue check ran: `overdue` points are overdue now; it raised `raised` `overdue`
+/// events and `cleared` `overdue_cleared` events.
+pub fn overdue_checked(overdue: usize, raised: usize, cleared: usize) {
+    metrics::gauge!(POINTS_OVERDUE).set(overdue as f64);
+    metrics::counter!(NETWORK_EVENTS, "state" => "overdue").increment(raised as u64);
+    metrics::counter!(NETWORK_EVENTS, "state" => "overdue_cleared").increment(cleared as u64);
+    if raised + cleared > 0 {
+        info!(
+            overdue,
+            raised, cleared, "network: overdue check queued events"
+        );
+    } else {
+        tracing::debug!(overdue, "network: overdue check, nothing new");
+    }
+}
+
+/// An overdue check failed (database); retried at the next tick.
+pub fn overdue_check_failed(error: &dyn Display) {
+    warn!(error = %error, "network: overdue check failed; retrying at the next tick");
 }

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod bench;
 pub mod broker;
 pub mod classify;
+pub mod network;
 pub mod points;
 pub mod quarantine;
 pub mod run;

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Subcommand;
 
 use soilmon::config::Settings;
-use soilmon::registry::parse_points_csv;
+use soilmon::registry::parse_points_file;
 use soilmon::store;
 
 use super::{connect, write_lines};
@@ -14,7 +14,8 @@ use super::{connect, write_lines};
 #[derive(Subcommand)]
 pub enum PointsCommand {
     /// Import (insert or update) points from a CSV file:
-    /// point_id,name,county_code,lon,lat,point_type,land_use,ph
+    /// point_id,name,county_code,lon,lat,point_type,land_use,ph[,programs]
+    /// (programs: ids of the obligations file, separated by ';')
     Import {
         /// The CSV file.
         file: PathBuf,
@@ -33,11 +34,14 @@ pub async fn dispatch(settings: &Settings, c: PointsCommand) -> Result<()> {
 
 async fn import_points(settings: &Settings, file: &Path) -> Result<()> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let points = parse_points_csv(f, &settings.registry.counties)
+    let obligations = settings.obligations()?;
+    let rows = parse_points_file(f, &settings.registry.counties, &obligations)
         .with_context(|| format!("reading {}", file.display()))?;
+    let points: Vec<_> = rows.iter().map(|r| r.point.clone()).collect();
     let mut client = connect(settings).await?;
     store::migrate::run(&mut client).await?;
     let n = store::points::upsert(&mut client, &points).await?;
+    store::network::set_programs(&client, &rows).await?;
     println!("imported {n} points from {}", file.display());
     Ok(())
 }

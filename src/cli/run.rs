@@ -66,6 +66,7 @@ pub async fn migrate(settings: &Settings) -> Result<()> {
 /// Loads and checks the configuration and standards files and prints a summary.
 pub fn check_config(settings: &Settings) -> Result<()> {
     let standards = settings.standards()?;
+    let obligations = settings.obligations()?;
     println!("configuration OK");
     for s in [&standards.farmland, &standards.development] {
         println!(
@@ -78,5 +79,12 @@ pub fn check_config(settings: &Settings) -> Result<()> {
         settings.mqtt.host, settings.mqtt.port, settings.mqtt.client_id
     );
     println!("  counties {:?}", settings.registry.counties);
+    println!(
+        "  obligations {} ({}): {} programs, {} obligations",
+        obligations.id,
+        obligations.version,
+        obligations.programs.len(),
+        obligations.obligations.len()
+    );
     Ok(())
 }

@@ -49,7 +49,7 @@ pub fn tokens(settings: &Settings, c: TokensCommand) -> Result<()> {
             all,
         } => {
             let Some(role) = Role::parse(&role) else {
-                bail!("--role must be lab, bureau or admin");
+                bail!("--role must be lab, bureau, admin or enterprise (name: its credit code)");
             };
             let scope = match role {
                 Role::Bureau if all => Scope::All,
@@ -64,7 +64,7 @@ pub fn tokens(settings: &Settings, c: TokensCommand) -> Result<()> {
                     bail!("--county and --all apply to bureau tokens only")
                 }
                 Role::Admin => Scope::All,
-                Role::Lab => Scope::Counties(Vec::new()),
+                Role::Lab | Role::Enterprise => Scope::Counties(Vec::new()),
             };
             let token = auth::add(path, &name, role, scope)?;
             println!(

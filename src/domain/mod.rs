@@ -4,9 +4,12 @@
 //! ([`workflow`]). Nothing here does I/O; adapters (`ingest`, `lab`, `store`,
 //! `alert`) call into it.
 
+pub mod crop;
+pub mod enterprise;
 pub mod incident;
 pub mod judge;
 pub mod metal;
+pub mod obligation;
 pub mod point;
 pub mod reading;
 pub mod rules;

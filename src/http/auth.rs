@@ -56,6 +56,9 @@ pub enum Role {
     Bureau,
     /// Read everything, including the point registry and broker identities.
     Admin,
+    /// A key supervised enterprise (its name is its unified social credit code): uploads
+    /// self-monitoring lab batches for its own points only and reads its own results.
+    Enterprise,
 }
 
 impl Role {
@@ -65,6 +68,7 @@ impl Role {
             "lab" => Some(Role::Lab),
             "bureau" => Some(Role::Bureau),
             "admin" => Some(Role::Admin),
+            "enterprise" => Some(Role::Enterprise),
             _ => None,
         }
     }
@@ -75,6 +79,7 @@ impl Role {
             Role::Lab => "lab",
             Role::Bureau => "bureau",
             Role::Admin => "admin",
+            Role::Enterprise => "enterprise",
         }
     }
 }
@@ -128,7 +133,7 @@ fn parse_scope(role: Role, field: Option<&str>, line: usize) -> Result<Scope, Au
         }
         (_, Some(_)) => Err(bad("only bureau lines carry counties")),
         (Role::Admin, None) => Ok(Scope::All),
-        (Role::Lab, None) => Ok(Scope::Counties(Vec::new())),
+        (Role::Lab | Role::Enterprise, None) => Ok(Scope::Counties(Vec::new())),
     }
 }
 
@@ -161,8 +166,8 @@ impl Tokens {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(parts[0], &mut digest)
                 .map_err(|_| bad("the first field must be a SHA-256 in hex"))?;
-            let role =
-                Role::parse(parts[1]).ok_or_else(|| bad("role must be lab, bureau or admin"))?;
+            let role = Role::parse(parts[1])
+                .ok_or_else(|| bad("role must be lab, bureau, admin or enterprise"))?;
             let name = parts.get(2).copied().unwrap_or(parts[1]).to_string();
             let scope = parse_scope(role, parts.get(3).copied(), line_no)?;
             entries.push((digest, Principal { role, name, scope }));

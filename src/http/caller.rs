@@ -28,6 +28,17 @@ pub struct LabOrAdmin;
 pub struct BureauOrAdmin;
 /// Admins only: registry and broker identities.
 pub struct AdminOnly;
+/// Labs and key supervised enterprises: uploads (an enterprise for its own points only).
+pub struct LabOrEnterprise;
+/// Enterprises only: their own results.
+pub struct EnterpriseOnly;
+
+impl Roles for LabOrEnterprise {
+    const ALLOWED: &'static [Role] = &[Role::Lab, Role::Enterprise];
+}
+impl Roles for EnterpriseOnly {
+    const ALLOWED: &'static [Role] = &[Role::Enterprise];
+}
 
 impl Roles for LabOnly {
     const ALLOWED: &'static [Role] = &[Role::Lab];

@@ -29,6 +29,11 @@ pub enum ApiError {
     /// A state-changing request of a console session without its CSRF token (403).
     #[error("missing or wrong X-CSRF-Token for this session")]
     CsrfMissing,
+    /// An enterprise uploaded results of points that are not its own (403; nothing stored).
+    #[error(
+        "not_own_point: an enterprise may upload results of its own points only; not yours: {0}"
+    )]
+    NotOwnPoints(String),
     /// The identity's request budget is spent (429, with `Retry-After`).
     #[error("rate limit exceeded (http.rate_limit_per_minute)")]
     RateLimited {
@@ -75,7 +80,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden { .. } | ApiError::CsrfMissing => StatusCode::FORBIDDEN,
+            ApiError::Forbidden { .. } | ApiError::CsrfMissing | ApiError::NotOwnPoints(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -272,7 +272,7 @@ async fn add_token(
 ) -> Result<Response, ApiError> {
     let b: NewToken = body_of(&body, r#"{"name": "…", "role": "lab|bureau|admin"}"#)?;
     let role = Role::parse(&b.role)
-        .ok_or_else(|| ApiError::BadRequest("role must be lab, bureau or admin".into()))?;
+        .ok_or_else(|| ApiError::BadRequest("role must be lab, bureau, admin or enterprise".into()))?;
     let scope = match role {
         Role::Bureau => {
             check_scope(&st, &b.counties, b.all)?;
@@ -288,7 +288,7 @@ async fn add_token(
             ))
         }
         Role::Admin => Scope::All,
-        Role::Lab => Scope::Counties(Vec::new()),
+        Role::Lab | Role::Enterprise => Scope::Counties(Vec::new()),
     };
     let token = auth::add(tokens_path(&st)?, &b.name, role, scope).map_err(auth_failed)?;
     info!(by = %who.name, name = %b.name, role = role.as_str(), "token added over the API");

@@ -3,7 +3,7 @@
 //!
 //! | route | roles | |
 //! |---|---|---|
-//! | `POST /v1/lab/batches` | `lab` | CSV or JSON batch → 201 / 200 (replay) / 409 / 413 / 422 |
+//! | `POST /v1/lab/batches` | `lab`, `enterprise` | CSV or JSON batch → 201 / 200 (replay) / 409 / 413 / 422; an enterprise's batch naming a point not its own: 403, nothing stored |
 //! | `GET /v1/lab/batches/{batch_id}` | `lab`, `admin` | status and stored report |
 //! | `GET /v1/alerts?since=RFC3339&limit=N` | `bureau`, `admin` | alert events of the caller's counties |
 //! | `GET /v1/incidents?open=true&limit=N` | `bureau`, `admin` | incidents of the caller's counties |
@@ -12,6 +12,7 @@
 //! | `GET /v1/stations`, `GET /v1/bureaus` | `admin` | broker identities (no secrets) |
 //! | `/v1/quarantine…` | `admin` | quarantine browser and replay ([`admin`]) |
 //! | `POST /v1/points/import`, `POST`/`DELETE /v1/stations`, `/v1/bureaus`, `GET`/`POST`/`DELETE /v1/tokens` | `admin` | registry import, broker identities, API tokens ([`manage`]) |
+//! | `GET /v1/coverage`, `GET /v1/overdue` | `bureau`, `admin` | network management, see [`network`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics` | none | |
 //!
 //! Every request passes [`gate`]: the bearer token is checked (the principal is handed to the
@@ -29,6 +30,7 @@ pub mod console;
 pub mod error;
 pub mod manage;
 pub mod metrics;
+pub mod network;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,7 +52,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use crate::config::Settings;
+use crate::config::{CropRules, Settings};
+use crate::domain::obligation::Obligations;
 use crate::domain::standard::Standards;
 use crate::lab::checks::CheckContext;
 use crate::lab::{self, Checked, Issue, Report};
@@ -60,7 +63,7 @@ use crate::store::identities::IdentityKind;
 use crate::store::lab::{LabContext, Outcome};
 use crate::telemetry;
 use auth::TokenStore;
-use caller::{AdminOnly, BureauOrAdmin, Caller, LabOnly, LabOrAdmin};
+use caller::{AdminOnly, BureauOrAdmin, Caller, LabOrAdmin, LabOrEnterprise};
 pub use error::ApiError;
 
 /// Errors of the HTTP server.
@@ -81,6 +84,10 @@ pub struct AppState {
     pub registry: SharedRegistry,
     /// Standards in force.
     pub standards: Arc<Standards>,
+    /// Monitoring obligations in force (coverage, overdue).
+    pub obligations: Arc<Obligations>,
+    /// Food limits and farmland category rules (crop samples, categories).
+    pub crops: Arc<CropRules>,
     /// Wakes the alert publisher after a batch queued alerts.
     pub outbox: Arc<Notify>,
     /// API tokens (re-read when the file changes).
@@ -148,6 +155,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::routes())
         .merge(manage::routes())
         .merge(console::router(state.clone()))
+        .merge(network::routes())
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -246,7 +254,7 @@ fn api_csrf_ok(req: &Request, session: Option<&console::SessionCsrf>) -> bool {
 /// `POST /v1/lab/batches`: read the body, check it, store it, answer with its report.
 async fn upload(
     State(st): State<Arc<AppState>>,
-    who: Caller<LabOnly>,
+    who: Caller<LabOrEnterprise>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -264,6 +272,11 @@ async fn upload(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
         }
     };
+    // An enterprise uploads its own points' results only: anything else is refused whole
+    // (403) before anything is stored.
+    if who.role == auth::Role::Enterprise {
+        network::check_own_points(&st, &who.name, &checked.rows).await?;
+    }
     // From here on, every log line of the upload carries its batch id (the span's field).
     let batch_id = checked.batch_id.clone().unwrap_or_default();
     let span = tracing::info_span!("lab_upload", batch_id = batch_id.as_str());
@@ -307,6 +320,7 @@ async fn store_checked(
         standards: &st.standards,
         mqtt: &st.settings.mqtt,
         clear_after: st.settings.judge.clear_after,
+        crops: Some(&st.crops),
     };
     let commit_started = Instant::now();
     let read_check = commit_started - sent.started;
@@ -396,6 +410,7 @@ async fn check_body(
     json_body: bool,
 ) -> Result<Result<Checked, Vec<Issue>>, ApiError> {
     let settings = st.settings.clone();
+    let crops = st.crops.clone();
     let reg = registry.clone();
     tokio::task::spawn_blocking(move || {
         let ctx = CheckContext {
@@ -405,11 +420,16 @@ async fn check_body(
             now: Utc::now(),
         };
         // Rows are checked as they are read: the body is the only copy of the batch's text.
-        if json_body {
+        let checked = if json_body {
             lab::check_json(&buf, &ctx)
         } else {
             lab::check_csv(&buf, &ctx)
-        }
+        };
+        checked.map(|mut c| {
+            let crop_issues = lab::crop::check(&c.rows, &crops.food, &reg);
+            c.issues.extend(crop_issues);
+            c
+        })
     })
     .await
     .map_err(|_| ApiError::Internal("checking the batch failed"))
@@ -474,12 +494,12 @@ async fn batch(
 }
 
 /// Query parameters of the read endpoints.
-type Params = Query<HashMap<String, String>>;
+pub(crate) type Params = Query<HashMap<String, String>>;
 
 /// Largest `limit` of the read endpoints (default 100).
 const MAX_LIMIT: i64 = 1000;
 
-fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
+pub(crate) fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
     match q.get("limit") {
         None => Ok(100),
         Some(v) => match v.parse::<i64>() {
@@ -492,7 +512,7 @@ fn limit_of(q: &HashMap<String, String>) -> Result<i64, ApiError> {
 }
 
 /// A failed read query: logged, then 503.
-fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
+pub(crate) fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
     move |e| {
         warn!(error = %e, "http: {what} query failed");
         ApiError::DATABASE_RETRY
@@ -500,7 +520,7 @@ fn query_failed(what: &str) -> impl FnOnce(store::StoreError) -> ApiError + '_ {
 }
 
 /// A list as `{"count": n, what: [...]}`.
-fn listed<T: serde::Serialize>(items: Vec<T>, what: &str) -> Response {
+pub(crate) fn listed<T: serde::Serialize>(items: Vec<T>, what: &str) -> Response {
     Json(json!({ "count": items.len(), what: items })).into_response()
 }
 

@@ -552,6 +552,7 @@ async fn run_batch(
             standards: &shared.standards,
             mqtt: &shared.settings.mqtt,
             clear_after: shared.settings.judge.clear_after,
+            crops: None,
         };
         let client = shared.pool.get().await;
         if let Some(prev) = prev_staged {

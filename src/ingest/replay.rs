@@ -66,6 +66,7 @@ pub async fn replay(
         standards,
         mqtt: &settings.mqtt,
         clear_after: settings.judge.clear_after,
+        crops: None,
     };
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {

@@ -201,6 +201,10 @@ impl RowFields<'_> {
             method: r.get("method").map(|m| checker.methods.get(m)),
             qc_type: self.qc_type?,
             qc_ref: self.qc_ref.map(Box::from),
+            matrix: r
+                .get("matrix")
+                .filter(|m| !super::crop::is_soil(m))
+                .map(Box::from),
         })
     }
 }
@@ -447,7 +451,17 @@ impl<'a> RowCheck<'_, 'a> {
     /// The point: required for field samples, registered when given.
     fn point(&mut self, field_sample: bool) -> Option<&'a str> {
         let point_id = self.r.get("point_id");
+        let crop = self
+            .r
+            .get("matrix")
+            .is_some_and(|m| !super::crop::is_soil(m));
         match point_id {
+            // A crop sample must name the soil (farmland point) it grew on.
+            None if field_sample && crop => self.push(
+                CheckCode::CropWithoutSoilPoint,
+                "point_id",
+                "a crop sample must name the registered farmland point it grew on".into(),
+            ),
             None if field_sample => self.push(
                 CheckCode::MissingField,
                 "point_id",

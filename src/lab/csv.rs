@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::{CheckCode, Issue, Parsed, RawRow, N_COLUMNS};
 
-/// The template's columns, in order (`analysed_at` is optional and extra). A [`RawRow`]'s
+/// The template's columns, in order (`analysed_at` and `matrix` are optional and extra). A [`RawRow`]'s
 /// fields are indexed by position in this list.
 pub const COLUMNS: [&str; N_COLUMNS] = [
     "batch_id",
@@ -33,6 +33,7 @@ pub const COLUMNS: [&str; N_COLUMNS] = [
     "qc_type",
     "qc_ref",
     "analysed_at",
+    "matrix",
 ];
 
 /// Columns every upload's header must have.
@@ -47,7 +48,7 @@ pub const REQUIRED_COLUMNS: [&str; 7] = [
 ];
 
 /// Chinese (and a few English) aliases of the canonical column names.
-const ALIASES: [(&str, &str); 30] = [
+const ALIASES: [(&str, &str); 33] = [
     ("批次号", "batch_id"),
     ("批次编号", "batch_id"),
     ("实验室", "lab_id"),
@@ -78,6 +79,9 @@ const ALIASES: [(&str, &str); 30] = [
     ("关联样品", "qc_ref"),
     ("分析时间", "analysed_at"),
     ("分析日期", "analysed_at"),
+    ("样品基质", "matrix"),
+    ("基质", "matrix"),
+    ("样品种类", "matrix"),
 ];
 
 /// The position of a canonical column name in [`COLUMNS`].

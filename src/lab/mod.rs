@@ -6,6 +6,7 @@
 //! [`Issue`] with its code, line and column, never just the first one.
 
 pub mod checks;
+pub mod crop;
 pub mod csv;
 pub mod qc;
 
@@ -84,11 +85,15 @@ pub enum CheckCode {
     QcCrmOutOfRange,
     /// A spike recovery outside the configured window.
     QcSpikeRecovery,
+    /// `matrix` names no GB 2762 food category (nor soil).
+    UnknownMatrix,
+    /// A crop sample without a registered farmland point to link it to.
+    CropWithoutSoilPoint,
 }
 
 impl CheckCode {
     /// Every code, for documentation and metrics.
-    pub const ALL: [CheckCode; 26] = [
+    pub const ALL: [CheckCode; 28] = [
         CheckCode::MalformedBatch,
         CheckCode::MissingColumn,
         CheckCode::EmptyBatch,
@@ -115,6 +120,8 @@ impl CheckCode {
         CheckCode::QcBlankAboveMdl,
         CheckCode::QcCrmOutOfRange,
         CheckCode::QcSpikeRecovery,
+        CheckCode::UnknownMatrix,
+        CheckCode::CropWithoutSoilPoint,
     ];
 
     /// The API spelling.
@@ -146,6 +153,8 @@ impl CheckCode {
             CheckCode::QcBlankAboveMdl => "qc_blank_above_mdl",
             CheckCode::QcCrmOutOfRange => "qc_crm_out_of_range",
             CheckCode::QcSpikeRecovery => "qc_spike_recovery",
+            CheckCode::UnknownMatrix => "unknown_matrix",
+            CheckCode::CropWithoutSoilPoint => "crop_without_soil_point",
         }
     }
 }
@@ -238,7 +247,7 @@ impl QcType {
 }
 
 /// Number of canonical columns ([`csv::COLUMNS`]).
-pub const N_COLUMNS: usize = 17;
+pub const N_COLUMNS: usize = 18;
 
 /// One row as read from the body: the trimmed text of each canonical column, by position in
 /// [`csv::COLUMNS`], borrowed from the parser (rows are streamed, never collected as text).
@@ -299,6 +308,10 @@ pub struct LabRow {
     pub qc_type: QcType,
     /// Link of a QC row (see [`QcType`]).
     pub qc_ref: Option<Box<str>>,
+    /// The sample's matrix when it is a crop (optional `matrix` column, a GB 2762 food
+    /// category); `None` for soil, the default. Crop samples are judged by [`crop`], never
+    /// as soil readings.
+    pub matrix: Option<Box<str>>,
 }
 
 impl LabRow {

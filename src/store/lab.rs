@@ -1,8 +1,8 @@
 //! Lab batches in the database: idempotency by batch id and content hash, checks against
 //! stored data, and the accepted batch written in one transaction — every row (QC included)
-//! by binary COPY into `lab_rows`, the field samples as `samples` rows and their readings
-//! judged and inserted into `readings`,
-//! incidents and alerts through the same path as MQTT.
+//! by binary COPY into `lab_rows`, the soil field samples as `samples` rows and their
+//! readings judged and inserted into `readings`, incidents and alerts through the same path
+//! as MQTT, crop samples judged into `crop_results` ([`super::crops`]).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -165,6 +165,9 @@ async fn store_accepted(
         let received_at = upload.received_at;
         readings::insert_fresh_from(&tx, || with_samples(ctx, &samples, &refs, received_at))
             .await?;
+    }
+    if let Some(crops) = ctx.crops {
+        super::crops::insert(&tx, crops, &checked.rows, upload.received_at).await?;
     }
     let t2 = std::time::Instant::now();
     report.alerts = apply_incidents(&tx, ctx, &samples, upload.received_at).await?;
@@ -486,7 +489,8 @@ struct Sample<'a> {
 fn judgeable_samples<'a>(ctx: &LabContext<'a>, rows: &'a [LabRow]) -> Vec<Sample<'a>> {
     let mut out = Vec::new();
     for (index, r) in rows.iter().enumerate() {
-        if r.qc_type != QcType::Sample {
+        // Crop samples are judged against food limits (store::crops), never as soil.
+        if r.qc_type != QcType::Sample || r.matrix.is_some() {
             continue;
         }
         // Both were checked present and registered.

@@ -23,7 +23,8 @@ use super::StoreError;
 /// many readings share once (samples, sources, judgement bases, code tables) and redefines
 /// `readings_full` over the lean tables; version 11 (issue 14) adds alert subscriptions and
 /// their deliveries; version 12 adds the web console's sessions and incident actions (a new
-/// archive and outbox kind); version 15 (issue 13's quarantine work, numbered so as not to
+/// archive and outbox kind); version 13 (network management) adds point programs, overdue
+/// state, crop results, farmland categories, enterprises and development-land plots; version 15 (issue 13's quarantine work, numbered so as not to
 /// clash with the console's 12) adds the quarantine replay log. Versions need not be
 /// contiguous: each is applied once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -71,6 +72,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("migrations/0011_subscriptions.sql"),
     ),
     (12, "console", include_str!("migrations/0012_console.sql")),
+    (13, "network", include_str!("migrations/0013_network.sql")),
     (
         15,
         "quarantine_replay",

@@ -12,11 +12,14 @@ pub mod archive;
 pub mod chunks;
 pub mod console;
 pub mod deliveries;
+pub mod crops;
+pub mod enterprises;
 pub mod identities;
 pub mod incidents;
 pub mod keys;
 pub mod lab;
 pub mod migrate;
+pub mod network;
 pub mod outbox;
 pub mod points;
 pub mod quarantine;
@@ -33,7 +36,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::NoTls;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::config::{DatabaseConfig, MqttConfig};
+use crate::config::{CropRules, DatabaseConfig, MqttConfig};
 use crate::domain::standard::Standards;
 use crate::registry::Registry;
 
@@ -47,6 +50,9 @@ pub struct Context<'a> {
     pub mqtt: &'a MqttConfig,
     /// Consecutive non-exceeding samples that clear an incident.
     pub clear_after: u32,
+    /// Food limits and farmland category rules for crop samples (lab batches); `None` on
+    /// the station path (stations measure soil only).
+    pub crops: Option<&'a CropRules>,
 }
 
 /// Errors from the database adapter.

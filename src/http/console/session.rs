@@ -168,7 +168,7 @@ pub async fn login(
 /// The first page of a role.
 pub fn home_of(role: Role) -> &'static str {
     match role {
-        Role::Lab => "/console/lab",
+        Role::Lab | Role::Enterprise => "/console/lab",
         Role::Bureau | Role::Admin => "/console/map",
     }
 }

@@ -507,8 +507,9 @@ async fn accepted_batches_are_in_the_tamper_evident_chain() -> anyhow::Result<()
 
 /// The rows of a batch being stored are new (its id was never accepted), so they go by binary
 /// COPY straight into `lab_rows` and `readings`. Should they be stored after all (here the
-/// accepted batch is marked rejected by hand), the COPYs' unique violations roll back to
-/// their savepoints and the rows go through `ON CONFLICT DO NOTHING`: nothing is stored twice.
+/// accepted batch is marked rejected by hand), the `lab_rows` COPY's unique violation rolls
+/// back to its savepoint and the rows go through `ON CONFLICT DO NOTHING`, and the samples
+/// already stored keep their readings, which are not copied again: nothing is stored twice.
 #[tokio::test]
 async fn rows_already_stored_for_a_new_batch_fall_back_to_on_conflict() -> anyhow::Result<()> {
     let s = LabService::start(&[]).await?;

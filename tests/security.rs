@@ -136,8 +136,9 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     // An edit after the correction, without one, is detected.
     as_superuser_bypassing_triggers(
         &db,
-        "UPDATE readings SET value_mgkg = 0.30 WHERE metal = 3
-         AND sample_key = (SELECT sample_key FROM samples WHERE msg_id = 'm-1')",
+        "UPDATE readings SET value_mgkg = 0.30 WHERE metal = 3 AND sample_key = (
+             SELECT sample_key FROM readings_full
+             WHERE source_id = 'st01' AND msg_id = 'm-1' AND metal = 'Cd')",
     )
     .await?;
     let (ok, out) = run(&s, &["verify"]).await?;
@@ -207,8 +208,12 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
         &db7,
         "INSERT INTO samples (sampled_at, received_at, source_key, point_key, msg_id, ph)
          SELECT sampled_at, received_at, source_key, point_key, 'forged', ph FROM samples
-         WHERE sample_key = (SELECT sample_key FROM readings WHERE metal = 6);
-         INSERT INTO readings (sampled_at, sample_key, value_mgkg, value_orig, point_key,
+         WHERE sample_key = (SELECT sample_key FROM readings WHERE metal = 6)",
+    )
+    .await?;
+    as_superuser_bypassing_triggers(
+        &db7,
+        "INSERT INTO readings (sampled_at, sample_key, value_mgkg, value_orig, point_key,
                                unit_orig, metal, basis_key, level, detected)
          SELECT r.sampled_at, f.sample_key, r.value_mgkg, r.value_orig, r.point_key,
                 r.unit_orig, r.metal, r.basis_key, r.level, r.detected

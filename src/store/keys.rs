@@ -82,7 +82,7 @@ impl Keys {
             bases
                 .entry(basis_id(j.land_use, t))
                 .or_insert_with(|| (j.land_use, t.cloned()));
-            if !units.iter().any(|u| *u == j.unit_orig) {
+            if !units.contains(&j.unit_orig) {
                 units.push(j.unit_orig.clone());
             }
         }

@@ -165,6 +165,14 @@ async fn store_accepted(
         let received_at = upload.received_at;
         readings::insert_fresh_from(&tx, || with_samples(ctx, &samples, &refs, received_at))
             .await?;
+        let skipped = refs.iter().filter(|r| r.is_none()).count();
+        if skipped > 0 {
+            tracing::warn!(
+                batch_id = upload.batch_id,
+                readings = skipped,
+                "readings already stored for a new message (their samples exist); not copied again"
+            );
+        }
     }
     if let Some(crops) = ctx.crops {
         super::crops::insert(&tx, crops, &checked.rows, upload.received_at).await?;
@@ -230,12 +238,15 @@ impl<'a> Part<'a> {
 }
 
 /// Stores the batch's `sources` row and one `samples` row per [`Part`] of its field samples;
-/// returns the sample of each of `samples`, in order.
+/// returns the sample of each of `samples`, in order. A batch is stored once (advisory lock,
+/// status check), so its samples are new; should one be stored after all (say the batch was
+/// marked rejected by hand after it was accepted), it is left as it is and its readings,
+/// stored with it, are not copied again (`None`): nothing is stored twice.
 async fn store_samples(
     tx: &Transaction<'_>,
     upload: &Upload<'_>,
     samples: &[Sample<'_>],
-) -> Result<Vec<SampleRef>, StoreError> {
+) -> Result<Vec<Option<SampleRef>>, StoreError> {
     let mut index: HashMap<Part<'_>, usize> = HashMap::new();
     let mut parts: Vec<(Part<'_>, i16)> = Vec::new();
     let mut next: HashMap<&str, i16> = HashMap::new();
@@ -287,6 +298,7 @@ async fn store_samples(
              JOIN sources so ON so.source = 'lab' AND so.source_id = $2
              JOIN points p ON p.point_id = k.point_id
              ORDER BY k.i
+             ON CONFLICT (source_key, msg_id, part) DO NOTHING
              RETURNING msg_id, part, sample_key, point_key",
             &[
                 &upload.received_at,
@@ -312,28 +324,26 @@ async fn store_samples(
             ((r.get(0), r.get(1)), key)
         })
         .collect();
-    of.iter()
+    Ok(of
+        .iter()
         .map(|&i| {
             let (p, n) = &parts[i];
-            stored
-                .get(&(p.msg_id.to_string(), *n))
-                .copied()
-                .ok_or_else(|| StoreError::Keys(format!("sample {:?} was not stored", p.msg_id)))
+            stored.get(&(p.msg_id.to_string(), *n)).copied()
         })
-        .collect()
+        .collect())
 }
 
-/// The judged reading of each field sample, with its sample.
+/// The judged reading of each field sample whose sample was stored now, with its sample.
 fn with_samples<'s>(
     ctx: &'s LabContext<'_>,
     samples: &'s [Sample<'_>],
-    refs: &'s [SampleRef],
+    refs: &'s [Option<SampleRef>],
     received_at: DateTime<Utc>,
 ) -> impl Iterator<Item = (JudgedReading, SampleRef)> + 's {
     samples
         .iter()
         .zip(refs.iter().copied())
-        .map(move |(s, r)| (judged_reading(ctx, s, received_at), r))
+        .filter_map(move |(s, r)| r.map(|r| (judged_reading(ctx, s, received_at), r)))
 }
 
 /// The field samples' incidents (the same path as MQTT); returns the alerts queued.

@@ -421,7 +421,7 @@ fn judge_all(
         // The registry snapshot is the one the sample was validated against.
         if let Some(point) = ctx.registry.get(&sample.point_id) {
             let judged = judge_sample(ctx.standards, point, sample, msg.received_at);
-            samples.extend(std::iter::repeat_n(*key, judged.len()));
+            samples.extend(std::iter::repeat(*key).take(judged.len()));
             out.extend(judged);
         }
     }

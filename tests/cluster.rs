@@ -1,5 +1,7 @@
 //! Cluster mode on the topology of `deploy/cluster/cluster.sh` (3 RabbitMQ nodes, 3 etcd, 3
-//! PostgreSQL under Patroni, all on loopback; `deploy/local/test.sh` starts it): N soilmon
+//! PostgreSQL under Patroni, all on loopback; `deploy/cluster/test.sh` starts it and runs
+//! these tests, which are `#[ignore]`d in the default suite until they have passed on a
+//! quiet machine — see docs/cluster.md, "Status"): N soilmon
 //! collectors consume one quorum queue over AMQP while a station network publishes MQTT QoS1
 //! through the nodes' MQTT listeners, and processes and nodes are SIGKILLed mid-stream.
 //!
@@ -141,6 +143,7 @@ async fn settles(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn a_collector_sigkilled_ten_times_loses_and_doubles_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
@@ -166,6 +169,7 @@ async fn a_collector_sigkilled_ten_times_loses_and_doubles_nothing() -> Result<(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn the_quorum_queue_leader_node_sigkilled_mid_stream() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
@@ -192,6 +196,7 @@ async fn the_quorum_queue_leader_node_sigkilled_mid_stream() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
@@ -229,6 +234,7 @@ async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn broker_check_refuses_unroutable_station_topics_and_poison_is_quarantined_once(
 ) -> Result<()> {
     let _serial = SERIAL.lock().await;

@@ -271,8 +271,9 @@ async fn add_token(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: NewToken = body_of(&body, r#"{"name": "…", "role": "lab|bureau|admin"}"#)?;
-    let role = Role::parse(&b.role)
-        .ok_or_else(|| ApiError::BadRequest("role must be lab, bureau, admin or enterprise".into()))?;
+    let role = Role::parse(&b.role).ok_or_else(|| {
+        ApiError::BadRequest("role must be lab, bureau, admin or enterprise".into())
+    })?;
     let scope = match role {
         Role::Bureau => {
             check_scope(&st, &b.counties, b.all)?;

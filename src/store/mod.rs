@@ -11,8 +11,8 @@
 pub mod archive;
 pub mod chunks;
 pub mod console;
-pub mod deliveries;
 pub mod crops;
+pub mod deliveries;
 pub mod enterprises;
 pub mod identities;
 pub mod incidents;

@@ -216,7 +216,7 @@ async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
         || async {
             let c = pg_connect(&s.db_url).await?;
             let n: i64 = c
-                .query_one("SELECT count(*) FROM messages", &[])
+                .query_one("SELECT count(*) FROM samples s JOIN sources o USING (source_key) WHERE o.source = 'station'", &[])
                 .await?
                 .get(0);
             Ok(n as usize > before + 5)

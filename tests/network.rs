@@ -304,7 +304,7 @@ async fn crop_samples_decide_the_farmland_category_with_history() -> anyhow::Res
     let (st, report) = s.upload(&second).await?;
     assert_eq!(st, 201, "{report}");
     assert_eq!(
-        s.p.count("SELECT count(*) FROM readings WHERE msg_id IN ('R1', 'R2')")
+        s.p.count("SELECT count(*) FROM readings_full WHERE msg_id IN ('R1', 'R2')")
             .await?,
         0,
         "a crop is never a soil reading"
@@ -485,7 +485,7 @@ async fn an_enterprise_uploads_for_its_own_points_only() -> anyhow::Result<()> {
         0
     );
     assert_eq!(
-        s.p.count("SELECT count(*) FROM readings WHERE msg_id IN ('S2', 'S3')")
+        s.p.count("SELECT count(*) FROM readings_full WHERE msg_id IN ('S2', 'S3')")
             .await?,
         0
     );

@@ -129,7 +129,7 @@ async fn an_unknown_point_message_is_stored_once_after_its_point_is_imported() -
     let r = replay(&s, id).await?;
     assert_eq!(r["outcome"], "stored", "{r}");
     assert_eq!(s.p.count("SELECT count(*) FROM readings").await?, 2);
-    assert_eq!(s.p.count("SELECT count(*) FROM messages").await?, 1);
+    assert_eq!(s.p.count("SELECT count(*) FROM samples s JOIN sources o USING (source_key) WHERE o.source = 'station'").await?, 1);
     // Judged and alerted like any message: Cd 0.45 > 0.4 opens an incident.
     s.p.wait_count("SELECT count(*) FROM incidents", 1, WAIT)
         .await?;
@@ -144,7 +144,7 @@ async fn an_unknown_point_message_is_stored_once_after_its_point_is_imported() -
     .await?;
     assert!(out.contains("already_stored"), "{out}");
     assert_eq!(s.p.count("SELECT count(*) FROM readings").await?, 2);
-    assert_eq!(s.p.count("SELECT count(*) FROM messages").await?, 1);
+    assert_eq!(s.p.count("SELECT count(*) FROM samples s JOIN sources o USING (source_key) WHERE o.source = 'station'").await?, 1);
     assert_eq!(s.p.count("SELECT count(*) FROM incidents").await?, 1);
     assert_eq!(
         s.p.count("SELECT count(*) FROM archive WHERE kind = 'station_message'")

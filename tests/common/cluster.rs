@@ -418,7 +418,7 @@ pub struct Stored {
 pub async fn stored(db_url: &str) -> Result<Stored> {
     let c = pg_connect(db_url).await?;
     let keys = c
-        .query("SELECT station_id || '/' || msg_id FROM messages", &[])
+        .query("SELECT o.source_id || '/' || s.msg_id FROM samples s JOIN sources o USING (source_key) WHERE o.source = 'station'", &[])
         .await?
         .iter()
         .map(|r| r.get::<_, String>(0))

@@ -427,8 +427,10 @@ async fn provenance_and_verify_are_the_same_across_the_lean_migration() -> Resul
 
     let before = texts(&db, FULL_ROW).await?;
     ensure!(before.len() == 15, "{before:#?}");
+    // Migrates to the newest version: 10 first, then whatever later versions add, none of
+    // which may change a reading's provenance either.
     let to10 = soilmon::store::migrate::run(&mut db).await?;
-    ensure!(to10.applied == vec![10], "{to10:?}");
+    ensure!(to10.applied.first() == Some(&10), "{to10:?}");
     let after = texts(&db, FULL_ROW).await?;
     for (b, a) in before.iter().zip(&after) {
         ensure!(

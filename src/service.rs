@@ -135,26 +135,12 @@ async fn run(
         outbox.clone(),
         shutdown.clone(),
     ));
-    // The delivery engine has its own pool: a slow receiver never holds a connection the
-    // collector or the publisher needs.
-    let deliver = if settings.deliver.enabled {
-        let cfg = crate::config::DatabaseConfig {
-            pool_size: settings.deliver.pool_size,
-            ..settings.database.clone()
-        };
-        match store::pool(&cfg) {
-            Ok(p) => Some(tokio::spawn(deliver::engine::run(
-                settings.clone(),
-                p,
-                shutdown.clone(),
-            ))),
-            Err(e) => {
-                shutdown.cancel();
-                return Err(e.into());
-            }
+    let deliver = match spawn_deliveries(&settings, &shutdown) {
+        Ok(d) => d,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e);
         }
-    } else {
-        None
     };
     let overdue = tokio::spawn(network::run_overdue_check(
         settings.clone(),
@@ -213,6 +199,27 @@ async fn run(
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// Starts the delivery engine when `deliver.enabled`, on a pool of its own: a slow receiver
+/// never holds a connection the collector or the publisher needs.
+fn spawn_deliveries(
+    settings: &Arc<Settings>,
+    shutdown: &CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServiceError> {
+    if !settings.deliver.enabled {
+        return Ok(None);
+    }
+    let cfg = crate::config::DatabaseConfig {
+        pool_size: settings.deliver.pool_size,
+        ..settings.database.clone()
+    };
+    let pool = store::pool(&cfg)?;
+    Ok(Some(tokio::spawn(deliver::engine::run(
+        settings.clone(),
+        pool,
+        shutdown.clone(),
+    ))))
 }
 
 /// Migrates and loads the registry, retrying while the database is not there yet;

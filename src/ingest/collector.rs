@@ -170,6 +170,28 @@ enum Step {
     Deadline,
 }
 
+/// The poll task's next step: a broker event, acks from the writer (only when `take_acks`),
+/// or the shutdown deadline.
+async fn next_step(
+    eventloop: &mut EventLoop,
+    acks: &mut mpsc::UnboundedReceiver<ToPoll>,
+    take_acks: bool,
+    stop_deadline: Option<Instant>,
+) -> Step {
+    if take_acks {
+        tokio::select! {
+            e = eventloop.poll() => Step::Event(e),
+            a = acks.recv() => Step::Acks(a),
+            _ = until(stop_deadline) => Step::Deadline,
+        }
+    } else {
+        tokio::select! {
+            e = eventloop.poll() => Step::Event(e),
+            _ = until(stop_deadline) => Step::Deadline,
+        }
+    }
+}
+
 /// Waits until `deadline`, or forever when there is none.
 async fn until(deadline: Option<Instant>) {
     match deadline {
@@ -248,19 +270,8 @@ async fn poll_task(
             // Keep polling a little so the writer's last acks and DISCONNECT go out.
             stop_deadline = Some(Instant::now() + Duration::from_secs(5));
         }
-        let step = if writer_running && (subscribed || stop_deadline.is_some()) {
-            tokio::select! {
-                e = eventloop.poll() => Step::Event(e),
-                a = acks.recv() => Step::Acks(a),
-                _ = until(stop_deadline) => Step::Deadline,
-            }
-        } else {
-            tokio::select! {
-                e = eventloop.poll() => Step::Event(e),
-                _ = until(stop_deadline) => Step::Deadline,
-            }
-        };
-        let event = match step {
+        let take_acks = writer_running && (subscribed || stop_deadline.is_some());
+        let event = match next_step(&mut eventloop, &mut acks, take_acks, stop_deadline).await {
             Step::Deadline => {
                 warn!("mqtt: shutdown deadline passed before DISCONNECT was sent");
                 return;

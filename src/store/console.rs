@@ -489,24 +489,26 @@ pub async fn samples(
         )
         .await?;
     let rows = client.query(&stmt, &[&point_id, &metal, &limit]).await?;
-    Ok(rows
-        .iter()
-        .map(|r| SampleRow {
-            sampled_at: r.get(0),
-            metal: r.get(1),
-            value_mgkg: r.get(2),
-            detected: r.get(3),
-            level: r.get(4),
-            screening_mgkg: r.get(5),
-            intervention_mgkg: r.get(6),
-            standard: r.get(7),
-            ph: r.get(8),
-            ph_band: r.get(9),
-            ph_assumed: r.get(10),
-            source: r.get(11),
-            source_id: r.get(12),
-        })
-        .collect())
+    Ok(rows.iter().map(sample_row).collect())
+}
+
+/// A [`SampleRow`] from a row of the 13 sample columns both sample queries select, in order.
+fn sample_row(r: &tokio_postgres::Row) -> SampleRow {
+    SampleRow {
+        sampled_at: r.get(0),
+        metal: r.get(1),
+        value_mgkg: r.get(2),
+        detected: r.get(3),
+        level: r.get(4),
+        screening_mgkg: r.get(5),
+        intervention_mgkg: r.get(6),
+        standard: r.get(7),
+        ph: r.get(8),
+        ph_band: r.get(9),
+        ph_assumed: r.get(10),
+        source: r.get(11),
+        source_id: r.get(12),
+    }
 }
 
 /// The newest reading of each metal of a point (the map popup).
@@ -524,24 +526,7 @@ pub async fn latest_per_metal(
             &[&point_id],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| SampleRow {
-            sampled_at: r.get(0),
-            metal: r.get(1),
-            value_mgkg: r.get(2),
-            detected: r.get(3),
-            level: r.get(4),
-            screening_mgkg: r.get(5),
-            intervention_mgkg: r.get(6),
-            standard: r.get(7),
-            ph: r.get(8),
-            ph_band: r.get(9),
-            ph_assumed: r.get(10),
-            source: r.get(11),
-            source_id: r.get(12),
-        })
-        .collect())
+    Ok(rows.iter().map(sample_row).collect())
 }
 
 // ---------------------------------------------------------------------------------------

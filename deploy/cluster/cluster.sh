@@ -395,11 +395,6 @@ rmq_topology() {
 	rctl 1 -q set_permissions -p "$VHOST" "$RMQ_USER_NAME" '.*' '.*' '.*' >/dev/null
 	rctl 1 -q delete_user guest >/dev/null 2>&1 || true
 	rctl 1 -q set_cluster_name soilmon >/dev/null
-	# Nodes started before the plugin joined enabled_plugins get it online (idempotent).
-	local i
-	for ((i = 1; i <= N; i++)); do
-		RMQ_CLI=rabbitmq-plugins rctl "$i" -q enable rabbitmq_consistent_hash_exchange >/dev/null
-	done
 	SOILMON_AMQP_URL="amqp://$RMQ_USER_NAME:$pass@127.0.0.1:$(rmq_amqp_port 1)/%2F" "$PY" - \
 		"$READINGS_QUEUE" "$READINGS_KEY" "$DLX" "$DEAD_QUEUE" "$DELIVERY_LIMIT" <<'PYEOF'
 import os, sys, pika

@@ -480,14 +480,19 @@ async fn run_batch(
             Ok(c) => c,
             Err(e) => return Outcome::Failed(e.into()),
         };
-        let result = writer::stage(&mut client, &ctx, &p.received).await;
-        let _ = staged.send(());
-        let t1 = Instant::now();
-        // On every early return, dropping the transaction rolls it back.
-        let staged = match { result } {
-            Ok(s) => s,
-            Err(e) => return prev_done.failed(e).await,
+        // On every early return, dropping the transaction rolls it back. (Matched in place,
+        // not bound first: the connection may be taken out of the pool below.)
+        let staged = match writer::stage(&mut client, &ctx, &p.received).await {
+            Ok(s) => {
+                let _ = staged.send(());
+                s
+            }
+            Err(e) => {
+                let _ = staged.send(());
+                return prev_done.failed(e).await;
+            }
         };
+        let t1 = Instant::now();
         if !chunks_exist(&staged, &chunks).await && !prev_done.committed().await {
             return Outcome::Aborted;
         }

@@ -71,6 +71,14 @@ async fn reached(progress: &Arc<Mutex<usize>>, n: usize) -> Result<()> {
     .await
 }
 
+/// SIGKILLs a collector, starts it again and waits until it consumes.
+async fn kill_and_restart(c: &mut Soilmon) -> Result<()> {
+    c.kill9()?;
+    c.start().await?;
+    let starts = c.log().matches("===== harness: start").count();
+    wait_consuming(c, starts).await
+}
+
 /// The end state every scenario must reach: each confirmed message stored exactly once,
 /// the outbox published, every alert received by the bureau, the queue empty.
 async fn settles(
@@ -159,13 +167,7 @@ async fn a_collector_sigkilled_ten_times_loses_and_doubles_nothing() -> Result<(
     for k in 0..10 {
         reached(&progress, count * (k + 1) / 12).await?;
         let victim = rand::random::<usize>() % collectors.len();
-        collectors[victim].kill9()?;
-        collectors[victim].start().await?;
-        let starts = collectors[victim]
-            .log()
-            .matches("===== harness: start")
-            .count();
-        wait_consuming(&collectors[victim], starts).await?;
+        kill_and_restart(&mut collectors[victim]).await?;
     }
     let confirmed = task.await??;
     ensure!(confirmed.keys.len() == count, "not every message confirmed");
@@ -390,13 +392,7 @@ async fn order_run(
     for k in 0..kills {
         reached(&progress, count * (k + 1) / (kills + 1)).await?;
         let victim = k % running.len();
-        running[victim].kill9()?;
-        running[victim].start().await?;
-        let starts = running[victim]
-            .log()
-            .matches("===== harness: start")
-            .count();
-        wait_consuming(&running[victim], starts).await?;
+        kill_and_restart(&mut running[victim]).await?;
     }
     let confirmed = task.await??;
     ensure!(confirmed.keys.len() == count, "not every message confirmed");

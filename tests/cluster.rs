@@ -343,10 +343,12 @@ fn order_message(prefix: &str, i: usize) -> (String, String, Vec<u8>) {
 }
 
 /// What the incident logic decided, with the run's own ids and prefix left out: the
-/// incidents, the per-(point, metal) tracks, and the alert events in outbox order per
-/// (point, metal). Two runs of the same stream must give the same lines. A late event's
-/// `newer_sampled_at` is left out too: it is the track's newest sample when the late one's
-/// batch began, which depends on where batches begin.
+/// incidents, the per-(point, metal) tracks, and the alert events per (point, metal) in
+/// sample-time order. Two runs of the same stream must give the same lines. Not outbox
+/// order: within a batch events are written in sample-time order, across batches in commit
+/// order, so a late event and its neighbours swap places with the batch boundaries. A late
+/// event's `newer_sampled_at` is left out too: it is the track's newest sample when the late
+/// one's batch began, which also depends on where batches begin.
 async fn history(db_url: &str, prefix: &str) -> Result<Vec<String>> {
     let c = pg_connect(db_url).await?;
     let mut lines = Vec::new();
@@ -358,7 +360,8 @@ async fn history(db_url: &str, prefix: &str) -> Result<Vec<String>> {
          incident_id IS NOT NULL) FROM incident_tracks ORDER BY point_id, metal",
         "SELECT concat_ws(' ', 'alert', topic, (payload - 'event_id' - 'incident_id' - 'newer_sampled_at')::text) \
          FROM outbox WHERE kind = 'alert' \
-         ORDER BY payload->>'point_id', payload->>'metal', id",
+         ORDER BY payload->>'point_id', payload->>'metal', payload->>'sampled_at', \
+         payload->>'msg_id', payload->>'state'",
     ] {
         for r in c.query(sql, &[]).await? {
             lines.push(r.get::<_, String>(0).replace(prefix, "PREFIX"));

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -147,18 +147,29 @@ fn durable() -> QueueDeclareOptions {
     }
 }
 
-/// Declares the dead-letter exchange and queue, the readings queue with its arguments, and
-/// its binding to `amqp.exchange` with `binding` (idempotent: declaring again with the same
-/// arguments changes nothing).
-pub async fn declare(ch: &Channel, cfg: &AmqpConfig, binding: &str) -> Result<(), AmqpError> {
-    let exchange = ExchangeDeclareOptions {
+/// The arguments of one shard queue: the readings queue's, and one active consumer at a
+/// time (the others wait as standbys), so the shard's messages are committed in order.
+pub fn shard_queue_args(cfg: &AmqpConfig) -> FieldTable {
+    let mut t = readings_queue_args(cfg);
+    t.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    t
+}
+
+fn durable_exchange() -> ExchangeDeclareOptions {
+    ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
-    };
+    }
+}
+
+/// Declares the dead-letter exchange and queue, then the readings queue(s) (see
+/// [`declare_readings`]; idempotent: declaring again with the same arguments changes
+/// nothing).
+pub async fn declare(ch: &Channel, cfg: &AmqpConfig, binding: &str) -> Result<(), AmqpError> {
     ch.exchange_declare(
         &cfg.dead_letter_exchange,
         ExchangeKind::Topic,
-        exchange,
+        durable_exchange(),
         FieldTable::default(),
     )
     .await?;
@@ -172,16 +183,46 @@ pub async fn declare(ch: &Channel, cfg: &AmqpConfig, binding: &str) -> Result<()
         FieldTable::default(),
     )
     .await?;
-    ch.queue_declare(&cfg.queue, durable(), readings_queue_args(cfg))
+    declare_readings(ch, cfg, binding).await
+}
+
+/// The readings queue bound to `amqp.exchange` with `binding`; or, with `amqp.shards` = K,
+/// the consistent-hash exchange bound there with `binding`, and K shard queues bound to it
+/// with equal weight, so each station's routing key always lands in the same shard.
+async fn declare_readings(ch: &Channel, cfg: &AmqpConfig, binding: &str) -> Result<(), AmqpError> {
+    let bind = QueueBindOptions::default();
+    if cfg.shards == 0 {
+        ch.queue_declare(&cfg.queue, durable(), readings_queue_args(cfg))
+            .await?;
+        ch.queue_bind(
+            &cfg.queue,
+            &cfg.exchange,
+            binding,
+            bind,
+            FieldTable::default(),
+        )
         .await?;
-    ch.queue_bind(
-        &cfg.queue,
+        return Ok(());
+    }
+    let hash = cfg.hash_exchange();
+    let kind = ExchangeKind::Custom("x-consistent-hash".into());
+    ch.exchange_declare(&hash, kind, durable_exchange(), FieldTable::default())
+        .await?;
+    ch.exchange_bind(
+        &hash,
         &cfg.exchange,
         binding,
-        QueueBindOptions::default(),
+        ExchangeBindOptions::default(),
         FieldTable::default(),
     )
     .await?;
+    for q in cfg.readings_queues() {
+        ch.queue_declare(&q, durable(), shard_queue_args(cfg))
+            .await?;
+        // The binding key of a consistent-hash exchange is the queue's weight.
+        ch.queue_bind(&q, &hash, "1", bind, FieldTable::default())
+            .await?;
+    }
     Ok(())
 }
 

@@ -177,6 +177,12 @@ pub struct DatabaseConfig {
     pub retry_min_ms: u64,
     /// Retry back-off upper bound, ms.
     pub retry_max_ms: u64,
+    /// How long a batch's incidents, archive and COMMIT may take before the collector gives
+    /// up on it, ms: the connection is then discarded (the COMMIT's outcome is unknown), the
+    /// batch is not acked and is written again (the idempotency key absorbs it if it did
+    /// commit). A failover can leave a COMMIT waiting forever on a dead node.
+    #[serde(default = "default_commit_timeout_ms")]
+    pub commit_timeout_ms: u64,
     /// CA certificate (PEM) of the database server's certificate. Set: connect with TLS
     /// (rustls, ring provider), verifying the server against this CA and the URL's `host`;
     /// put `sslmode=require` in the URL so a server without TLS is refused. Empty: no TLS
@@ -185,7 +191,16 @@ pub struct DatabaseConfig {
     pub tls_ca_file: PathBuf,
 }
 
+fn default_commit_timeout_ms() -> u64 {
+    30_000
+}
+
 impl DatabaseConfig {
+    /// [`DatabaseConfig::commit_timeout_ms`] as a duration.
+    pub fn commit_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.commit_timeout_ms.max(1))
+    }
+
     /// The CA file when TLS is configured.
     pub fn tls_ca(&self) -> Option<&Path> {
         (!self.tls_ca_file.as_os_str().is_empty()).then_some(self.tls_ca_file.as_path())
@@ -221,8 +236,15 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     /// Deliveries of one message before the broker dead-letters it (`x-delivery-limit`).
     pub delivery_limit: u32,
-    /// Unacknowledged deliveries the broker sends one collector at most (`basic.qos`).
+    /// Unacknowledged deliveries the broker sends one collector at most (`basic.qos`,
+    /// split evenly across the shard queues).
     pub prefetch: u16,
+    /// 0: one readings queue (`queue`), consumed by every collector at once (no order across
+    /// collectors). K ≥ 1: K shard queues `{queue}.0` … `{queue}.{K-1}`, fed by station
+    /// through a consistent-hash exchange `{queue}.hash`, each with one active consumer, so
+    /// every station's messages are committed in the order the broker received them
+    /// (docs/cluster.md, "Order and incidents").
+    pub shards: u16,
 }
 
 impl Default for AmqpConfig {
@@ -235,6 +257,7 @@ impl Default for AmqpConfig {
             dead_letter_queue: "soilmon.readings.dead".into(),
             delivery_limit: 5,
             prefetch: 1000,
+            shards: 0,
         }
     }
 }
@@ -247,6 +270,21 @@ impl AmqpConfig {
             .map(str::trim)
             .filter(|u| !u.is_empty())
             .collect()
+    }
+
+    /// The readings queues the collectors consume: `queue`, or its `shards` shard queues.
+    pub fn readings_queues(&self) -> Vec<String> {
+        if self.shards == 0 {
+            return vec![self.queue.clone()];
+        }
+        (0..self.shards)
+            .map(|k| format!("{}.{k}", self.queue))
+            .collect()
+    }
+
+    /// The consistent-hash exchange that shards the readings by station (`shards` ≥ 1).
+    pub fn hash_exchange(&self) -> String {
+        format!("{}.hash", self.queue)
     }
 }
 
@@ -865,6 +903,9 @@ impl Settings {
         }
         if a.prefetch == 0 {
             invalid("amqp.prefetch", "must be 1-65535");
+        }
+        if a.shards > 64 || a.prefetch < a.shards {
+            invalid("amqp.shards", "must be 0-64 and at most amqp.prefetch");
         }
     }
 

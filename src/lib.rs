@@ -31,7 +31,8 @@
 //!   database at once, copying side by side, committing in order, ordered acks after
 //!   commit, whatever the source: it knows a message's ack only as an `AckTag`),
 //!   [`ingest::amqp`] (cluster mode's source: a RabbitMQ quorum-queue consumer feeding the
-//!   same writer) and `ingest/order.rs` (the pure primitive that releases batches in arrival
+//!   same writer), [`ingest::source`] (what the writer and both sources share, so imports
+//!   run collector → amqp → source) and `ingest/order.rs` (the pure primitive that releases batches in arrival
 //!   order).
 //! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,

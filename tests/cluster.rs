@@ -1,7 +1,6 @@
 //! Cluster mode on the topology of `deploy/cluster/cluster.sh` (3 RabbitMQ nodes, 3 etcd, 3
-//! PostgreSQL under Patroni, all on loopback; `deploy/cluster/test.sh` starts it and runs
-//! these tests, which are `#[ignore]`d in the default suite until they have passed on a
-//! quiet machine — see docs/cluster.md, "Status"): N soilmon
+//! PostgreSQL under Patroni, all on loopback; `deploy/local/test.sh` starts it for the whole
+//! suite and stops it afterwards, `deploy/cluster/test.sh` runs these tests alone): N soilmon
 //! collectors consume one quorum queue over AMQP while a station network publishes MQTT QoS1
 //! through the nodes' MQTT listeners, and processes and nodes are SIGKILLed mid-stream.
 //!
@@ -19,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use common::cluster::{
-    alert_event_ids, publish_stream, stored, wait_consuming, AlertWatch, Cluster, Confirmed,
-    Scenario,
+    alert_event_ids, publish_stream, stored, stream_message, wait_consuming, AlertWatch, Cluster,
+    Confirmed, Scenario, StreamSpec,
 };
 use common::{pg_connect, wait_until, Soilmon};
 
@@ -53,9 +52,14 @@ fn stream(
     let progress = Arc::new(Mutex::new(0usize));
     let p = progress.clone();
     let limit = Duration::from_secs(count as u64 / u64::from(rate.max(1)) + 240);
-    let task = tokio::spawn(async move {
-        publish_stream(&cluster, &prefix, count, rate, first_node, limit, p).await
-    });
+    let spec = StreamSpec {
+        prefix,
+        count,
+        rate,
+        message: stream_message,
+    };
+    let task =
+        tokio::spawn(async move { publish_stream(&cluster, &spec, first_node, limit, p).await });
     (task, progress)
 }
 
@@ -67,6 +71,14 @@ async fn reached(progress: &Arc<Mutex<usize>>, n: usize) -> Result<()> {
     .await
 }
 
+/// SIGKILLs a collector, starts it again and waits until it consumes.
+async fn kill_and_restart(c: &mut Soilmon) -> Result<()> {
+    c.kill9()?;
+    c.start().await?;
+    let starts = c.log().matches("===== harness: start").count();
+    wait_consuming(c, starts).await
+}
+
 /// The end state every scenario must reach: each confirmed message stored exactly once,
 /// the outbox published, every alert received by the bureau, the queue empty.
 async fn settles(
@@ -75,6 +87,7 @@ async fn settles(
     confirmed: &Confirmed,
     watch: &AlertWatch,
     collectors: &[Soilmon],
+    readings_per_message: i64,
 ) -> Result<()> {
     let logs = || {
         collectors
@@ -116,9 +129,9 @@ async fn settles(
         st.keys.len(),
         confirmed.keys.len()
     );
-    // Two readings (Cd, Pb) per stored message: nothing half-stored, nothing twice.
+    // Every reading of every stored message: nothing half-stored, nothing twice.
     ensure!(
-        st.readings == 2 * st.keys.len() as i64,
+        st.readings == readings_per_message * st.keys.len() as i64,
         "{} readings for {} messages",
         st.readings,
         st.keys.len()
@@ -143,7 +156,6 @@ async fn settles(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn a_collector_sigkilled_ten_times_loses_and_doubles_nothing() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
@@ -155,21 +167,14 @@ async fn a_collector_sigkilled_ten_times_loses_and_doubles_nothing() -> Result<(
     for k in 0..10 {
         reached(&progress, count * (k + 1) / 12).await?;
         let victim = rand::random::<usize>() % collectors.len();
-        collectors[victim].kill9()?;
-        collectors[victim].start().await?;
-        let starts = collectors[victim]
-            .log()
-            .matches("===== harness: start")
-            .count();
-        wait_consuming(&collectors[victim], starts).await?;
+        kill_and_restart(&mut collectors[victim]).await?;
     }
     let confirmed = task.await??;
     ensure!(confirmed.keys.len() == count, "not every message confirmed");
-    settles(&cluster, &s, &confirmed, &watch, &collectors).await
+    settles(&cluster, &s, &confirmed, &watch, &collectors, 2).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn the_quorum_queue_leader_node_sigkilled_mid_stream() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
@@ -190,13 +195,12 @@ async fn the_quorum_queue_leader_node_sigkilled_mid_stream() -> Result<()> {
     let killed = cluster.script(&["kill", &format!("rabbit{n}")]).await?;
     println!("SIGKILLed {killed}, the leader of {}", s.queue);
     let confirmed = task.await??;
-    let result = settles(&cluster, &s, &confirmed, &watch, &collectors).await;
+    let result = settles(&cluster, &s, &confirmed, &watch, &collectors, 2).await;
     cluster.script(&["up"]).await?;
     result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let cluster = Arc::new(Cluster::from_env()?);
@@ -228,13 +232,12 @@ async fn the_postgres_primary_sigkilled_mid_stream_fails_over() -> Result<()> {
         t_kill.elapsed().as_secs_f64()
     );
     let confirmed = task.await??;
-    let result = settles(&cluster, &s, &confirmed, &watch, &collectors).await;
+    let result = settles(&cluster, &s, &confirmed, &watch, &collectors, 2).await;
     cluster.script(&["up"]).await?;
     result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "cluster mode: needs deploy/cluster/cluster.sh up; run with deploy/cluster/test.sh"]
 async fn broker_check_refuses_unroutable_station_topics_and_poison_is_quarantined_once(
 ) -> Result<()> {
     let _serial = SERIAL.lock().await;
@@ -291,5 +294,154 @@ async fn broker_check_refuses_unroutable_station_topics_and_poison_is_quarantine
     ensure!(rejects == 1, "{rejects} reject replies");
     drop(watch);
     drop(collectors);
+    Ok(())
+}
+
+/// The points of the test registry, one per station of the order stream (a point is
+/// reported by one station: the shards keep order per station).
+const ORDER_POINTS: [&str; 4] = [
+    "441781-T-0001",
+    "441781-T-0002",
+    "441781-T-0003",
+    "441702-T-0001",
+];
+
+/// Message `i` of the order stream: station `o{i % 4}` reports point `ORDER_POINTS[i % 4]`
+/// hourly; its Cd swings between clean, screening and intervention levels (incidents open,
+/// escalate and clear), and every 13th sample of a station from the 130th on is late
+/// (sampled 119.5 h before the one it follows).
+fn order_message(prefix: &str, i: usize) -> (String, String, Vec<u8>) {
+    let (k, n) = (i % 4, i / 4);
+    let station = format!("o{k}");
+    let msg_id = format!("m{i:06}");
+    let cd = match (n * 7 + k * 3) % 10 {
+        0..=5 => 0.1,
+        6 | 7 => 25.0,
+        8 => 50.0,
+        _ => 0.5,
+    };
+    let base =
+        chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00+08:00").expect("fixed time");
+    // Late by more than a batch (`batch_max` 100): the incident logic orders a batch's
+    // readings by sample time, so a sample only a few messages late is late or not
+    // depending on whether it shares a batch with the newer one, which depends on timing
+    // and not on the number of collectors (docs/cluster.md).
+    let at = if n % 13 == 12 && n >= 130 {
+        base + chrono::Duration::hours(n as i64 - 120) + chrono::Duration::minutes(30)
+    } else {
+        base + chrono::Duration::hours(n as i64)
+    };
+    let body = serde_json::json!({
+        "msg_id": msg_id, "point_id": ORDER_POINTS[k], "sampled_at": at.to_rfc3339(),
+        "readings": [{"metal": "Cd", "value": cd, "unit": "mg/kg"}],
+    });
+    (
+        format!("{prefix}/stations/{station}/readings"),
+        format!("{station}/{msg_id}"),
+        body.to_string().into_bytes(),
+    )
+}
+
+/// What the incident logic decided, with the run's own ids and prefix left out: the
+/// incidents, the per-(point, metal) tracks, and the alert events per (point, metal) in
+/// sample-time order. Two runs of the same stream must give the same lines. Not outbox
+/// order: within a batch events are written in sample-time order, across batches in commit
+/// order, so a late event and its neighbours swap places with the batch boundaries. A late
+/// event's `newer_sampled_at` is left out too: it is the track's newest sample when the late
+/// one's batch began, which also depends on where batches begin.
+async fn history(db_url: &str, prefix: &str) -> Result<Vec<String>> {
+    let c = pg_connect(db_url).await?;
+    let mut lines = Vec::new();
+    for sql in [
+        "SELECT concat_ws(' ', 'incident', point_id, metal, state, level, opened_sampled_at, \
+         updated_sampled_at, cleared_sampled_at) FROM incidents \
+         ORDER BY point_id, metal, opened_sampled_at",
+        "SELECT concat_ws(' ', 'track', point_id, metal, last_sampled_at, level, ok_streak, \
+         incident_id IS NOT NULL) FROM incident_tracks ORDER BY point_id, metal",
+        "SELECT concat_ws(' ', 'alert', topic, (payload - 'event_id' - 'incident_id' - 'newer_sampled_at')::text) \
+         FROM outbox WHERE kind = 'alert' \
+         ORDER BY payload->>'point_id', payload->>'metal', payload->>'sampled_at', \
+         payload->>'msg_id', payload->>'state'",
+    ] {
+        for r in c.query(sql, &[]).await? {
+            lines.push(r.get::<_, String>(0).replace(prefix, "PREFIX"));
+        }
+    }
+    Ok(lines)
+}
+
+/// Runs the order stream through `collectors` collectors of scenario `s`, SIGKILLing the
+/// collectors in turn `kills` times mid-stream (so the shards change hands), and returns
+/// what was confirmed once everything is stored and published.
+async fn order_run(
+    cluster: &Arc<Cluster>,
+    s: &Scenario,
+    collectors: usize,
+    kills: usize,
+    count: usize,
+) -> Result<Confirmed> {
+    let mut running = s.collectors(collectors).await?;
+    let watch = AlertWatch::start(cluster, 1, &s.prefix).await?;
+    let spec = StreamSpec {
+        prefix: s.prefix.clone(),
+        count,
+        rate: size().1,
+        message: order_message,
+    };
+    let progress = Arc::new(Mutex::new(0usize));
+    let (c, p) = (cluster.clone(), progress.clone());
+    let limit = Duration::from_secs(count as u64 / u64::from(spec.rate.max(1)) + 240);
+    let task = tokio::spawn(async move { publish_stream(&c, &spec, 0, limit, p).await });
+    for k in 0..kills {
+        reached(&progress, count * (k + 1) / (kills + 1)).await?;
+        let victim = k % running.len();
+        kill_and_restart(&mut running[victim]).await?;
+    }
+    let confirmed = task.await??;
+    ensure!(confirmed.keys.len() == count, "not every message confirmed");
+    settles(cluster, s, &confirmed, &watch, &running, 1).await?;
+    Ok(confirmed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collector_and_three_sharded_collectors_decide_the_same_incidents() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let count = std::env::var("SOILMON_CLUSTER_ORDER_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000usize);
+    // The reference: one collector on one queue sees the stream in the order it was sent.
+    let one = Scenario::start(&cluster).await?;
+    order_run(&cluster, &one, 1, 0, count).await?;
+    // Three collectors on four shards, the active one SIGKILLed three times.
+    let three = Scenario::start_with(&cluster, &[("SOILMON__AMQP__SHARDS", "4")]).await?;
+    order_run(&cluster, &three, 3, 3, count).await?;
+    let (a, b) = (
+        history(&one.db_url, &one.prefix).await?,
+        history(&three.db_url, &three.prefix).await?,
+    );
+    let count_of = |h: &[String], kind: &str| h.iter().filter(|l| l.starts_with(kind)).count();
+    ensure!(
+        count_of(&a, "incident ") > 10 && a.iter().any(|l| l.contains(" cleared ")),
+        "the stream opened and cleared too few incidents to prove anything"
+    );
+    ensure!(
+        a.iter().any(|l| l.contains("late_exceedance")),
+        "the stream raised no late-sample event"
+    );
+    if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+        anyhow::bail!(
+            "one collector and three differ at line {i}:\n  one:   {:?}\n  three: {:?}",
+            a.get(i),
+            b.get(i)
+        );
+    }
+    println!(
+        "identical: {} incidents, {} tracks, {} alert events from {count} messages",
+        count_of(&a, "incident "),
+        count_of(&a, "track "),
+        count_of(&a, "alert ")
+    );
     Ok(())
 }

@@ -34,6 +34,7 @@
 #                                etcd client / peer    base+1379..1384   22379/80, 22381/82, 22383/84
 #                                PostgreSQL            base+5432..5434   26432-26434
 #                                Patroni REST API      base+7008..7010   28008-28010
+#   SOILMON_CLUSTER_NICE       niceness of every node (default 0)
 #   SOILMON_CLUSTER_STOP_SYSTEM_SERVICES=1
 #                              also stop and disable Debian's own rabbitmq-server,
 #                              etcd and patroni services when they run already
@@ -133,13 +134,15 @@ wait_gone() { # pid seconds
 	return 1
 }
 
-# Start a daemon detached, as user $1, niced, with fds 9 (the lock) closed;
-# stdout/stderr to $2; its pid to $3. setsid/nice/setpriv all exec (no fork),
-# so $! is the daemon itself.
+# Start a daemon detached, as user $1, at niceness $SOILMON_CLUSTER_NICE
+# (default 0: the nodes must not starve behind builds; heartbeats and leases
+# time out under starvation), with fds 9 (the lock) closed; stdout/stderr to
+# $2; its pid to $3. setsid/nice/setpriv all exec (no fork), so $! is the
+# daemon itself.
 spawn() {
 	local user=$1 logf=$2 pidf=$3
 	shift 3
-	setsid nice -n 10 setpriv --reuid="$user" --regid="$user" --init-groups -- "$@" \
+	setsid nice -n "${SOILMON_CLUSTER_NICE:-0}" setpriv --reuid="$user" --regid="$user" --init-groups -- "$@" \
 		>>"$logf" 2>&1 </dev/null 9>&- &
 	echo $! >"$pidf"
 }
@@ -321,7 +324,8 @@ rmq_prepare() {
 	chown rabbitmq:rabbitmq "$RMQ_HOME/.erlang.cookie"
 	chmod 0400 "$RMQ_HOME/.erlang.cookie"
 	: >"$d/rabbitmq-env.conf"
-	echo '[rabbitmq_mqtt].' >"$d/enabled_plugins"
+	# The consistent-hash exchange shards the readings by station (amqp.shards, docs/cluster.md).
+	echo '[rabbitmq_mqtt,rabbitmq_consistent_hash_exchange].' >"$d/enabled_plugins"
 	cat >"$d/rabbitmq.conf" <<EOF
 # Written by deploy/cluster/cluster.sh on every \`up\`; edit the script, not this file.
 # AMQP listener: RABBITMQ_NODE_IP_ADDRESS/RABBITMQ_NODE_PORT (127.0.0.1:$(rmq_amqp_port "$i")).
@@ -482,7 +486,7 @@ etcd_start() {
 		--listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
 		--listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
 		--initial-cluster "$(etcd_initial_cluster)" --initial-cluster-token soilmon-cluster \
-		--initial-cluster-state "$state" --heartbeat-interval 100 --election-timeout 1000 \
+		--initial-cluster-state "$state" --heartbeat-interval 500 --election-timeout 5000 \
 		--logger zap --log-outputs stderr
 }
 
@@ -532,9 +536,14 @@ bootstrap:
   # Written into the DCS once, when the cluster is first bootstrapped; later
   # changes go through \`patronictl edit-config\`.
   dcs:
-    ttl: 10                # leader key lease: a dead primary is noticed within it
-    loop_wait: 2
-    retry_timeout: 4       # ttl >= loop_wait + 2 * retry_timeout
+    # Generous timings, chosen to survive CPU starvation (a 2-core machine
+    # building Rust beside the cluster): a primary that cannot renew its
+    # leader key within retry_timeout demotes itself, so short timings turn
+    # a busy machine into failovers. A dead primary is replaced within ttl
+    # plus one loop (docs/cluster.md, "Patroni timings").
+    ttl: 30                # leader key lease
+    loop_wait: 5
+    retry_timeout: 10      # ttl >= loop_wait + 2 * retry_timeout
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
     synchronous_mode_strict: true   # no sync standby -> writes wait, never ack on one node

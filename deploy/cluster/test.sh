@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the cluster-mode tests (tests/cluster.rs): starts the project's services and the
+# Runs only the cluster-mode tests (tests/cluster.rs): starts the project's services and the
 # topology of deploy/cluster/cluster.sh (3 RabbitMQ, 3 etcd, 3 PostgreSQL under Patroni, all
-# on loopback), then the ignored cluster tests one at a time. Needs a quiet machine: under
-# heavy load Patroni loses its synchronous standbys (docs/cluster.md).
+# on loopback), runs them, and leaves the topology running for a rerun (`cluster.sh down`
+# stops it). deploy/local/test.sh runs them with the whole suite.
 #
 #   deploy/cluster/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -14,4 +14,4 @@ bash deploy/cluster/cluster.sh up
 eval "$(bash deploy/cluster/cluster.sh env)"
 # Only the SOILMON_CLUSTER_* variables are for the tests; no soilmon override leaks in.
 unset SOILMON__DATABASE__URL
-cargo test --test cluster "$@" -- --ignored --test-threads 1
+cargo test --test cluster "$@"

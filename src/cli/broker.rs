@@ -15,10 +15,10 @@ pub enum BrokerCommand {
     /// Write broker.password_file and broker.acl_file from the database, then run
     /// broker.reload_command.
     Sync,
-    /// Cluster mode: declare on RabbitMQ (amqp.urls) the readings quorum queue with its
-    /// delivery limit and dead-letter exchange, the dead-letter queue, and the binding of
-    /// the station readings topic (idempotent; fails on a queue declared with other
-    /// arguments).
+    /// Cluster mode: declare on RabbitMQ (amqp.urls) the readings quorum queue (or, with
+    /// amqp.shards, its shard queues and their consistent-hash exchange) with its delivery
+    /// limit and dead-letter exchange, the dead-letter queue, and the binding of the station
+    /// readings topic (idempotent; fails on a queue declared with other arguments).
     Setup,
     /// Cluster mode: exit non-zero unless the readings queue exists and the readings topic of
     /// every active station (and of a station not yet registered) routes to a queue.
@@ -54,10 +54,23 @@ async fn declare(settings: &Settings, conn: &lapin::Connection, node: usize) -> 
     amqp::declare(&ch, a, &binding)
         .await
         .with_context(|| format!("declaring the topology on node {node}"))?;
+    let route = if a.shards == 0 {
+        format!("bound to {} with {binding}", a.exchange)
+    } else {
+        format!(
+            "single active consumer each, fed by consistent-hash exchange {} bound to {} \
+             with {binding}",
+            a.hash_exchange(),
+            a.exchange
+        )
+    };
     println!(
-        "declared on node {node}: quorum queue {} (x-delivery-limit {}, dead-letter exchange {} \
-         -> quorum queue {}), bound to {} with {binding}",
-        a.queue, a.delivery_limit, a.dead_letter_exchange, a.dead_letter_queue, a.exchange
+        "declared on node {node}: quorum queue(s) {} (x-delivery-limit {}, dead-letter \
+         exchange {} -> quorum queue {}), {route}",
+        a.readings_queues().join(", "),
+        a.delivery_limit,
+        a.dead_letter_exchange,
+        a.dead_letter_queue
     );
     Ok(())
 }
@@ -73,9 +86,14 @@ async fn check(settings: &Settings) -> Result<()> {
 async fn probe(settings: &Settings, conn: &lapin::Connection, node: usize) -> Result<()> {
     let a = &settings.amqp;
     let ch = conn.create_channel().await?;
-    let (messages, consumers) = amqp::queue_stats(&ch, &a.queue)
-        .await
-        .with_context(|| format!("queue {} (run `soilmon broker setup`)", a.queue))?;
+    let (mut messages, mut consumers) = (0, 0);
+    for q in a.readings_queues() {
+        let (m, c) = amqp::queue_stats(&ch, &q)
+            .await
+            .with_context(|| format!("queue {q} (run `soilmon broker setup`)"))?;
+        messages += m;
+        consumers += c;
+    }
     amqp::queue_stats(&ch, &a.dead_letter_queue)
         .await
         .with_context(|| format!("queue {} (run `soilmon broker setup`)", a.dead_letter_queue))?;
@@ -94,9 +112,9 @@ async fn probe(settings: &Settings, conn: &lapin::Connection, node: usize) -> Re
         .collect();
     let lost = amqp::unroutable(&ch, &a.exchange, &keys).await?;
     println!(
-        "node {node}: queue {} holds {messages} messages, {consumers} consumers; \
+        "node {node}: readings queue(s) {} hold {messages} messages, {consumers} consumers; \
          {} station topics probed",
-        a.queue,
+        a.readings_queues().join(", "),
         keys.len()
     );
     if !lost.is_empty() {

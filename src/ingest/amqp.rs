@@ -5,7 +5,9 @@
 //!
 //! Acks go out in arrival order, after the batch's COMMIT, as one `basic.ack` with
 //! `multiple` for the newest tag of the current channel: the writer releases batches in the
-//! order they arrived, so every older delivery of that channel is committed too. A tag of
+//! order they arrived, so every older delivery of that channel is committed too. With
+//! `amqp.shards` ≥ 1 the channel carries one consumer per shard queue, whose deliveries may
+//! be forwarded out of tag order, so each is acked on its own. A tag of
 //! an earlier channel is never acked on a later one (tags are per channel): each session
 //! bumps the generation, and acks of another generation are dropped. Their messages were
 //! requeued by the broker when the channel closed and are absorbed by the idempotency key
@@ -15,7 +17,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::stream::{self, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
@@ -23,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::collector::{forward, lock, AckTag, Forward, Shared, ToPoll};
+use super::source::{forward, lock, AckTag, Forward, Shared, ToPoll};
 use crate::amqp::{self, AmqpError};
 use crate::mqtt::{sleep_or_cancel, Backoff};
 
@@ -81,22 +83,34 @@ async fn session(
     let (conn, reached) = amqp::connect(a, *node).await?;
     *node = reached;
     let ch = conn.create_channel().await?;
-    ch.basic_qos(a.prefetch, BasicQosOptions::default()).await?;
-    let tag = format!(
-        "{}-{}",
-        shared.settings.mqtt.client_id,
-        uuid::Uuid::now_v7()
-    );
-    let mut consumer = ch
-        .basic_consume(
-            &a.queue,
-            &tag,
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let queues = a.readings_queues();
+    // Per consumer: the prefetch is split across the shard queues.
+    let per_queue = (a.prefetch / queues.len().max(1) as u16).max(1);
+    ch.basic_qos(per_queue, BasicQosOptions::default()).await?;
+    let mut consumers = Vec::with_capacity(queues.len());
+    for q in &queues {
+        let tag = format!(
+            "{}-{}",
+            shared.settings.mqtt.client_id,
+            uuid::Uuid::now_v7()
+        );
+        let c = ch
+            .basic_consume(
+                q,
+                &tag,
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        // A consumer the broker ends yields `None` once: the session then ends too.
+        consumers.push(c.map(Some).chain(stream::once(async { None })).boxed());
+    }
+    let mut consumer = stream::select_all(consumers);
+    // With several consumers on the channel, deliveries of different queues may be
+    // forwarded out of delivery-tag order: each is acked on its own, never with `multiple`.
+    let multiple = queues.len() == 1;
     let current = *lock(generation);
-    info!(node = reached, queue = %a.queue, "ready: consuming");
+    info!(node = reached, queues = queues.len(), queue = %queues.join(","), "ready: consuming");
     let token = shared.shutdown.clone();
     let mut stop_deadline: Option<Instant> = None;
     loop {
@@ -105,7 +119,7 @@ async fn session(
             stop_deadline = Some(Instant::now() + Duration::from_secs(5));
         }
         tokio::select! {
-            d = consumer.next(), if stop_deadline.is_none() => match d {
+            d = consumer.next(), if stop_deadline.is_none() => match d.flatten() {
                 Some(Ok(d)) => {
                     if amqp::is_probe(&d.properties) {
                         ch.basic_ack(d.delivery_tag, BasicAckOptions::default()).await?;
@@ -120,7 +134,7 @@ async fn session(
                 None => return Err(lapin::Error::InvalidChannelState(ch.status().state()).into()),
             },
             first = acks.recv() => {
-                if write_acks(&ch, first, acks, current).await? {
+                if write_acks(&ch, first, acks, current, multiple).await? {
                     return close(&conn, End::Done).await;
                 }
             }
@@ -149,18 +163,21 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-/// Takes `first` and every ack already waiting, and acks the newest tag of the current
-/// channel with `multiple` (everything older on this channel is committed: batches are
-/// released in arrival order). Returns whether the writer said it is done.
+/// Takes `first` and every ack already waiting, and acks those of the current channel:
+/// with `multiple`, only the newest tag (everything older on this channel is committed:
+/// batches are released in arrival order, and one consumer's deliveries arrive in tag
+/// order); without, each tag on its own. Returns whether the writer said it is done.
 async fn write_acks(
     ch: &Channel,
     first: Option<ToPoll>,
     rx: &mut mpsc::UnboundedReceiver<ToPoll>,
     current: u64,
+    multiple: bool,
 ) -> Result<bool, AmqpError> {
     let mut next = first;
     let mut newest: Option<u64> = None;
     let mut done = false;
+    let single = BasicAckOptions { multiple: false };
     loop {
         match next {
             None | Some(ToPoll::Done) => {
@@ -168,8 +185,10 @@ async fn write_acks(
                 break;
             }
             Some(ToPoll::Ack(AckTag { generation, tag })) => {
-                if generation == current {
+                if generation == current && multiple {
                     newest = Some(newest.map_or(tag, |n| n.max(tag)));
+                } else if generation == current {
+                    ch.basic_ack(tag, single).await?;
                 }
             }
         }

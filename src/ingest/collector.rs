@@ -36,21 +36,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use deadpool_postgres::Pool;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rumqttc::{AsyncClient, Event, EventLoop, Outgoing, Packet, PubAck, QoS};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
 use super::order::{InOrder, Ticket};
 use super::payload;
+pub use super::source::Shared;
+use super::source::{forward, lock, AckTag, Delivery, Forward, ToPoll};
 use crate::config::{IngestSource, Settings};
 use crate::domain::sample::{RejectCode, Rejection};
-use crate::domain::standard::Standards;
 use crate::mqtt::{mqtt_client, mqtt_options, sleep_or_cancel, Backoff};
-use crate::registry::{Registry, SharedRegistry};
+use crate::registry::Registry;
 use crate::store::chunks::KnownChunks;
 use crate::store::writer::{self, Context, Received};
 use crate::store::StoreError;
@@ -65,47 +64,6 @@ pub enum CollectorError {
     /// A task panicked or was aborted.
     #[error("collector task: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-/// How the source acknowledges one message: the connection (MQTT) or channel (AMQP)
-/// generation it arrived on, and its id there (an MQTT packet id, an AMQP delivery tag).
-/// This is all the writer knows of the source: it hands these back, in arrival order, after
-/// the commit, and the source task that alone owns the connection writes the acks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct AckTag {
-    /// Connection generation the message arrived on.
-    pub(super) generation: u64,
-    /// Packet id (MQTT) or delivery tag (AMQP) on that connection.
-    pub(super) tag: u64,
-}
-
-/// A message as it came off the source, with the handle that acknowledges it.
-pub(super) struct Delivery {
-    /// How to acknowledge it.
-    pub(super) ack: AckTag,
-    /// MQTT topic (for AMQP: the routing key turned back into the topic).
-    pub(super) topic: String,
-    /// Raw payload.
-    pub(super) payload: Vec<u8>,
-    /// When soilmon received it.
-    pub(super) received_at: chrono::DateTime<Utc>,
-}
-
-/// Shared handles the collector needs.
-#[derive(Clone)]
-pub struct Shared {
-    /// Configuration.
-    pub settings: Arc<Settings>,
-    /// Database pool.
-    pub pool: Pool,
-    /// The current registry snapshot (swapped by the refresh task).
-    pub registry: SharedRegistry,
-    /// Standards in force.
-    pub standards: Arc<Standards>,
-    /// Woken when a batch wrote outbox rows.
-    pub outbox: Arc<Notify>,
-    /// Cancelled on SIGINT/SIGTERM.
-    pub shutdown: CancellationToken,
 }
 
 /// Runs the collector until shutdown, on the source `ingest.source` names: the MQTT poll
@@ -153,14 +111,6 @@ pub async fn run(shared: Shared) -> Result<(), CollectorError> {
     writer.await?;
     source.await?;
     Ok(())
-}
-
-/// What the writer hands to the source task (the MQTT poll task or the AMQP consumer).
-pub(super) enum ToPoll {
-    /// Acknowledge this message, if the connection it arrived on is still the current one.
-    Ack(AckTag),
-    /// The writer has stopped: send the remaining acks, then DISCONNECT.
-    Done,
 }
 
 /// One step of the poll task.
@@ -338,56 +288,12 @@ async fn poll_task(
     }
 }
 
-/// The source task's way to the writer: the bounded channel, and the in-flight count.
-pub(super) struct Forward {
-    tx: mpsc::Sender<Delivery>,
-    inflight: Arc<telemetry::Inflight>,
-}
-
-/// Hands an incoming message (`tag`: its packet id or delivery tag) to the writer, tagged
-/// with the current generation (waiting while the channel is full, unless shutdown comes
-/// first). Returns false when the writer is gone. The message counts as in flight from here
-/// until its ack is handed over.
-pub(super) async fn forward(
-    topic: String,
-    payload: Vec<u8>,
-    tag: u64,
-    to: &Forward,
-    generation: &Mutex<u64>,
-    token: &CancellationToken,
-) -> bool {
-    let delivery = Delivery {
-        ack: AckTag {
-            generation: *lock(generation),
-            tag,
-        },
-        topic,
-        payload,
-        received_at: Utc::now(),
-    };
-    to.inflight.received();
-    // `None`: shutdown came first.
-    let sent = tokio::select! {
-        r = to.tx.send(delivery) => Some(r.is_ok()),
-        _ = token.cancelled() => None,
-    };
-    if sent != Some(true) {
-        to.inflight.released(1);
-    }
-    sent.unwrap_or(true)
-}
-
 /// After a connection error: bumps the generation and drops the dead connection, under the
 /// lock, so acks of the old generation are dropped from now on, here and in the writer.
 fn new_generation(eventloop: &mut EventLoop, generation: &Mutex<u64>) {
     let mut g = lock(generation);
     *g += 1;
     eventloop.clean();
-}
-
-/// The generation, whatever a panicking holder left.
-pub(super) fn lock(m: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A batch taken off the channel, each message parsed as it arrived, ready to write.
@@ -574,14 +480,19 @@ async fn run_batch(
             Ok(c) => c,
             Err(e) => return Outcome::Failed(e.into()),
         };
-        let result = writer::stage(&mut client, &ctx, &p.received).await;
-        let _ = staged.send(());
-        let t1 = Instant::now();
-        // On every early return, dropping the transaction rolls it back.
-        let staged = match result {
-            Ok(s) => s,
-            Err(e) => return prev_done.failed(e).await,
+        // On every early return, dropping the transaction rolls it back. (Matched in place,
+        // not bound first: the connection may be taken out of the pool below.)
+        let staged = match writer::stage(&mut client, &ctx, &p.received).await {
+            Ok(s) => {
+                let _ = staged.send(());
+                s
+            }
+            Err(e) => {
+                let _ = staged.send(());
+                return prev_done.failed(e).await;
+            }
         };
+        let t1 = Instant::now();
         if !chunks_exist(&staged, &chunks).await && !prev_done.committed().await {
             return Outcome::Aborted;
         }
@@ -593,7 +504,14 @@ async fn run_batch(
             return Outcome::Aborted;
         }
         let t3 = Instant::now();
-        match writer::finish(staged, &ctx).await {
+        let limit = shared.settings.database.commit_timeout();
+        let finished = tokio::time::timeout(limit, writer::finish(staged, &ctx)).await;
+        let Ok(finished) = finished else {
+            // The COMMIT may or may not have happened: never ack, never reuse the connection.
+            let _discarded = deadpool_postgres::Object::take(client);
+            return Outcome::Failed(StoreError::CommitTimeout(limit));
+        };
+        match finished {
             Ok(report) => Outcome::Committed(
                 report,
                 Timing {

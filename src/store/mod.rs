@@ -77,6 +77,9 @@ pub enum StoreError {
     /// found or stored.
     #[error("lean keys: {0}")]
     Keys(String),
+    /// A batch's COMMIT did not answer in time: its outcome is unknown.
+    #[error("no answer to COMMIT within {0:?}: outcome unknown, connection discarded")]
+    CommitTimeout(std::time::Duration),
     /// A request was refused (unknown or ambiguous reading, bad name, duplicate identity…).
     #[error("{0}")]
     Refused(String),

@@ -118,6 +118,16 @@ impl Scenario {
     /// A fresh database (migrated, test points imported), queue names and prefix; runs
     /// `soilmon broker setup` (from node 1, so node 1 leads the new quorum queue).
     pub async fn start(cluster: &Cluster) -> Result<Scenario> {
+        Scenario::start_with(cluster, &[]).await
+    }
+
+    /// [`Scenario::start`] with more `SOILMON__…` overrides (e.g. `amqp.shards`).
+    pub async fn start_with(cluster: &Cluster, extra: &[(&str, &str)]) -> Result<Scenario> {
+        // A scenario that failed before bringing back the node it killed must not take the
+        // next one down with it.
+        if cluster.script(&["status"]).await.is_err() {
+            cluster.script(&["up"]).await?;
+        }
         let tag = format!("c{}", random_suffix());
         let db_url = cluster.create_db(&tag).await?;
         let prefix = format!("{tag}/soil/v1");
@@ -146,7 +156,11 @@ impl Scenario {
             prefix,
             queue,
             db_url,
-            envs: envs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            envs: envs
+                .into_iter()
+                .chain(extra.iter().map(|(k, v)| (*k, v.to_string())))
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         };
         let admin = s.soilmon();
         let points = tempfile::Builder::new().suffix(".csv").tempfile()?;
@@ -190,16 +204,27 @@ impl Scenario {
         Ok(all)
     }
 
-    /// Messages and consumers of the readings queue.
+    /// Messages and consumers of the readings queue(s), summed over the shards.
     pub async fn queue_stats(&self, cluster: &Cluster) -> Result<(u32, u32)> {
-        let mut cfg = soilmon::config::AmqpConfig {
+        let shards = self
+            .envs
+            .iter()
+            .find(|(k, _)| k == "SOILMON__AMQP__SHARDS")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let cfg = soilmon::config::AmqpConfig {
             urls: cluster.amqp_urls.clone(),
+            queue: self.queue.clone(),
+            shards,
             ..Default::default()
         };
-        cfg.queue = self.queue.clone();
         let (conn, _) = soilmon::amqp::connect(&cfg, 1).await?;
         let ch = conn.create_channel().await?;
-        let stats = soilmon::amqp::queue_stats(&ch, &self.queue).await?;
+        let mut stats = (0, 0);
+        for q in cfg.readings_queues() {
+            let (m, c) = soilmon::amqp::queue_stats(&ch, &q).await?;
+            stats = (stats.0 + m, stats.1 + c);
+        }
         let _ = conn.close(200, "test").await;
         Ok(stats)
     }
@@ -244,19 +269,34 @@ pub struct Confirmed {
     pub reconnects: usize,
 }
 
-/// A station network publishing `count` messages at `rate` per second, QoS1, through node
-/// `first_node`'s MQTT listener; on a connection error it moves to the next node and sends
-/// again every message not confirmed yet (same msg_id and content, as a station would).
-/// Bounded: gives up (Err) after `limit`.
+/// Message `i` of a stream under a topic prefix: (topic, `station/msg_id`, body).
+pub type MessageFn = fn(&str, usize) -> (String, String, Vec<u8>);
+
+/// What a station network publishes: `count` messages made by `message`, at `rate` per
+/// second, under `prefix`.
+pub struct StreamSpec {
+    /// Topic prefix.
+    pub prefix: String,
+    /// Messages.
+    pub count: usize,
+    /// Messages per second.
+    pub rate: u32,
+    /// Message `i`.
+    pub message: MessageFn,
+}
+
+/// A station network publishing `spec`, QoS1, through node `first_node`'s MQTT listener;
+/// on a connection error it moves to the next node and sends again every message not
+/// confirmed yet (same msg_id and content, as a station would). Bounded: gives up (Err)
+/// after `limit`.
 pub async fn publish_stream(
     cluster: &Cluster,
-    prefix: &str,
-    count: usize,
-    rate: u32,
+    spec: &StreamSpec,
     first_node: usize,
     limit: Duration,
     progress: Arc<Mutex<usize>>,
 ) -> Result<Confirmed> {
+    let (prefix, count, rate) = (spec.prefix.as_str(), spec.count, spec.rate);
     let deadline = Instant::now() + limit;
     let mut confirmed = Confirmed::default();
     let mut node = first_node;
@@ -291,7 +331,7 @@ pub async fn publish_stream(
                         Some(i) => i,
                         None => { next += 1; next - 1 }
                     };
-                    let (topic, _, body) = stream_message(prefix, i);
+                    let (topic, _, body) = (spec.message)(prefix, i);
                     if client.try_publish(topic, QoS::AtLeastOnce, false, body).is_err() {
                         resend.push_front(i);
                         break true;
@@ -304,7 +344,7 @@ pub async fn publish_stream(
                     }
                     Ok(Event::Incoming(Incoming::PubAck(a))) => {
                         if let Some(i) = by_pkid.remove(&a.pkid) {
-                            confirmed.keys.insert(stream_message(prefix, i).1);
+                            confirmed.keys.insert((spec.message)(prefix, i).1);
                             *progress.lock().unwrap() += 1;
                         }
                     }

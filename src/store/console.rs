@@ -511,18 +511,24 @@ fn sample_row(r: &tokio_postgres::Row) -> SampleRow {
     }
 }
 
-/// The newest reading of each metal of a point (the map popup).
+/// The newest reading of each metal of a point (the map popup): one probe of the readings
+/// index per metal, not a scan of the point's readings.
 pub async fn latest_per_metal(
     client: &Client,
     point_id: &str,
 ) -> Result<Vec<SampleRow>, StoreError> {
     let rows = client
         .query(
-            "SELECT DISTINCT ON (metal) sampled_at, metal, value_mgkg, detected, level,
-                    screening_mgkg, intervention_mgkg, standard_id, ph, ph_band, ph_assumed,
-                    source, source_id
-             FROM readings_full WHERE point_id = $1
-             ORDER BY metal, sampled_at DESC",
+            "SELECT f.sampled_at, f.metal, f.value_mgkg, f.detected, f.level,
+                    f.screening_mgkg, f.intervention_mgkg, f.standard_id, f.ph, f.ph_band,
+                    f.ph_assumed, f.source, f.source_id
+             FROM points p CROSS JOIN metals m
+             CROSS JOIN LATERAL (
+                 SELECT * FROM readings_full r
+                 WHERE r.point_key = p.point_key AND r.metal_code = m.metal
+                 ORDER BY r.sampled_at DESC LIMIT 1) f
+             WHERE p.point_id = $1
+             ORDER BY f.metal",
             &[&point_id],
         )
         .await?;

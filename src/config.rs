@@ -612,6 +612,12 @@ pub struct ConsoleConfig {
     pub secure_cookie: bool,
     /// Language of a visitor who has not chosen one: `zh-CN` or `en`.
     pub default_lang: String,
+    /// How often `soilmon run` refreshes the soil tier snapshot the map, the point pages and
+    /// the public page read, seconds (1-3600); it recomputes only when samples arrived.
+    pub tiers_refresh_secs: u64,
+    /// Recompute the tier snapshot at least this often even when no new sample key was seen,
+    /// seconds (at least `tiers_refresh_secs`).
+    pub tiers_max_age_secs: u64,
     /// What the public disclosure page shows.
     pub public: PublicConfig,
 }
@@ -625,6 +631,8 @@ impl Default for ConsoleConfig {
             session_hours: 8,
             secure_cookie: false,
             default_lang: "zh-CN".into(),
+            tiers_refresh_secs: 30,
+            tiers_max_age_secs: 600,
             public: PublicConfig::default(),
         }
     }
@@ -722,6 +730,15 @@ impl Settings {
         }
         if c.session_hours == 0 || c.session_hours > 24 * 30 {
             problems.push(Problem::new("console.session_hours", "must be 1-720"));
+        }
+        if c.tiers_refresh_secs == 0 || c.tiers_refresh_secs > 3600 {
+            problems.push(Problem::new("console.tiers_refresh_secs", "must be 1-3600"));
+        }
+        if c.tiers_max_age_secs < c.tiers_refresh_secs {
+            problems.push(Problem::new(
+                "console.tiers_max_age_secs",
+                "must be at least console.tiers_refresh_secs",
+            ));
         }
         if c.public.coordinate_decimals > 6 {
             problems.push(Problem::new(

@@ -59,7 +59,8 @@
 //!   [`store::console`] (console sessions, the incident workflow in one transaction with its
 //!   archive entry and outbox event, the console's scoped reads), [`store::network`] (point
 //!   programs, last samples through `readings_full`, the overdue check and coverage),
-//!   [`store::crops`] (crop results, farmland categories).
+//!   [`store::crops`] (crop results, farmland categories), [`store::snapshots`] (the soil tier
+//!   snapshot the console and public page read).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1 (or to
 //!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
 //!   acknowledged them; of N instances one publishes at a time (the outbox lock).
@@ -86,6 +87,9 @@
 //! - [`network`] — network management inside `soilmon run`: the periodic overdue check
 //!   (rules in [`domain::obligation`], state and events in [`store::network`]); coverage
 //!   reports for `soilmon coverage` and `GET /v1/coverage`.
+//! - [`snapshots`] — the soil tier snapshot's refresh inside `soilmon run` (the SQL in
+//!   [`store::snapshots`]): the map, point and public pages read it instead of scanning every
+//!   reading.
 //! - [`service`] — what `soilmon run` starts (migrate, registry refresher, publisher, HTTP,
 //!   collector) behind a handle a test can start in-process and shut down.
 //! - `main.rs` — the `soilmon` command line: parses arguments and dispatches to `cli/`, one
@@ -110,5 +114,6 @@ pub mod network;
 pub mod registry;
 pub mod service;
 pub mod simulate;
+pub mod snapshots;
 pub mod store;
 pub mod telemetry;

@@ -23,7 +23,7 @@ use crate::ingest::collector::{self, CollectorError, Shared};
 use crate::mqtt::{sleep_or_cancel, Backoff};
 use crate::registry::{Registry, SharedRegistry};
 use crate::store::{self, StoreError};
-use crate::{alert, deliver, http, network};
+use crate::{alert, deliver, http, network, snapshots};
 
 /// Errors that stop the service (or keep it from starting).
 #[derive(Debug, thiserror::Error)]
@@ -123,12 +123,7 @@ async fn run(
     let registry = SharedRegistry::new(registry);
     let outbox = Arc::new(Notify::new());
 
-    let refresher = tokio::spawn(refresh_registry(
-        pool.clone(),
-        registry.clone(),
-        Duration::from_secs(settings.ingest.registry_refresh_secs.max(1)),
-        shutdown.clone(),
-    ));
+    let periodic = spawn_periodic(&settings, &pool, &registry, &obligations, &outbox, &shutdown);
     let publisher = tokio::spawn(alert::publisher::run(
         settings.clone(),
         pool.clone(),
@@ -142,13 +137,6 @@ async fn run(
             return Err(e);
         }
     };
-    let overdue = tokio::spawn(network::run_overdue_check(
-        settings.clone(),
-        obligations.clone(),
-        pool.clone(),
-        outbox.clone(),
-        shutdown.clone(),
-    ));
     let tokens = match TokenStore::open(&settings.http.tokens_file) {
         Ok(t) => t,
         Err(e) => {
@@ -191,14 +179,47 @@ async fn run(
     if let Some(d) = deliver {
         d.await?;
     }
-    refresher.await?;
-    overdue.await?;
+    for task in periodic {
+        task.await?;
+    }
     if let Err(e) = http.await? {
         warn!(error = %e, "http server stopped with an error");
     }
     result?;
     info!("stopped");
     Ok(())
+}
+
+/// Starts the tasks that run on a clock until shutdown: the registry refresher, the overdue
+/// check and the soil tier snapshot refresh.
+fn spawn_periodic(
+    settings: &Arc<Settings>,
+    pool: &Pool,
+    registry: &SharedRegistry,
+    obligations: &Arc<Obligations>,
+    outbox: &Arc<Notify>,
+    shutdown: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(refresh_registry(
+            pool.clone(),
+            registry.clone(),
+            Duration::from_secs(settings.ingest.registry_refresh_secs.max(1)),
+            shutdown.clone(),
+        )),
+        tokio::spawn(network::run_overdue_check(
+            settings.clone(),
+            obligations.clone(),
+            pool.clone(),
+            outbox.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(snapshots::run_tier_refresh(
+            settings.clone(),
+            pool.clone(),
+            shutdown.clone(),
+        )),
+    ]
 }
 
 /// Starts the delivery engine when `deliver.enabled`, on a pool of its own: a slow receiver

@@ -47,6 +47,9 @@ pub const DELIVERIES: &str = "soilmon_deliveries_total";
 pub const DELIVERY_QUEUE_DEPTH: &str = "soilmon_delivery_queue_depth";
 /// Age of the oldest pending delivery per subscription, seconds.
 pub const DELIVERY_QUEUE_AGE: &str = "soilmon_delivery_queue_age_seconds";
+/// Histogram: seconds a refresh of the soil tier snapshot took (refreshes that found nothing
+/// new are not observed).
+pub const TIERS_REFRESH_SECONDS: &str = "soilmon_tiers_refresh_seconds";
 
 /// A station batch the collector saw committed: what it did and where its time went.
 #[derive(Debug, Clone, Copy)]
@@ -431,4 +434,18 @@ pub fn overdue_checked(overdue: usize, raised: usize, cleared: usize) {
 /// An overdue check failed (database); retried at the next tick.
 pub fn overdue_check_failed(error: &dyn Display) {
     warn!(error = %error, "network: overdue check failed; retrying at the next tick");
+}
+
+/// A tick of the tier snapshot refresh: `refreshed` when samples had arrived (or the snapshot
+/// had aged) and it was recomputed, in `took`.
+pub fn tiers_refreshed(refreshed: bool, took: std::time::Duration) {
+    if refreshed {
+        metrics::histogram!(TIERS_REFRESH_SECONDS).record(took.as_secs_f64());
+        tracing::debug!(took_ms = ms(took), "tier snapshot refreshed");
+    }
+}
+
+/// A refresh of the tier snapshot failed (database); retried at the next tick.
+pub fn tiers_refresh_failed(error: &dyn Display) {
+    warn!(error = %error, "tier snapshot refresh failed; retrying at the next tick");
 }

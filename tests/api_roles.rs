@@ -258,3 +258,45 @@ async fn rate_limit_and_token_changes_without_restart() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// The console's map reads the soil tiers from the snapshot `soilmon run` refreshes (schema
+/// 21; every second in tests): a sample above the intervention value turns its point
+/// `strict_control` on the map once the snapshot is refreshed, and the refresh records the
+/// newest sample it saw.
+#[tokio::test]
+async fn the_map_shows_tiers_from_the_refreshed_snapshot() -> anyhow::Result<()> {
+    let s = ApiService::start(&[]).await?;
+    // Paddy, pH 6.2: Cd intervention 2.0.
+    s.p.publish(vec![sample(
+        "st01",
+        "tier-1",
+        "441781-T-0001",
+        "2026-11-28T09:30:00+08:00",
+        &[("Cd", 2.5)],
+    )])
+    .await?;
+    s.p.wait_count("SELECT count(*) FROM readings", 1, WAIT)
+        .await?;
+    let tier = || async {
+        let map = s.get("/console/data/map", Some(s.token(ADMIN))).await?.json();
+        let point = map
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["point_id"] == "441781-T-0001"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        anyhow::Ok(point["tier"].as_str().unwrap_or("").to_string())
+    };
+    wait_until("the map shows strict_control", WAIT, || async {
+        Ok(tier().await? == "strict_control")
+    })
+    .await?;
+    let seen = s
+        .p
+        .count(
+            "SELECT count(*) FROM point_soil_tiers_refreshed r
+             WHERE r.sample_key = (SELECT max(sample_key) FROM samples)",
+        )
+        .await?;
+    assert_eq!(seen, 1, "the refresh records the newest sample key");
+    Ok(())
+}

@@ -633,3 +633,39 @@ async fn robots_markdown_signing_and_folding() -> Result<()> {
     }
     Ok(())
 }
+
+/// Alerts raised while no subscription exists are written already fanned out (schema 20): the
+/// engine neither reads nor rewrites them, and a subscription added later does not receive
+/// them. An alert raised once the subscription exists is fanned out and delivered to it.
+#[tokio::test]
+async fn alerts_raised_before_any_subscription_are_written_fanned_out() -> Result<()> {
+    let s = setup(&[]).await?;
+    let r = Receiver::start()?;
+    s.p.publish(five_alerts("e")).await?;
+    let alerts = "SELECT count(*) FROM outbox WHERE kind = 'alert'";
+    s.p.wait_count(alerts, 5, WAIT).await?;
+    let unfanned = "SELECT count(*) FROM outbox WHERE kind = 'alert' AND fanned_out_at IS NULL";
+    assert_eq!(s.p.count(unfanned).await?, 0);
+
+    s.webhook("city", "city-epb", &r.url("/c"), &[]).await?;
+    // Dry land pH 7.0: Pb intervention 700, so 800 opens a new incident: one alert.
+    let later = sample(
+        "st02",
+        "after1",
+        "441702-T-0001",
+        "2026-11-29T11:00:00+08:00",
+        &[("Pb", 800.0)],
+    );
+    s.p.publish(vec![later]).await?;
+    s.p.wait_count(alerts, 6, WAIT).await?;
+    s.wait_state("city", "delivered", 1).await?;
+    let events = s.events(None).await?;
+    assert_eq!(first_arrivals(&r.got("/c")), events[5..].to_vec());
+    let db = s.p.db().await?;
+    let deliveries: i64 = db
+        .query_one("SELECT count(*) FROM deliveries", &[])
+        .await?
+        .get(0);
+    assert_eq!(deliveries, 1, "only the alert raised after the subscription");
+    Ok(())
+}

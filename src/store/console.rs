@@ -385,7 +385,7 @@ pub async fn map_points(client: &Client, scope: &Scope) -> Result<Vec<MapPoint>,
                     coalesce(array_agg(i.metal ORDER BY i.metal)
                              FILTER (WHERE i.metal IS NOT NULL), '{}')
              FROM points p
-             LEFT JOIN point_soil_tiers t ON t.point_id = p.point_id
+             LEFT JOIN point_soil_tiers_snapshot t ON t.point_id = p.point_id
              LEFT JOIN incidents i ON i.point_id = p.point_id AND i.state = 'open'
              WHERE ($1::text[] IS NULL OR p.county_code = ANY($1))
              GROUP BY p.point_id, t.soil_tier
@@ -420,7 +420,7 @@ pub async fn point(
         .query_opt(
             "SELECT p.point_id, p.name, p.county_code, p.lon, p.lat, p.point_type, p.land_use,
                     t.soil_tier
-             FROM points p LEFT JOIN point_soil_tiers t ON t.point_id = p.point_id
+             FROM points p LEFT JOIN point_soil_tiers_snapshot t ON t.point_id = p.point_id
              WHERE p.point_id = $1 AND ($2::text[] IS NULL OR p.county_code = ANY($2))",
             &[&point_id, &scope.filter()],
         )
@@ -511,18 +511,24 @@ fn sample_row(r: &tokio_postgres::Row) -> SampleRow {
     }
 }
 
-/// The newest reading of each metal of a point (the map popup).
+/// The newest reading of each metal of a point (the map popup): one probe of the readings
+/// index per metal, not a scan of the point's readings.
 pub async fn latest_per_metal(
     client: &Client,
     point_id: &str,
 ) -> Result<Vec<SampleRow>, StoreError> {
     let rows = client
         .query(
-            "SELECT DISTINCT ON (metal) sampled_at, metal, value_mgkg, detected, level,
-                    screening_mgkg, intervention_mgkg, standard_id, ph, ph_band, ph_assumed,
-                    source, source_id
-             FROM readings_full WHERE point_id = $1
-             ORDER BY metal, sampled_at DESC",
+            "SELECT f.sampled_at, f.metal, f.value_mgkg, f.detected, f.level,
+                    f.screening_mgkg, f.intervention_mgkg, f.standard_id, f.ph, f.ph_band,
+                    f.ph_assumed, f.source, f.source_id
+             FROM points p CROSS JOIN metals m
+             CROSS JOIN LATERAL (
+                 SELECT * FROM readings_full r
+                 WHERE r.point_key = p.point_key AND r.metal_code = m.metal
+                 ORDER BY r.sampled_at DESC LIMIT 1) f
+             WHERE p.point_id = $1
+             ORDER BY f.metal",
             &[&point_id],
         )
         .await?;
@@ -655,7 +661,7 @@ pub async fn public_points<'a>(
                         SELECT DISTINCT ON (metal) metal, value_mgkg FROM readings_full r
                         WHERE r.point_id = p.point_id ORDER BY metal, sampled_at DESC) l)
                     END
-             FROM points p LEFT JOIN point_soil_tiers t ON t.point_id = p.point_id
+             FROM points p LEFT JOIN point_soil_tiers_snapshot t ON t.point_id = p.point_id
              WHERE ($1::text IS NULL OR p.county_code = $1) AND p.point_type = ANY($2)
              ORDER BY p.county_code, p.point_id",
         )
@@ -717,7 +723,7 @@ pub async fn public_summary(
         .await?;
     let by_tier = client
         .query(
-            "SELECT t.soil_tier, count(*), max(t.latest_sample) FROM point_soil_tiers t
+            "SELECT t.soil_tier, count(*), max(t.latest_sample) FROM point_soil_tiers_snapshot t
              JOIN points p USING (point_id)
              WHERE ($1::text IS NULL OR p.county_code = $1) AND p.point_type = ANY($2)
              GROUP BY 1 ORDER BY 1",

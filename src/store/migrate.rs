@@ -24,9 +24,12 @@ use super::StoreError;
 /// `readings_full` over the lean tables; version 11 (issue 14) adds alert subscriptions and
 /// their deliveries; version 12 adds the web console's sessions and incident actions (a new
 /// archive and outbox kind); version 13 (network management) adds point programs, overdue
-/// state, crop results, farmland categories, enterprises and development-land plots; version 15 (issue 13's quarantine work, numbered so as not to
-/// clash with the console's 12) adds the quarantine replay log. Versions need not be
-/// contiguous: each is applied once, in this order.
+/// state, crop results, farmland categories, enterprises and development-land plots; version
+/// 15 (issue 13's quarantine work, numbered so as not to clash with the console's 12) adds the
+/// quarantine replay log; version 20 writes an outbox row
+/// already fanned out when no subscription exists; version 21 adds the soil tier snapshot the
+/// console and public page read. Versions need not be contiguous: each is applied once, in
+/// this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -76,7 +79,17 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         15,
         "quarantine_replay",
-        include_str!("migrations/0012_quarantine_replay.sql"),
+        include_str!("migrations/0015_quarantine_replay.sql"),
+    ),
+    (
+        20,
+        "fanout_mark",
+        include_str!("migrations/0020_fanout_mark.sql"),
+    ),
+    (
+        21,
+        "tier_snapshot",
+        include_str!("migrations/0021_tier_snapshot.sql"),
     ),
 ];
 

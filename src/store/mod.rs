@@ -25,6 +25,7 @@ pub mod points;
 pub mod quarantine;
 pub mod queries;
 pub mod readings;
+pub mod snapshots;
 pub mod subscriptions;
 pub mod writer;
 

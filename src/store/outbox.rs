@@ -13,6 +13,11 @@
 
 use deadpool_postgres::{Client, Transaction};
 
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::StoreError;
+
 /// The advisory lock key of the outbox (the ASCII bytes of `soilmon`, then `1`).
 const OUTBOX_LOCK: i64 = 0x736f_696c_6d6f_6e01;
 
@@ -24,10 +29,6 @@ pub(crate) async fn try_lead(tx: &Transaction<'_>) -> Result<bool, StoreError> {
         .await?;
     Ok(tx.query_one(&stmt, &[&OUTBOX_LOCK]).await?.get(0))
 }
-use serde_json::Value;
-use uuid::Uuid;
-
-use super::StoreError;
 
 /// Queues one MQTT publication in the outbox (published by the alert publisher).
 pub(crate) async fn insert(

@@ -771,6 +771,11 @@ impl Soilmon {
                 alerts_client_id.clone(),
             ),
             ("SOILMON__LOG__FORMAT".to_string(), "json".to_string()),
+            // Tests read tiers right after storing samples: refresh the snapshot every second.
+            (
+                "SOILMON__CONSOLE__TIERS_REFRESH_SECS".to_string(),
+                "1".to_string(),
+            ),
             // Every service under test gets its own HTTP port.
             (
                 "SOILMON__HTTP__ADDR".to_string(),

@@ -31,6 +31,7 @@
 //! | [`export`] | CSV (UTF-8 BOM), xlsx and GeoJSON encoders |
 
 pub mod assets;
+pub mod cookies;
 pub mod data;
 pub mod export;
 pub mod i18n;

@@ -285,7 +285,7 @@ async fn lab_uploads_a_good_and_a_bad_file() -> Result<()> {
     let bad: String = good
         .replace("YJ-LAB01-2026-1120", "YJ-LAB01-BAD-1")
         .replacen("441781-B-0001", "441781-B-0999", 1)
-        .replacen(",42.0,", ",-42.0,", 1);
+        .replacen(",42,", ",-42,", 1);
     let bad_file = s.dir.path().join("bad-batch.csv");
     std::fs::write(&bad_file, bad)?;
     b.wait_css("#file")

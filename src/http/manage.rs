@@ -22,14 +22,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::auth::{self, AuthError, Role};
 use super::caller::{AdminOnly, Caller};
+use super::openapi::{ApiRoutes, Method::*};
 use super::{listed, query_failed, ApiError, AppState};
 use crate::broker;
 use crate::registry::{parse_points_csv, RegistryError};
@@ -37,16 +37,17 @@ use crate::store::identities::{self, IdentityKind};
 use crate::store::queries::Scope;
 use crate::store::{self, StoreError};
 
-/// The management routes, merged into [`super::router`].
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/points/import", post(import_points))
-        .route("/v1/stations", post(add_station))
-        .route("/v1/stations/{id}", delete(revoke_station))
-        .route("/v1/bureaus", post(add_bureau))
-        .route("/v1/bureaus/{name}", delete(revoke_bureau))
-        .route("/v1/tokens", get(list_tokens).post(add_token))
-        .route("/v1/tokens/{name}", delete(revoke_token))
+/// The management routes, merged into [`super::api_routes`].
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .add(Post, "/v1/points/import", "admin", "import a points CSV (200 imported, 422 errors by line)", import_points)
+        .add(Post, "/v1/stations", "admin", "add a station broker identity {\"id\"} (its password once)", add_station)
+        .add(Delete, "/v1/stations/{id}", "admin", "revoke a station", revoke_station)
+        .add(Post, "/v1/bureaus", "admin", "add a bureau broker identity {\"name\", \"counties\"|\"all\"}", add_bureau)
+        .add(Delete, "/v1/bureaus/{name}", "admin", "revoke a bureau", revoke_bureau)
+        .add(Get, "/v1/tokens", "admin", "API tokens (no hashes)", list_tokens)
+        .add(Post, "/v1/tokens", "admin", "add an API token {\"name\", \"role\"} (the token once)", add_token)
+        .add(Delete, "/v1/tokens/{name}", "admin", "revoke an API token", revoke_token)
 }
 
 /// A JSON body, or 400 naming what to send.

@@ -3,7 +3,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `POST /v1/points/import` (CSV body, the `soilmon points import` format) | `200 {"imported"}`; `422 {"errors": [{"line", "column", "detail"}]}` |
+//! | `POST /v1/points/import` (CSV body, the `soilmon points import` format) | `200 {"imported"}`; `422 {"error_count", "errors": [{"line", "column", "detail"}]}`, every bad row (nothing imported) |
 //! | `POST /v1/stations` `{"id"}` | `201 {"id", "password", "broker"}` (the password once) |
 //! | `DELETE /v1/stations/{id}` | `200 {"revoked", "broker"}` |
 //! | `POST /v1/bureaus` `{"name", "counties": [..]}` or `{"name", "all": true}` | `201 {"name", "password", "broker"}` |
@@ -32,7 +32,7 @@ use super::caller::{AdminOnly, Caller};
 use super::openapi::{ApiRoutes, Method::*};
 use super::{listed, query_failed, ApiError, AppState};
 use crate::broker;
-use crate::registry::{parse_points_csv, RegistryError};
+use crate::registry::{check_points_csv, RegistryError};
 use crate::store::identities::{self, IdentityKind};
 use crate::store::queries::Scope;
 use crate::store::{self, StoreError};
@@ -40,7 +40,7 @@ use crate::store::{self, StoreError};
 /// The management routes, merged into [`super::api_routes`].
 pub(super) fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .add(Post, "/v1/points/import", "admin", "import a points CSV (200 imported, 422 errors by line)", import_points)
+        .add(Post, "/v1/points/import", "admin", "import a points CSV (200 imported; 422 every bad row by line, nothing imported)", import_points)
         .add(Post, "/v1/stations", "admin", "add a station broker identity {\"id\"} (its password once)", add_station)
         .add(Delete, "/v1/stations/{id}", "admin", "revoke a station", revoke_station)
         .add(Post, "/v1/bureaus", "admin", "add a bureau broker identity {\"name\", \"counties\"|\"all\"}", add_bureau)
@@ -64,25 +64,30 @@ fn store_refusal(what: &'static str) -> impl FnOnce(StoreError) -> ApiError {
     }
 }
 
+/// A bad row of a points file as the API reports it.
+fn error_json(e: &RegistryError) -> Value {
+    match e {
+        RegistryError::Csv { line, source } => {
+            json!({"line": line, "column": null, "detail": source.to_string()})
+        }
+        RegistryError::Field {
+            line,
+            column,
+            detail,
+        } => json!({"line": line, "column": column, "detail": detail}),
+    }
+}
+
 async fn import_points(
     State(st): State<Arc<AppState>>,
     who: Caller<AdminOnly>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let points = match parse_points_csv(&body[..], &st.settings.registry.counties) {
+    let points = match check_points_csv(&body[..], &st.settings.registry.counties) {
         Ok(p) => p,
-        Err(e) => {
-            let error = match &e {
-                RegistryError::Csv { line, source } => {
-                    json!({"line": line, "column": null, "detail": source.to_string()})
-                }
-                RegistryError::Field {
-                    line,
-                    column,
-                    detail,
-                } => json!({"line": line, "column": column, "detail": detail}),
-            };
-            let body = json!({"imported": 0, "errors": [error]});
+        Err(errors) => {
+            let errors: Vec<Value> = errors.iter().map(error_json).collect();
+            let body = json!({"imported": 0, "error_count": errors.len(), "errors": errors});
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response());
         }
     };

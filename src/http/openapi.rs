@@ -9,7 +9,8 @@
 //! .add(Get, "/v1/things/{id}", "bureau, admin", "one thing of the caller's counties", thing)
 //! ```
 //!
-//! A unit test below refuses any `.route("/v1…")` written around the table in `src/http`, and
+//! A unit test below refuses any axum `route` call for a `/v1` path written around the table
+//! in `src/http`, and
 //! the `admin_api` integration test asks the running server for every documented route (none
 //! may answer the router's own 404 or 405). The console's HTML pages (`/console`, `/public`)
 //! are not part of the API and are not documented here.
@@ -315,7 +316,7 @@ mod tests {
         }
     }
 
-    /// Every API route goes through the table: no `.route("/v1…")` beside it in `src/http`.
+    /// Every API route goes through the table: no axum `route` call for a `/v1` path beside it.
     #[test]
     fn no_api_route_is_registered_around_the_table() {
         fn visit(dir: &std::path::Path, found: &mut Vec<String>) {

@@ -199,12 +199,13 @@ pub fn csv_to_xlsx(body: &[u8]) -> Result<Vec<u8>, LabError> {
             if text.is_empty() {
                 continue;
             }
+            let number = text.parse::<f64>().ok().filter(|n| n.is_finite());
             match (kind, text) {
-                (CellKind::Number, t) if t.parse::<f64>().is_ok_and(f64::is_finite) => {
-                    sheet.write_number(r, c, t.parse::<f64>().unwrap_or_default())?;
+                (CellKind::Number, _) if number.is_some() => {
+                    sheet.write_number(r, c, number.unwrap_or_default())?
                 }
                 (CellKind::Boolean, "true" | "false") => {
-                    sheet.write_boolean(r, c, text == "true")?;
+                    sheet.write_boolean(r, c, text == "true")?
                 }
                 (CellKind::Date, t) => match excel_date(t) {
                     Some((d, true)) => sheet.write_datetime_with_format(r, c, &d, &day)?,
@@ -289,14 +290,16 @@ mod tests {
     fn the_same_content_as_csv_json_or_xlsx_hashes_the_same() {
         use crate::lab::csv::{parse_csv, parse_json};
         let csv = include_bytes!("../../config/lab/example-batch.csv");
-        let collect = |parse: &dyn Fn(&mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>>| {
-            let mut rows: Vec<Vec<Option<String>>> = Vec::new();
-            let parsed = parse(&mut |r| {
+        type Rows = Vec<Vec<Option<String>>>;
+        type Parse<'a> = &'a dyn Fn(&mut dyn FnMut(&RawRow<'_>)) -> Result<Parsed, Vec<Issue>>;
+        fn collect(parse: Parse<'_>) -> (Rows, String) {
+            let mut rows: Rows = Vec::new();
+            let parsed = parse(&mut |r: &RawRow<'_>| {
                 rows.push(r.fields.iter().map(|f| f.map(str::to_string)).collect());
             })
             .expect("parses");
             (rows, parsed.content_sha256)
-        };
+        }
         let from_csv = collect(&|on_row| parse_csv(csv, on_row));
         assert_eq!(from_csv.0.len(), 17);
 
@@ -315,7 +318,7 @@ mod tests {
                     .zip(line.split(','))
                     .filter(|(_, v)| !v.is_empty())
                     .map(|(k, v)| {
-                        let typed = match kind_of(Some(k)) {
+                        let typed: Option<serde_json::Value> = match kind_of(Some(*k)) {
                             CellKind::Number | CellKind::Boolean => serde_json::from_str(v).ok(),
                             _ => None,
                         };

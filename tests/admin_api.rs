@@ -192,13 +192,24 @@ async fn the_openapi_document_matches_the_served_routes() -> anyhow::Result<()> 
     // The router's own 404 (no route) has an empty body; a handler's 404 is an
     // `{"error": …}` (no such point, token, …). Check that the two can be told apart.
     let none = s.get("/v1/no-such-route", admin).await?;
-    assert_eq!((none.status, none.json()), (404, Value::Null), "{}", none.text);
+    assert_eq!(
+        (none.status, none.json()),
+        (404, Value::Null),
+        "{}",
+        none.text
+    );
 
     let mut checked = 0;
     for (path, item) in &paths {
         let concrete = path
             .split('/')
-            .map(|seg| if seg.starts_with('{') { "x-openapi" } else { seg })
+            .map(|seg| {
+                if seg.starts_with('{') {
+                    "x-openapi"
+                } else {
+                    seg
+                }
+            })
             .collect::<Vec<_>>()
             .join("/");
         let methods = item.as_object().cloned().unwrap_or_default();

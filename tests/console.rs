@@ -295,18 +295,22 @@ async fn lab_uploads_a_good_and_a_bad_file() -> Result<()> {
         .await?
         .send_keys(&example.to_string_lossy())
         .await?;
-    wait_until("the CSV answered as a replay", Duration::from_secs(20), || async {
-        Ok(!b.all("#verdict[data-status='200']").await?.is_empty())
-    })
+    wait_until(
+        "the CSV answered as a replay",
+        Duration::from_secs(20),
+        || async { Ok(!b.all("#verdict[data-status='200']").await?.is_empty()) },
+    )
     .await
     .with_context(|| "the example CSV after its xlsx")?;
-    let batches: i64 = s
-        .p
-        .db()
-        .await?
-        .query_one("SELECT count(*) FROM lab_batches WHERE batch_id = 'YJ-LAB01-2026-1120'", &[])
-        .await?
-        .get(0);
+    let batches: i64 =
+        s.p.db()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM lab_batches WHERE batch_id = 'YJ-LAB01-2026-1120'",
+                &[],
+            )
+            .await?
+            .get(0);
     ensure!(batches == 1, "{batches} batches stored");
 
     // A bad file: an unknown point and a negative value, with their lines.
@@ -496,10 +500,20 @@ async fn admin_replays_an_unknown_point_message_after_importing_the_point() -> R
     );
     let mut v: Value = serde_json::from_slice(&payload)?;
     v["note"] = Value::from(XSS_NOTE);
-    s.p.publish(vec![(topic, v.to_string().into_bytes())]).await?;
-    s.p.wait_count("SELECT count(*) FROM quarantine", 1, Duration::from_secs(30))
+    s.p.publish(vec![(topic, v.to_string().into_bytes())])
         .await?;
-    let id: i64 = s.p.db().await?.query_one("SELECT id FROM quarantine", &[]).await?.get(0);
+    s.p.wait_count(
+        "SELECT count(*) FROM quarantine",
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let id: i64 =
+        s.p.db()
+            .await?
+            .query_one("SELECT id FROM quarantine", &[])
+            .await?
+            .get(0);
 
     let b = Browser::start().await?;
     b.sign_in(&s.base, s.token(ADMIN)).await?;
@@ -513,8 +527,11 @@ async fn admin_replays_an_unknown_point_message_after_importing_the_point() -> R
     ensure!(row.attr("data-status").await?.as_deref() == Some("quarantined"));
     ensure!(b.text("td.msg-id").await? == "late-1");
     b.screenshot("admin-quarantine").await?;
-    b.goto(&format!("{}/console/admin/quarantine?reason=bad_type", s.base))
-        .await?;
+    b.goto(&format!(
+        "{}/console/admin/quarantine?reason=bad_type",
+        s.base
+    ))
+    .await?;
     b.wait_css("#quarantine").await?;
     ensure!(b.all("tr.entry").await?.is_empty(), "reason filter");
     // The payload is shown as text: the markup is visible, nothing ran.
@@ -579,18 +596,17 @@ async fn admin_replays_an_unknown_point_message_after_importing_the_point() -> R
             .await?
             == 1
     );
-    let by: Vec<String> = s
-        .p
-        .db()
-        .await?
-        .query(
-            "SELECT replayed_by || ' ' || outcome FROM quarantine_replays ORDER BY id",
-            &[],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let by: Vec<String> =
+        s.p.db()
+            .await?
+            .query(
+                "SELECT replayed_by || ' ' || outcome FROM quarantine_replays ORDER BY id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
     let who = format!("console:{ADMIN}");
     ensure!(
         by == vec![

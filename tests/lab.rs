@@ -376,7 +376,11 @@ async fn upload_cli_prints_a_report() -> anyhow::Result<()> {
     let xlsx_args: Vec<&str> = xlsx_args.iter().map(String::as_str).collect();
     let out = s.p.soilmon.command(&xlsx_args).await?;
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("already uploaded"), "{text}");
 
     let bad = s.dir.path().join("bad.csv");

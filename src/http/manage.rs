@@ -40,14 +40,62 @@ use crate::store::{self, StoreError};
 /// The management routes, merged into [`super::api_routes`].
 pub(super) fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .add(Post, "/v1/points/import", "admin", "import a points CSV (200 imported; 422 every bad row by line, nothing imported)", import_points)
-        .add(Post, "/v1/stations", "admin", "add a station broker identity {\"id\"} (its password once)", add_station)
-        .add(Delete, "/v1/stations/{id}", "admin", "revoke a station", revoke_station)
-        .add(Post, "/v1/bureaus", "admin", "add a bureau broker identity {\"name\", \"counties\"|\"all\"}", add_bureau)
-        .add(Delete, "/v1/bureaus/{name}", "admin", "revoke a bureau", revoke_bureau)
-        .add(Get, "/v1/tokens", "admin", "API tokens (no hashes)", list_tokens)
-        .add(Post, "/v1/tokens", "admin", "add an API token {\"name\", \"role\"} (the token once)", add_token)
-        .add(Delete, "/v1/tokens/{name}", "admin", "revoke an API token", revoke_token)
+        .add(
+            Post,
+            "/v1/points/import",
+            "admin",
+            "import a points CSV (200 imported; 422 every bad row by line, nothing imported)",
+            import_points,
+        )
+        .add(
+            Post,
+            "/v1/stations",
+            "admin",
+            "add a station broker identity {\"id\"} (its password once)",
+            add_station,
+        )
+        .add(
+            Delete,
+            "/v1/stations/{id}",
+            "admin",
+            "revoke a station",
+            revoke_station,
+        )
+        .add(
+            Post,
+            "/v1/bureaus",
+            "admin",
+            "add a bureau broker identity {\"name\", \"counties\"|\"all\"}",
+            add_bureau,
+        )
+        .add(
+            Delete,
+            "/v1/bureaus/{name}",
+            "admin",
+            "revoke a bureau",
+            revoke_bureau,
+        )
+        .add(
+            Get,
+            "/v1/tokens",
+            "admin",
+            "API tokens (no hashes)",
+            list_tokens,
+        )
+        .add(
+            Post,
+            "/v1/tokens",
+            "admin",
+            "add an API token {\"name\", \"role\"} (the token once)",
+            add_token,
+        )
+        .add(
+            Delete,
+            "/v1/tokens/{name}",
+            "admin",
+            "revoke an API token",
+            revoke_token,
+        )
 }
 
 /// A JSON body, or 400 naming what to send.

@@ -25,10 +25,34 @@ use crate::store::queries::Scope;
 /// The network management routes (merged into [`super::api_routes`]).
 pub fn routes() -> ApiRoutes {
     ApiRoutes::new()
-        .add(Get, "/v1/coverage", "bureau, admin", "monitoring coverage per county, point type and land use", coverage)
-        .add(Get, "/v1/overdue", "bureau, admin", "points overdue as of the last check", overdue)
-        .add(Get, "/v1/categories", "bureau, admin", "farmland categories per county and point (format=json|csv)", categories)
-        .add(Get, "/v1/enterprise/readings", "enterprise", "the readings of the caller's own points", enterprise_readings)
+        .add(
+            Get,
+            "/v1/coverage",
+            "bureau, admin",
+            "monitoring coverage per county, point type and land use",
+            coverage,
+        )
+        .add(
+            Get,
+            "/v1/overdue",
+            "bureau, admin",
+            "points overdue as of the last check",
+            overdue,
+        )
+        .add(
+            Get,
+            "/v1/categories",
+            "bureau, admin",
+            "farmland categories per county and point (format=json|csv)",
+            categories,
+        )
+        .add(
+            Get,
+            "/v1/enterprise/readings",
+            "enterprise",
+            "the readings of the caller's own points",
+            enterprise_readings,
+        )
 }
 
 /// The county codes a caller may see, within the registry's counties.

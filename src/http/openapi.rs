@@ -142,7 +142,8 @@ impl ApiRoutes {
             let doc = doc.clone();
             async move { Json(doc.as_ref().clone()).into_response() }
         };
-        self.router.route(OPENAPI_PATH, on(MethodFilter::GET, serve))
+        self.router
+            .route(OPENAPI_PATH, on(MethodFilter::GET, serve))
     }
 }
 
@@ -196,9 +197,7 @@ pub fn document(ops: &[Op]) -> Value {
 /// One operation of the document.
 fn operation(op: &Op) -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
-    let refusal = |what: &str| {
-        json!({"description": what, "content": {"application/json": {"schema": error}}})
-    };
+    let refusal = |what: &str| json!({"description": what, "content": {"application/json": {"schema": error}}});
     let mut responses = Map::new();
     responses.insert("2XX".into(), json!({"description": op.summary}));
     let open = op.roles == "none";
@@ -287,10 +286,7 @@ mod tests {
         assert_eq!(readings["parameters"][0]["name"], "point_id");
         assert_eq!(readings["parameters"][0]["in"], "path");
         assert_eq!(readings["tags"][0], "points");
-        assert_eq!(
-            readings["operationId"],
-            "get_v1_points__point_id__readings"
-        );
+        assert_eq!(readings["operationId"], "get_v1_points__point_id__readings");
         assert_eq!(doc["openapi"], "3.1.0");
     }
 

@@ -363,7 +363,11 @@ pub(super) fn missing_columns(present: impl Iterator<Item = &'static str>) -> Ve
 }
 
 /// The parse result, or every issue (`empty_batch` when there were no rows).
-pub(super) fn finish(rows: usize, hasher: RowHasher, mut issues: Vec<Issue>) -> Result<Parsed, Vec<Issue>> {
+pub(super) fn finish(
+    rows: usize,
+    hasher: RowHasher,
+    mut issues: Vec<Issue>,
+) -> Result<Parsed, Vec<Issue>> {
     if rows == 0 && issues.is_empty() {
         issues.push(Issue::batch(CheckCode::EmptyBatch, "no rows".into()));
     }

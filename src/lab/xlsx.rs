@@ -182,7 +182,10 @@ pub fn csv_to_xlsx(body: &[u8]) -> Result<Vec<u8>, LabError> {
         .trim(::csv::Trim::All)
         .from_reader(text.as_bytes());
     let headers = reader.headers()?.clone();
-    let kinds: Vec<CellKind> = headers.iter().map(|h| kind_of(canonical_column(h))).collect();
+    let kinds: Vec<CellKind> = headers
+        .iter()
+        .map(|h| kind_of(canonical_column(h)))
+        .collect();
     let mut book = Workbook::new();
     let sheet = book.add_worksheet();
     sheet.set_name("batch")?;
@@ -281,7 +284,11 @@ mod tests {
         let e = parse_xlsx(b"batch_id,lab_id\n", &mut |_| {}).unwrap_err();
         assert_eq!(e.len(), 1);
         assert_eq!(e[0].code, CheckCode::MalformedBatch);
-        assert!(e[0].detail.contains("not an xlsx workbook"), "{}", e[0].detail);
+        assert!(
+            e[0].detail.contains("not an xlsx workbook"),
+            "{}",
+            e[0].detail
+        );
     }
 
     /// The shipped example batch as CSV, as JSON (numbers as JSON numbers) and as xlsx
@@ -380,7 +387,10 @@ mod tests {
         batch.write_string(0, 0, "batch_id").expect("cell");
         let bytes = book.save_to_buffer().expect("xlsx");
         let e = parse_xlsx(&bytes, &mut |_| {}).unwrap_err();
-        assert!(e.iter().all(|i| i.code == CheckCode::MissingColumn), "{e:?}");
+        assert!(
+            e.iter().all(|i| i.code == CheckCode::MissingColumn),
+            "{e:?}"
+        );
         assert!(e[0].detail.contains("说明"), "{}", e[0].detail);
     }
 }

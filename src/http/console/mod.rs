@@ -83,7 +83,10 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/admin/points", get(pages::admin_points))
         .route("/console/admin/access", get(pages::admin_access))
         .route("/console/admin/quarantine", get(admin::quarantine_list))
-        .route("/console/admin/quarantine/{id}", get(admin::quarantine_entry))
+        .route(
+            "/console/admin/quarantine/{id}",
+            get(admin::quarantine_entry),
+        )
         .route(
             "/console/admin/quarantine/replay",
             post(admin::quarantine_replay),

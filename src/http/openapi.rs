@@ -154,6 +154,13 @@ fn path_params(path: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The document's introduction.
+const DESCRIPTION: &str = "Lab batch uploads, bureau and admin reads, registry and quarantine \
+    management. Authenticate with `Authorization: Bearer TOKEN` (tokens from `soilmon tokens \
+    add`); a console session cookie works too, and then every state-changing request needs \
+    its `X-CSRF-Token` header. Every refusal is an object with an `error` text, with its \
+    status.";
+
 /// The OpenAPI 3.1 document of `ops`.
 pub fn document(ops: &[Op]) -> Value {
     let mut paths = Map::new();
@@ -170,11 +177,7 @@ pub fn document(ops: &[Op]) -> Value {
         "info": {
             "title": "soilmon HTTP API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Lab batch uploads, bureau and admin reads, registry and quarantine \
-                management. Authenticate with `Authorization: Bearer TOKEN` (tokens from \
-                `soilmon tokens add`); a console session cookie works too, and then every \
-                state-changing request needs its `X-CSRF-Token` header. Every refusal is \
-                `{\"error\": text}` with its status.",
+            "description": DESCRIPTION,
             "license": {"name": "Apache-2.0"},
         },
         "paths": paths,

@@ -331,20 +331,29 @@ pub fn parse_json(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Pa
             }
         }
         rows += 1;
-        if !issues.is_empty() {
-            continue;
+        if issues.is_empty() {
+            hand_on(line, &texts, &mut hasher, on_row);
         }
-        let row = RawRow {
-            line,
-            fields: std::array::from_fn(|i| texts[i].as_deref()),
-        };
-        hasher.row(&row);
-        on_row(&row);
     }
     if !list.is_empty() {
         issues.splice(0..0, missing_columns(seen_columns.into_iter()));
     }
     finish(rows, hasher, issues)
+}
+
+/// A row of texts (borrowed or owned) to the content hash and to `on_row`.
+pub(super) fn hand_on(
+    line: u64,
+    texts: &[Option<Cow<'_, str>>; N_COLUMNS],
+    hasher: &mut RowHasher,
+    on_row: &mut dyn FnMut(&RawRow<'_>),
+) {
+    let row = RawRow {
+        line,
+        fields: std::array::from_fn(|i| texts[i].as_deref()),
+    };
+    hasher.row(&row);
+    on_row(&row);
 }
 
 /// A `missing_column` issue (line 1) per required column not in `present`.

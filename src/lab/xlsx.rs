@@ -27,7 +27,9 @@ use std::io::Cursor;
 use calamine::{Data, Reader, Xlsx};
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
-use super::csv::{canonical_column, column_index, finish, malformed, missing_columns, RowHasher};
+use super::csv::{
+    canonical_column, column_index, finish, hand_on, malformed, missing_columns, RowHasher,
+};
 use super::{CheckCode, Issue, LabError, Parsed, RawRow, N_COLUMNS};
 
 /// The content type of an xlsx upload.
@@ -97,15 +99,9 @@ pub fn parse_xlsx(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Pa
             continue;
         }
         rows += 1;
-        if !issues.is_empty() {
-            continue;
+        if issues.is_empty() {
+            hand_on(line, &texts, &mut hasher, on_row);
         }
-        let row = RawRow {
-            line,
-            fields: std::array::from_fn(|i| texts[i].as_deref()),
-        };
-        hasher.row(&row);
-        on_row(&row);
     }
     finish(rows, hasher, issues)
 }

@@ -34,13 +34,15 @@
 //!   same writer), [`ingest::source`] (what the writer and both sources share, so imports
 //!   run collector → amqp → source) and `ingest/order.rs` (the pure primitive that releases batches in arrival
 //!   order).
-//! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::checks`]
+//! - [`lab`] — lab batches, pure: [`lab::csv`] (CSV/JSON body → rows), [`lab::xlsx`] (an
+//!   Excel sheet → the same rows; a CSV → a sheet), [`lab::checks`]
 //!   (row and batch checks with codes and line numbers), [`lab::qc`] (duplicates, blanks,
 //!   CRM, spikes), [`lab::crop`] (crop rows: known matrix, linked farmland point).
 //! - [`http`] — the axum API inside `soilmon run`: lab uploads, reports, health, readiness,
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
 //!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), the admin
 //!   quarantine browser and replay ([`http::admin`]), the management API ([`http::manage`]),
+//!   the route table and its OpenAPI document ([`http::openapi`]),
 //!   the `soilmon upload` client ([`http::client`]), and the web console and public
 //!   disclosure page ([`http::console`]: sign-in sessions, pages, JSON for the page scripts,
 //!   CSV / xlsx / GeoJSON downloads, embedded templates and scripts, npm-installed browser

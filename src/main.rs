@@ -71,9 +71,18 @@ enum Command {
     /// Key supervised enterprises (credit code, industry, county, location, points).
     #[command(subcommand)]
     Enterprises(EnterprisesCommand),
-    /// Upload a lab batch (CSV or .json) to a running service and print the report; exits
+    /// Upload a lab batch (CSV, .json or .xlsx) to a running service and print the report; exits
     /// non-zero when the batch is not accepted.
     Upload(UploadArgs),
+    /// Write a lab batch CSV (or the header-only template) as an xlsx sheet, the way a lab
+    /// keeps it in Excel: numbers, `detected` and dates as typed cells. Uploading the result
+    /// gives the same rows and content hash as the CSV (numbers written as Excel shows them).
+    LabXlsx {
+        /// The CSV file (e.g. config/lab/example-batch.csv).
+        csv: PathBuf,
+        /// The xlsx file to write.
+        out: PathBuf,
+    },
     /// Manage station broker identities (credential printed once, broker files regenerated).
     #[command(subcommand)]
     Stations(StationsCommand),
@@ -164,6 +173,7 @@ async fn main() -> Result<()> {
         Command::Categories(args) => cli::network::categories(&settings, &args).await,
         Command::Enterprises(c) => cli::network::enterprises(&settings, c).await,
         Command::Upload(args) => cli::upload::upload(&settings, &args).await,
+        Command::LabXlsx { csv, out } => cli::upload::to_xlsx(&csv, &out),
         Command::Stations(c) => cli::stations::stations(&settings, c).await,
         Command::Bureaus(c) => cli::stations::bureaus(&settings, c).await,
         Command::Tokens(c) => cli::tokens::tokens(&settings, c),

@@ -96,78 +96,139 @@ pub fn parse_points_csv(
         .collect())
 }
 
-/// The one parser behind [`parse_points_file`] and [`parse_points_csv`].
+/// Parses a points CSV into its points, checking every row and reporting **every** bad row
+/// (at most [`MAX_POINT_ERRORS`]), each with its line, instead of the first one only.
+pub fn check_points_csv(
+    input: impl Read,
+    counties: &[String],
+) -> Result<Vec<Point>, Vec<RegistryError>> {
+    Ok(check_rows(input, counties)?
+        .into_iter()
+        .map(|r| r.point)
+        .collect())
+}
+
+/// The most errors [`check_points_csv`] reports for one file.
+pub const MAX_POINT_ERRORS: usize = 1000;
+
+/// The one parser behind [`parse_points_file`] and [`parse_points_csv`]: the first error.
 fn parse_rows(input: impl Read, counties: &[String]) -> Result<Vec<Registered>, RegistryError> {
+    check_rows(input, counties).map_err(|errors| {
+        errors.into_iter().next().unwrap_or(RegistryError::Field {
+            line: 1,
+            column: "point_id",
+            detail: "unreadable".into(),
+        })
+    })
+}
+
+/// Every row checked; all errors (up to [`MAX_POINT_ERRORS`]) with their physical lines.
+fn check_rows(
+    input: impl Read,
+    counties: &[String],
+) -> Result<Vec<Registered>, Vec<RegistryError>> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|source| vec![RegistryError::Csv { line: 1, source }])?
+        .clone();
     let mut points: Vec<Registered> = Vec::new();
+    let mut errors = Vec::new();
     let mut seen = HashMap::new();
-    for record in reader.deserialize::<Row>() {
-        let record = record.map_err(|source| RegistryError::Csv {
-            line: source.position().map_or(0, |p| p.line()),
-            source,
-        })?;
-        let line = points.len() as u64 + 2;
-        let field = |column, detail: String| RegistryError::Field {
-            line,
-            column,
-            detail,
-        };
-        if !valid_point_id(&record.point_id) {
-            return Err(field(
-                "point_id",
-                format!(
-                    "{:?}: use letters, digits, '-' and '_' (1-64)",
-                    record.point_id
-                ),
-            ));
+    for record in reader.records() {
+        let checked = record
+            .map_err(|source| RegistryError::Csv {
+                line: source.position().map_or(0, |p| p.line()),
+                source,
+            })
+            .and_then(|r| {
+                let line = r.position().map_or(0, |p| p.line());
+                let row: Row = r
+                    .deserialize(Some(&headers))
+                    .map_err(|source| RegistryError::Csv { line, source })?;
+                check_row(row, line, counties, &mut seen)
+            });
+        match checked {
+            Ok(p) => points.push(p),
+            Err(e) => errors.push(e),
         }
-        if let Some(first) = seen.insert(record.point_id.clone(), line) {
-            return Err(field("point_id", format!("duplicate of line {first}")));
+        if errors.len() >= MAX_POINT_ERRORS {
+            break;
         }
-        if !counties.contains(&record.county_code) {
-            return Err(field(
-                "county_code",
-                format!("{:?} is not one of {counties:?}", record.county_code),
-            ));
-        }
-        if !(-180.0..=180.0).contains(&record.lon) || !(-90.0..=90.0).contains(&record.lat) {
-            return Err(field("lon", "coordinates out of range".into()));
-        }
-        let point_type = PointType::parse(&record.point_type)
-            .ok_or_else(|| field("point_type", format!("unknown {:?}", record.point_type)))?;
-        let land_use = LandUse::parse(&record.land_use)
-            .ok_or_else(|| field("land_use", format!("unknown {:?}", record.land_use)))?;
-        if let Some(ph) = record.ph {
-            if !(0.0..=14.0).contains(&ph) {
-                return Err(field("ph", format!("{ph} is outside 0-14")));
-            }
-        }
-        let programs = record
-            .programs
-            .as_deref()
-            .unwrap_or("")
-            .split(';')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect();
-        points.push(Registered {
-            point: Point {
-                id: record.point_id,
-                name: record.name,
-                county_code: record.county_code,
-                lon: record.lon,
-                lat: record.lat,
-                point_type,
-                land_use,
-                ph: record.ph,
-            },
-            programs,
-        });
     }
-    Ok(points)
+    if errors.is_empty() {
+        Ok(points)
+    } else {
+        Err(errors)
+    }
+}
+
+/// One row's checks (`seen`: point ids by the line that registered them).
+fn check_row(
+    record: Row,
+    line: u64,
+    counties: &[String],
+    seen: &mut HashMap<String, u64>,
+) -> Result<Registered, RegistryError> {
+    let field = |column, detail: String| RegistryError::Field {
+        line,
+        column,
+        detail,
+    };
+    if !valid_point_id(&record.point_id) {
+        return Err(field(
+            "point_id",
+            format!(
+                "{:?}: use letters, digits, '-' and '_' (1-64)",
+                record.point_id
+            ),
+        ));
+    }
+    if let Some(first) = seen.insert(record.point_id.clone(), line) {
+        return Err(field("point_id", format!("duplicate of line {first}")));
+    }
+    if !counties.contains(&record.county_code) {
+        return Err(field(
+            "county_code",
+            format!("{:?} is not one of {counties:?}", record.county_code),
+        ));
+    }
+    if !(-180.0..=180.0).contains(&record.lon) || !(-90.0..=90.0).contains(&record.lat) {
+        return Err(field("lon", "coordinates out of range".into()));
+    }
+    let point_type = PointType::parse(&record.point_type)
+        .ok_or_else(|| field("point_type", format!("unknown {:?}", record.point_type)))?;
+    let land_use = LandUse::parse(&record.land_use)
+        .ok_or_else(|| field("land_use", format!("unknown {:?}", record.land_use)))?;
+    if let Some(ph) = record.ph {
+        if !(0.0..=14.0).contains(&ph) {
+            return Err(field("ph", format!("{ph} is outside 0-14")));
+        }
+    }
+    let programs = record
+        .programs
+        .as_deref()
+        .unwrap_or("")
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    Ok(Registered {
+        point: Point {
+            id: record.point_id,
+            name: record.name,
+            county_code: record.county_code,
+            lon: record.lon,
+            lat: record.lat,
+            point_type,
+            land_use,
+            ph: record.ph,
+        },
+        programs,
+    })
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,9 +7,12 @@
 //!   and the actions are published on MQTT; `<script>` and `"><img onerror=…>` in point
 //!   names and notes are shown as text; a form without the CSRF token is refused; another
 //!   county's point is the same 404 as a missing one; admin pages are 403;
-//! - a lab user uploads the shipped example CSV (accepted) and a bad file (line-numbered
-//!   errors, filterable, downloadable as CSV); a session upload without the CSRF header is
-//!   refused;
+//! - a lab user uploads the shipped example as xlsx (accepted) and as CSV (the same content
+//!   hash: the original report, nothing stored twice), and a bad file (line-numbered errors,
+//!   filterable, downloadable as CSV); a session upload without the CSRF header is refused;
+//! - an admin finds an `unknown_point` message in the quarantine browser (its payload shown
+//!   as text), imports the point from the registry page (a bad file first: every bad line),
+//!   replays the message (stored once), and replays it twice more (nothing changes);
 //! - the public page per county, its CSV / xlsx / GeoJSON downloads with the configured
 //!   coordinate precision and only the public point types; the admin points list.
 //!
@@ -267,25 +270,55 @@ async fn lab_uploads_a_good_and_a_bad_file() -> Result<()> {
     let b = Browser::start().await?;
     b.sign_in(&s.base, s.token(LAB)).await?;
     b.goto(&format!("{}/console/lab", s.base)).await?;
+    // The shipped example as xlsx (typed cells: numbers, booleans, dates) is accepted.
+    let example_xlsx = repo_path("config/lab/example-batch.xlsx");
+    b.wait_css("#file")
+        .await?
+        .send_keys(&example_xlsx.to_string_lossy())
+        .await?;
+    let verdict = b.wait_css("#verdict[data-status]").await?;
+    ensure!(
+        verdict.attr("data-status").await?.as_deref() == Some("201"),
+        "example xlsx: {}",
+        b.text("#report").await?
+    );
+    ensure!(
+        !b.all("#verdict.st-accepted").await?.is_empty(),
+        "verdict {}",
+        b.text("#verdict").await?
+    );
+    b.screenshot("lab-accepted").await?;
+    // The same batch as CSV: the same content hash, so the original report comes back (200)
+    // and nothing is stored twice.
     let example = repo_path("config/lab/example-batch.csv");
     b.wait_css("#file")
         .await?
         .send_keys(&example.to_string_lossy())
         .await?;
-    let verdict = b.wait_css("#verdict[data-status]").await?;
-    ensure!(
-        verdict.attr("data-status").await?.as_deref() == Some("201"),
-        "example: {}",
-        b.text("#report").await?
-    );
-    b.screenshot("lab-accepted").await?;
+    wait_until(
+        "the CSV answered as a replay",
+        Duration::from_secs(20),
+        || async { Ok(!b.all("#verdict[data-status='200']").await?.is_empty()) },
+    )
+    .await
+    .with_context(|| "the example CSV after its xlsx")?;
+    let batches: i64 =
+        s.p.db()
+            .await?
+            .query_one(
+                "SELECT count(*) FROM lab_batches WHERE batch_id = 'YJ-LAB01-2026-1120'",
+                &[],
+            )
+            .await?
+            .get(0);
+    ensure!(batches == 1, "{batches} batches stored");
 
     // A bad file: an unknown point and a negative value, with their lines.
     let good = std::fs::read_to_string(&example)?;
     let bad: String = good
         .replace("YJ-LAB01-2026-1120", "YJ-LAB01-BAD-1")
         .replacen("441781-B-0001", "441781-B-0999", 1)
-        .replacen(",42.0,", ",-42.0,", 1);
+        .replacen(",42,", ",-42,", 1);
     let bad_file = s.dir.path().join("bad-batch.csv");
     std::fs::write(&bad_file, bad)?;
     b.wait_css("#file")
@@ -437,5 +470,162 @@ async fn public_page_downloads_and_admin_list() -> Result<()> {
     b.screenshot("admin-points").await?;
     b.goto(&format!("{}/console/admin/access", s.base)).await?;
     ensure!(b.text("#tokens").await?.contains("bureau-441781"));
+    b.close().await
+}
+
+/// The point of the quarantined message, registered only when the admin imports it.
+const LATE_POINT: &str = "441781-T-0009";
+
+/// Ticks entry `id` on the quarantine page, replays it, and returns the outcome shown.
+async fn replay_in_page(b: &Browser, base: &str, id: i64) -> Result<String> {
+    b.goto(&format!("{base}/console/admin/quarantine")).await?;
+    b.wait_css(&format!("#pick-{id}")).await?.click().await?;
+    b.wait_css("#replay").await?.click().await?;
+    let row = b
+        .wait_css(&format!("tr.replay-result[data-id='{id}']"))
+        .await?;
+    Ok(row.attr("data-outcome").await?.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_replays_an_unknown_point_message_after_importing_the_point() -> Result<()> {
+    let s = start(&[]).await?;
+    // A station message naming a point not registered yet, with markup in a field.
+    let (topic, payload) = sample(
+        "st09",
+        "late-1",
+        LATE_POINT,
+        "2026-11-28T09:30:00+08:00",
+        &[("Cd", 0.45), ("Pb", 20.0)],
+    );
+    let mut v: Value = serde_json::from_slice(&payload)?;
+    v["note"] = Value::from(XSS_NOTE);
+    s.p.publish(vec![(topic, v.to_string().into_bytes())])
+        .await?;
+    s.p.wait_count(
+        "SELECT count(*) FROM quarantine",
+        1,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let id: i64 =
+        s.p.db()
+            .await?
+            .query_one("SELECT id FROM quarantine", &[])
+            .await?
+            .get(0);
+
+    let b = Browser::start().await?;
+    b.sign_in(&s.base, s.token(ADMIN)).await?;
+    // Listed by reason; another reason's filter hides it.
+    b.goto(&format!(
+        "{}/console/admin/quarantine?reason=unknown_point&station=st09",
+        s.base
+    ))
+    .await?;
+    let row = b.wait_css(&format!("tr.entry[data-id='{id}']")).await?;
+    ensure!(row.attr("data-status").await?.as_deref() == Some("quarantined"));
+    ensure!(b.text("td.msg-id").await? == "late-1");
+    b.screenshot("admin-quarantine").await?;
+    b.goto(&format!(
+        "{}/console/admin/quarantine?reason=bad_type",
+        s.base
+    ))
+    .await?;
+    b.wait_css("#quarantine").await?;
+    ensure!(b.all("tr.entry").await?.is_empty(), "reason filter");
+    // The payload is shown as text: the markup is visible, nothing ran.
+    b.goto(&format!("{}/console/admin/quarantine/{id}", s.base))
+        .await?;
+    let shown = b.text("#payload").await?;
+    ensure!(shown.contains("onerror=window.__xss=3"), "{shown}");
+    no_injection(&b).await?;
+
+    // Replayed while the point is missing: still refused with its reason.
+    ensure!(replay_in_page(&b, &s.base, id).await? == "refused");
+
+    // The point imported from the registry page: a bad file first shows every bad line.
+    let header = "point_id,name,county_code,lon,lat,point_type,land_use,ph\n";
+    let bad = s.dir.path().join("bad-points.csv");
+    std::fs::write(
+        &bad,
+        format!(
+            "{header}{LATE_POINT},Late,999999,111.81,22.20,risk,paddy,6.2\n\
+             441781-T-0010,Late 2,441781,111.81,22.20,risk,moon,6.2\n"
+        ),
+    )?;
+    b.goto(&format!("{}/console/admin/points", s.base)).await?;
+    b.wait_css("#points-file")
+        .await?
+        .send_keys(&bad.to_string_lossy())
+        .await?;
+    b.wait_css("#import-result[data-status='422']").await?;
+    let mut lines = Vec::new();
+    for r in b.all("tr.import-error").await? {
+        lines.push(r.text().await?);
+    }
+    ensure!(
+        lines.len() == 2
+            && lines[0].starts_with("2 county_code")
+            && lines[1].starts_with("3 land_use"),
+        "{lines:?}"
+    );
+    b.screenshot("admin-points-import").await?;
+    let good = s.dir.path().join("points.csv");
+    std::fs::write(
+        &good,
+        format!("{header}{LATE_POINT},Late paddy,441781,111.81,22.20,risk,paddy,6.2\n"),
+    )?;
+    b.wait_css("#points-file")
+        .await?
+        .send_keys(&good.to_string_lossy())
+        .await?;
+    b.wait_css("#import-result[data-status='200']").await?;
+
+    // Replayed now: stored once. Twice more: nothing changes.
+    ensure!(replay_in_page(&b, &s.base, id).await? == "stored");
+    b.screenshot("admin-quarantine-replayed").await?;
+    let readings = "SELECT count(*) FROM readings";
+    ensure!(s.p.count(readings).await? == 2);
+    for _ in 0..2 {
+        ensure!(replay_in_page(&b, &s.base, id).await? == "already_stored");
+        ensure!(s.p.count(readings).await? == 2);
+    }
+    ensure!(
+        s.p.count("SELECT count(*) FROM archive WHERE kind = 'station_message'")
+            .await?
+            == 1
+    );
+    let by: Vec<String> =
+        s.p.db()
+            .await?
+            .query(
+                "SELECT replayed_by || ' ' || outcome FROM quarantine_replays ORDER BY id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    let who = format!("console:{ADMIN}");
+    ensure!(
+        by == vec![
+            format!("{who} refused"),
+            format!("{who} stored"),
+            format!("{who} already_stored"),
+            format!("{who} already_stored"),
+        ],
+        "{by:?}"
+    );
+    b.goto(&format!("{}/console/admin/quarantine/{id}", s.base))
+        .await?;
+    ensure!(
+        !b.all("#entry-status.st-resolved").await?.is_empty(),
+        "the entry shows as resolved"
+    );
+    ensure!(
+        b.all("tr.entry").await?.is_empty() && b.all("#replays tbody tr").await?.len() == 4,
+        "four replays listed"
+    );
     b.close().await
 }

@@ -322,7 +322,8 @@ async fn csv_variants_are_accepted() -> anyhow::Result<()> {
 }
 
 /// `soilmon upload` of the shipped example batch prints a readable report and exits 0; a
-/// second upload is reported as already uploaded; a bad file exits 2 with line numbers.
+/// second upload, and the same batch as the shipped xlsx, are reported as already uploaded; a
+/// bad file exits 2 with line numbers.
 #[tokio::test]
 async fn upload_cli_prints_a_report() -> anyhow::Result<()> {
     let s = LabService::start(&[("SOILMON__INGEST__REGISTRY_REFRESH_SECS", "1")]).await?;
@@ -368,6 +369,18 @@ async fn upload_cli_prints_a_report() -> anyhow::Result<()> {
     let out = s.p.soilmon.command(&example_args).await?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
+    assert!(text.contains("already uploaded"), "{text}");
+    // The same batch as an xlsx sheet: the same rows and content hash, so the same answer.
+    let xlsx = repo_path("config/lab/example-batch.xlsx");
+    let xlsx_args = args(&xlsx.to_string_lossy());
+    let xlsx_args: Vec<&str> = xlsx_args.iter().map(String::as_str).collect();
+    let out = s.p.soilmon.command(&xlsx_args).await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("already uploaded"), "{text}");
 
     let bad = s.dir.path().join("bad.csv");

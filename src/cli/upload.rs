@@ -1,6 +1,7 @@
-//! `soilmon upload`: send a lab batch to a running service and print its report.
+//! `soilmon upload`: send a lab batch to a running service and print its report; `soilmon
+//! lab-xlsx`: write a CSV batch as an xlsx sheet.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 
@@ -8,7 +9,8 @@ use soilmon::config::Settings;
 
 #[derive(clap::Args)]
 pub struct UploadArgs {
-    /// The batch file (CSV, see config/lab/template.csv; `.json` is sent as JSON).
+    /// The batch file (CSV, see config/lab/template.csv; `.json` is sent as JSON, `.xlsx` as
+    /// an Excel workbook, its first sheet read like the CSV template).
     pub file: PathBuf,
     /// Service URL; default http://{http.addr}.
     #[arg(long)]
@@ -48,4 +50,13 @@ pub async fn upload(settings: &Settings, a: &UploadArgs) -> Result<()> {
         422 => std::process::exit(2),
         _ => std::process::exit(1),
     }
+}
+
+/// `soilmon lab-xlsx CSV OUT`: writes the CSV batch as an xlsx sheet.
+pub fn to_xlsx(csv: &Path, out: &Path) -> Result<()> {
+    let body = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let xlsx = soilmon::lab::xlsx::csv_to_xlsx(&body)?;
+    std::fs::write(out, xlsx).with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
 }

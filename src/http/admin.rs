@@ -13,23 +13,23 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use chrono::Utc;
 use serde_json::json;
 
 use super::caller::{AdminOnly, Caller};
+use super::openapi::{ApiRoutes, Method::*};
 use super::{limit_of, listed, query_failed, ApiError, AppState};
 use crate::ingest::replay::{self, ReplayError};
 use crate::store::quarantine::{self, Filter};
 
-/// The admin routes, merged into [`super::router`].
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/quarantine", get(list))
-        .route("/v1/quarantine/replay", post(replay_ids))
-        .route("/v1/quarantine/{id}", get(show))
+/// The admin routes, merged into [`super::api_routes`].
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .add(Get, "/v1/quarantine", "admin", "refused messages, newest first (filters: reason, station, since, until, status, limit)", list)
+        .add(Post, "/v1/quarantine/replay", "admin", "replay messages {\"ids\": [..]}: the outcome of each", replay_ids)
+        .add(Get, "/v1/quarantine/{id}", "admin", "one refused message with its payload and replays", show)
 }
 
 /// An optional RFC 3339 query parameter.

@@ -37,17 +37,21 @@ pub struct Answer {
     pub body: Value,
 }
 
-/// Uploads `file` to `{server}/v1/lab/batches`. `.json` files are sent as JSON, anything
-/// else as CSV.
+/// Uploads `file` to `{server}/v1/lab/batches`. `.json` files are sent as JSON, `.xlsx` as
+/// an Excel workbook, anything else as CSV.
 pub async fn upload(server: &str, token: &str, file: &Path) -> Result<Answer, ClientError> {
     let data = std::fs::read(file).map_err(|source| ClientError::Io {
         path: file.display().to_string(),
         source,
     })?;
-    let content_type = if file.extension().is_some_and(|e| e == "json") {
-        "application/json"
-    } else {
-        "text/csv; charset=utf-8"
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let content_type = match ext.as_str() {
+        "json" => "application/json",
+        "xlsx" => crate::lab::xlsx::CONTENT_TYPE,
+        _ => "text/csv; charset=utf-8",
     };
     let total = data.len();
     let show = std::io::stderr().is_terminal() && total > 1_000_000;

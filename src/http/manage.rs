@@ -3,7 +3,7 @@
 //!
 //! | route | answers |
 //! |---|---|
-//! | `POST /v1/points/import` (CSV body, the `soilmon points import` format) | `200 {"imported"}`; `422 {"errors": [{"line", "column", "detail"}]}` |
+//! | `POST /v1/points/import` (CSV body, the `soilmon points import` format) | `200 {"imported"}`; `422 {"error_count", "errors": [{"line", "column", "detail"}]}`, every bad row (nothing imported) |
 //! | `POST /v1/stations` `{"id"}` | `201 {"id", "password", "broker"}` (the password once) |
 //! | `DELETE /v1/stations/{id}` | `200 {"revoked", "broker"}` |
 //! | `POST /v1/bureaus` `{"name", "counties": [..]}` or `{"name", "all": true}` | `201 {"name", "password", "broker"}` |
@@ -22,31 +22,80 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
 use super::auth::{self, AuthError, Role};
 use super::caller::{AdminOnly, Caller};
+use super::openapi::{ApiRoutes, Method::*};
 use super::{listed, query_failed, ApiError, AppState};
 use crate::broker;
-use crate::registry::{parse_points_csv, RegistryError};
+use crate::registry::{check_points_csv, RegistryError};
 use crate::store::identities::{self, IdentityKind};
 use crate::store::queries::Scope;
 use crate::store::{self, StoreError};
 
-/// The management routes, merged into [`super::router`].
-pub(super) fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/points/import", post(import_points))
-        .route("/v1/stations", post(add_station))
-        .route("/v1/stations/{id}", delete(revoke_station))
-        .route("/v1/bureaus", post(add_bureau))
-        .route("/v1/bureaus/{name}", delete(revoke_bureau))
-        .route("/v1/tokens", get(list_tokens).post(add_token))
-        .route("/v1/tokens/{name}", delete(revoke_token))
+/// The management routes, merged into [`super::api_routes`].
+pub(super) fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .add(
+            Post,
+            "/v1/points/import",
+            "admin",
+            "import a points CSV (200 imported; 422 every bad row by line, nothing imported)",
+            import_points,
+        )
+        .add(
+            Post,
+            "/v1/stations",
+            "admin",
+            "add a station broker identity {\"id\"} (its password once)",
+            add_station,
+        )
+        .add(
+            Delete,
+            "/v1/stations/{id}",
+            "admin",
+            "revoke a station",
+            revoke_station,
+        )
+        .add(
+            Post,
+            "/v1/bureaus",
+            "admin",
+            "add a bureau broker identity {\"name\", \"counties\"|\"all\"}",
+            add_bureau,
+        )
+        .add(
+            Delete,
+            "/v1/bureaus/{name}",
+            "admin",
+            "revoke a bureau",
+            revoke_bureau,
+        )
+        .add(
+            Get,
+            "/v1/tokens",
+            "admin",
+            "API tokens (no hashes)",
+            list_tokens,
+        )
+        .add(
+            Post,
+            "/v1/tokens",
+            "admin",
+            "add an API token {\"name\", \"role\"} (the token once)",
+            add_token,
+        )
+        .add(
+            Delete,
+            "/v1/tokens/{name}",
+            "admin",
+            "revoke an API token",
+            revoke_token,
+        )
 }
 
 /// A JSON body, or 400 naming what to send.
@@ -63,25 +112,30 @@ fn store_refusal(what: &'static str) -> impl FnOnce(StoreError) -> ApiError {
     }
 }
 
+/// A bad row of a points file as the API reports it.
+fn error_json(e: &RegistryError) -> Value {
+    match e {
+        RegistryError::Csv { line, source } => {
+            json!({"line": line, "column": null, "detail": source.to_string()})
+        }
+        RegistryError::Field {
+            line,
+            column,
+            detail,
+        } => json!({"line": line, "column": column, "detail": detail}),
+    }
+}
+
 async fn import_points(
     State(st): State<Arc<AppState>>,
     who: Caller<AdminOnly>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let points = match parse_points_csv(&body[..], &st.settings.registry.counties) {
+    let points = match check_points_csv(&body[..], &st.settings.registry.counties) {
         Ok(p) => p,
-        Err(e) => {
-            let error = match &e {
-                RegistryError::Csv { line, source } => {
-                    json!({"line": line, "column": null, "detail": source.to_string()})
-                }
-                RegistryError::Field {
-                    line,
-                    column,
-                    detail,
-                } => json!({"line": line, "column": column, "detail": detail}),
-            };
-            let body = json!({"imported": 0, "errors": [error]});
+        Err(errors) => {
+            let errors: Vec<Value> = errors.iter().map(error_json).collect();
+            let body = json!({"imported": 0, "error_count": errors.len(), "errors": errors});
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response());
         }
     };

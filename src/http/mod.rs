@@ -3,7 +3,7 @@
 //!
 //! | route | roles | |
 //! |---|---|---|
-//! | `POST /v1/lab/batches` | `lab`, `enterprise` | CSV or JSON batch → 201 / 200 (replay) / 409 / 413 / 422; an enterprise's batch naming a point not its own: 403, nothing stored |
+//! | `POST /v1/lab/batches` | `lab`, `enterprise` | CSV, JSON or xlsx batch → 201 / 200 (replay) / 409 / 413 / 422; an enterprise's batch naming a point not its own: 403, nothing stored |
 //! | `GET /v1/lab/batches/{batch_id}` | `lab`, `admin` | status and stored report |
 //! | `GET /v1/alerts?since=RFC3339&limit=N` | `bureau`, `admin` | alert events of the caller's counties |
 //! | `GET /v1/incidents?open=true&limit=N` | `bureau`, `admin` | incidents of the caller's counties |
@@ -13,7 +13,7 @@
 //! | `/v1/quarantine…` | `admin` | quarantine browser and replay ([`admin`]) |
 //! | `POST /v1/points/import`, `POST`/`DELETE /v1/stations`, `/v1/bureaus`, `GET`/`POST`/`DELETE /v1/tokens` | `admin` | registry import, broker identities, API tokens ([`manage`]) |
 //! | `GET /v1/coverage`, `GET /v1/overdue` | `bureau`, `admin` | network management, see [`network`] |
-//! | `GET /healthz`, `GET /readyz`, `GET /metrics` | none | |
+//! | `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /v1/openapi.json` | none | the OpenAPI document of every route here ([`openapi`]) |
 //!
 //! Every request passes [`gate`]: the bearer token is checked (the principal is handed to the
 //! handler), the per-identity rate limit and the request timeout are applied, and one log
@@ -31,6 +31,7 @@ pub mod error;
 pub mod manage;
 pub mod metrics;
 pub mod network;
+pub mod openapi;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,7 +42,6 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use deadpool_postgres::Pool;
@@ -65,6 +65,7 @@ use crate::telemetry;
 use auth::TokenStore;
 use caller::{AdminOnly, BureauOrAdmin, Caller, LabOrAdmin, LabOrEnterprise};
 pub use error::ApiError;
+use openapi::{ApiRoutes, Method::*};
 
 /// Errors of the HTTP server.
 #[derive(Debug, thiserror::Error)]
@@ -138,24 +139,31 @@ impl RateLimiter {
     }
 }
 
-/// The router with every route.
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/v1/lab/batches", post(upload))
-        .route("/v1/lab/batches/{batch_id}", get(batch))
-        .route("/v1/alerts", get(alerts))
-        .route("/v1/incidents", get(incidents))
-        .route("/v1/points", get(points))
-        .route("/v1/points/{point_id}/readings", get(point_readings))
-        .route("/v1/stations", get(stations))
-        .route("/v1/bureaus", get(bureaus))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+/// Every API route, each with its roles and summary (see [`openapi`]: the router and
+/// `GET /v1/openapi.json` are built from this one table; adding a route is one `.add` line).
+pub fn api_routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .add(Post, "/v1/lab/batches", "lab, enterprise", "upload a batch (CSV, JSON or xlsx): 201 accepted, 200 replay, 409, 413, 415, 422 with every error", upload)
+        .add(Get, "/v1/lab/batches/{batch_id}", "lab, admin", "a batch's status and stored report", batch)
+        .add(Get, "/v1/alerts", "bureau, admin", "alert events of the caller's counties (since, limit)", alerts)
+        .add(Get, "/v1/incidents", "bureau, admin", "incidents of the caller's counties (open, limit)", incidents)
+        .add(Get, "/v1/points", "admin", "the point registry, or a search in it (q)", points)
+        .add(Get, "/v1/points/{point_id}/readings", "bureau, admin", "a point's readings; 404 outside the caller's counties", point_readings)
+        .add(Get, "/v1/stations", "admin", "station broker identities (no secrets)", stations)
+        .add(Get, "/v1/bureaus", "admin", "bureau broker identities and their counties", bureaus)
+        .add(Get, "/healthz", "none", "200 while the process is up", || async { "ok\n" })
+        .add(Get, "/readyz", "none", "200 when the database and the broker are reachable, else 503", readyz)
+        .add(Get, "/metrics", "none", "Prometheus metrics", render_metrics)
         .merge(admin::routes())
         .merge(manage::routes())
-        .merge(console::router(state.clone()))
         .merge(network::routes())
+}
+
+/// The router with every route: the API (and its document), the console and public page.
+pub fn router(state: Arc<AppState>) -> Router {
+    api_routes()
+        .into_router()
+        .merge(console::router(state.clone()))
         .layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .with_state(state)
 }
@@ -260,11 +268,11 @@ async fn upload(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let received_at = Utc::now();
-    let (buf, json_body) = read_body(&st, &headers, body).await?;
+    let (buf, format) = read_body(&st, &headers, body).await?;
     let registry = st.registry.snapshot();
     // The file is archived verbatim (tamper evidence) once the batch is accepted.
     let buf = Arc::new(buf);
-    let checked = match check_body(&st, &registry, buf.clone(), json_body).await? {
+    let checked = match check_body(&st, &registry, buf.clone(), format).await? {
         Ok(c) => c,
         Err(issues) => {
             let report = Report::unreadable(issues, received_at);
@@ -359,12 +367,42 @@ async fn store_checked(
     Ok((answer.status, Json(answer.body)).into_response())
 }
 
-/// Reads an upload's body within `http.body_limit_bytes`; true when it is JSON (else CSV).
+/// The format of an upload, from its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchFormat {
+    Csv,
+    Json,
+    Xlsx,
+}
+
+impl BatchFormat {
+    /// CSV (also plain text, TSV), JSON or xlsx; `None` for anything else. No content type
+    /// is read as CSV.
+    fn of(headers: &HeaderMap) -> Option<BatchFormat> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("text/csv")
+            .to_ascii_lowercase();
+        let is = |t: &str| content_type.starts_with(t);
+        if is("application/json") {
+            Some(BatchFormat::Json)
+        } else if is(lab::xlsx::CONTENT_TYPE) {
+            Some(BatchFormat::Xlsx)
+        } else if is("text/csv") || is("text/plain") || is("text/tab-separated-values") {
+            Some(BatchFormat::Csv)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads an upload's body within `http.body_limit_bytes`, with its format.
 async fn read_body(
     st: &AppState,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Vec<u8>, bool), ApiError> {
+) -> Result<(Vec<u8>, BatchFormat), ApiError> {
     let limit = st.settings.http.body_limit_bytes;
     let too_large = || {
         telemetry::lab_batch_too_large(limit);
@@ -377,18 +415,7 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("text/csv")
-        .to_ascii_lowercase();
-    let json_body = content_type.starts_with("application/json");
-    let csv_body = content_type.starts_with("text/csv")
-        || content_type.starts_with("text/plain")
-        || content_type.starts_with("text/tab-separated-values");
-    if !(json_body || csv_body) {
-        return Err(ApiError::UnsupportedMediaType);
-    }
+    let format = BatchFormat::of(headers).ok_or(ApiError::UnsupportedMediaType)?;
     let mut buf: Vec<u8> = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -398,7 +425,7 @@ async fn read_body(
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok((buf, json_body))
+    Ok((buf, format))
 }
 
 /// Runs the pure row, batch and QC checks off the async threads. The inner `Err` holds the
@@ -407,7 +434,7 @@ async fn check_body(
     st: &AppState,
     registry: &Arc<Registry>,
     buf: Arc<Vec<u8>>,
-    json_body: bool,
+    format: BatchFormat,
 ) -> Result<Result<Checked, Vec<Issue>>, ApiError> {
     let settings = st.settings.clone();
     let crops = st.crops.clone();
@@ -420,10 +447,10 @@ async fn check_body(
             now: Utc::now(),
         };
         // Rows are checked as they are read: the body is the only copy of the batch's text.
-        let checked = if json_body {
-            lab::check_json(&buf, &ctx)
-        } else {
-            lab::check_csv(&buf, &ctx)
+        let checked = match format {
+            BatchFormat::Json => lab::check_json(&buf, &ctx),
+            BatchFormat::Xlsx => lab::check_xlsx(&buf, &ctx),
+            BatchFormat::Csv => lab::check_csv(&buf, &ctx),
         };
         checked.map(|mut c| {
             let crop_issues = lab::crop::check(&c.rows, &crops.food, &reg);

@@ -13,22 +13,46 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 
 use super::caller::{BureauOrAdmin, Caller, EnterpriseOnly};
+use super::openapi::{ApiRoutes, Method::*};
 use super::{listed, query_failed, ApiError, AppState};
 use crate::store;
 use crate::store::queries::Scope;
 
-/// The network management routes (merged into [`super::router`]).
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/v1/coverage", get(coverage))
-        .route("/v1/overdue", get(overdue))
-        .route("/v1/categories", get(categories))
-        .route("/v1/enterprise/readings", get(enterprise_readings))
+/// The network management routes (merged into [`super::api_routes`]).
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::new()
+        .add(
+            Get,
+            "/v1/coverage",
+            "bureau, admin",
+            "monitoring coverage per county, point type and land use",
+            coverage,
+        )
+        .add(
+            Get,
+            "/v1/overdue",
+            "bureau, admin",
+            "points overdue as of the last check",
+            overdue,
+        )
+        .add(
+            Get,
+            "/v1/categories",
+            "bureau, admin",
+            "farmland categories per county and point (format=json|csv)",
+            categories,
+        )
+        .add(
+            Get,
+            "/v1/enterprise/readings",
+            "enterprise",
+            "the readings of the caller's own points",
+            enterprise_readings,
+        )
 }
 
 /// The county codes a caller may see, within the registry's counties.

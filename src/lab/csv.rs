@@ -97,20 +97,20 @@ fn hash_order() -> [usize; N_COLUMNS] {
 }
 
 /// The content hash, fed one row at a time (see [`content_hash`]).
-struct RowHasher {
+pub(super) struct RowHasher {
     h: Sha256,
     order: [usize; N_COLUMNS],
 }
 
 impl RowHasher {
-    fn new() -> RowHasher {
+    pub(super) fn new() -> RowHasher {
         RowHasher {
             h: Sha256::new(),
             order: hash_order(),
         }
     }
 
-    fn row(&mut self, row: &RawRow<'_>) {
+    pub(super) fn row(&mut self, row: &RawRow<'_>) {
         for &i in &self.order {
             if let Some(v) = row.fields[i] {
                 self.h.update(COLUMNS[i].as_bytes());
@@ -139,7 +139,8 @@ pub fn canonical_column(header: &str) -> Option<&'static str> {
     ALIASES.iter().find(|(a, _)| *a == h).map(|(_, c)| *c)
 }
 
-fn malformed(detail: String) -> Vec<Issue> {
+/// One `malformed_batch` issue for a body that cannot be read at all.
+pub(super) fn malformed(detail: String) -> Vec<Issue> {
     vec![Issue::batch(CheckCode::MalformedBatch, detail)]
 }
 
@@ -214,7 +215,7 @@ pub fn parse_csv(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Par
 }
 
 /// The delimiter of a CSV body: a tab when its first line has more tabs than commas.
-fn delimiter(text: &str) -> u8 {
+pub(super) fn delimiter(text: &str) -> u8 {
     let first_line = text.lines().next().unwrap_or("");
     if first_line.matches('\t').count() > first_line.matches(',').count() {
         b'\t'
@@ -330,15 +331,9 @@ pub fn parse_json(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Pa
             }
         }
         rows += 1;
-        if !issues.is_empty() {
-            continue;
+        if issues.is_empty() {
+            hand_on(line, &texts, &mut hasher, on_row);
         }
-        let row = RawRow {
-            line,
-            fields: std::array::from_fn(|i| texts[i].as_deref()),
-        };
-        hasher.row(&row);
-        on_row(&row);
     }
     if !list.is_empty() {
         issues.splice(0..0, missing_columns(seen_columns.into_iter()));
@@ -346,7 +341,23 @@ pub fn parse_json(body: &[u8], on_row: &mut dyn FnMut(&RawRow<'_>)) -> Result<Pa
     finish(rows, hasher, issues)
 }
 
-fn missing_columns(present: impl Iterator<Item = &'static str>) -> Vec<Issue> {
+/// A row of texts (borrowed or owned) to the content hash and to `on_row`.
+pub(super) fn hand_on(
+    line: u64,
+    texts: &[Option<Cow<'_, str>>; N_COLUMNS],
+    hasher: &mut RowHasher,
+    on_row: &mut dyn FnMut(&RawRow<'_>),
+) {
+    let row = RawRow {
+        line,
+        fields: std::array::from_fn(|i| texts[i].as_deref()),
+    };
+    hasher.row(&row);
+    on_row(&row);
+}
+
+/// A `missing_column` issue (line 1) per required column not in `present`.
+pub(super) fn missing_columns(present: impl Iterator<Item = &'static str>) -> Vec<Issue> {
     let present: Vec<&str> = present.collect();
     REQUIRED_COLUMNS
         .iter()
@@ -360,7 +371,12 @@ fn missing_columns(present: impl Iterator<Item = &'static str>) -> Vec<Issue> {
         .collect()
 }
 
-fn finish(rows: usize, hasher: RowHasher, mut issues: Vec<Issue>) -> Result<Parsed, Vec<Issue>> {
+/// The parse result, or every issue (`empty_batch` when there were no rows).
+pub(super) fn finish(
+    rows: usize,
+    hasher: RowHasher,
+    mut issues: Vec<Issue>,
+) -> Result<Parsed, Vec<Issue>> {
     if rows == 0 && issues.is_empty() {
         issues.push(Issue::batch(CheckCode::EmptyBatch, "no rows".into()));
     }

@@ -1,4 +1,4 @@
-//! Lab batch uploads, the pure part: parsing a batch (CSV or JSON) into rows, checking every
+//! Lab batch uploads, the pure part: parsing a batch (CSV, JSON or xlsx) into rows, checking every
 //! row and the batch as a whole, and the QC rules. No I/O: the HTTP adapter (`http`) reads
 //! the body, the store (`store::lab`) checks against stored data and writes.
 //!
@@ -9,6 +9,7 @@ pub mod checks;
 pub mod crop;
 pub mod csv;
 pub mod qc;
+pub mod xlsx;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -27,6 +28,12 @@ pub enum LabError {
     /// The report could not be serialised.
     #[error("report: {0}")]
     Report(#[from] serde_json::Error),
+    /// A CSV could not be read while writing it as xlsx.
+    #[error("csv: {0}")]
+    Csv(#[from] ::csv::Error),
+    /// An xlsx workbook could not be written.
+    #[error("xlsx: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
 }
 
 /// Why a row or a batch was refused. The spelling of each code is part of the API.
@@ -170,7 +177,8 @@ impl fmt::Display for CheckCode {
 pub struct Issue {
     /// The check that failed.
     pub code: CheckCode,
-    /// Line of the row (CSV: physical line, header = 1; JSON: 1-based row index);
+    /// Line of the row (CSV: physical line, header = 1; JSON: 1-based row index; xlsx: the
+    /// sheet's row number);
     /// absent for batch-level findings.
     pub line: Option<u64>,
     /// Column concerned, when one is.
@@ -362,6 +370,11 @@ pub fn check_csv(body: &[u8], ctx: &checks::CheckContext<'_>) -> Result<Checked,
     // blank lines cannot reserve much; pages never written are not resident anyway).
     let lines = body.iter().filter(|b| **b == b'\n').count().min(1 << 20);
     check_with(|on_row| csv::parse_csv(body, on_row), ctx, lines)
+}
+
+/// [`check_csv`] for an xlsx body (its first sheet, see [`xlsx`]).
+pub fn check_xlsx(body: &[u8], ctx: &checks::CheckContext<'_>) -> Result<Checked, Vec<Issue>> {
+    check_with(|on_row| xlsx::parse_xlsx(body, on_row), ctx, 0)
 }
 
 /// [`check_csv`] for a JSON body.

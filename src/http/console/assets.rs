@@ -23,6 +23,7 @@ const OWN: &[(&str, &str, &str)] = &[
     ("feed.js", JS, include_str!("static/feed.js")),
     ("chart.js", JS, include_str!("static/chart.js")),
     ("lab.js", JS, include_str!("static/lab.js")),
+    ("admin.js", JS, include_str!("static/admin.js")),
 ];
 
 const JS: &str = "text/javascript; charset=utf-8";

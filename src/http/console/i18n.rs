@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use axum::http::HeaderMap;
 
-use super::session::cookie;
+use super::cookies::cookie;
 
 /// The language cookie.
 pub const LANG_COOKIE: &str = "soilmon_lang";

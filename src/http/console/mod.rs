@@ -25,12 +25,15 @@
 //!
 //! | module | pages |
 //! |---|---|
-//! | [`pages`] | bureau map, feed, incident (chart, workflow), point (samples, CSV/xlsx), lab upload, admin lists |
+//! | [`pages`] | bureau map, feed, incident (chart, workflow), point (samples, CSV/xlsx), lab upload, admin lists (points with their import, access) |
+//! | [`admin`] | quarantine browser (by reason, station, time; the payload escaped) and replay of selected messages |
 //! | [`data`] | the JSON the pages' scripts read (map points, popup, feed, series) |
 //! | [`public`] | the public disclosure page and its CSV / xlsx / GeoJSON downloads |
 //! | [`export`] | CSV (UTF-8 BOM), xlsx and GeoJSON encoders |
 
+pub mod admin;
 pub mod assets;
+pub mod cookies;
 pub mod data;
 pub mod export;
 pub mod i18n;
@@ -79,6 +82,15 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/lab", get(pages::lab))
         .route("/console/admin/points", get(pages::admin_points))
         .route("/console/admin/access", get(pages::admin_access))
+        .route("/console/admin/quarantine", get(admin::quarantine_list))
+        .route(
+            "/console/admin/quarantine/{id}",
+            get(admin::quarantine_entry),
+        )
+        .route(
+            "/console/admin/quarantine/replay",
+            post(admin::quarantine_replay),
+        )
         .route("/console/data/map", get(data::map_points))
         .route("/console/data/points/{id}/latest", get(data::latest))
         .route("/console/data/points/{id}/series", get(data::series))
@@ -175,6 +187,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/admin_access.html"),
     ),
     ("public.html", include_str!("templates/public.html")),
+    (
+        "admin_quarantine.html",
+        include_str!("templates/admin_quarantine.html"),
+    ),
+    (
+        "admin_quarantine_entry.html",
+        include_str!("templates/admin_quarantine_entry.html"),
+    ),
 ];
 
 /// What every page's template receives besides its own data.

@@ -20,6 +20,7 @@ use axum::Form;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::cookies::cookie;
 use super::i18n::{self, Lang, LANG_COOKIE};
 use super::{render, PageError, SessionCsrf};
 use crate::http::auth::{self, Principal, Role};
@@ -33,18 +34,6 @@ pub const SESSION_COOKIE: &str = "soilmon_session";
 pub const LOGIN_COOKIE: &str = "soilmon_login";
 /// The header a script sends the CSRF token in.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
-}
 
 /// Compares two secrets without an early exit on the first differing byte.
 pub fn same_secret(a: &str, b: &str) -> bool {
@@ -245,15 +234,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cookies_are_found_by_name() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=1; soilmon_session=abc; soilmon_lang=en"),
-        );
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
-        assert_eq!(cookie(&h, LANG_COOKIE), Some("en"));
-        assert_eq!(cookie(&h, "soilmon"), None);
+    fn secrets_compare_equal_only_when_equal() {
         assert!(same_secret("x", "x"));
         assert!(!same_secret("x", "y"));
     }

@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod classify;
 pub mod network;
+pub mod plots;
 pub mod points;
 pub mod quarantine;
 pub mod run;
@@ -59,4 +60,15 @@ pub fn check_counties(settings: &Settings, counties: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The counties a command covers: those given (checked), or every county of
+/// `registry.counties`.
+pub fn counties_or_all(settings: &Settings, given: &[String]) -> Result<Vec<String>> {
+    check_counties(settings, given)?;
+    Ok(if given.is_empty() {
+        settings.registry.counties.clone()
+    } else {
+        given.to_vec()
+    })
 }

@@ -78,6 +78,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quarantine_replay",
         include_str!("migrations/0012_quarantine_replay.sql"),
     ),
+    (18, "plots", include_str!("migrations/0018_plots.sql")),
 ];
 
 /// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].

@@ -227,11 +227,7 @@ pub enum EnterprisesCommand {
 pub async fn enterprises(settings: &Settings, c: EnterprisesCommand) -> Result<()> {
     match c {
         EnterprisesCommand::Import { file } => {
-            let f = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let mut client = super::admin_connect(settings).await?;
-            let (points, _) = store::points::load(&client).await?;
-            let registry = soilmon::registry::Registry::new(points);
+            let (f, mut client, registry) = super::open_for_import(settings, &file).await?;
             let list =
                 soilmon::registry::parse_enterprises_csv(f, &settings.registry.counties, &registry)
                     .with_context(|| format!("reading {}", file.display()))?;

@@ -65,11 +65,7 @@ pub async fn plots(settings: &Settings, c: PlotsCommand) -> Result<()> {
     let out = &mut std::io::stdout().lock();
     match c {
         PlotsCommand::Import { file, by } => {
-            let f = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let mut client = super::admin_connect(settings).await?;
-            let (points, _) = store::points::load(&client).await?;
-            let registry = soilmon::registry::Registry::new(points);
+            let (f, mut client, registry) = super::open_for_import(settings, &file).await?;
             let list =
                 soilmon::registry::parse_plots_csv(f, &settings.registry.counties, &registry)
                     .with_context(|| format!("reading {}", file.display()))?;

@@ -648,6 +648,9 @@ pub struct PublicConfig {
     pub show_values: bool,
     /// Decimal places of the published coordinates (0–6; 2 ≈ 1 km).
     pub coordinate_decimals: u32,
+    /// Whether the key supervised enterprises are listed with their latest self-monitoring
+    /// campaign and whether it exceeded (action plan §28), with a CSV / xlsx download.
+    pub enterprises: bool,
 }
 
 impl Default for PublicConfig {
@@ -656,6 +659,7 @@ impl Default for PublicConfig {
             point_types: vec!["basic".into(), "background".into()],
             show_values: false,
             coordinate_decimals: 2,
+            enterprises: true,
         }
     }
 }

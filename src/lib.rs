@@ -19,7 +19,7 @@
 //!   (monitoring obligations as validated data: which points owe which metals how often,
 //!   overdue metals, coverage), [`domain::crop`] (GB 2762 food limits, the farmland category
 //!   table, a point's classification and history per campaign), [`domain::enterprise`] (credit
-//!   code check, plot status, land-bureau candidates).
+//!   code check, plot status, land-bureau candidates, the lab-first standing reading).
 //! - [`config`] — typed configuration from `config/default.toml` plus `SOILMON__…` environment
 //!   overrides, validated at load; loads the standards files.
 //! - [`registry`] — the monitoring-point registry: CSV import format, in-memory lookup and
@@ -61,8 +61,9 @@
 //!   [`store::console`] (console sessions, the incident workflow in one transaction with its
 //!   archive entry and outbox event, the console's scoped reads), [`store::network`] (point
 //!   programs, last samples through `readings_full`, the overdue check and coverage),
-//!   [`store::crops`] (crop results, farmland categories), [`store::snapshots`] (the soil tier
-//!   snapshot the console and public page read).
+//!   [`store::crops`] (crop results, farmland categories), [`store::plots`] (development-land
+//!   plots, their status changes by hand, the land bureau's candidate list),
+//!   [`store::snapshots`] (the soil tier snapshot the console and public page read).
 //! - [`alert`] — the outbox publisher: alert events and reject replies to MQTT, QoS1 (or to
 //!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
 //!   acknowledged them; of N instances one publishes at a time (the outbox lock).

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use cli::archive::CorrectArgs;
 use cli::broker::BrokerCommand;
 use cli::classify::ClassifyArgs;
-use cli::network::{CategoriesArgs, EnterprisesCommand, NetworkArgs};
+use cli::network::{CategoriesArgs, CoverageArgs, EnterprisesCommand, NetworkArgs};
 use cli::points::PointsCommand;
 use cli::quarantine::QuarantineCommand;
 use cli::stations::{BureausCommand, StationsCommand};
@@ -62,7 +62,7 @@ enum Command {
     Tiers,
     /// Monitoring coverage per county x point type x land use against the obligations file,
     /// and the required point types each county lacks.
-    Coverage(NetworkArgs),
+    Coverage(CoverageArgs),
     /// Points overdue now: an owed metal's last accepted sample is older than its interval.
     Overdue(NetworkArgs),
     /// Farmland categories (soil tier x crop co-monitoring) per county and point, with the
@@ -71,6 +71,9 @@ enum Command {
     /// Key supervised enterprises (credit code, industry, county, location, points).
     #[command(subcommand)]
     Enterprises(EnterprisesCommand),
+    /// Development-land plots (地块): registry, status by hand, the land bureau's candidates.
+    #[command(subcommand)]
+    Plots(cli::plots::PlotsCommand),
     /// Upload a lab batch (CSV, .json or .xlsx) to a running service and print the report; exits
     /// non-zero when the batch is not accepted.
     Upload(UploadArgs),
@@ -172,6 +175,7 @@ async fn main() -> Result<()> {
         Command::Overdue(args) => cli::network::overdue(&settings, &args).await,
         Command::Categories(args) => cli::network::categories(&settings, &args).await,
         Command::Enterprises(c) => cli::network::enterprises(&settings, c).await,
+        Command::Plots(c) => cli::plots::plots(&settings, c).await,
         Command::Upload(args) => cli::upload::upload(&settings, &args).await,
         Command::LabXlsx { csv, out } => cli::upload::to_xlsx(&csv, &out),
         Command::Stations(c) => cli::stations::stations(&settings, c).await,

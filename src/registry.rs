@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
 
-use crate::domain::enterprise::{check_uscc, Enterprise};
+use crate::domain::enterprise::{check_uscc, parse_planned_use, Enterprise, Plot, PlotStatus};
 use crate::domain::obligation::Obligations;
 use crate::domain::point::{LandUse, Point, PointType};
 use crate::domain::rules::valid_point_id;
@@ -278,15 +278,7 @@ pub fn parse_enterprises_csv(
                 format!("{:?} is not one of {counties:?}", record.county_code),
             ));
         }
-        let points: Vec<String> = record
-            .points
-            .as_deref()
-            .unwrap_or("")
-            .split(';')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect();
+        let points = point_list(record.points.as_deref());
         if let Some(p) = points.iter().find(|p| registry.get(p).is_none()) {
             return Err(field(
                 "points",
@@ -304,6 +296,140 @@ pub fn parse_enterprises_csv(
         });
     }
     Ok(out)
+}
+
+/// A `;`-separated list of point ids (blank entries dropped).
+fn point_list(cell: Option<&str>) -> Vec<String> {
+    cell.unwrap_or("")
+        .split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct PlotRow {
+    plot_id: String,
+    name: String,
+    county_code: String,
+    planned_use: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    points: Option<String>,
+}
+
+/// Parses a development-land plot CSV (`plot_id,name,county_code,planned_use,status,points`,
+/// points `;`-separated): the id is a valid id and appears once, the county is known, the
+/// planned use is a GB 36600 class (`unknown_planned_use`), the status is empty or on the
+/// ladder (`bad_status`), every point is registered (`unknown_point`), is development land of
+/// the plot's planned use (`planned_use_mismatch`: its readings are judged by that class) and
+/// belongs to one plot of the file only (`point_in_two_plots`). The first error is returned
+/// with its line.
+pub fn parse_plots_csv(
+    input: impl Read,
+    counties: &[String],
+    registry: &Registry,
+) -> Result<Vec<Plot>, RegistryError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
+    let mut out: Vec<Plot> = Vec::new();
+    for record in reader.deserialize::<PlotRow>() {
+        let record = record.map_err(|source| RegistryError::Csv {
+            line: source.position().map_or(0, |p| p.line()),
+            source,
+        })?;
+        let line = out.len() as u64 + 2;
+        let plot = check_plot(record, counties, registry, &out).map_err(|(column, detail)| {
+            RegistryError::Field {
+                line,
+                column,
+                detail,
+            }
+        })?;
+        out.push(plot);
+    }
+    Ok(out)
+}
+
+/// The checks of one plot row against the registry and the rows before it.
+fn check_plot(
+    r: PlotRow,
+    counties: &[String],
+    registry: &Registry,
+    before: &[Plot],
+) -> Result<Plot, (&'static str, String)> {
+    if !valid_point_id(&r.plot_id) {
+        return Err(("plot_id", format!("bad_plot_id: {:?}", r.plot_id)));
+    }
+    if before.iter().any(|p| p.plot_id == r.plot_id) {
+        return Err((
+            "plot_id",
+            format!("duplicate_plot: {} appears twice", r.plot_id),
+        ));
+    }
+    if !counties.contains(&r.county_code) {
+        return Err((
+            "county_code",
+            format!(
+                "unknown_county: {:?} is not one of {counties:?}",
+                r.county_code
+            ),
+        ));
+    }
+    let planned_use = parse_planned_use(&r.planned_use).ok_or_else(|| {
+        (
+            "planned_use",
+            format!(
+                "unknown_planned_use: {:?} (first, second, development_first, development_second)",
+                r.planned_use
+            ),
+        )
+    })?;
+    let status = match r.status.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(s) => Some(PlotStatus::parse(s).ok_or_else(|| {
+            (
+                "status",
+                format!("bad_status: {s:?} (suspected, investigated, risk_control, remediated)"),
+            )
+        })?),
+    };
+    let points = point_list(r.points.as_deref());
+    for (i, id) in points.iter().enumerate() {
+        if points[..i].contains(id) {
+            return Err(("points", format!("duplicate_point: {id} is listed twice")));
+        }
+        let Some(p) = registry.get(id) else {
+            return Err(("points", format!("unknown_point: {id:?} is not registered")));
+        };
+        if p.land_use != planned_use {
+            return Err((
+                "points",
+                format!(
+                    "planned_use_mismatch: {id} is {}, the plot is {}",
+                    p.land_use.as_str(),
+                    planned_use.as_str()
+                ),
+            ));
+        }
+        if let Some(other) = before.iter().find(|o| o.points.contains(id)) {
+            return Err((
+                "points",
+                format!("point_in_two_plots: {id} is also in {}", other.plot_id),
+            ));
+        }
+    }
+    Ok(Plot {
+        plot_id: r.plot_id,
+        name: r.name,
+        county_code: r.county_code,
+        planned_use,
+        status,
+        points,
+    })
 }
 
 /// The registered points, by id.

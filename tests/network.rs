@@ -268,6 +268,56 @@ fn point_of<'v>(report: &'v Value, id: &str) -> &'v Value {
         .unwrap_or(&Value::Null)
 }
 
+/// The rows of one sheet of an xlsx workbook, every cell as text (numbers as Rust prints
+/// them, empty cells as "").
+fn xlsx_rows(book: &[u8], sheet: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    use calamine::{Data, Reader, Xlsx};
+    let mut wb: Xlsx<_> = calamine::open_workbook_from_rs(std::io::Cursor::new(book.to_vec()))?;
+    let range = wb.worksheet_range(sheet)?;
+    Ok(range
+        .rows()
+        .map(|r| {
+            r.iter()
+                .map(|c| match c {
+                    Data::String(s) => s.clone(),
+                    Data::Float(f) => f.to_string(),
+                    Data::Int(i) => i.to_string(),
+                    Data::Bool(b) => b.to_string(),
+                    Data::Empty => String::new(),
+                    other => format!("{other:?}"),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// GET a path with the admin token; the status and the raw body.
+async fn get_bytes(s: &LabService, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}{path}", s.base))
+        .bearer_auth(&s.viewer_token)
+        .send()
+        .await?;
+    Ok((resp.status().as_u16(), resp.bytes().await?.to_vec()))
+}
+
+/// Appends a token line (`role name [counties]`) to the service's tokens file and waits until
+/// the service knows it (it answers `probe` with 200).
+async fn add_token(s: &LabService, line: &str, probe: &str) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let token = format!("t-{}", common::random_suffix());
+    let hash = hex::encode(Sha256::digest(token.as_bytes()));
+    let tokens = s.dir.path().join("tokens");
+    let mut text = std::fs::read_to_string(&tokens)?;
+    text.push_str(&format!("{hash} {line}\n"));
+    std::fs::write(&tokens, text)?;
+    common::wait_until("token loaded", WAIT, || async {
+        Ok(s.get(probe, Some(&token)).await?.0 == 200)
+    })
+    .await?;
+    Ok(token)
+}
+
 /// Crop samples in lab batches are judged against GB 2762 (never as soil readings) and,
 /// with the soil tier, give the legal farmland category per campaign, with its evidence
 /// and the history of changes; a point without crops shows its soil tier only. Unknown
@@ -368,6 +418,49 @@ async fn crop_samples_decide_the_farmland_category_with_history() -> anyhow::Res
         "{csv}"
     );
 
+    // The same table as xlsx, from the CLI and from the API, read back.
+    let file = s.dir.path().join("categories.xlsx");
+    let out =
+        s.p.soilmon
+            .command(&["categories", "--xlsx", &file.to_string_lossy()])
+            .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_cli = xlsx_rows(&std::fs::read(&file)?, "categories")?;
+    assert_eq!(
+        from_cli[0][..5],
+        ["county_code", "point_id", "land_use", "campaign", "outcome"]
+    );
+    assert!(
+        from_cli.iter().any(|r| r[..8]
+            == [
+                "441781",
+                "441781-T-0001",
+                "paddy",
+                "2026",
+                "safe_utilisation",
+                "safe_utilisation",
+                "exceeding",
+                "true"
+            ]),
+        "{from_cli:?}"
+    );
+    let (st, book) = get_bytes(&s, "/v1/categories?format=xlsx").await?;
+    assert_eq!(st, 200);
+    assert_eq!(xlsx_rows(&book, "categories")?, from_cli);
+    let counts = xlsx_rows(&book, "counts")?;
+    assert!(
+        counts.contains(&vec![
+            "441781".into(),
+            "safe_utilisation".into(),
+            "1".into()
+        ]),
+        "{counts:?}"
+    );
+
     // Bad crop rows: an unknown matrix, a crop without a point, a crop on development land.
     let bad = crop_batch(
         "C-BAD",
@@ -407,7 +500,6 @@ async fn crop_samples_decide_the_farmland_category_with_history() -> anyhow::Res
 /// is stored; it reads its own results and nothing else.
 #[tokio::test]
 async fn an_enterprise_uploads_for_its_own_points_only() -> anyhow::Result<()> {
-    use sha2::{Digest, Sha256};
     let s = LabService::start(&[]).await?;
     let code = "91350100M000100Y43";
     let file = s.dir.path().join("enterprises.csv");
@@ -436,16 +528,7 @@ async fn an_enterprise_uploads_for_its_own_points_only() -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let token = format!("ent-{}", common::random_suffix());
-    let hash = hex::encode(Sha256::digest(token.as_bytes()));
-    let tokens = s.dir.path().join("tokens");
-    let mut text = std::fs::read_to_string(&tokens)?;
-    text.push_str(&format!("{hash} enterprise {code}\n"));
-    std::fs::write(&tokens, text)?;
-    common::wait_until("enterprise token loaded", WAIT, || async {
-        Ok(s.get("/v1/enterprise/readings", Some(&token)).await?.0 == 200)
-    })
-    .await?;
+    let token = add_token(&s, &format!("enterprise {code}"), "/v1/enterprise/readings").await?;
 
     let own = common::lab::batch_of(
         "E-1",
@@ -490,6 +573,34 @@ async fn an_enterprise_uploads_for_its_own_points_only() -> anyhow::Result<()> {
         0
     );
 
+    // Ownership is decided first: a foreign point in a row that also fails the row checks
+    // (a negative value) is 403, not 422.
+    let foreign_and_bad = common::lab::batch_of(
+        "E-3",
+        &[
+            "S4,441781-T-0001,2026-11-21 09:30,0,20,6.2,Cd,0.2,mg/kg,true,0.07,HJ 803,sample,",
+            "S5,441702-T-0001,2026-11-21 09:30,0,20,7.0,Cd,-1,mg/kg,true,0.07,HJ 803,sample,",
+            "S4-LD,,,,,,Cd,0.21,mg/kg,true,0.07,HJ 803,lab_duplicate,S4",
+            "BLK3,,,,,,Cd,0.01,mg/kg,true,0.07,HJ 803,blank,",
+        ],
+    );
+    let (st, body) = s
+        .post(Some(&token), "text/csv", foreign_and_bad.into_bytes())
+        .await?;
+    assert_eq!(st, 403, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("441702-T-0001"),
+        "{body}"
+    );
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM lab_batches WHERE batch_id = 'E-3'")
+            .await?,
+        0
+    );
+
     let (st, body) = s.get("/v1/enterprise/readings", Some(&token)).await?;
     assert_eq!(st, 200);
     let body: Value = serde_json::from_str(&body)?;
@@ -502,5 +613,340 @@ async fn an_enterprise_uploads_for_its_own_points_only() -> anyhow::Result<()> {
             .0,
         403
     );
+    // Public disclosure (plan §28): the enterprise with its latest self-monitoring year, on
+    // its county's page and in the download. A lab's exceeding result on its point is not
+    // its self-monitoring.
+    let lab = common::lab::batch_of(
+        "L-1",
+        &[
+            "L1,441781-T-0001,2026-11-22 09:30,0,20,6.2,Cd,0.5,mg/kg,true,0.07,HJ 803,sample,",
+            "L1-LD,,,,,,Cd,0.51,mg/kg,true,0.07,HJ 803,lab_duplicate,L1",
+            "LBLK,,,,,,Cd,0.01,mg/kg,true,0.07,HJ 803,blank,",
+        ],
+    );
+    let (st, report) = s.upload(&lab).await?;
+    assert_eq!(st, 201, "{report}");
+    let (st, page) = s.get("/public/441781", None).await?;
+    assert_eq!(st, 200);
+    assert!(
+        page.contains(&format!("data-credit-code=\"{code}\"")) && page.contains("Renda"),
+        "{page}"
+    );
+    assert!(page.contains("data-exceeded=\"false\""), "{page}");
+    let (st, csv) = s.get("/public/city/enterprises.csv", None).await?;
+    assert_eq!(st, 200, "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "{code},Renda lead-zinc mine,lead-zinc mining,441781,1,2026,1,false,none"
+        )),
+        "{csv}"
+    );
+    let (_, other) = s.get("/public/441702", None).await?;
+    assert!(
+        !other.contains(code),
+        "another county's page does not list it"
+    );
+
+    Ok(())
+}
+
+/// Waits until the station message `msg_id` is stored.
+async fn stored(s: &LabService, msg_id: &str) -> anyhow::Result<()> {
+    let q = format!("SELECT count(*) FROM readings_full WHERE msg_id = '{msg_id}'");
+    common::wait_until(msg_id, WAIT, || async { Ok(s.p.count(&q).await? > 0) }).await
+}
+
+/// One sample, its lab duplicate and a blank, for one metal.
+fn one_sample_batch(batch: &str, id: &str, point: &str, at: &str, metal: &str, v: f64) -> String {
+    let rows = [
+        format!("{id},{point},{at},0,20,6.2,{metal},{v},mg/kg,true,0.07,HJ 803,sample,"),
+        format!("{id}-LD,,,,,,{metal},{v},mg/kg,true,0.07,HJ 803,lab_duplicate,{id}"),
+        format!("{id}-BLK,,,,,,{metal},0.01,mg/kg,true,0.07,HJ 803,blank,"),
+    ];
+    common::lab::batch_of(batch, &rows.each_ref().map(String::as_str))
+}
+
+/// Runs `soilmon ARGS`; the exit status and stdout + stderr.
+async fn run(s: &LabService, args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = s.p.soilmon.command(args).await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), text))
+}
+
+const PLOTS_HEADER: &str = "plot_id,name,county_code,planned_use,status,points\n";
+
+/// Development-land plots: bad files are refused whole with their line and reason code; the
+/// land bureau's candidate list proposes from the plot's readings (lab first), scoped to the
+/// caller's counties, and never changes a status; statuses change by hand only, one step
+/// at a time, recorded with who and why.
+#[tokio::test]
+async fn plots_are_registered_and_candidates_proposed_never_applied() -> anyhow::Result<()> {
+    let s = LabService::start(&[]).await?;
+    let points = s.dir.path().join("more-points.csv");
+    std::fs::write(
+        &points,
+        "point_id,name,county_code,lon,lat,point_type,land_use,ph\n\
+         441702-T-0009,Jiangcheng depot,441702,111.96,21.87,basic,development_second,\n",
+    )?;
+    let (ok, text) = run(&s, &["points", "import", &points.to_string_lossy()]).await?;
+    assert!(ok, "{text}");
+
+    let file = s.dir.path().join("plots.csv");
+    let path = file.to_string_lossy().into_owned();
+    let good = "P1,Yangchun school site,441781,first,,441781-T-0002\n\
+                P2,Jiangcheng depot,441702,second,investigated,441702-T-0009\n";
+    let cases = [
+        (
+            good.replace("441702-T-0009", "441702-T-0404"),
+            "line 3: points: unknown_point",
+        ),
+        (
+            good.replacen("first", "third", 1),
+            "line 2: planned_use: unknown_planned_use",
+        ),
+        (
+            good.replace("investigated", "clean"),
+            "line 3: status: bad_status",
+        ),
+        (
+            good.replace("441781-T-0002", "441781-T-0001"),
+            "line 2: points: planned_use_mismatch",
+        ),
+    ];
+    for (body, code) in cases {
+        std::fs::write(&file, format!("{PLOTS_HEADER}{body}"))?;
+        let (ok, text) = run(&s, &["plots", "import", &path]).await?;
+        assert!(!ok && text.contains(code), "{code}: {text}");
+        assert_eq!(s.p.count("SELECT count(*) FROM plots").await?, 0, "{code}");
+        assert_eq!(s.p.count("SELECT count(*) FROM plot_points").await?, 0);
+    }
+    std::fs::write(&file, format!("{PLOTS_HEADER}{good}"))?;
+    let (ok, text) = run(&s, &["plots", "import", &path, "--by", "li"]).await?;
+    assert!(ok, "{text}");
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM plot_status_changes WHERE changed_by = 'li'")
+            .await?,
+        1,
+        "P2's initial status is recorded"
+    );
+
+    // A lab Pb of 450 (first class screening 400) and a newer, clean field screening of the
+    // same campaign: the lab result stands, P1 is a suspected-contaminated-site candidate.
+    s.p.publish(vec![sample(
+        "st01",
+        "XRF-1",
+        "441781-T-0002",
+        "2026-06-01T00:00:00Z",
+        &[("Pb", 100.0)],
+    )])
+    .await?;
+    stored(&s, "XRF-1").await?;
+    let batch = one_sample_batch(
+        "PB-1",
+        "PL1",
+        "441781-T-0002",
+        "2026-03-01 09:00",
+        "Pb",
+        450.0,
+    );
+    let (st, report) = s.upload(&batch).await?;
+    assert_eq!(st, 201, "{report}");
+    let (st, body) = s.get("/v1/plots/candidates", Some(&s.viewer_token)).await?;
+    assert_eq!(st, 200, "{body}");
+    let body: Value = serde_json::from_str(&body)?;
+    assert_eq!(body["count"], 1, "{body}");
+    let c = &body["candidates"][0];
+    assert_eq!(c["plot_id"], "P1");
+    assert_eq!(c["candidate"], "suspected_contaminated", "{c}");
+    assert_eq!(c["status"], Value::Null, "a proposal, not applied");
+    assert_eq!(c["evidence"][0]["msg_id"], "PL1", "{c}");
+    assert_eq!(c["evidence"][0]["source"], "lab");
+
+    // County scope: a Jiangcheng bureau sees its plot, not Yangchun's candidate.
+    let bureau = add_token(&s, "bureau b702 441702", "/v1/plots").await?;
+    let (_, body) = s.get("/v1/plots", Some(&bureau)).await?;
+    let body: Value = serde_json::from_str(&body)?;
+    assert_eq!(body["count"], 1, "{body}");
+    assert_eq!(body["plots"][0]["plot_id"], "P2");
+    assert_eq!(body["plots"][0]["status"], "investigated");
+    let (_, body) = s.get("/v1/plots/candidates", Some(&bureau)).await?;
+    assert_eq!(serde_json::from_str::<Value>(&body)?["count"], 0, "{body}");
+
+    // Status by hand only: a skipped step and an unknown plot are refused, nothing recorded.
+    for (args, code) in [
+        (
+            ["plots", "status", "P1", "investigated"],
+            "bad_status_transition",
+        ),
+        (["plots", "status", "P9", "suspected"], "unknown_plot"),
+        (["plots", "status", "P1", "cleaned"], "bad_status"),
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--by", "wang", "--reason", "survey 2026-17"]);
+        let (ok, text) = run(&s, &all).await?;
+        assert!(!ok && text.contains(code), "{code}: {text}");
+    }
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM plot_status_changes")
+            .await?,
+        1
+    );
+    let (ok, text) = run(
+        &s,
+        &[
+            "plots",
+            "status",
+            "P1",
+            "suspected",
+            "--by",
+            "wang",
+            "--reason",
+            "survey 2026-17",
+        ],
+    )
+    .await?;
+    assert!(ok, "{text}");
+    let (_, body) = s.get("/v1/plots", Some(&s.viewer_token)).await?;
+    let body: Value = serde_json::from_str(&body)?;
+    let p1 = body["plots"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["plot_id"] == "P1"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(p1["status"], "suspected", "{p1}");
+    assert_eq!(p1["history"][0]["by"], "wang");
+    assert_eq!(p1["history"][0]["reason"], "survey 2026-17");
+    assert_eq!(p1["history"][0]["from"], Value::Null);
+    let (_, body) = s.get("/v1/plots/candidates", Some(&s.viewer_token)).await?;
+    assert_eq!(serde_json::from_str::<Value>(&body)?["count"], 0, "{body}");
+
+    // An import may not change a stored status.
+    std::fs::write(
+        &file,
+        format!(
+            "{PLOTS_HEADER}{}",
+            good.replacen(",first,,", ",first,remediated,", 1)
+        ),
+    )?;
+    let (ok, text) = run(&s, &["plots", "import", &path]).await?;
+    assert!(!ok && text.contains("status_via_import"), "{text}");
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM plots WHERE plot_id = 'P1' AND status = 'suspected'")
+            .await?,
+        1
+    );
+
+    // Above intervention (800): a risk-control candidate; the status stays as it was.
+    let batch = one_sample_batch(
+        "PB-2",
+        "PL2",
+        "441781-T-0002",
+        "2026-07-01 09:00",
+        "Pb",
+        900.0,
+    );
+    let (st, report) = s.upload(&batch).await?;
+    assert_eq!(st, 201, "{report}");
+    let (ok, text) = run(&s, &["plots", "candidates"]).await?;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("P1\tdevelopment_first\tnow suspected\tcandidate risk_control"),
+        "{text}"
+    );
+    assert!(
+        text.contains("441781-T-0002 Pb 900 mg/kg intervention"),
+        "{text}"
+    );
+    assert_eq!(
+        s.p.count("SELECT count(*) FROM plots WHERE plot_id = 'P1' AND status = 'suspected'")
+            .await?,
+        1
+    );
+    Ok(())
+}
+
+/// A late lab result outranks a newer field screening of the same campaign in the soil tier
+/// (the view behind `soilmon tiers` and the public page) and in the category evidence; a
+/// newer campaign's screening replaces it. Coverage does not list the city code as a county,
+/// and its xlsx export reads back as the JSON says.
+#[tokio::test]
+async fn a_lab_result_outranks_a_newer_screening_of_its_campaign() -> anyhow::Result<()> {
+    let s = LabService::start(&[]).await?;
+    let point = "441781-T-0001";
+    let tier = || async {
+        let row =
+            s.p.db()
+                .await?
+                .query_one(
+                    "SELECT soil_tier FROM point_soil_tiers WHERE point_id = $1",
+                    &[&point],
+                )
+                .await?;
+        anyhow::Ok(row.get::<_, String>(0))
+    };
+    s.p.publish(vec![sample(
+        "st01",
+        "XRF-2025",
+        point,
+        "2025-06-01T00:00:00Z",
+        &[("Cd", 0.1)],
+    )])
+    .await?;
+    stored(&s, "XRF-2025").await?;
+    assert_eq!(tier().await?, "priority_protection");
+    // Paddy, pH 6.2: Cd screening 0.4.
+    let batch = one_sample_batch("LATE-1", "LAB-CD", point, "2025-03-01 09:00", "Cd", 0.5);
+    let (st, report) = s.upload(&batch).await?;
+    assert_eq!(st, 201, "{report}");
+    assert_eq!(tier().await?, "safe_utilisation", "the lab result stands");
+    let (_, body) = s.get("/v1/categories", Some(&s.viewer_token)).await?;
+    let report: Value = serde_json::from_str(&body)?;
+    let p = point_of(&report, point);
+    assert_eq!(p["current"]["result"]["soil"], "safe_utilisation", "{p}");
+    assert_eq!(p["current"]["soil"][0]["msg_id"], "LAB-CD", "{p}");
+
+    s.p.publish(vec![sample(
+        "st01",
+        "XRF-2026",
+        point,
+        "2026-02-01T00:00:00Z",
+        &[("Cd", 0.1)],
+    )])
+    .await?;
+    stored(&s, "XRF-2026").await?;
+    assert_eq!(
+        tier().await?,
+        "priority_protection",
+        "a newer campaign decides"
+    );
+
+    let (_, body) = s.get("/v1/coverage", Some(&s.viewer_token)).await?;
+    let cov: Value = serde_json::from_str(&body)?;
+    let codes: Vec<&str> = cov["counties"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|c| c["county_code"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(!codes.is_empty() && !codes.contains(&"441700"), "{cov}");
+    let file = s.dir.path().join("coverage.xlsx");
+    let (ok, text) = run(&s, &["coverage", "--xlsx", &file.to_string_lossy()]).await?;
+    assert!(ok, "{text}");
+    let from_cli = std::fs::read(&file)?;
+    let counties = xlsx_rows(&from_cli, "counties")?;
+    let xlsx_codes: Vec<&str> = counties[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(xlsx_codes, codes);
+    let cells = xlsx_rows(&from_cli, "coverage")?;
+    assert!(
+        cells
+            .iter()
+            .any(|r| r[..4] == ["441781", "risk", "paddy", "1"]),
+        "{cells:?}"
+    );
+    let (st, from_api) = get_bytes(&s, "/v1/coverage?format=xlsx").await?;
+    assert_eq!(st, 200);
+    assert_eq!(xlsx_rows(&from_api, "coverage")?, cells);
     Ok(())
 }

@@ -3,14 +3,15 @@
 # loads the demo registry (44 points across the four counties, plus the action plan's annex
 # sites), runs the service, lets a simulated station network publish for DEMO_SECONDS
 # (default 30) with some exceedances and some deliberately bad messages, uploads a lab batch
-# with crop samples, an old sample and a late one, shows what a Yangchun (441781) bureau
-# received (a late exceedance and an overdue point among it), the farmland categories and
-# the coverage, summarises the database, and prints the web console's URL with tokens to
-# sign in with. The service is stopped at the end (SIGTERM) unless DEMO_KEEP=1.
+# with crop samples, an old sample, a late one and a development-land plot's exceedance, and
+# an enterprise's self-monitoring batch, shows what a Yangchun (441781) bureau received (a
+# late exceedance and an overdue point among it), the farmland categories, the plot
+# candidates and the coverage, summarises the database, and prints the web console's URL
+# with tokens to sign in with. The service is stopped at the end (SIGTERM) unless DEMO_KEEP=1.
 #
 #   deploy/local/demo.sh            DEMO_SECONDS=60 DEMO_RATE=50 deploy/local/demo.sh
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
+case "${1:-}" in -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
 cd "$(dirname "$0")/../.."
 bash deploy/local/services.sh up
 bash deploy/local/assets.sh   # the web console's browser libraries (web/node_modules)
@@ -30,6 +31,11 @@ $BIN points import config/points/demo.csv
 # (Yangxi), the three tailings ponds and two landfills under key supervision, a drinking-water
 # source area. Not simulated: their samples come from the lab batch below.
 $BIN points import config/points/annex.csv
+# Demo development land: two plots (地块) with three points; and the annex's tailings ponds
+# and landfills as key supervised enterprises (their credit codes are made up, marked demo).
+$BIN points import config/points/demo-plots.csv
+$BIN plots import config/plots/demo.csv --by demo
+$BIN enterprises import config/enterprises/demo.csv
 # Check for overdue points every 5 s (default 60 s) so the demo shows one quickly.
 export SOILMON__NETWORK__OVERDUE_CHECK_SECS=5
 # Console sign-in tokens for this run (the tokens file lives in the run's temp dir, outside
@@ -39,6 +45,8 @@ BUREAU_TOKEN=$($BIN tokens add demo-yangchun --role bureau --county 441781 | sed
 LAB_TOKEN=$($BIN tokens add demo-lab --role lab | sed -n 's/^token: //p')
 echo "$LAB_TOKEN" >"$RUN_DIR/lab-token"
 ADMIN_TOKEN=$($BIN tokens add demo-admin --role admin | sed -n 's/^token: //p')
+# The Renda lead-zinc tailings pond's own token (named by its demo credit code).
+$BIN tokens add 91441781MA0DEM0T2K --role enterprise | sed -n 's/^token: //p' >"$RUN_DIR/enterprise-token"
 CONSOLE_URL="http://${SOILMON__HTTP__ADDR:-127.0.0.1:8480}/console"
 print_console() {
   echo "== web console: $CONSOLE_URL   (public page: ${CONSOLE_URL%/console}/public)"
@@ -70,6 +78,8 @@ mosquitto_pub -h 127.0.0.1 -p "$SOILMON__MQTT__PORT" -q 1 -t soil/v1/stations/de
 sleep 2
 echo "== ... then the lab batch: crops on the grain and vegetable county points, a 2024 sample at a tailings pond (now overdue), and the lab Cd of the landfill point sampled 2026-11-15 (late)"
 $BIN upload config/lab/demo-network-batch.csv --server "http://${SOILMON__HTTP__ADDR:-127.0.0.1:8480}" --token-file "$RUN_DIR/lab-token" || true
+echo "== ... and the Renda tailings pond's own yearly self-monitoring batch (published on the public page)"
+$BIN upload config/lab/demo-enterprise-batch.csv --server "http://${SOILMON__HTTP__ADDR:-127.0.0.1:8480}" --token-file "$RUN_DIR/enterprise-token" || true
 sleep 7
 
 psql_q() { psql "$SOILMON__DATABASE__URL" -X -q -c "$1"; }
@@ -89,6 +99,9 @@ echo "== soil screening tiers (farmland, soil only)"
 $BIN tiers | head -n 12
 echo "== farmland categories (soil tier x crop co-monitoring), Yangchun and Yangxi"
 $BIN categories --county 441781,441721 | grep -E "farmland categories|^441781\t[0-9]|^441721\t[0-9]|-B-0101|-R-010" || true
+echo "== development-land plots and the land bureau's candidate list (proposals; statuses change only by hand)"
+$BIN plots list
+$BIN plots candidates
 echo "== points overdue now"
 $BIN overdue | head -n 8
 echo "== coverage per county"

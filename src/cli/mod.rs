@@ -13,6 +13,7 @@ pub mod bench;
 pub mod broker;
 pub mod classify;
 pub mod network;
+pub mod plots;
 pub mod points;
 pub mod quarantine;
 pub mod run;
@@ -59,4 +60,31 @@ pub fn check_counties(settings: &Settings, counties: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What an import of a file that names registered points needs: the file opened, a migrated
+/// admin connection and the registered points.
+pub async fn open_for_import(
+    settings: &Settings,
+    file: &std::path::Path,
+) -> Result<(
+    std::fs::File,
+    deadpool_postgres::Object,
+    soilmon::registry::Registry,
+)> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let client = admin_connect(settings).await?;
+    let (points, _) = store::points::load(&client).await?;
+    Ok((f, client, soilmon::registry::Registry::new(points)))
+}
+
+/// The counties a command covers: those given (checked), or every county of
+/// `registry.counties`.
+pub fn counties_or_all(settings: &Settings, given: &[String]) -> Result<Vec<String>> {
+    check_counties(settings, given)?;
+    Ok(if given.is_empty() {
+        settings.registry.counties.clone()
+    } else {
+        given.to_vec()
+    })
 }

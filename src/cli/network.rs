@@ -1,14 +1,16 @@
 //! `soilmon coverage` and `soilmon overdue`: the monitoring network against its obligations
 //! (`network.obligations_file`).
 
-use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
 use chrono::Utc;
 use clap::Args;
 
 use soilmon::config::Settings;
 use soilmon::store;
 
-use super::{check_counties, connect, write_lines};
+use super::{connect, counties_or_all, write_lines};
 
 /// Options of `soilmon coverage` and `soilmon overdue`.
 #[derive(Args)]
@@ -21,22 +23,38 @@ pub struct NetworkArgs {
     json: bool,
 }
 
-fn counties(settings: &Settings, args: &NetworkArgs) -> Result<Vec<String>> {
-    check_counties(settings, &args.county)?;
-    Ok(if args.county.is_empty() {
-        settings.registry.counties.clone()
-    } else {
-        args.county.clone()
-    })
+/// Options of `soilmon coverage`.
+#[derive(Args)]
+pub struct CoverageArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// Write the report as an xlsx workbook to FILE (sheets `coverage` and `counties`)
+    /// instead of printing it.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    xlsx: Option<PathBuf>,
+}
+
+/// Writes an xlsx workbook and says so.
+fn write_xlsx(
+    path: &Path,
+    book: Result<Vec<u8>, soilmon::http::console::export::ExportError>,
+) -> Result<()> {
+    let book = book?;
+    std::fs::write(path, &book).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {} ({} bytes)", path.display(), book.len());
+    Ok(())
 }
 
 /// Prints the coverage table and, per county, the missing required point types.
-pub async fn coverage(settings: &Settings, args: &NetworkArgs) -> Result<()> {
+pub async fn coverage(settings: &Settings, args: &CoverageArgs) -> Result<()> {
     let obligations = settings.obligations()?;
-    let counties = counties(settings, args)?;
+    let counties = counties_or_all(settings, &args.network.county)?;
     let client = connect(settings).await?;
     let report = store::network::coverage(&client, &obligations, &counties, Utc::now()).await?;
-    if args.json {
+    if let Some(path) = &args.xlsx {
+        return write_xlsx(path, soilmon::http::network::coverage_xlsx(&report));
+    }
+    if args.network.json {
         return write_lines(
             &mut std::io::stdout().lock(),
             &[serde_json::to_string_pretty(&report)?],
@@ -81,7 +99,7 @@ pub async fn coverage(settings: &Settings, args: &NetworkArgs) -> Result<()> {
 /// Prints the points overdue now (computed from the readings, as the periodic check does).
 pub async fn overdue(settings: &Settings, args: &NetworkArgs) -> Result<()> {
     let obligations = settings.obligations()?;
-    let counties = counties(settings, args)?;
+    let counties = counties_or_all(settings, &args.county)?;
     let client = connect(settings).await?;
     let mut points = store::network::points(&client).await?;
     points.retain(|p| counties.contains(&p.point.county_code));
@@ -128,21 +146,23 @@ pub struct CategoriesArgs {
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     /// Print CSV: one line per point and campaign, with the evidence.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "xlsx")]
     csv: bool,
+    /// Write an xlsx workbook to FILE (sheet `categories`: the CSV's rows; sheet `counts`:
+    /// points per outcome and county) instead of printing.
+    #[arg(long, value_name = "FILE", conflicts_with = "json")]
+    xlsx: Option<PathBuf>,
 }
 
 /// Prints the farmland categories per county and point (soil-only points as soil tier).
 pub async fn categories(settings: &Settings, args: &CategoriesArgs) -> Result<()> {
     let rules = settings.crop_rules()?;
-    check_counties(settings, &args.county)?;
-    let counties = if args.county.is_empty() {
-        settings.registry.counties.clone()
-    } else {
-        args.county.clone()
-    };
+    let counties = counties_or_all(settings, &args.county)?;
     let client = connect(settings).await?;
     let report = store::crops::categories(&client, &rules, &counties).await?;
+    if let Some(path) = &args.xlsx {
+        return write_xlsx(path, soilmon::http::network::categories_xlsx(&report));
+    }
     let out = &mut std::io::stdout().lock();
     if args.json {
         return write_lines(out, &[serde_json::to_string_pretty(&report)?]);
@@ -207,12 +227,7 @@ pub enum EnterprisesCommand {
 pub async fn enterprises(settings: &Settings, c: EnterprisesCommand) -> Result<()> {
     match c {
         EnterprisesCommand::Import { file } => {
-            use anyhow::Context as _;
-            let f = std::fs::File::open(&file)
-                .with_context(|| format!("opening {}", file.display()))?;
-            let mut client = super::admin_connect(settings).await?;
-            let (points, _) = store::points::load(&client).await?;
-            let registry = soilmon::registry::Registry::new(points);
+            let (f, mut client, registry) = super::open_for_import(settings, &file).await?;
             let list =
                 soilmon::registry::parse_enterprises_csv(f, &settings.registry.counties, &registry)
                     .with_context(|| format!("reading {}", file.display()))?;

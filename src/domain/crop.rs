@@ -554,7 +554,8 @@ pub struct CampaignResult {
 /// A point's history, one entry per campaign in which it has a soil or crop sample, oldest
 /// first. The soil tier of a campaign is that of the latest reading of each metal sampled up
 /// to its end (soil is not resampled every year); the crop state is that of the campaign's own
-/// crop results. `soil` must hold the latest reading per (campaign, metal).
+/// crop results. `soil` must hold one reading per (campaign, metal): the one that stands for
+/// it (the campaign's latest lab result where one exists, else its latest reading).
 pub fn history(
     rules: &CategoryRules,
     soil: &[SoilEvidence],
@@ -573,7 +574,7 @@ pub fn history(
         for s in soil.iter().filter(|s| s.campaign.as_str() <= campaign) {
             let newer = latest
                 .get(&s.metal)
-                .map_or(true, |l| l.sampled_at < s.sampled_at);
+                .map_or(true, |l| l.campaign < s.campaign);
             if newer {
                 latest.insert(s.metal, s);
             }

@@ -3,7 +3,10 @@
 //! (a plot whose samples exceed screening is a suspected-contaminated-site candidate, one
 //! exceeding intervention a risk-control candidate; candidates are listed, never applied).
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use super::point::LandUse;
 
 /// The 31 characters of a unified social credit code (no I, O, S, V, Z), by value.
 const USCC_CHARS: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -100,6 +103,16 @@ pub enum PlotStatus {
 }
 
 impl PlotStatus {
+    /// The spelling (`suspected`, `investigated`, `risk_control`, `remediated`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlotStatus::Suspected => "suspected",
+            PlotStatus::Investigated => "investigated",
+            PlotStatus::RiskControl => "risk_control",
+            PlotStatus::Remediated => "remediated",
+        }
+    }
+
     /// Parses the spelling (`suspected`, `investigated`, `risk_control`, `remediated`).
     pub fn parse(s: &str) -> Option<PlotStatus> {
         match s.trim() {
@@ -151,6 +164,103 @@ pub fn candidate(status: Option<PlotStatus>, worst: &str) -> Option<Candidate> {
         (Candidate::RiskControl, Some(s)) if s >= PlotStatus::RiskControl => None,
         (Candidate::RiskControl, Some(_)) => Some(proposed),
     }
+}
+
+impl Candidate {
+    /// The spelling (`suspected_contaminated`, `risk_control`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Candidate::SuspectedContaminated => "suspected_contaminated",
+            Candidate::RiskControl => "risk_control",
+        }
+    }
+}
+
+/// A development-land plot (地块) as registered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plot {
+    /// Plot id.
+    pub plot_id: String,
+    /// Name.
+    pub name: String,
+    /// County code.
+    pub county_code: String,
+    /// Planned use: GB 36600 first class ([`LandUse::DevelopmentFirst`]) or second class
+    /// ([`LandUse::DevelopmentSecond`]).
+    pub planned_use: LandUse,
+    /// Status; `None`: registered, not (yet) suspected.
+    pub status: Option<PlotStatus>,
+    /// Its monitoring points (registered development-land points of its planned use).
+    pub points: Vec<String>,
+}
+
+/// Parses a planned use: `first`/`second`, `development_first`/`development_second`, or the
+/// Chinese class names (第一类用地, 第二类用地).
+pub fn parse_planned_use(s: &str) -> Option<LandUse> {
+    match s.trim() {
+        "first" | "第一类用地" => Some(LandUse::DevelopmentFirst),
+        "second" | "第二类用地" => Some(LandUse::DevelopmentSecond),
+        other => LandUse::parse(other)
+            .filter(|l| matches!(l, LandUse::DevelopmentFirst | LandUse::DevelopmentSecond)),
+    }
+}
+
+/// One soil reading of a plot's point, as candidate evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlotReading {
+    /// Point.
+    pub point_id: String,
+    /// Metal symbol.
+    pub metal: String,
+    /// Sampling time.
+    pub sampled_at: DateTime<Utc>,
+    /// Its campaign (sampling year, UTC+8).
+    pub campaign: String,
+    /// `station` or `lab`.
+    pub source: String,
+    /// Station id or lab batch id.
+    pub source_id: String,
+    /// Message or sample id.
+    pub msg_id: String,
+    /// Value, mg/kg.
+    pub value_mgkg: f64,
+    /// Level (`none`, `screening`, `intervention`, …).
+    pub level: String,
+}
+
+/// The reading that stands for each (point, metal), lab first: the newest campaign decides,
+/// and within it the newest lab result, where one exists, outranks any field screening
+/// (station) reading however newer (lab ICP-MS/AFS is the authoritative method). Sorted by
+/// point and metal.
+pub fn authoritative(readings: &[PlotReading]) -> Vec<&PlotReading> {
+    fn rank(r: &PlotReading) -> (&str, bool, DateTime<Utc>) {
+        (r.campaign.as_str(), r.source == "lab", r.sampled_at)
+    }
+    let mut best: std::collections::BTreeMap<(&str, &str), &PlotReading> = Default::default();
+    for r in readings {
+        let key = (r.point_id.as_str(), r.metal.as_str());
+        match best.get(&key) {
+            Some(b) if rank(b) >= rank(r) => {}
+            _ => {
+                best.insert(key, r);
+            }
+        }
+    }
+    best.into_values().collect()
+}
+
+/// The worst level among `readings` (`intervention` over `screening` over anything else,
+/// which is `none` for the candidate rule).
+pub fn worst_level<'a>(readings: impl IntoIterator<Item = &'a PlotReading>) -> &'static str {
+    let mut worst = "none";
+    for r in readings {
+        match r.level.as_str() {
+            "intervention" => return "intervention",
+            "screening" => worst = "screening",
+            _ => {}
+        }
+    }
+    worst
 }
 
 #[cfg(test)]
@@ -227,5 +337,51 @@ mod tests {
             "exceeding again after remediation"
         );
         assert_eq!(candidate(None, "no_standard"), None);
+    }
+
+    fn reading(point: &str, at: &str, source: &str, level: &str) -> PlotReading {
+        let sampled_at = at.parse().unwrap_or_default();
+        PlotReading {
+            point_id: point.into(),
+            metal: "Pb".into(),
+            sampled_at,
+            campaign: at[..4].into(),
+            source: source.into(),
+            source_id: "x".into(),
+            msg_id: "y".into(),
+            value_mgkg: 1.0,
+            level: level.into(),
+        }
+    }
+
+    #[test]
+    fn a_lab_result_outranks_a_newer_screening_of_its_campaign_only() {
+        let lab = reading("P", "2026-03-01T00:00:00Z", "lab", "screening");
+        let xrf = reading("P", "2026-11-01T00:00:00Z", "station", "none");
+        let both = [lab.clone(), xrf.clone()];
+        assert_eq!(authoritative(&both), [&lab]);
+        assert_eq!(worst_level(authoritative(&both)), "screening");
+        // A newer campaign's screening replaces an older campaign's lab result.
+        let next = reading("P", "2027-02-01T00:00:00Z", "station", "none");
+        let three = [lab.clone(), xrf, next.clone()];
+        assert_eq!(authoritative(&three), [&next]);
+        assert_eq!(worst_level(authoritative(&three)), "none");
+        let other = reading("Q", "2026-03-01T00:00:00Z", "station", "intervention");
+        assert_eq!(worst_level(authoritative(&[lab, other])), "intervention");
+    }
+
+    #[test]
+    fn planned_uses_are_the_two_gb36600_classes() {
+        assert_eq!(parse_planned_use("first"), Some(LandUse::DevelopmentFirst));
+        assert_eq!(
+            parse_planned_use("第二类用地"),
+            Some(LandUse::DevelopmentSecond)
+        );
+        assert_eq!(
+            parse_planned_use("development_second"),
+            Some(LandUse::DevelopmentSecond)
+        );
+        assert_eq!(parse_planned_use("paddy"), None);
+        assert_eq!(parse_planned_use("third"), None);
     }
 }

@@ -553,8 +553,16 @@ pub struct CountyCoverage {
     pub complete: bool,
 }
 
+/// Whether a GB/T 2260 code is a county-level division: a prefecture (city) code ends in
+/// `00` (441700 is Yangjiang city itself), so it owes no point types of its own; its points
+/// still count in the cells.
+pub fn is_county_level(code: &str) -> bool {
+    !code.ends_with("00")
+}
+
 /// The coverage table (cells sorted by county, type, land use) and the per-county check over
-/// `counties` (a county with no point at all lacks every required type).
+/// the county-level codes of `counties` (a county with no point at all lacks every required
+/// type; the city code is not checked, see [`is_county_level`]).
 pub fn coverage(
     points: &[PointCoverage<'_>],
     counties: &[String],
@@ -591,6 +599,7 @@ pub fn coverage(
     }
     let per_county = counties
         .iter()
+        .filter(|c| is_county_level(c))
         .map(|c| {
             let have = types.get(c.as_str());
             let missing: Vec<String> = required
@@ -839,6 +848,25 @@ mod tests {
         assert_eq!(per_county[1].points, 0);
         assert!(per_county[2].complete);
     }
+
+    #[test]
+    fn the_city_code_is_not_a_county_lacking_point_types() {
+        let now = at("2026-12-01T00:00:00Z");
+        let city = point("city", "441700", PointType::Basic, LandUse::DryLand);
+        let pcs = vec![PointCoverage {
+            point: &city,
+            window_days: 365,
+            last_sampled_at: None,
+            overdue: false,
+        }];
+        let counties = vec!["441700".to_string(), "441781".into()];
+        let (cells, per_county) = coverage(&pcs, &counties, &[PointType::Basic], now);
+        assert_eq!(cells.len(), 1, "the city's own points still count");
+        let codes: Vec<&str> = per_county.iter().map(|c| c.county_code.as_str()).collect();
+        assert_eq!(codes, ["441781"]);
+        assert!(is_county_level("441781") && !is_county_level("441700"));
+    }
+
     #[test]
     fn overdue_is_raised_once_per_period_and_cleared() {
         let now = at("2026-12-01T00:00:00Z");

@@ -283,7 +283,7 @@ async fn upload(
     // An enterprise uploads its own points' results only: anything else is refused whole
     // (403) before anything is stored.
     if who.role == auth::Role::Enterprise {
-        network::check_own_points(&st, &who.name, &checked.rows).await?;
+        network::check_own_points(&st, &who.name, &checked.point_ids).await?;
     }
     // From here on, every log line of the upload carries its batch id (the span's field).
     let batch_id = checked.batch_id.clone().unwrap_or_default();

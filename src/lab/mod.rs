@@ -357,6 +357,9 @@ pub struct Checked {
     pub row_count: usize,
     /// Rows that passed the row checks.
     pub rows: Vec<LabRow>,
+    /// Every distinct `point_id` the body names, rows that failed their checks included (an
+    /// enterprise's ownership is decided on these, before the row checks' verdict).
+    pub point_ids: std::collections::BTreeSet<String>,
     /// Every issue found (row, batch and QC).
     pub issues: Vec<Issue>,
     /// QC results.
@@ -389,7 +392,13 @@ fn check_with(
 ) -> Result<Checked, Vec<Issue>> {
     let mut checker = checks::RowChecker::with_capacity(ctx, rows_hint);
     let mut first: Option<(Option<String>, Option<String>)> = None;
+    let mut point_ids = std::collections::BTreeSet::new();
     let parsed = parse(&mut |r: &RawRow<'_>| {
+        if let Some(p) = r.get("point_id") {
+            if !point_ids.contains(p) {
+                point_ids.insert(p.to_string());
+            }
+        }
         if first.is_none() {
             first = Some((
                 r.get("batch_id").map(str::to_string),
@@ -408,6 +417,7 @@ fn check_with(
         content_sha256: parsed.content_sha256,
         row_count: parsed.rows,
         rows,
+        point_ids,
         issues,
         qc,
     })

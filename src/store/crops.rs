@@ -249,8 +249,10 @@ pub async fn categories(
     })
 }
 
-/// The latest soil reading per (point, campaign, metal), farmland metals only (no Cr6),
-/// read through `readings_full`.
+/// The soil reading that stands for each (point, campaign, metal), farmland metals only (no
+/// Cr6), read through `readings_full`: the latest lab result of the campaign where one
+/// exists (lab ICP-MS/AFS is the authoritative method: a newer field XRF screening of the
+/// same campaign does not override it), else the latest reading.
 async fn soil_evidence(
     client: &Client,
     ids: &[&str],
@@ -262,7 +264,7 @@ async fn soil_evidence(
                     metal, level, value_mgkg, sampled_at, source, source_id, msg_id
              FROM readings_full
              WHERE point_id = ANY($1) AND metal <> 'Cr6'
-             ORDER BY point_id, y, metal, sampled_at DESC",
+             ORDER BY point_id, y, metal, (source = 'lab') DESC, sampled_at DESC",
             &[&ids],
         )
         .await?;
@@ -320,12 +322,24 @@ async fn crop_evidence(
     Ok(out)
 }
 
-/// The report as CSV lines: one per point and campaign (header first).
-pub fn to_csv(report: &Categories) -> Vec<String> {
-    let mut lines = vec![
-        "county_code,point_id,land_use,campaign,outcome,soil_tier,crop_state,changed,soil_evidence,crop_evidence"
-            .to_string(),
-    ];
+/// The columns of [`rows`] (and of the CSV and xlsx exports).
+pub const EXPORT_HEADER: &[&str] = &[
+    "county_code",
+    "point_id",
+    "land_use",
+    "campaign",
+    "outcome",
+    "soil_tier",
+    "crop_state",
+    "changed",
+    "soil_evidence",
+    "crop_evidence",
+];
+
+/// The report as a table: one row per point and campaign, in [`EXPORT_HEADER`] order, the
+/// evidence as `;`-separated text.
+pub fn rows(report: &Categories) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
     for p in &report.points {
         for c in &p.history {
             let (soil, crop) = match c.result {
@@ -358,20 +372,28 @@ pub fn to_csv(report: &Categories) -> Vec<String> {
                     )
                 })
                 .collect();
-            lines.push(format!(
-                "{},{},{},{},{},{},{},{},\"{}\",\"{}\"",
-                p.county_code,
-                p.point_id,
-                p.land_use,
-                c.campaign,
+            out.push(vec![
+                p.county_code.clone(),
+                p.point_id.clone(),
+                p.land_use.clone(),
+                c.campaign.clone(),
                 outcome_key(Some(c)),
-                soil,
-                crop,
-                c.changed,
+                soil.to_string(),
+                crop.to_string(),
+                c.changed.to_string(),
                 soil_ev.join("; "),
-                crop_ev.join("; ")
-            ));
+                crop_ev.join("; "),
+            ]);
         }
+    }
+    out
+}
+
+/// The report as CSV lines: one per point and campaign (header first).
+pub fn to_csv(report: &Categories) -> Vec<String> {
+    let mut lines = vec![EXPORT_HEADER.join(",")];
+    for r in rows(report) {
+        lines.push(format!("{},\"{}\",\"{}\"", r[..8].join(","), r[8], r[9]));
     }
     lines
 }

@@ -1,6 +1,8 @@
-//! The key supervised enterprise registry: enterprises by credit code and their points.
+//! The key supervised enterprise registry: enterprises by credit code and their points, their
+//! own results, and what the public disclosure page publishes of them.
 
-use deadpool_postgres::Client;
+use deadpool_postgres::{Client, GenericClient};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::StoreError;
@@ -112,6 +114,93 @@ pub async fn own_readings(
                 "msg_id": r.get::<_, String>(7),
                 "standard": r.get::<_, Option<String>>(8),
             })
+        })
+        .collect())
+}
+
+/// One enterprise on the public disclosure page (action plan §28: each key supervised
+/// enterprise monitors its own land every year and the results are published): its latest
+/// self-monitoring campaign and whether it exceeded. Self-monitoring results are the lab
+/// results of its own points in batches its own `enterprise` token uploaded.
+#[derive(Debug, Clone, Serialize)]
+pub struct Disclosure {
+    /// Unified social credit code.
+    pub credit_code: String,
+    /// Name.
+    pub name: String,
+    /// Industry.
+    pub industry: String,
+    /// County code.
+    pub county_code: String,
+    /// Its points.
+    pub points: i64,
+    /// The latest self-monitoring campaign (sampling year, UTC+8); `None`: none published.
+    pub latest_year: Option<String>,
+    /// Samples of that campaign.
+    pub samples: i64,
+    /// Whether a result of that campaign is above the screening value.
+    pub exceeded: bool,
+    /// The worst level of that campaign (`none`, `screening`, `intervention`; `None`
+    /// without results).
+    pub worst_level: Option<String>,
+}
+
+/// The disclosure rows of the enterprises of `county` (every county when `None`).
+pub async fn disclosure(
+    client: &impl GenericClient,
+    county: Option<&str>,
+) -> Result<Vec<Disclosure>, StoreError> {
+    let rows = client
+        .query(
+            "WITH own AS (
+                 SELECT p.credit_code, r.msg_id, r.level,
+                        to_char(r.sampled_at AT TIME ZONE 'Asia/Shanghai', 'YYYY') AS y
+                 FROM enterprise_points p
+                 JOIN LATERAL (
+                     SELECT r.msg_id, r.level, r.sampled_at, r.source_id
+                     FROM readings_full r
+                     WHERE r.point_id = p.point_id AND r.source = 'lab'
+                 ) r ON true
+                 JOIN lab_batches b ON b.batch_id = r.source_id
+                                   AND b.uploaded_by = p.credit_code
+             ), latest AS (
+                 SELECT credit_code, max(y) AS y FROM own GROUP BY credit_code
+             )
+             SELECT e.credit_code, e.name, e.industry, e.county_code,
+                    (SELECT count(*) FROM enterprise_points ep
+                     WHERE ep.credit_code = e.credit_code),
+                    l.y,
+                    count(DISTINCT o.msg_id) FILTER (WHERE o.y = l.y),
+                    CASE WHEN l.y IS NULL THEN NULL
+                         WHEN bool_or(o.level = 'intervention') FILTER (WHERE o.y = l.y)
+                              THEN 'intervention'
+                         WHEN bool_or(o.level = 'screening') FILTER (WHERE o.y = l.y)
+                              THEN 'screening'
+                         ELSE 'none' END
+             FROM enterprises e
+             LEFT JOIN latest l ON l.credit_code = e.credit_code
+             LEFT JOIN own o ON o.credit_code = e.credit_code
+             WHERE $1::text IS NULL OR e.county_code = $1
+             GROUP BY e.credit_code, e.name, e.industry, e.county_code, l.y
+             ORDER BY e.county_code, e.credit_code",
+            &[&county],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let worst: Option<String> = r.get(7);
+            Disclosure {
+                credit_code: r.get(0),
+                name: r.get(1),
+                industry: r.get(2),
+                county_code: r.get(3),
+                points: r.get(4),
+                latest_year: r.get(5),
+                samples: r.get(6),
+                exceeded: matches!(worst.as_deref(), Some("screening" | "intervention")),
+                worst_level: worst,
+            }
         })
         .collect())
 }

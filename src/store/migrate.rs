@@ -81,6 +81,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quarantine_replay",
         include_str!("migrations/0015_quarantine_replay.sql"),
     ),
+    (18, "plots", include_str!("migrations/0018_plots.sql")),
     (
         20,
         "fanout_mark",

@@ -21,6 +21,7 @@ pub mod lab;
 pub mod migrate;
 pub mod network;
 pub mod outbox;
+pub mod plots;
 pub mod points;
 pub mod quarantine;
 pub mod queries;

@@ -76,7 +76,32 @@ pub fn xlsx(
     rows: impl Iterator<Item = Vec<Cell>>,
 ) -> Result<Vec<u8>, ExportError> {
     let mut book = Workbook::new();
+    write_sheet(&mut book, None, header, rows)?;
+    Ok(book.save_to_buffer()?)
+}
+
+/// One named sheet of [`xlsx_sheets`]: name, header, rows.
+pub type Sheet<'a> = (&'a str, &'a [&'a str], Vec<Vec<Cell>>);
+
+/// An xlsx workbook of several named sheets, each a header and its rows.
+pub fn xlsx_sheets(sheets: Vec<Sheet<'_>>) -> Result<Vec<u8>, ExportError> {
+    let mut book = Workbook::new();
+    for (name, header, rows) in sheets {
+        write_sheet(&mut book, Some(name), header, rows.into_iter())?;
+    }
+    Ok(book.save_to_buffer()?)
+}
+
+fn write_sheet(
+    book: &mut Workbook,
+    name: Option<&str>,
+    header: &[&str],
+    rows: impl Iterator<Item = Vec<Cell>>,
+) -> Result<(), ExportError> {
     let sheet = book.add_worksheet_with_constant_memory();
+    if let Some(name) = name {
+        sheet.set_name(name)?;
+    }
     for (c, h) in header.iter().enumerate() {
         sheet.write_string(0, c as u16, *h)?;
     }
@@ -91,7 +116,7 @@ pub fn xlsx(
             };
         }
     }
-    Ok(book.save_to_buffer()?)
+    Ok(())
 }
 
 /// Header of the samples download of a point.

@@ -99,6 +99,10 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/public", get(public::page_city))
         .route("/public/{county}", get(public::page_county))
         .route("/public/{scope}/points.{format}", get(public::download))
+        .route(
+            "/public/{scope}/enterprises.{format}",
+            get(public::enterprises_download),
+        )
         .layer(axum::middleware::from_fn_with_state(state, with_headers))
 }
 

@@ -2,10 +2,12 @@
 //! (`/public`): points by type, farmland soil screening tiers with the soil-only caveat, the
 //! date of the data and the standards in force, and downloads of the points with their tier
 //! as CSV (UTF-8 with BOM), xlsx and GeoJSON (RFC 7946)
-//! (`/public/{city|county}/points.{csv|xlsx|geojson}`).
+//! (`/public/{city|county}/points.{csv|xlsx|geojson}`); and the key supervised enterprises
+//! with their latest self-monitoring year and whether it exceeded (action plan §28), with
+//! `/public/{city|county}/enterprises.{csv|xlsx}`.
 //!
 //! What is public is configuration (`[console.public]`): the point types listed, whether
-//! values are shown, the decimal places of the coordinates. CSV and GeoJSON are streamed
+//! values are shown, the decimal places of the coordinates, whether enterprises are listed. CSV and GeoJSON are streamed
 //! row by row from the database (memory does not grow with the number of points); an xlsx
 //! file is a zip whose directory comes last, so it is assembled in memory (constant-memory
 //! worksheet mode) and then sent.
@@ -27,6 +29,7 @@ use super::{render, PageError};
 use crate::config::PublicConfig;
 use crate::http::AppState;
 use crate::store::console::{self, PublicPoint, PublicSummary};
+use crate::store::enterprises::{self, Disclosure};
 
 #[derive(Serialize)]
 struct PublicPage<'a> {
@@ -37,6 +40,8 @@ struct PublicPage<'a> {
     summary: PublicSummary,
     show_values: bool,
     decimals: u32,
+    /// The key supervised enterprises (`None` when `console.public.enterprises` is off).
+    enterprises: Option<Vec<Disclosure>>,
 }
 
 /// `GET /public`: the city page.
@@ -76,6 +81,15 @@ async fn page(st: &AppState, lang: Lang, county: Option<&str>) -> Result<Respons
     let summary = console::public_summary(&client, county, &cfg.point_types)
         .await
         .map_err(failed(lang))?;
+    let enterprises = if cfg.enterprises {
+        Some(
+            enterprises::disclosure(&client, county)
+                .await
+                .map_err(failed(lang))?,
+        )
+    } else {
+        None
+    };
     Ok(render(
         "public.html",
         lang,
@@ -87,6 +101,7 @@ async fn page(st: &AppState, lang: Lang, county: Option<&str>) -> Result<Respons
             summary,
             show_values: cfg.show_values,
             decimals: cfg.coordinate_decimals,
+            enterprises,
         },
     ))
 }
@@ -235,7 +250,17 @@ async fn xlsx(
         ));
     }
     let header = export::public_header(cfg.show_values);
-    let book = export::xlsx(&header, cells.into_iter()).map_err(|e| {
+    xlsx_response(&header, cells, lang, name)
+}
+
+/// An xlsx attachment of `header` and `rows` (not cached).
+fn xlsx_response(
+    header: &[&str],
+    rows: Vec<Vec<Cell>>,
+    lang: Lang,
+    name: &str,
+) -> Result<Response, PageError> {
+    let book = export::xlsx(header, rows.into_iter()).map_err(|e| {
         tracing::error!(error = %e, "public: xlsx failed");
         PageError::Unavailable(lang)
     })?;
@@ -247,4 +272,69 @@ async fn xlsx(
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)
+}
+
+/// Header of the public enterprise download.
+const ENTERPRISE_HEADER: &[&str] = &[
+    "credit_code",
+    "name",
+    "industry",
+    "county_code",
+    "points",
+    "latest_self_monitoring_year",
+    "samples",
+    "exceeded",
+    "worst_level",
+];
+
+fn enterprise_cells(d: &Disclosure) -> Vec<Cell> {
+    let text = |s: &str| Cell::Text(s.to_string());
+    vec![
+        text(&d.credit_code),
+        text(&d.name),
+        text(&d.industry),
+        text(&d.county_code),
+        Cell::Number(d.points as f64),
+        d.latest_year.as_deref().map_or(Cell::Empty, text),
+        Cell::Number(d.samples as f64),
+        text(if d.exceeded { "true" } else { "false" }),
+        d.worst_level.as_deref().map_or(Cell::Empty, text),
+    ]
+}
+
+/// `GET /public/{city|county}/enterprises.{csv|xlsx}`: the key supervised enterprises with
+/// their latest self-monitoring year and whether it exceeded (404 when
+/// `console.public.enterprises` is off).
+pub async fn enterprises_download(
+    State(st): State<Arc<AppState>>,
+    Path((scope, format)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let lang = i18n::lang_of(&headers);
+    if !st.settings.console.public.enterprises {
+        return Err(PageError::NotFound(lang));
+    }
+    let county = known_county(&st, &scope, lang)?;
+    let client = db(&st, lang).await?;
+    let list = enterprises::disclosure(&client, county)
+        .await
+        .map_err(failed(lang))?;
+    let rows: Vec<Vec<Cell>> = list.iter().map(enterprise_cells).collect();
+    let name = format!("key-enterprises-{scope}.{format}");
+    match format.as_str() {
+        "csv" => {
+            let header: Vec<Cell> = ENTERPRISE_HEADER
+                .iter()
+                .map(|h| Cell::Text((*h).into()))
+                .collect();
+            let mut body = export::BOM.to_vec();
+            body.extend(export::csv_line(&header));
+            for r in &rows {
+                body.extend(export::csv_line(r));
+            }
+            Ok(attachment(body, "text/csv; charset=utf-8", &name))
+        }
+        "xlsx" => xlsx_response(ENTERPRISE_HEADER, rows, lang, &name),
+        _ => Err(PageError::NotFound(lang)),
+    }
 }

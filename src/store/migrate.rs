@@ -78,6 +78,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "quarantine_replay",
         include_str!("migrations/0012_quarantine_replay.sql"),
     ),
+    (
+        17,
+        "alert_channels",
+        include_str!("migrations/0017_alert_channels.sql"),
+    ),
 ];
 
 /// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].

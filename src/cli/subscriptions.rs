@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use soilmon::config::Settings;
 use soilmon::deliver::filter::{Filters, LandClass, Scope};
 use soilmon::deliver::secrets::{self, Secrets};
-use soilmon::deliver::{self, email, engine, render, schedule, ChannelKind, Options, Outcome, Target};
+use soilmon::deliver::{
+    self, email, engine, render, schedule, ChannelKind, Options, Outcome, Target,
+};
 use soilmon::store::deliveries;
 use soilmon::store::subscriptions::{self, NewSubscription};
 
@@ -252,7 +254,10 @@ fn options(settings: &Settings, args: &AddArgs) -> Result<Options> {
     }
     o.concurrency = args.concurrency;
     if args.channel == "email" {
-        let from = args.from.as_deref().context("an e-mail subscription needs --from")?;
+        let from = args
+            .from
+            .as_deref()
+            .context("an e-mail subscription needs --from")?;
         email::mailbox(from).map_err(anyhow::Error::msg)?;
         if args.to.is_empty() {
             bail!("an e-mail subscription needs at least one --to address");
@@ -274,7 +279,10 @@ async fn add(settings: &Settings, client: &deadpool_postgres::Client, args: AddA
         bail!(secrets::SecretsError::NotConfigured);
     }
     let Some(channel) = ChannelKind::parse(&args.channel) else {
-        bail!("--channel {:?}: webhook, dingtalk, wecom or email", args.channel);
+        bail!(
+            "--channel {:?}: webhook, dingtalk, wecom or email",
+            args.channel
+        );
     };
     if channel == ChannelKind::Email {
         email::parse_server(&args.url).map_err(anyhow::Error::msg)?;

@@ -230,9 +230,21 @@ mod tests {
             ..Filters::default()
         };
         let s = Scope::Counties(vec!["441781".into()]);
-        assert!(incident_matches(&f, &s, &incident("441781", "Cd", "screening")));
-        assert!(!incident_matches(&f, &s, &incident("441781", "Pb", "screening")));
-        assert!(!incident_matches(&f, &s, &incident("441702", "Cd", "screening")));
+        assert!(incident_matches(
+            &f,
+            &s,
+            &incident("441781", "Cd", "screening")
+        ));
+        assert!(!incident_matches(
+            &f,
+            &s,
+            &incident("441781", "Pb", "screening")
+        ));
+        assert!(!incident_matches(
+            &f,
+            &s,
+            &incident("441702", "Cd", "screening")
+        ));
     }
 
     #[test]

@@ -80,9 +80,7 @@ pub fn parse_server(text: &str) -> Result<Server, String> {
             "URL {text:?}: tls=none is allowed for a loopback host only"
         ));
     }
-    let user = (!url.username().is_empty()).then(|| {
-        percent_decode(url.username())
-    });
+    let user = (!url.username().is_empty()).then(|| percent_decode(url.username()));
     Ok(Server {
         port: url.port().unwrap_or(default_port),
         host,
@@ -162,7 +160,10 @@ impl Mailer {
         if to.is_empty() {
             return Err("an e-mail subscription needs at least one --to address".into());
         }
-        let to = to.iter().map(|t| mailbox(t)).collect::<Result<Vec<_>, _>>()?;
+        let to = to
+            .iter()
+            .map(|t| mailbox(t))
+            .collect::<Result<Vec<_>, _>>()?;
         let from = mailbox(from)?;
         let tls = || -> Result<TlsParameters, String> {
             let mut b = TlsParameters::builder(s.host.clone());
@@ -243,7 +244,10 @@ mod tests {
             }
         );
         let s = parse_server("smtps://mail.example").unwrap();
-        assert_eq!((s.port, s.security, s.user), (465, Security::Implicit, None));
+        assert_eq!(
+            (s.port, s.security, s.user),
+            (465, Security::Implicit, None)
+        );
         let s = parse_server("smtp://127.0.0.1:2525?tls=none").unwrap();
         assert_eq!((s.port, s.security), (2525, Security::None));
         assert!(parse_server("smtp://mail.example:25?tls=none")

@@ -18,9 +18,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Next, Policy};
+use super::digest::DigestJob;
 use super::filter::{Filters, Scope};
 use super::ratelimit::{Plan, Window};
-use super::digest::DigestJob;
 use super::{render, schedule, secrets, DeliverError, Target};
 use crate::config::{DeliverConfig, Settings};
 use crate::store::deliveries::{self, Claimed, Concurrency, FanoutTarget};

@@ -261,7 +261,10 @@ impl Target {
         .ok_or_else(|| bad("no robot URL in deliver.secrets_file".into()))?;
         let (url, mailer) = if channel == ChannelKind::Email {
             let url = reqwest::Url::parse(&url_text).map_err(|e| bad(format!("URL: {e}")))?;
-            (url, Some(mailer(&url_text, &options, secret.as_deref(), timeout).map_err(bad)?))
+            (
+                url,
+                Some(mailer(&url_text, &options, secret.as_deref(), timeout).map_err(bad)?),
+            )
         } else {
             (check_url(&url_text).map_err(bad)?, None)
         };
@@ -343,9 +346,9 @@ impl Target {
             (ChannelKind::Email, Some(mailer)) => mailer.send(m, id, attempt).await,
             (ChannelKind::Email, None) => Outcome::failed("no mailer".into()),
             (ChannelKind::Webhook, _) => {
-                let body = json.cloned().unwrap_or_else(|| {
-                    serde_json::json!({"event_id": id, "title": m.title, "text": m.text})
-                });
+                let body = json.cloned().unwrap_or_else(
+                    || serde_json::json!({"event_id": id, "title": m.title, "text": m.text}),
+                );
                 webhook::send(self, &body, attempt).await
             }
             (ChannelKind::Dingtalk, _) => robot::send_dingtalk(self, m).await,

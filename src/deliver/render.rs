@@ -185,7 +185,10 @@ impl Context {
             format!("- 点位：{}", self.point(e)),
             format!("- 区县：{county}"),
             format!("- 状态：{state}"),
-            format!("- 逾期起始：{}（北京时间）", beijing(text(p, "overdue_since"))),
+            format!(
+                "- 逾期起始：{}（北京时间）",
+                beijing(text(p, "overdue_since"))
+            ),
         ];
         if !metals.is_empty() {
             lines.push(format!("- 逾期指标：{}", metals.join("、")));

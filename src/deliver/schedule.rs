@@ -89,7 +89,10 @@ mod tests {
     fn due_once_per_slot_and_not_before_creation() {
         let at = parse_local_time("08:30").unwrap();
         let created = utc("2026-12-06T01:00:00Z"); // 09:00 Beijing, after today's slot
-        assert_eq!(due(at, cst(), None, created, utc("2026-12-06T05:00:00Z")), None);
+        assert_eq!(
+            due(at, cst(), None, created, utc("2026-12-06T05:00:00Z")),
+            None
+        );
         let next = utc("2026-12-07T00:30:00Z");
         assert_eq!(
             due(at, cst(), None, created, utc("2026-12-07T00:31:00Z")),

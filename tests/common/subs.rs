@@ -69,7 +69,13 @@ impl Setup {
     }
 
     /// `subscriptions add NAME --bureau B --channel webhook --url URL EXTRA…`; the secret.
-    pub async fn webhook(&self, name: &str, bureau: &str, url: &str, extra: &[&str]) -> Result<String> {
+    pub async fn webhook(
+        &self,
+        name: &str,
+        bureau: &str,
+        url: &str,
+        extra: &[&str],
+    ) -> Result<String> {
         let mut args = vec![
             "subscriptions",
             "add",
@@ -206,4 +212,3 @@ pub fn five_alerts(prefix: &str) -> Vec<(String, Vec<u8>)> {
         ),
     ]
 }
-

@@ -96,9 +96,7 @@ async fn receiver(
                 .and_then(|v| v["msg_id"].as_str().map(str::to_string));
             let t0 = msg_id.and_then(|m| lock(&sent).get(&m).copied());
             if let Some(t0) = t0 {
-                lock(&seen)
-                    .latencies
-                    .push((at - t0).as_secs_f64() * 1000.0);
+                lock(&seen).latencies.push((at - t0).as_secs_f64() * 1000.0);
             }
             StatusCode::OK
         }
@@ -110,7 +108,10 @@ async fn receiver(
 }
 
 /// Writes the bureau, the subscriptions (`name`, URL, options) and their secrets.
-async fn subscribe(env: &BenchEnv, subs: &[(String, String, serde_json::Value)]) -> Result<(), BenchError> {
+async fn subscribe(
+    env: &BenchEnv,
+    subs: &[(String, String, serde_json::Value)],
+) -> Result<(), BenchError> {
     let db = env.db().await?;
     db.execute(
         "INSERT INTO broker_identities (username, kind, password_hash, all_counties)
@@ -229,8 +230,11 @@ async fn slow_rate(
     let options = serde_json::json!({ "concurrency": concurrency });
     let url = format!("http://127.0.0.1:{port}/slow");
     subscribe(env, &[(name.to_string(), url, options)]).await?;
-    db.execute("UPDATE subscriptions SET paused = true WHERE name = $1", &[&name])
-        .await?;
+    db.execute(
+        "UPDATE subscriptions SET paused = true WHERE name = $1",
+        &[&name],
+    )
+    .await?;
     let burst = 4_000;
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     publish_paced(env, gen, 2_000.0, burst, &sent).await?;
@@ -252,8 +256,11 @@ async fn slow_rate(
     }
     let queued = pending(db, Some(name)).await?;
     let before = count.load(Ordering::Relaxed);
-    db.execute("UPDATE subscriptions SET paused = false WHERE name = $1", &[&name])
-        .await?;
+    db.execute(
+        "UPDATE subscriptions SET paused = false WHERE name = $1",
+        &[&name],
+    )
+    .await?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(60);
     while pending(db, Some(name)).await? > 0 && Instant::now() < deadline {

@@ -68,37 +68,21 @@ async fn email_one_message_per_alert_in_chinese() -> Result<()> {
     let sink = SmtpSink::start(USER, PASSWORD)?;
     // Bad e-mail configuration is refused at add time.
     let e = s
-        .cli_fails(&[
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
+        .add_fails(
             "yangchun-epb",
-            "--channel",
             "email",
-            "--url",
             "smtp://mail.example:25?tls=none",
-            "--from",
-            "a@example.org",
-            "--to",
-            "b@example.org",
-        ])
+            &["--from", "a@example.org", "--to", "b@example.org"],
+        )
         .await?;
     assert!(e.contains("loopback host only"), "{e}");
     let e = s
-        .cli_fails(&[
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
+        .add_fails(
             "yangchun-epb",
-            "--channel",
             "email",
-            "--url",
             &sink.url(USER),
-            "--from",
-            "a@example.org",
-        ])
+            &["--from", "a@example.org"],
+        )
         .await?;
     assert!(e.contains("at least one --to"), "{e}");
     email_sub(&s, &sink, "mail", &["--metal", "Cd"]).await?;

@@ -25,66 +25,25 @@ async fn filters_signatures_and_order() -> Result<()> {
     let r = Receiver::start()?;
     // Bad configuration is refused at add time, with the reason.
     let e = s
-        .cli_fails(&[
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
+        .add_fails(
             "yangchun-epb",
-            "--channel",
             "webhook",
-            "--url",
             &r.url("/x"),
-            "--county",
-            "441702",
-        ])
+            &["--county", "441702"],
+        )
         .await?;
     assert!(
         e.contains("county \"441702\" is outside the bureau's scope (441781)"),
         "{e}"
     );
     let e = s
-        .cli_fails(&[
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
-            "yangchun-epb",
-            "--channel",
-            "webhook",
-            "--url",
-            &r.url("/x"),
-            "--metal",
-            "Fe",
-        ])
+        .add_fails("yangchun-epb", "webhook", &r.url("/x"), &["--metal", "Fe"])
         .await?;
     assert!(e.contains("unknown metal \"Fe\""), "{e}");
-    let e = s
-        .cli_fails(&[
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
-            "nobody",
-            "--channel",
-            "webhook",
-            "--url",
-            &r.url("/x"),
-        ])
-        .await?;
+    let e = s.add_fails("nobody", "webhook", &r.url("/x"), &[]).await?;
     assert!(e.contains("no active bureau \"nobody\""), "{e}");
     let e = s
-        .cli_fails(&[
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
-            "yangchun-epb",
-            "--channel",
-            "webhook",
-            "--url",
-            "ftp://127.0.0.1/x",
-        ])
+        .add_fails("yangchun-epb", "webhook", "ftp://127.0.0.1/x", &[])
         .await?;
     assert!(e.contains("must be http(s)://"), "{e}");
     // An unreachable URL is allowed at add, and `test` says so.

@@ -68,6 +68,30 @@ impl Setup {
         Ok(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
+    /// `subscriptions add x --bureau B --channel C --url URL EXTRA…`, which must be refused;
+    /// its stderr.
+    pub async fn add_fails(
+        &self,
+        bureau: &str,
+        channel: &str,
+        url: &str,
+        extra: &[&str],
+    ) -> Result<String> {
+        let mut args = vec![
+            "subscriptions",
+            "add",
+            "x",
+            "--bureau",
+            bureau,
+            "--channel",
+            channel,
+            "--url",
+            url,
+        ];
+        args.extend_from_slice(extra);
+        self.cli_fails(&args).await
+    }
+
     /// `subscriptions add NAME --bureau B --channel webhook --url URL EXTRA…`; the secret.
     pub async fn webhook(
         &self,

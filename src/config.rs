@@ -434,6 +434,15 @@ pub struct DeliverConfig {
     pub console_base_url: String,
     /// County code → Chinese name, shown in messages.
     pub county_names: BTreeMap<String, String>,
+    /// Deliveries a subscription may have in flight at once, each on its own incident key
+    /// (point × metal), unless it sets its own; 1: strictly in order per subscription.
+    pub per_subscription: usize,
+    /// UTC offset of digest and reminder times, hours (8: Asia/Shanghai, no DST).
+    pub digest_utc_offset_hours: i32,
+    /// Local time (HH:MM) of the daily reminder of a subscription without a digest.
+    pub reminder_at: String,
+    /// Most state changes (deliveries) one digest carries; the rest go in the next.
+    pub digest_max: i64,
 }
 
 impl Default for DeliverConfig {
@@ -457,6 +466,10 @@ impl Default for DeliverConfig {
             secrets_file: PathBuf::new(),
             console_base_url: String::new(),
             county_names: BTreeMap::new(),
+            per_subscription: 1,
+            digest_utc_offset_hours: 8,
+            reminder_at: "09:00".into(),
+            digest_max: 500,
         }
     }
 }
@@ -884,6 +897,20 @@ impl Settings {
             invalid(
                 "deliver.backoff_min_ms",
                 "need 0 < backoff_min_ms <= backoff_max_ms",
+            );
+        }
+        if d.per_subscription == 0 || d.digest_max < 1 {
+            invalid(
+                "deliver.per_subscription",
+                "per_subscription and digest_max must be at least 1",
+            );
+        }
+        if !(-12..=14).contains(&d.digest_utc_offset_hours)
+            || chrono::NaiveTime::parse_from_str(&d.reminder_at, "%H:%M").is_err()
+        {
+            invalid(
+                "deliver.reminder_at",
+                "reminder_at must be HH:MM and digest_utc_offset_hours within -12..=14",
             );
         }
     }

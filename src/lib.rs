@@ -68,11 +68,13 @@
 //!   RabbitMQ over AMQP with confirms in cluster mode), marked sent only after the broker
 //!   acknowledged them; of N instances one publishes at a time (the outbox lock).
 //! - [`deliver`] — alert delivery to bureau subscriptions: the pure parts
-//!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`];
-//!   the channels [`deliver::webhook`] and [`deliver::robot`] (DingTalk, WeCom); the secrets
-//!   file [`deliver::secrets`]; and [`deliver::engine`] (outbox → `deliveries` fan-out,
-//!   claims with leases, sends, retries, dead letters). Its SQL is in
-//!   [`store::subscriptions`] and [`store::deliveries`].
+//!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`],
+//!   [`deliver::schedule`] (digest times); the channels [`deliver::webhook`],
+//!   [`deliver::robot`] (DingTalk, WeCom) and [`deliver::email`] (SMTP); the secrets file
+//!   [`deliver::secrets`]; [`deliver::engine`] (outbox → `deliveries` fan-out, claims with
+//!   leases per incident key, sends, retries, dead letters) and [`deliver::digest`] (daily
+//!   digests and reminders). Its SQL is in [`store::subscriptions`],
+//!   [`store::deliveries`] and [`store::digests`].
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector
 //!   and the publisher.
 //! - [`amqp`] — cluster mode's AMQP 0-9-1 adapter (lapin): connecting to the first RabbitMQ

@@ -105,6 +105,7 @@ readonly PACKAGES=(
 	openssl                     # tests/security.rs makes a throwaway CA with the CLI
 	chromium chromium-driver    # tests/console.rs drives the web console over WebDriver
 	fonts-wqy-microhei          # CJK glyphs for the console's screenshots
+	python3-aiosmtpd            # tests/email.rs: a real SMTP server on loopback (tests/common/smtp_sink.py)
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }

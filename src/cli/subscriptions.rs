@@ -1,7 +1,8 @@
 //! `soilmon subscriptions …` (alert subscriptions of bureaus: webhooks, DingTalk and WeCom
-//! robots) and `soilmon deliveries …` (what was sent, what failed, retry by hand).
+//! robots, e-mail; immediate or daily digests) and `soilmon deliveries …` (what was sent, what failed, retry by hand).
 //!
-//! Secrets (the webhook HMAC key, a robot's URL with its token, DingTalk's signing secret)
+//! Secrets (the webhook HMAC key, a robot's URL with its token, DingTalk's signing secret,
+//! the SMTP password)
 //! go to `deliver.secrets_file`, never to the database; a generated webhook key is printed
 //! once, at `add`.
 
@@ -15,7 +16,9 @@ use serde_json::{json, Value};
 use soilmon::config::Settings;
 use soilmon::deliver::filter::{Filters, LandClass, Scope};
 use soilmon::deliver::secrets::{self, Secrets};
-use soilmon::deliver::{self, engine, render, ChannelKind, Options, Outcome, Target};
+use soilmon::deliver::{
+    self, email, engine, render, schedule, ChannelKind, Options, Outcome, Target,
+};
 use soilmon::store::deliveries;
 use soilmon::store::subscriptions::{self, NewSubscription};
 
@@ -25,7 +28,8 @@ use super::{admin_connect, write_lines};
 pub enum SubscriptionsCommand {
     /// Create a subscription for a bureau; a webhook's signing secret is printed once.
     Add(Box<AddArgs>),
-    /// List subscriptions: channel, target (tokens redacted), filters, queue.
+    /// List subscriptions: channel, target (tokens redacted), filters, options (digest,
+    /// reminders, concurrency, e-mail addresses), queue.
     List,
     /// Send a test message through the subscription's channel and print the answer.
     Test {
@@ -56,12 +60,31 @@ pub struct AddArgs {
     /// Owning bureau (a `soilmon bureaus add` identity); its counties bound the filters.
     #[arg(long)]
     bureau: String,
-    /// webhook, dingtalk or wecom.
+    /// webhook, dingtalk, wecom or email.
     #[arg(long)]
     channel: String,
-    /// Receiver URL (a robot's URL with its access token / key).
+    /// Receiver URL (a robot's URL with its access token / key); for e-mail the SMTP
+    /// server: smtp://[user@]host[:587] (STARTTLS), smtps://[user@]host[:465], or
+    /// smtp://127.0.0.1:PORT?tls=none (loopback only).
     #[arg(long)]
     url: String,
+    /// E-mail: recipient address, repeatable.
+    #[arg(long = "to")]
+    to: Vec<String>,
+    /// E-mail: sender address.
+    #[arg(long)]
+    from: Option<String>,
+    /// Send a daily digest at this local time (HH:MM, deliver.digest_utc_offset_hours)
+    /// instead of every event at once.
+    #[arg(long)]
+    digest_at: Option<String>,
+    /// Remind every day of incidents open longer than this many days.
+    #[arg(long)]
+    remind_days: Option<u32>,
+    /// Deliveries in flight at once, each on its own incident (point × metal); order is
+    /// kept per incident (default deliver.per_subscription).
+    #[arg(long)]
+    concurrency: Option<usize>,
     /// County code (within the bureau's scope), repeatable; default: all of the bureau's.
     #[arg(long = "county")]
     counties: Vec<String>,
@@ -71,7 +94,8 @@ pub struct AddArgs {
     /// screening or intervention, repeatable; default: both.
     #[arg(long = "level")]
     levels: Vec<String>,
-    /// opened, escalated, deescalated, cleared, late_exceedance; repeatable; default: all.
+    /// opened, escalated, deescalated, cleared, late_exceedance (default: these five),
+    /// and on request overdue, overdue_cleared, incident_action; repeatable.
     #[arg(long = "state")]
     states: Vec<String>,
     /// station or lab, repeatable; default: both.
@@ -89,8 +113,8 @@ pub struct AddArgs {
     /// CA certificate (PEM) the receiver's certificate must chain to.
     #[arg(long)]
     ca_file: Option<PathBuf>,
-    /// File holding the secret: the webhook HMAC key (default: generated and printed once)
-    /// or DingTalk's signing secret (SEC…).
+    /// File holding the secret: the webhook HMAC key (default: generated and printed once),
+    /// DingTalk's signing secret (SEC…) or the SMTP password.
     #[arg(long)]
     secret_file: Option<PathBuf>,
 }
@@ -134,12 +158,13 @@ pub async fn subscriptions(settings: &Settings, c: SubscriptionsCommand) -> Resu
                 .iter()
                 .map(|s| {
                     format!(
-                        "{}\tbureau={}\t{}\t{}\tfilters={}\t{}\tpending={}\tdead={}",
+                        "{}\tbureau={}\t{}\t{}\tfilters={}\toptions={}\t{}\tpending={}\tdead={}",
                         s.name,
                         s.bureau,
                         s.channel,
                         s.target,
                         s.filters,
+                        s.options,
                         if s.paused { "paused" } else { "active" },
                         s.pending,
                         s.dead
@@ -216,6 +241,35 @@ fn options(settings: &Settings, args: &AddArgs) -> Result<Options> {
         soilmon::config::tls_client_config(&ca).map_err(anyhow::Error::msg)?;
         o.ca_file = Some(ca);
     }
+    if let Some(at) = &args.digest_at {
+        schedule::parse_local_time(at).map_err(anyhow::Error::msg)?;
+        o.digest_at = Some(at.clone());
+    }
+    if args.remind_days == Some(0) {
+        bail!("--remind-days: at least 1");
+    }
+    o.remind_days = args.remind_days;
+    if args.concurrency == Some(0) {
+        bail!("--concurrency: at least 1");
+    }
+    o.concurrency = args.concurrency;
+    if args.channel == "email" {
+        let from = args
+            .from
+            .as_deref()
+            .context("an e-mail subscription needs --from")?;
+        email::mailbox(from).map_err(anyhow::Error::msg)?;
+        if args.to.is_empty() {
+            bail!("an e-mail subscription needs at least one --to address");
+        }
+        for t in &args.to {
+            email::mailbox(t).map_err(anyhow::Error::msg)?;
+        }
+        o.from = Some(from.to_string());
+        o.to = args.to.clone();
+    } else if args.from.is_some() || !args.to.is_empty() {
+        bail!("--from and --to are for --channel email");
+    }
     Ok(o)
 }
 
@@ -225,9 +279,16 @@ async fn add(settings: &Settings, client: &deadpool_postgres::Client, args: AddA
         bail!(secrets::SecretsError::NotConfigured);
     }
     let Some(channel) = ChannelKind::parse(&args.channel) else {
-        bail!("--channel {:?}: webhook, dingtalk or wecom", args.channel);
+        bail!(
+            "--channel {:?}: webhook, dingtalk, wecom or email",
+            args.channel
+        );
     };
-    deliver::check_url(&args.url).map_err(anyhow::Error::msg)?;
+    if channel == ChannelKind::Email {
+        email::parse_server(&args.url).map_err(anyhow::Error::msg)?;
+    } else {
+        deliver::check_url(&args.url).map_err(anyhow::Error::msg)?;
+    }
     let (counties, all) = subscriptions::bureau_scope(client, &args.bureau).await?;
     let scope = if all {
         Scope::All
@@ -247,6 +308,13 @@ async fn add(settings: &Settings, client: &deadpool_postgres::Client, args: AddA
     };
     let generated = (channel == ChannelKind::Webhook && given.is_none()).then(secrets::new_secret);
     let (target, sec) = match channel {
+        ChannelKind::Email => (
+            args.url.clone(),
+            Secrets {
+                secret: given,
+                url: None,
+            },
+        ),
         ChannelKind::Webhook => (
             args.url.clone(),
             Secrets {
@@ -322,7 +390,12 @@ async fn test(settings: &Settings, client: &deadpool_postgres::Client, name: &st
     };
     match target.send(&[event], &ctx, 1).await {
         Outcome::Delivered { status, answer } => {
-            println!("delivered: HTTP {status} {answer}");
+            let proto = if target.channel == ChannelKind::Email {
+                "SMTP"
+            } else {
+                "HTTP"
+            };
+            println!("delivered: {proto} {status} {answer}");
             Ok(())
         }
         Outcome::Failed { error, .. } => bail!("test message not delivered: {error}"),

@@ -1,9 +1,10 @@
-//! The delivery engine inside `soilmon run`: fans alert events out of the outbox into
-//! `deliveries` rows, claims the due head of each subscription, sends it through the
-//! subscription's channel and records the outcome.
+//! The delivery engine inside `soilmon run`: fans alert and incident-workflow events out of
+//! the outbox into `deliveries` rows, claims the due head of each (subscription, incident
+//! key) up to the subscription's concurrency, sends it through the subscription's channel
+//! and records the outcome; sends the daily digests and reminders when due.
 //!
 //! It runs beside the MQTT publisher and touches the ingest path nowhere: a slow or dead
-//! receiver holds only its own subscription's lease and one of `deliver.workers` slots
+//! receiver holds only its own subscription's leases and some of `deliver.workers` slots
 //! (bounded by its timeout), while the other subscriptions are claimed and sent in parallel.
 //! At least once: a delivery is marked only after its receiver answered; an instance that
 //! dies mid-delivery leaves a lease that runs out, and the delivery is sent again.
@@ -17,12 +18,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Next, Policy};
+use super::digest::DigestJob;
 use super::filter::{Filters, Scope};
 use super::ratelimit::{Plan, Window};
-use super::{render, secrets, DeliverError, Target};
+use super::{render, schedule, secrets, DeliverError, Target};
 use crate::config::{DeliverConfig, Settings};
-use crate::store::deliveries::{self, Claimed, FanoutTarget};
-use crate::store::subscriptions;
+use crate::store::deliveries::{self, Claimed, Concurrency, FanoutTarget};
+use crate::store::{digests, subscriptions};
 use crate::telemetry;
 
 /// The retry policy of the configuration.
@@ -66,6 +68,18 @@ pub fn matching(targets: &[FanoutTarget], payload: &serde_json::Value) -> Vec<i6
 struct Built {
     fingerprint: String,
     target: Arc<Target>,
+    /// Its creation and its bureau's scope (digests).
+    created_at: chrono::DateTime<chrono::Utc>,
+    scope: Scope,
+    filters: serde_json::Value,
+}
+
+/// What a finished task was.
+pub(super) enum Done {
+    /// A delivery (or a folded batch) of this subscription.
+    Delivery(i64),
+    /// The digest of this subscription; the slot, if it was sent.
+    Digest(i64, Option<chrono::DateTime<chrono::Utc>>),
 }
 
 struct Engine {
@@ -77,8 +91,10 @@ struct Engine {
     targets: HashMap<i64, Built>,
     unusable: HashMap<i64, String>,
     windows: HashMap<i64, Window>,
-    in_flight: HashSet<i64>,
-    tasks: JoinSet<i64>,
+    in_flight: HashMap<i64, usize>,
+    digesting: HashSet<i64>,
+    digest_sent: HashMap<i64, Option<chrono::DateTime<chrono::Utc>>>,
+    tasks: JoinSet<Done>,
     refreshed: Option<Instant>,
     stats: Option<Instant>,
 }
@@ -95,7 +111,9 @@ pub async fn run(settings: Arc<Settings>, pool: Pool, shutdown: CancellationToke
         targets: HashMap::new(),
         unusable: HashMap::new(),
         windows: HashMap::new(),
-        in_flight: HashSet::new(),
+        in_flight: HashMap::new(),
+        digesting: HashSet::new(),
+        digest_sent: HashMap::new(),
         tasks: JoinSet::new(),
         refreshed: None,
         stats: None,
@@ -122,20 +140,36 @@ pub async fn run(settings: Arc<Settings>, pool: Pool, shutdown: CancellationToke
 }
 
 impl Engine {
-    fn finished(&mut self, done: Result<i64, tokio::task::JoinError>) {
+    fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
         match done {
-            Ok(id) => {
-                self.in_flight.remove(&id);
+            Ok(Done::Delivery(id)) => {
+                if let Some(n) = self.in_flight.get_mut(&id) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.in_flight.remove(&id);
+                    }
+                }
+            }
+            Ok(Done::Digest(id, sent)) => {
+                self.digesting.remove(&id);
+                if let Some(slot) = sent {
+                    self.digest_sent.insert(id, Some(slot));
+                }
             }
             Err(e) => {
-                // A panicked send: its lease runs out and it is claimed again; the whole
-                // in-flight set is rebuilt from the tasks still running.
+                // A panicked send: its lease runs out and it is claimed again; the
+                // in-flight counts are reset once no task runs.
                 telemetry::delivery_engine_failed("a delivery task", &e);
                 if self.tasks.is_empty() {
                     self.in_flight.clear();
+                    self.digesting.clear();
                 }
             }
         }
+    }
+
+    fn in_flight_total(&self) -> usize {
+        self.in_flight.values().sum::<usize>() + self.digesting.len()
     }
 
     async fn round(&mut self) {
@@ -154,6 +188,9 @@ impl Engine {
         }
         if let Err(e) = self.dispatch().await {
             telemetry::delivery_engine_failed("claiming deliveries", &e);
+        }
+        if let Err(e) = self.digests().await {
+            telemetry::delivery_engine_failed("digests", &e);
         }
         if self.stats.is_none_or_elapsed(Duration::from_secs(5)) {
             self.stats = Some(Instant::now());
@@ -179,6 +216,7 @@ impl Engine {
             .await
             .map_err(crate::store::StoreError::from)?;
         let subs = subscriptions::list(&db).await?;
+        self.digest_sent = digests::last_sent(&db).await?.into_iter().collect();
         drop(db);
         let d = &self.settings.deliver;
         let all_secrets = match secrets::load(&d.secrets_file) {
@@ -191,7 +229,10 @@ impl Engine {
         for s in &subs {
             live.insert(s.id);
             let sec = all_secrets.get(&s.name);
-            let fingerprint = format!("{}|{}|{}|{:?}", s.target, s.options, s.channel, sec);
+            let fingerprint = format!(
+                "{}|{}|{}|{:?}|{}|{:?}|{}",
+                s.target, s.options, s.channel, sec, s.filters, s.bureau_counties, s.bureau_all
+            );
             if self
                 .targets
                 .get(&s.id)
@@ -208,11 +249,19 @@ impl Engine {
                             Window::new(d.robot_per_minute, Duration::from_secs(60))
                         });
                     }
+                    let scope = if s.bureau_all {
+                        Scope::All
+                    } else {
+                        Scope::Counties(s.bureau_counties.clone())
+                    };
                     self.targets.insert(
                         s.id,
                         Built {
                             fingerprint,
                             target,
+                            created_at: s.created_at,
+                            scope,
+                            filters: s.filters.clone(),
                         },
                     );
                 }
@@ -255,24 +304,47 @@ impl Engine {
             .settings
             .deliver
             .workers
-            .saturating_sub(self.in_flight.len());
+            .saturating_sub(self.in_flight_total());
         if free == 0 {
             return Ok(());
         }
         let now = Instant::now();
-        let mut exclude: Vec<i64> = self.in_flight.iter().copied().collect();
-        exclude.extend(self.unusable.keys().copied());
+        let mut exclude: Vec<i64> = self.unusable.keys().copied().collect();
         for (id, w) in self.windows.iter_mut() {
             if matches!(w.plan(now), Plan::WaitUntil(_)) {
                 exclude.push(*id);
             }
         }
+        // Digest subscriptions are sent by `digests`, all at once.
+        exclude.extend(
+            self.targets
+                .iter()
+                .filter(|(_, b)| b.target.options.digest_at.is_some())
+                .map(|(id, _)| *id),
+        );
+        let default_limit = self.settings.deliver.per_subscription;
+        let limits: Vec<Concurrency> = self
+            .targets
+            .iter()
+            .map(|(id, b)| Concurrency {
+                subscription_id: *id,
+                limit: concurrency(&b.target, default_limit),
+            })
+            .collect();
         let db = self
             .pool
             .get()
             .await
             .map_err(crate::store::StoreError::from)?;
-        let heads = deliveries::claim_heads(&db, free as i64, &exclude, self.lease).await?;
+        let heads = deliveries::claim_heads(
+            &db,
+            free as i64,
+            &exclude,
+            &limits,
+            i32::try_from(default_limit).unwrap_or(i32::MAX),
+            self.lease,
+        )
+        .await?;
         let unknown: Vec<i64> = heads
             .iter()
             .filter(|h| !self.targets.contains_key(&h.subscription_id))
@@ -309,7 +381,7 @@ impl Engine {
                 }
                 w.record(now);
             }
-            self.in_flight.insert(target.id);
+            *self.in_flight.entry(target.id).or_default() += 1;
             let task = Delivery {
                 pool: self.pool.clone(),
                 target,
@@ -320,6 +392,77 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Starts the digests and reminders that are due (see [`schedule`]).
+    async fn digests(&mut self) -> Result<(), DeliverError> {
+        let d = &self.settings.deliver;
+        let Some(offset) = chrono::FixedOffset::east_opt(d.digest_utc_offset_hours * 3600) else {
+            return Ok(());
+        };
+        let now = chrono::Utc::now();
+        let mut due = Vec::new();
+        for (id, b) in &self.targets {
+            let o = &b.target.options;
+            let at = match (&o.digest_at, o.remind_days) {
+                (Some(at), _) => at.as_str(),
+                (None, Some(_)) => d.reminder_at.as_str(),
+                (None, None) => continue,
+            };
+            if self.digesting.contains(id) {
+                continue;
+            }
+            let Ok(at) = schedule::parse_local_time(at) else {
+                continue;
+            };
+            let last = self.digest_sent.get(id).copied().flatten();
+            if let Some(slot) = schedule::due(at, offset, last, b.created_at, now) {
+                due.push((*id, last, slot));
+            }
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let db = self
+            .pool
+            .get()
+            .await
+            .map_err(crate::store::StoreError::from)?;
+        for (id, last, slot) in due {
+            let Some(b) = self.targets.get(&id) else {
+                continue;
+            };
+            if !digests::claim(&db, id, last, self.lease).await? {
+                continue;
+            }
+            let filters = serde_json::from_value::<Filters>(b.filters.clone()).unwrap_or_default();
+            let job = DigestJob {
+                pool: self.pool.clone(),
+                target: b.target.clone(),
+                ctx: self.ctx.clone(),
+                policy: self.policy,
+                lease: self.lease,
+                max: d.digest_max,
+                scope: b.scope.clone(),
+                filters,
+                from: last.unwrap_or(b.created_at),
+                slot,
+            };
+            self.digesting.insert(id);
+            self.tasks.spawn(job.run());
+        }
+        Ok(())
+    }
+}
+
+/// A subscription's concurrency: its own or the default; 1 for robots (rate-limited and
+/// folded) and digests.
+fn concurrency(t: &Target, default: usize) -> i32 {
+    let n = if t.channel.is_robot() || t.options.digest_at.is_some() {
+        1
+    } else {
+        t.options.concurrency.unwrap_or(default)
+    };
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 /// `Option<Instant>` as a "last done" stamp.
@@ -345,7 +488,7 @@ struct Delivery {
 }
 
 impl Delivery {
-    async fn run(self, batch: Vec<Claimed>) -> i64 {
+    async fn run(self, batch: Vec<Claimed>) -> Done {
         let events: Vec<render::Event<'_>> = batch
             .iter()
             .map(|c| render::Event {
@@ -360,7 +503,7 @@ impl Delivery {
             // Not recorded: the lease runs out and the delivery is sent again.
             telemetry::delivery_engine_failed("recording a delivery", &e);
         }
-        self.target.id
+        Done::Delivery(self.target.id)
     }
 
     async fn record(&self, batch: &[Claimed], outcome: super::Outcome) -> Result<(), DeliverError> {

@@ -1,6 +1,11 @@
 //! Subscription filters, pure: which alert events a subscription receives.
 //!
-//! A filter lists allowed values per field; an empty list allows every value. The bureau's
+//! A filter lists allowed values per field; an empty list allows every value, except for
+//! `states`: empty means the exceedance states ([`STATES`]); overdue events (network
+//! management: `overdue`, `overdue_cleared`) and the console's incident workflow events
+//! (`incident_action`) are received only when a subscription names them ([`OPT_IN_STATES`]).
+//! A field an event does not carry (an overdue event has no metal, a workflow event no
+//! level) does not exclude it; the county always applies. The bureau's
 //! own county scope always applies on top of the filter, so a subscription can narrow what
 //! its bureau may read, never widen it. [`Filters::check`] refuses, at `subscriptions add`,
 //! any value soilmon would never send.
@@ -18,6 +23,9 @@ pub const STATES: [&str; 5] = [
     "cleared",
     "late_exceedance",
 ];
+/// Event kinds received only when named in `states`: overdue points (and their clearing)
+/// from network management, and incident workflow actions from the console.
+pub const OPT_IN_STATES: [&str; 3] = ["overdue", "overdue_cleared", "incident_action"];
 /// Event levels.
 pub const LEVELS: [&str; 2] = ["screening", "intervention"];
 /// Sources of a reading.
@@ -120,9 +128,18 @@ fn check_list(field: &'static str, values: &[String], allowed: &[&str]) -> Resul
     }
 }
 
-/// Whether `value` is allowed by `list` (an empty list allows everything).
+/// Whether `value` is allowed by `list`: an empty list allows everything, and so does an
+/// event without the field.
 fn allows(list: &[String], value: Option<&str>) -> bool {
-    list.is_empty() || value.is_some_and(|v| list.iter().any(|x| x == v))
+    list.is_empty() || value.map_or(true, |v| list.iter().any(|x| x == v))
+}
+
+/// The filter state of an event: its `state`, or `incident_action` for a workflow event.
+pub fn event_state(payload: &Value) -> &str {
+    match payload.get("event").and_then(Value::as_str) {
+        Some("incident_action") => "incident_action",
+        _ => payload.get("state").and_then(Value::as_str).unwrap_or(""),
+    }
 }
 
 impl Filters {
@@ -154,7 +171,8 @@ impl Filters {
         }
         self.metals = metals;
         check_list("level", &self.levels, &LEVELS)?;
-        check_list("state", &self.states, &STATES)?;
+        let states: Vec<&str> = STATES.iter().chain(&OPT_IN_STATES).copied().collect();
+        check_list("state", &self.states, &states)?;
         check_list("source", &self.sources, &SOURCES)?;
         Ok(self)
     }
@@ -165,13 +183,19 @@ impl Filters {
         let field = |k: &str| payload.get(k).and_then(Value::as_str);
         let county = field("county_code").unwrap_or_default();
         let class = field("land_use").map(LandClass::of_land_use);
+        let state = event_state(payload);
+        let state_ok = if self.states.is_empty() {
+            STATES.contains(&state)
+        } else {
+            self.states.iter().any(|s| s == state)
+        };
         scope.covers(county)
+            && state_ok
             && allows(&self.counties, Some(county))
             && allows(&self.metals, field("metal"))
             && allows(&self.levels, field("level"))
-            && allows(&self.states, field("state"))
             && allows(&self.sources, field("source"))
-            && (self.land_class.is_none() || class == self.land_class)
+            && (self.land_class.is_none() || class.is_none() || class == self.land_class)
     }
 }
 
@@ -253,6 +277,37 @@ mod tests {
         let mut lab = event("441781", "Pb", "screening", "opened", "development_first");
         lab["source"] = json!("lab");
         assert!(!f.matches(&s, &lab));
+    }
+
+    #[test]
+    fn overdue_and_workflow_events_only_on_request() {
+        let overdue = json!({"state": "overdue", "county_code": "441781", "land_use": "paddy",
+                             "point_id": "p"});
+        let action = json!({"event": "incident_action", "action": "acknowledge",
+                            "county_code": "441781", "metal": "Cd", "point_id": "p"});
+        let s = yangchun();
+        assert!(!Filters::default().matches(&s, &overdue));
+        assert!(!Filters::default().matches(&s, &action));
+        let f = Filters {
+            states: vec!["overdue".into(), "incident_action".into()],
+            metals: vec!["Cd".into()],
+            levels: vec!["intervention".into()],
+            ..Filters::default()
+        }
+        .check(&s)
+        .unwrap();
+        assert!(f.matches(&s, &overdue));
+        assert!(f.matches(&s, &action));
+        let mut pb = action.clone();
+        pb["metal"] = json!("Pb");
+        assert!(!f.matches(&s, &pb));
+        let mut elsewhere = overdue.clone();
+        elsewhere["county_code"] = json!("441702");
+        assert!(!f.matches(&s, &elsewhere));
+        assert!(!f.matches(
+            &s,
+            &event("441781", "Cd", "intervention", "opened", "paddy")
+        ));
     }
 
     #[test]

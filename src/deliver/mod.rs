@@ -1,19 +1,24 @@
-//! Alert delivery to where bureau staff read alerts: webhooks and DingTalk / WeCom group
-//! robots, from bureau-owned subscriptions, at least once, in order per subscription.
+//! Alert delivery to where bureau staff read alerts: webhooks, DingTalk / WeCom group
+//! robots and e-mail, from bureau-owned subscriptions, at least once, in order per incident
+//! key within a subscription, one by one or in a daily digest.
 //!
 //! The pure parts: [`filter`] (which events a subscription gets), [`backoff`] (retry timing,
 //! `Retry-After`, dead-lettering), [`ratelimit`] (robot limits and folding), [`render`]
-//! (the Chinese message text). The adapters: [`webhook`] and [`robot`] (the channels over
-//! HTTP), [`secrets`] (the secrets file), and [`engine`] (fan-out of outbox events into
+//! (the Chinese message text), [`schedule`] (when digests and reminders are due). The
+//! adapters: [`webhook`] and [`robot`] (the channels over HTTP), [`email`] (SMTP),
+//! [`digest`] (one digest or reminder), [`secrets`] (the secrets file), and [`engine`] (fan-out of outbox events into
 //! `deliveries` rows, claiming, sending, recording), which `soilmon run` starts next to the
 //! MQTT publisher and which never touches the ingest path.
 
 pub mod backoff;
+pub mod digest;
+pub mod email;
 pub mod engine;
 pub mod filter;
 pub mod ratelimit;
 pub mod render;
 pub mod robot;
+pub mod schedule;
 pub mod secrets;
 pub mod webhook;
 
@@ -49,6 +54,8 @@ pub enum ChannelKind {
     Dingtalk,
     /// WeCom group robot (markdown).
     Wecom,
+    /// E-mail over SMTP (plain text).
+    Email,
 }
 
 impl ChannelKind {
@@ -58,6 +65,7 @@ impl ChannelKind {
             "webhook" => Some(ChannelKind::Webhook),
             "dingtalk" => Some(ChannelKind::Dingtalk),
             "wecom" => Some(ChannelKind::Wecom),
+            "email" => Some(ChannelKind::Email),
             _ => None,
         }
     }
@@ -68,12 +76,13 @@ impl ChannelKind {
             ChannelKind::Webhook => "webhook",
             ChannelKind::Dingtalk => "dingtalk",
             ChannelKind::Wecom => "wecom",
+            ChannelKind::Email => "email",
         }
     }
 
-    /// Robots fold pending alerts past their rate limit; webhooks never do.
+    /// Robots fold pending alerts past their rate limit; webhooks and e-mail never do.
     pub fn is_robot(self) -> bool {
-        !matches!(self, ChannelKind::Webhook)
+        matches!(self, ChannelKind::Dingtalk | ChannelKind::Wecom)
     }
 }
 
@@ -90,6 +99,24 @@ pub struct Options {
     /// system's roots.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// E-mail: the sender address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// E-mail: the recipients.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<String>,
+    /// Digest: local time `HH:MM` (`deliver.digest_utc_offset_hours`) of the daily digest;
+    /// unset: every event is sent at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest_at: Option<String>,
+    /// Reminder: incidents open longer than this many days are listed again every day at
+    /// `digest_at` (or `deliver.reminder_at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remind_days: Option<u32>,
+    /// Deliveries in flight at once for this subscription, each on its own incident key
+    /// (default `deliver.per_subscription`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
 }
 
 /// What one attempt came to.
@@ -182,7 +209,8 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A subscription ready to send: its HTTP client (timeout, CA), URL, headers and secret.
+/// A subscription ready to send: its HTTP client (timeout, CA) or mailer, URL, headers,
+/// secret and options.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// Subscription id.
@@ -191,11 +219,14 @@ pub struct Target {
     pub name: String,
     /// Channel.
     pub channel: ChannelKind,
+    /// Channel options (digest, reminders, concurrency…).
+    pub options: Options,
     client: reqwest::Client,
     url: reqwest::Url,
     headers: Vec<(String, String)>,
     secret: Option<String>,
     timeout: Duration,
+    mailer: Option<email::Mailer>,
 }
 
 /// A URL with its query (a robot's token) replaced by `…`, for the database and listings.
@@ -219,20 +250,29 @@ impl Target {
             .ok_or_else(|| bad(format!("unknown channel {:?}", sub.channel)))?;
         let options: Options = serde_json::from_value(sub.options.clone())
             .map_err(|e| bad(format!("options: {e}")))?;
-        let url_text = match channel {
-            ChannelKind::Webhook => Some(sub.target.clone()),
-            _ => secrets.and_then(|s| s.url.clone()),
-        }
-        .ok_or_else(|| bad("no robot URL in deliver.secrets_file".into()))?;
-        let url = check_url(&url_text).map_err(bad)?;
+        let secret = secrets.and_then(|s| s.secret.clone());
         let timeout = options
             .timeout_ms
             .map_or(default_timeout, Duration::from_millis);
+        let url_text = match channel {
+            ChannelKind::Webhook | ChannelKind::Email => Some(sub.target.clone()),
+            _ => secrets.and_then(|s| s.url.clone()),
+        }
+        .ok_or_else(|| bad("no robot URL in deliver.secrets_file".into()))?;
+        let (url, mailer) = if channel == ChannelKind::Email {
+            let url = reqwest::Url::parse(&url_text).map_err(|e| bad(format!("URL: {e}")))?;
+            (
+                url,
+                Some(mailer(&url_text, &options, secret.as_deref(), timeout).map_err(bad)?),
+            )
+        } else {
+            (check_url(&url_text).map_err(bad)?, None)
+        };
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("soilmon/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &options.ca_file {
+        if let (Some(ca), None) = (&options.ca_file, &mailer) {
             let tls = crate::config::tls_client_config(ca).map_err(bad)?;
             builder = builder.use_preconfigured_tls((*tls).clone());
         }
@@ -246,11 +286,13 @@ impl Target {
             id: sub.id,
             name: sub.name.clone(),
             channel,
+            headers: options.headers.clone().into_iter().collect(),
+            options,
             client,
             url,
-            headers: options.headers.into_iter().collect(),
-            secret: secrets.and_then(|s| s.secret.clone()),
+            secret,
             timeout,
+            mailer,
         })
     }
 
@@ -280,8 +322,57 @@ impl Target {
             ChannelKind::Webhook => webhook::send(self, first.payload, attempt).await,
             ChannelKind::Dingtalk => robot::send_dingtalk(self, &message()).await,
             ChannelKind::Wecom => robot::send_wecom(self, &message()).await,
+            ChannelKind::Email => {
+                let id = first
+                    .payload
+                    .get("event_id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default();
+                self.send_message(&message(), id, None, attempt).await
+            }
         }
     }
+
+    /// Sends a rendered message (a digest or a reminder) identified by `id`; a webhook gets
+    /// `json` as its body.
+    pub async fn send_message(
+        &self,
+        m: &render::Message,
+        id: &str,
+        json: Option<&serde_json::Value>,
+        attempt: i32,
+    ) -> Outcome {
+        match (self.channel, &self.mailer) {
+            (ChannelKind::Email, Some(mailer)) => mailer.send(m, id, attempt).await,
+            (ChannelKind::Email, None) => Outcome::failed("no mailer".into()),
+            (ChannelKind::Webhook, _) => {
+                let body = json.cloned().unwrap_or_else(
+                    || serde_json::json!({"event_id": id, "title": m.title, "text": m.text}),
+                );
+                webhook::send(self, &body, attempt).await
+            }
+            (ChannelKind::Dingtalk, _) => robot::send_dingtalk(self, m).await,
+            (ChannelKind::Wecom, _) => robot::send_wecom(self, m).await,
+        }
+    }
+}
+
+/// The mailer of an e-mail subscription.
+fn mailer(
+    url: &str,
+    options: &Options,
+    password: Option<&str>,
+    timeout: Duration,
+) -> Result<email::Mailer, String> {
+    let from = options
+        .from
+        .as_deref()
+        .ok_or("an e-mail subscription needs --from")?;
+    let ca = match &options.ca_file {
+        Some(f) => Some(std::fs::read(f).map_err(|e| format!("CA file {}: {e}", f.display()))?),
+        None => None,
+    };
+    email::Mailer::build(url, from, &options.to, password, timeout, ca.as_deref())
 }
 
 /// Checks a channel URL: http or https with a host.

@@ -1,5 +1,6 @@
-//! Message text, pure: the Chinese markdown that robots (DingTalk, WeCom) show for one alert
-//! event, and the summary that folds several.
+//! Message text, pure: the Chinese markdown that robots (DingTalk, WeCom) show and e-mail
+//! carries as plain text for one event, the summary that folds several, and the daily
+//! digest and reminder.
 //!
 //! Every line a bureau needs to act: point name and id, county, metal, value against the
 //! threshold it exceeded, level, state, source and sampling time (Beijing time), and a link
@@ -7,8 +8,10 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::Value;
+
+use crate::store::digests::OpenIncident;
 
 /// What rendering needs besides the event.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +29,21 @@ pub struct Event<'a> {
     pub payload: &'a Value,
     /// The point's name from the registry, if known.
     pub point_name: Option<&'a str>,
+}
+
+/// What a daily digest (or a reminder) reports.
+#[derive(Debug, Clone)]
+pub struct Digest<'a> {
+    /// The period: from the previous digest (or the subscription's creation)…
+    pub from: DateTime<Utc>,
+    /// …to this digest's slot.
+    pub to: DateTime<Utc>,
+    /// The state changes of the period, oldest first; `None` for a reminder alone.
+    pub changes: Option<&'a [Event<'a>]>,
+    /// The incidents still open (for a reminder: those open longer than `remind_days`).
+    pub open: &'a [OpenIncident],
+    /// Incidents open longer than this many days are marked (and make a reminder).
+    pub remind_days: Option<u32>,
 }
 
 /// A rendered message: a short title (DingTalk shows it in the chat list) and a markdown body.
@@ -62,6 +80,8 @@ pub fn state_chinese(state: &str) -> &str {
         "cleared" => "解除",
         "late_exceedance" => "迟到结果超标",
         "test" => "测试消息",
+        "overdue" => "监测逾期",
+        "overdue_cleared" => "逾期解除",
         other => other,
     }
 }
@@ -134,8 +154,89 @@ impl Context {
         )
     }
 
-    /// The message for one alert event.
+    /// The message for one event: an exceedance alert, an overdue point or a workflow
+    /// action.
     pub fn alert(&self, e: &Event<'_>) -> Message {
+        match super::filter::event_state(e.payload) {
+            "overdue" | "overdue_cleared" => self.overdue(e),
+            "incident_action" => self.action(e),
+            _ => self.exceedance(e),
+        }
+    }
+
+    /// An overdue point (or its clearing), from network management.
+    fn overdue(&self, e: &Event<'_>) -> Message {
+        let p = e.payload;
+        let county = self.county(text(p, "county_code"));
+        let state = state_chinese(text(p, "state"));
+        let title = format!("【土壤监测】{county} {} {state}", self.point(e));
+        let metals: Vec<&str> = p
+            .get("metals")
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| x.get("metal").and_then(Value::as_str).or(x.as_str()))
+                    .map(metal_chinese)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut lines = vec![
+            format!("### {title}"),
+            format!("- 点位：{}", self.point(e)),
+            format!("- 区县：{county}"),
+            format!("- 状态：{state}"),
+            format!(
+                "- 逾期起始：{}（北京时间）",
+                beijing(text(p, "overdue_since"))
+            ),
+        ];
+        if !metals.is_empty() {
+            lines.push(format!("- 逾期指标：{}", metals.join("、")));
+        }
+        lines.push(format!("- 事件编号：{}", text(p, "event_id")));
+        Message {
+            title,
+            text: lines.join("\n"),
+        }
+    }
+
+    /// A workflow action taken on an incident in the console.
+    fn action(&self, e: &Event<'_>) -> Message {
+        let p = e.payload;
+        let action = match text(p, "action") {
+            "acknowledge" => "已确认",
+            "assign" => "已指派",
+            "note" => "备注",
+            "investigate" => "调查中",
+            "close" => "已关闭",
+            other => other,
+        };
+        let title = format!(
+            "【土壤事件处置】{} {} {action}",
+            self.county(text(p, "county_code")),
+            metal_chinese(text(p, "metal"))
+        );
+        let mut lines = vec![
+            format!("### {title}"),
+            format!("- 点位：{}", self.point(e)),
+            format!("- 指标：{}", metal_chinese(text(p, "metal"))),
+            format!("- 处置：{action}"),
+            format!("- 操作人：{}", text(p, "actor")),
+            format!("- 说明：{}", text(p, "detail")),
+            format!("- 时间：{}（北京时间）", beijing(text(p, "at"))),
+            format!("- 事件编号：{}", text(p, "event_id")),
+        ];
+        if let Some(link) = self.link(p) {
+            lines.push(format!("- [查看事件详情]({link})"));
+        }
+        Message {
+            title,
+            text: lines.join("\n"),
+        }
+    }
+
+    /// An exceedance alert.
+    fn exceedance(&self, e: &Event<'_>) -> Message {
         let p = e.payload;
         let title = self.title(p);
         let metal = text(p, "metal");
@@ -168,6 +269,105 @@ impl Context {
         Message {
             title,
             text: lines.join("\n"),
+        }
+    }
+
+    /// The daily digest, or a reminder alone when `d.changes` is `None`.
+    pub fn digest(&self, d: &Digest<'_>, max_lines: usize) -> Message {
+        let day = beijing(&d.to.to_rfc3339());
+        let day = day.split(' ').next().unwrap_or_default();
+        let old = |i: &OpenIncident| {
+            d.remind_days
+                .is_some_and(|n| d.to - i.opened_sampled_at > chrono::Duration::days(n.into()))
+        };
+        let title = match d.changes {
+            Some(c) => format!(
+                "【土壤告警日报】{day}：{} 条变化，{} 项未解除",
+                c.len(),
+                d.open.len()
+            ),
+            None => format!(
+                "【土壤告警提醒】{} 项超标事件超过 {} 天未解除",
+                d.open.len(),
+                d.remind_days.unwrap_or_default()
+            ),
+        };
+        let mut lines = vec![
+            format!("### {title}"),
+            format!(
+                "统计时段：{} 至 {}（北京时间）",
+                beijing(&d.from.to_rfc3339()),
+                beijing(&d.to.to_rfc3339())
+            ),
+        ];
+        if let Some(changes) = d.changes {
+            lines.push(format!("#### 状态变化（{} 条）", changes.len()));
+            if changes.is_empty() {
+                lines.push("- 无".to_string());
+            }
+            for e in changes.iter().take(max_lines) {
+                lines.push(format!("- {}", self.one_line(e)));
+            }
+            if changes.len() > max_lines {
+                lines.push(format!("- ……另有 {} 条", changes.len() - max_lines));
+            }
+        }
+        lines.push(format!("#### 仍未解除的超标事件（{} 项）", d.open.len()));
+        if d.open.is_empty() {
+            lines.push("- 无".to_string());
+        }
+        for i in d.open.iter().take(max_lines) {
+            let point = match &i.point_name {
+                Some(n) => format!("{n}（{}）", i.point_id),
+                None => i.point_id.clone(),
+            };
+            let days = (d.to - i.opened_sampled_at).num_days();
+            let mut line = format!(
+                "- {} {point} {}，{}，自 {} 起，已 {days} 天",
+                self.county(&i.county_code),
+                metal_chinese(&i.metal),
+                level_chinese(&i.level),
+                beijing(&i.opened_sampled_at.to_rfc3339()),
+            );
+            if old(i) {
+                line.push_str(&format!(
+                    "【提醒：超过 {} 天未解除】",
+                    d.remind_days.unwrap_or_default()
+                ));
+            }
+            let base = self.console_base_url.trim_end_matches('/');
+            if !base.is_empty() {
+                line.push_str(&format!(" [详情]({base}/incidents/{})", i.incident_id));
+            }
+            lines.push(line);
+        }
+        if d.open.len() > max_lines {
+            lines.push(format!("- ……另有 {} 项", d.open.len() - max_lines));
+        }
+        Message {
+            title,
+            text: lines.join("\n"),
+        }
+    }
+
+    /// One event on one line (summaries and digests).
+    fn one_line(&self, e: &Event<'_>) -> String {
+        let p = e.payload;
+        match super::filter::event_state(p) {
+            "overdue" | "overdue_cleared" | "incident_action" => self.alert(e).title,
+            _ => {
+                let value = number(p, "value_mgkg").map_or("—".to_string(), |v| v.to_string());
+                format!(
+                    "{} {} {} {} mg/kg，{}，{}（采样 {}）",
+                    self.county(text(p, "county_code")),
+                    self.point(e),
+                    metal_chinese(text(p, "metal")),
+                    value,
+                    level_chinese(text(p, "level")),
+                    state_chinese(text(p, "state")),
+                    beijing(text(p, "sampled_at")),
+                )
+            }
         }
     }
 

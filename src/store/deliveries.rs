@@ -5,11 +5,15 @@
 //!   transaction-level advisory lock, so two instances never fan out side by side and each
 //!   subscription's rows keep the outbox order), matched by the caller, and a `pending`
 //!   delivery is written per match, in the same transaction that marks the rows fanned out.
-//! * **Claim**: the oldest pending delivery of each subscription (by outbox id) that is due
-//!   and not leased, locked `FOR UPDATE SKIP LOCKED` and leased (`claimed_until`), so
-//!   several instances never send the same delivery at once, and a subscription has one
-//!   delivery in flight, in order. A lease that runs out (the instance died mid-delivery)
-//!   makes the delivery claimable again: at least once.
+//!   Alert events and the console's incident-workflow events are fanned out; each delivery
+//!   carries its incident key (`order_key`, point × metal).
+//! * **Claim**: the oldest pending delivery of each (subscription, incident key) that is due
+//!   and not leased, up to the subscription's concurrency minus what it has in flight,
+//!   locked `FOR UPDATE SKIP LOCKED` and leased (`claimed_until`), so several instances
+//!   never send the same delivery at once, and each key's deliveries go one at a time, in
+//!   order. A subscription of concurrency 1 has a single key (its whole queue), so it is
+//!   strictly in order. A lease that runs out (the instance died mid-delivery) makes the
+//!   delivery claimable again: at least once.
 
 use std::time::Duration;
 
@@ -63,7 +67,8 @@ where
     let rows = tx
         .query(
             "SELECT id, event_id, payload FROM outbox
-             WHERE fanned_out_at IS NULL AND kind = 'alert' ORDER BY id LIMIT $1",
+             WHERE fanned_out_at IS NULL AND kind IN ('alert', 'incident_action')
+             ORDER BY id LIMIT $1",
             &[&limit],
         )
         .await?;
@@ -87,23 +92,26 @@ where
         })
         .collect();
     let (mut subs, mut outbox_ids, mut event_ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut keys = Vec::new();
     let mut ids = Vec::with_capacity(rows.len());
     for r in &rows {
         let id: i64 = r.get(0);
         let event_id: Uuid = r.get(1);
         let payload: Value = r.get(2);
         ids.push(id);
+        let key = order_key(&payload);
         for s in matching(&targets, &payload) {
             subs.push(s);
             outbox_ids.push(id);
             event_ids.push(event_id);
+            keys.push(key.clone());
         }
     }
     tx.execute(
-        "INSERT INTO deliveries (subscription_id, outbox_id, event_id)
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[])
+        "INSERT INTO deliveries (subscription_id, outbox_id, event_id, order_key)
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::uuid[], $4::text[])
          ON CONFLICT (subscription_id, event_id) DO NOTHING",
-        &[&subs, &outbox_ids, &event_ids],
+        &[&subs, &outbox_ids, &event_ids, &keys],
     )
     .await?;
     tx.execute(
@@ -116,6 +124,12 @@ where
         events: ids.len(),
         deliveries: subs.len(),
     })
+}
+
+/// The incident key of an event: `point|metal` (`point|` for an overdue point).
+pub fn order_key(payload: &Value) -> String {
+    let field = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("");
+    format!("{}|{}", field("point_id"), field("metal"))
 }
 
 /// A claimed delivery, leased to this instance.
@@ -156,12 +170,25 @@ fn claimed(r: &tokio_postgres::Row) -> Claimed {
     }
 }
 
-/// Claims the due head (oldest pending delivery) of up to `limit` subscriptions that are
-/// live, not paused and not in `exclude`, leasing each for `lease`.
+/// How many deliveries a subscription may have in flight at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Subscription id.
+    pub subscription_id: i64,
+    /// At most this many leased at once (1: strictly in order).
+    pub limit: i32,
+}
+
+/// Claims up to `limit` due deliveries of live, unpaused subscriptions not in `exclude`:
+/// the head (oldest pending) of each incident key, as many per subscription as its
+/// concurrency (`per_subscription`, else `default_limit`) leaves free after what is already
+/// leased; a subscription of concurrency 1 has one head in all. Each is leased for `lease`.
 pub async fn claim_heads(
     client: &Client,
     limit: i64,
     exclude: &[i64],
+    per_subscription: &[Concurrency],
+    default_limit: i32,
     lease: Duration,
 ) -> Result<Vec<Claimed>, StoreError> {
     let stmt = client
@@ -174,26 +201,55 @@ pub async fn claim_heads(
                  WHERE x.state = 'pending'
                    AND (x.claimed_until IS NULL OR x.claimed_until < now())
                    AND x.id IN (
-                       SELECT h.id FROM subscriptions s CROSS JOIN LATERAL (
-                           SELECT y.id, y.next_attempt_at, y.claimed_until FROM deliveries y
-                           WHERE y.subscription_id = s.id AND y.state = 'pending'
-                           ORDER BY y.outbox_id LIMIT 1) h
-                       WHERE s.removed_at IS NULL AND NOT s.paused AND s.id <> ALL($2)
-                         AND h.next_attempt_at <= now()
-                         AND (h.claimed_until IS NULL OR h.claimed_until < now())
-                       ORDER BY h.next_attempt_at LIMIT $1)
+                       SELECT c.id FROM (
+                           SELECT h.id, h.next_attempt_at, h.lim, row_number() OVER (
+                                  PARTITION BY h.subscription_id ORDER BY h.outbox_id) AS rn,
+                              (SELECT count(*) FROM deliveries z
+                               WHERE z.subscription_id = h.subscription_id
+                                 AND z.state = 'pending' AND z.claimed_until >= now()) AS leased
+                           FROM (
+                               SELECT DISTINCT ON (y.subscription_id,
+                                      CASE WHEN coalesce(l.lim, $5) = 1 THEN '' ELSE y.order_key END)
+                                   y.id, y.subscription_id, y.outbox_id, y.next_attempt_at,
+                                   y.claimed_until, coalesce(l.lim, $5) AS lim
+                               FROM deliveries y
+                               JOIN subscriptions s ON s.id = y.subscription_id
+                               LEFT JOIN unnest($4::bigint[], $6::int[]) AS l(sub, lim)
+                                   ON l.sub = y.subscription_id
+                               WHERE y.state = 'pending' AND s.removed_at IS NULL
+                                 AND NOT s.paused AND s.id <> ALL($2)
+                               ORDER BY y.subscription_id,
+                                   CASE WHEN coalesce(l.lim, $5) = 1 THEN '' ELSE y.order_key END,
+                                   y.outbox_id) h
+                           WHERE h.next_attempt_at <= now()
+                             AND (h.claimed_until IS NULL OR h.claimed_until < now())) c
+                       WHERE c.rn <= c.lim - c.leased
+                       ORDER BY c.next_attempt_at LIMIT $1)
                  FOR UPDATE OF x SKIP LOCKED)
              {CLAIMED}"
         ))
         .await?;
+    let subs: Vec<i64> = per_subscription.iter().map(|c| c.subscription_id).collect();
+    let limits: Vec<i32> = per_subscription.iter().map(|c| c.limit).collect();
     let rows = client
-        .query(&stmt, &[&limit, &exclude, &lease.as_secs_f64()])
+        .query(
+            &stmt,
+            &[
+                &limit,
+                &exclude,
+                &lease.as_secs_f64(),
+                &subs,
+                &default_limit,
+                &limits,
+            ],
+        )
         .await?;
     Ok(rows.iter().map(claimed).collect())
 }
 
 /// Claims up to `limit` more pending deliveries of one subscription after outbox row
-/// `after` (to fold them into one robot message with the head already claimed).
+/// `after` (to fold them into one robot message with the head already claimed, or to
+/// gather a digest: `after` 0).
 pub async fn claim_following(
     client: &Client,
     subscription_id: i64,

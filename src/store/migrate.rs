@@ -26,10 +26,11 @@ use super::StoreError;
 /// archive and outbox kind); version 13 (network management) adds point programs, overdue
 /// state, crop results, farmland categories, enterprises and development-land plots; version
 /// 15 (issue 13's quarantine work, numbered so as not to clash with the console's 12) adds the
-/// quarantine replay log; version 20 writes an outbox row
-/// already fanned out when no subscription exists; version 21 adds the soil tier snapshot the
-/// console and public page read. Versions need not be contiguous: each is applied once, in
-/// this order.
+/// quarantine replay log; version 17 adds e-mail, digests, reminders and per-key concurrency
+/// to subscriptions and fans out incident-workflow events; version 18 adds development-land
+/// plots and the lab-first soil tier; version 20 writes an outbox row already fanned out when
+/// no subscription exists; version 21 adds the soil tier snapshot the console and public page
+/// read. Versions need not be contiguous: each is applied once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -80,6 +81,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         15,
         "quarantine_replay",
         include_str!("migrations/0015_quarantine_replay.sql"),
+    ),
+    (
+        17,
+        "alert_channels",
+        include_str!("migrations/0017_alert_channels.sql"),
     ),
     (18, "plots", include_str!("migrations/0018_plots.sql")),
     (

@@ -13,6 +13,7 @@ pub mod chunks;
 pub mod console;
 pub mod crops;
 pub mod deliveries;
+pub mod digests;
 pub mod enterprises;
 pub mod identities;
 pub mod incidents;

@@ -1215,6 +1215,8 @@ pub mod lab;
 pub mod pipeline;
 pub mod receiver;
 pub mod secure;
+pub mod smtp;
+pub mod subs;
 
 /// Resumes the persistent session `client_id` (soilmon's collector, stopped first) with a
 /// bare client, the way the bench counts redeliveries: returns every publish the broker

@@ -30,6 +30,8 @@ pub enum Reply {
     Hang,
     /// 200 with a robot error code.
     Errcode(i64),
+    /// 200 `{"errcode":0,"errmsg":"ok"}` after this many ms (a slow receiver).
+    Delay(u64),
 }
 
 /// One recorded request.
@@ -68,6 +70,19 @@ struct State {
     scripts: HashMap<String, VecDeque<Reply>>,
     defaults: HashMap<String, Reply>,
     got: Vec<Got>,
+    /// Requests being answered now, and the most at once so far.
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// Counts a request as being answered until dropped.
+struct Answering(Arc<Mutex<State>>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let mut s = self.0.lock().expect("receiver state");
+        s.in_flight -= 1;
+    }
 }
 
 /// The receiver (see the module docs).
@@ -91,12 +106,19 @@ async fn handle(state: Arc<Mutex<State>>, uri: Uri, headers: HeaderMap, body: By
             body: body.to_vec(),
             at: Instant::now(),
         });
+        s.in_flight += 1;
+        s.max_in_flight = s.max_in_flight.max(s.in_flight);
         let scripted = s.scripts.get_mut(&path).and_then(VecDeque::pop_front);
         scripted.unwrap_or_else(|| s.defaults.get(&path).cloned().unwrap_or(Reply::Ok))
     };
+    let _answering = Answering(state.clone());
     let ok = r#"{"errcode":0,"errmsg":"ok"}"#;
     match reply {
         Reply::Ok => (StatusCode::OK, ok).into_response(),
+        Reply::Delay(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            (StatusCode::OK, ok).into_response()
+        }
         Reply::Status(c) => StatusCode::from_u16(c)
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             .into_response(),
@@ -192,6 +214,11 @@ impl Receiver {
     pub fn set_default(&self, path: &str, reply: Reply) {
         let mut s = self.state.lock().expect("receiver state");
         s.defaults.insert(path.to_string(), reply);
+    }
+
+    /// The most requests (to any path) that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.lock().expect("receiver state").max_in_flight
     }
 
     /// Every request to `path` so far, in arrival order.

@@ -16,7 +16,8 @@ use crate::report::{percentile, LatencyResult};
 use crate::services::BenchEnv;
 use crate::{BenchArgs, BenchError};
 
-type Sent = Arc<Mutex<HashMap<String, Instant>>>;
+/// Publish time per `msg_id`.
+pub type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -109,7 +110,7 @@ async fn bureau(
 
 /// The stations: publishes `total` messages at `rate` per second, noting each one's publish
 /// time in `sent`, and waits for every PUBACK. Returns the time publishing took.
-async fn publish_paced(
+pub async fn publish_paced(
     env: &BenchEnv,
     gen: &mut Generator,
     rate: f64,
@@ -144,7 +145,7 @@ async fn publish_paced(
 
 /// Lets soilmon finish (at most 60 s): every message of the run (ids `{run_tag}-…`) stored
 /// and every alert published; then half a second for the last alerts to arrive.
-async fn settle(env: &BenchEnv, total: u64, run_tag: &str) -> Result<(), BenchError> {
+pub async fn settle(env: &BenchEnv, total: u64, run_tag: &str) -> Result<(), BenchError> {
     let db = env.db().await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

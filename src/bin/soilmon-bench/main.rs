@@ -37,7 +37,10 @@
 //! 4. **Lab upload** ([`lab`]): a valid `--lab-rows` batch (samples with the duplicates and
 //!    blanks the configured QC rates require) posted with the bench's `lab` token to
 //!    `POST /v1/lab/batches` of a fresh soilmon, timed from the request start to the 201.
-//! 5. **Resources** ([`resources`]): peak RSS (`VmHWM`) and CPU seconds of the soilmon process
+//! 5. **Deliveries** ([`deliveries`], with `--deliveries`): alert latency from a station's
+//!    publish to a webhook receiver's request with `--subscriptions` subscriptions, and the
+//!    delivery rate to a receiver answering in `--slow-ms`, sequential and concurrent.
+//! 6. **Resources** ([`resources`]): peak RSS (`VmHWM`) and CPU seconds of the soilmon process
 //!    in each phase (a fresh process per phase).
 //!
 //! The result ([`report`]) is printed as a table and written as JSON (`--json-out`). The
@@ -47,6 +50,7 @@
 
 #![warn(missing_docs)]
 
+mod deliveries;
 mod drain;
 mod lab;
 mod latency;
@@ -188,6 +192,18 @@ pub struct BenchArgs {
     /// Skip the lab-upload phase.
     #[arg(long)]
     pub skip_lab: bool,
+    /// Run the deliveries phase (webhook latency and the rate to a slow receiver).
+    #[arg(long)]
+    pub deliveries: bool,
+    /// Webhook subscriptions in the deliveries phase, each receiving every alert.
+    #[arg(long, default_value_t = 50)]
+    pub subscriptions: usize,
+    /// Answer time of the slow receiver in the deliveries phase, ms.
+    #[arg(long, default_value_t = 200)]
+    pub slow_ms: u64,
+    /// Concurrency of the second slow-receiver run (the first has 1).
+    #[arg(long, default_value_t = 16)]
+    pub slow_concurrency: usize,
     /// Keep the bench database (for inspection) instead of dropping it.
     #[arg(long)]
     pub keep_db: bool,
@@ -256,6 +272,7 @@ async fn run_phases(
         drain: None,
         latency: None,
         lab: None,
+        deliveries: None,
     };
     let mut gen = load::Generator::new(settings, args, "b")?;
     if !args.skip_limits || !args.skip_drain {
@@ -305,6 +322,11 @@ async fn run_phases(
         quiesce(env).await;
         eprintln!("bench: lab upload");
         report.lab = Some(lab::run(env, settings, args).await?);
+    }
+    if args.deliveries {
+        quiesce(env).await;
+        eprintln!("bench: deliveries");
+        report.deliveries = Some(deliveries::run(env, settings, args).await?);
     }
     Ok(report)
 }

@@ -125,6 +125,9 @@ pub struct Report {
     pub latency: Option<LatencyResult>,
     /// Lab upload.
     pub lab: Option<LabResult>,
+    /// Deliveries to webhooks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<crate::deliveries::DeliveriesResult>,
 }
 
 /// The machine the run happened on.
@@ -204,6 +207,9 @@ pub fn render(r: &Report) -> String {
     if let Some(lab) = &r.lab {
         rows.extend(lab_rows(lab, copy));
     }
+    if let Some(d) = &r.deliveries {
+        rows.extend(delivery_rows(d));
+    }
     let m = &r.machine;
     let title = format!(
         "soilmon bench — {} messages × 8 readings — {} ({} CPUs, {:.1} GiB) — {}\n",
@@ -267,6 +273,32 @@ fn drain_rows(d: &DrainResult, copy: Option<f64>, broker: Option<f64>) -> [Row; 
 }
 
 /// The rows of the alert-latency phase.
+fn delivery_rows(d: &crate::deliveries::DeliveriesResult) -> [Row; 2] {
+    [
+        [
+            "webhook latency (publish → request)".into(),
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                d.p50_ms, d.p99_ms, d.max_ms
+            ),
+            format!(
+                "{} requests, {} subscriptions, {} msgs; {} pending at end",
+                d.requests, d.subscriptions, d.published, d.pending_at_end
+            ),
+            "".into(),
+        ],
+        [
+            format!("deliveries to a {} ms receiver", d.slow_ms),
+            format!(
+                "{:.1}/s sequential, {:.1}/s at concurrency {}",
+                d.slow_rate_sequential, d.slow_rate_concurrent, d.slow_concurrency
+            ),
+            "".into(),
+            "".into(),
+        ],
+    ]
+}
+
 fn latency_rows(l: &LatencyResult) -> [Row; 2] {
     [
         [
@@ -410,6 +442,7 @@ mod tests {
                 readings_ms: Some(200),
                 resources: Resources::default(),
             }),
+            deliveries: None,
         };
         let text = render(&r);
         assert!(text.contains("50 % of COPY, 100 % of broker"), "{text}");

@@ -288,6 +288,10 @@ impl BenchEnv {
             )
             .env("SOILMON__HTTP__TOKENS_FILE", &self.tokens_file)
             .env(
+                "SOILMON__DELIVER__SECRETS_FILE",
+                self.dir.join("subscription-secrets"),
+            )
+            .env(
                 "SOILMON__HTTP__BODY_LIMIT_BYTES",
                 self.body_limit.to_string(),
             )

@@ -123,7 +123,14 @@ async fn run(
     let registry = SharedRegistry::new(registry);
     let outbox = Arc::new(Notify::new());
 
-    let periodic = spawn_periodic(&settings, &pool, &registry, &obligations, &outbox, &shutdown);
+    let periodic = spawn_periodic(
+        &settings,
+        &pool,
+        &registry,
+        &obligations,
+        &outbox,
+        &shutdown,
+    );
     let publisher = tokio::spawn(alert::publisher::run(
         settings.clone(),
         pool.clone(),

@@ -278,7 +278,10 @@ async fn the_map_shows_tiers_from_the_refreshed_snapshot() -> anyhow::Result<()>
     s.p.wait_count("SELECT count(*) FROM readings", 1, WAIT)
         .await?;
     let tier = || async {
-        let map = s.get("/console/data/map", Some(s.token(ADMIN))).await?.json();
+        let map = s
+            .get("/console/data/map", Some(s.token(ADMIN)))
+            .await?
+            .json();
         let point = map
             .as_array()
             .and_then(|a| a.iter().find(|p| p["point_id"] == "441781-T-0001"))
@@ -290,9 +293,8 @@ async fn the_map_shows_tiers_from_the_refreshed_snapshot() -> anyhow::Result<()>
         Ok(tier().await? == "strict_control")
     })
     .await?;
-    let seen = s
-        .p
-        .count(
+    let seen =
+        s.p.count(
             "SELECT count(*) FROM point_soil_tiers_refreshed r
              WHERE r.sample_key = (SELECT max(sample_key) FROM samples)",
         )

@@ -435,6 +435,9 @@ async fn alerts_raised_before_any_subscription_are_written_fanned_out() -> Resul
         .query_one("SELECT count(*) FROM deliveries", &[])
         .await?
         .get(0);
-    assert_eq!(deliveries, 1, "only the alert raised after the subscription");
+    assert_eq!(
+        deliveries, 1,
+        "only the alert raised after the subscription"
+    );
     Ok(())
 }

@@ -336,7 +336,7 @@ async fn run_phases(
 async fn quiesce(env: &services::BenchEnv) {
     let Ok(db) = env.db().await else { return };
     for sql in [
-        "VACUUM (ANALYZE) messages, readings, outbox, incident_tracks, incidents",
+        "VACUUM (ANALYZE) samples, readings, archive, outbox, incident_tracks, incidents",
         "CHECKPOINT",
     ] {
         if let Err(e) = db.batch_execute(sql).await {

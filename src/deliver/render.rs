@@ -124,6 +124,17 @@ impl Context {
 
     /// The console link of an event's incident, if a console is configured and the event
     /// has an incident.
+    /// A one-event message: its lines, then the link to the incident page when there is one.
+    fn with_link(&self, title: String, mut lines: Vec<String>, p: &Value) -> Message {
+        if let Some(link) = self.link(p) {
+            lines.push(format!("- [查看事件详情]({link})"));
+        }
+        Message {
+            title,
+            text: lines.join("\n"),
+        }
+    }
+
     fn link(&self, p: &Value) -> Option<String> {
         let base = self.console_base_url.trim_end_matches('/');
         let id = text(p, "incident_id");
@@ -216,7 +227,7 @@ impl Context {
             self.county(text(p, "county_code")),
             metal_chinese(text(p, "metal"))
         );
-        let mut lines = vec![
+        let lines = vec![
             format!("### {title}"),
             format!("- 点位：{}", self.point(e)),
             format!("- 指标：{}", metal_chinese(text(p, "metal"))),
@@ -226,13 +237,7 @@ impl Context {
             format!("- 时间：{}（北京时间）", beijing(text(p, "at"))),
             format!("- 事件编号：{}", text(p, "event_id")),
         ];
-        if let Some(link) = self.link(p) {
-            lines.push(format!("- [查看事件详情]({link})"));
-        }
-        Message {
-            title,
-            text: lines.join("\n"),
-        }
+        self.with_link(title, lines, p)
     }
 
     /// An exceedance alert.
@@ -250,7 +255,7 @@ impl Context {
             "lab" => format!("实验室批次 {}", text(p, "source_id")),
             _ => format!("监测站 {}", text(p, "station_id")),
         };
-        let mut lines = vec![
+        let lines = vec![
             format!("### {title}"),
             format!("- 点位：{}", self.point(e)),
             format!("- 区县：{}", self.county(text(p, "county_code"))),
@@ -263,13 +268,7 @@ impl Context {
             format!("- 采样时间：{}（北京时间）", beijing(text(p, "sampled_at"))),
             format!("- 事件编号：{}", text(p, "event_id")),
         ];
-        if let Some(link) = self.link(p) {
-            lines.push(format!("- [查看事件详情]({link})"));
-        }
-        Message {
-            title,
-            text: lines.join("\n"),
-        }
+        self.with_link(title, lines, p)
     }
 
     /// The daily digest, or a reminder alone when `d.changes` is `None`.

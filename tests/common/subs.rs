@@ -77,19 +77,8 @@ impl Setup {
         url: &str,
         extra: &[&str],
     ) -> Result<String> {
-        let mut args = vec![
-            "subscriptions",
-            "add",
-            "x",
-            "--bureau",
-            bureau,
-            "--channel",
-            channel,
-            "--url",
-            url,
-        ];
-        args.extend_from_slice(extra);
-        self.cli_fails(&args).await
+        self.cli_fails(&add_args("x", bureau, channel, url, extra))
+            .await
     }
 
     /// `subscriptions add NAME --bureau B --channel webhook --url URL EXTRA…`; the secret.
@@ -100,19 +89,9 @@ impl Setup {
         url: &str,
         extra: &[&str],
     ) -> Result<String> {
-        let mut args = vec![
-            "subscriptions",
-            "add",
-            name,
-            "--bureau",
-            bureau,
-            "--channel",
-            "webhook",
-            "--url",
-            url,
-        ];
-        args.extend_from_slice(extra);
-        let out = self.cli(&args).await?;
+        let out = self
+            .cli(&add_args(name, bureau, "webhook", url, extra))
+            .await?;
         out.lines()
             .find_map(|l| l.strip_prefix("secret: "))
             .map(str::to_string)
@@ -235,4 +214,27 @@ pub fn five_alerts(prefix: &str) -> Vec<(String, Vec<u8>)> {
             &[("Cd", 0.5)],
         ),
     ]
+}
+
+/// The arguments of `subscriptions add NAME --bureau B --channel C --url URL EXTRA…`.
+fn add_args<'a>(
+    name: &'a str,
+    bureau: &'a str,
+    channel: &'a str,
+    url: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "subscriptions",
+        "add",
+        name,
+        "--bureau",
+        bureau,
+        "--channel",
+        channel,
+        "--url",
+        url,
+    ];
+    args.extend_from_slice(extra);
+    args
 }

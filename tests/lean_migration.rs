@@ -500,3 +500,48 @@ async fn provenance_and_verify_are_the_same_across_the_lean_migration() -> Resul
         .context("dropping the test database")?;
     Ok(())
 }
+
+/// Schema 24 moves "not yet published" from `outbox.published_at` to the queue
+/// `outbox_pending`: the rows unpublished before the migration are queued after it, the
+/// published ones are not, and every row inserted later is queued, whoever inserts it.
+#[tokio::test]
+async fn unpublished_outbox_rows_stay_queued_across_schema_24() -> Result<()> {
+    let test_db = TestDb::create().await?;
+    let mut db = test_db.client().await?;
+    soilmon::store::migrate::run_to(&mut db, 21).await?;
+    let insert = "INSERT INTO outbox (event_id, kind, topic, payload, published_at)
+                  VALUES (gen_random_uuid(), 'alert', $1, '{}', $2) RETURNING id";
+    let mut unpublished = Vec::new();
+    for (topic, published) in [("t/1", true), ("t/2", false), ("t/3", true), ("t/4", false)] {
+        let at = published.then(Utc::now);
+        let id: i64 = db.query_one(insert, &[&topic, &at]).await?.get(0);
+        if !published {
+            unpublished.push(id);
+        }
+    }
+    soilmon::store::migrate::run(&mut db).await?;
+    let queue = "SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM outbox_pending";
+    let queued: Vec<i64> = db.query_one(queue, &[]).await?.get(0);
+    ensure!(
+        queued == unpublished,
+        "queued {queued:?}, unpublished before {unpublished:?}"
+    );
+    let later: i64 = db
+        .query_one(
+            "INSERT INTO outbox (event_id, kind, topic, payload)
+             VALUES (gen_random_uuid(), 'reject', 't/5', '{}') RETURNING id",
+            &[],
+        )
+        .await?
+        .get(0);
+    let queued: Vec<i64> = db.query_one(queue, &[]).await?.get(0);
+    ensure!(
+        queued.last() == Some(&later),
+        "a row inserted after the migration is queued: {queued:?}"
+    );
+    test_db
+        .drop_db()
+        .await
+        .context("dropping the test database")?;
+    Ok(())
+}

@@ -83,10 +83,7 @@ async fn two_publishers_never_publish_an_event_twice_and_keep_topic_order() -> R
     sub.wait_for(1000, Duration::from_secs(60)).await;
     wait_until("outbox published", Duration::from_secs(60), || async {
         let n: i64 = client
-            .query_one(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-                &[],
-            )
+            .query_one("SELECT count(*) FROM outbox_pending", &[])
             .await?
             .get(0);
         Ok(n == 0)

@@ -50,7 +50,7 @@ async fn drained_exactly_once(p: &Pipeline, n: i64) -> anyhow::Result<()> {
     p.wait_count("SELECT count(*) FROM samples", n, Duration::from_secs(120))
         .await?;
     p.wait_count(
-        "SELECT count(*) FROM outbox WHERE published_at IS NOT NULL",
+        "SELECT count(*) FROM outbox o WHERE NOT EXISTS (SELECT 1 FROM outbox_pending q WHERE q.id = o.id)",
         (n / 10) * EVENTS_PER_CYCLE,
         Duration::from_secs(60),
     )

@@ -98,6 +98,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "tier_snapshot",
         include_str!("migrations/0021_tier_snapshot.sql"),
     ),
+    (
+        24,
+        "outbox_queue",
+        include_str!("migrations/0024_outbox_queue.sql"),
+    ),
 ];
 
 /// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].

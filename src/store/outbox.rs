@@ -2,6 +2,11 @@
 //! transaction as the data they describe, read and marked published by the alert publisher.
 //! Every statement on the `outbox` table is here.
 //!
+//! A row is written once. What is still to publish is the narrow queue `outbox_pending`
+//! (ids only, filled by a trigger on every insert into `outbox`, schema 24): the publisher
+//! reads the oldest queued ids joined to their rows and deletes the ids once the broker
+//! acknowledged them, instead of rewriting each ~1 kB row to mark it.
+//!
 //! Any number of soilmon instances may run a publisher on one database. A publishing round
 //! is one transaction that first takes the outbox lock ([`try_lead`], a transaction-level
 //! advisory lock): the instance that gets it publishes the oldest rows and marks them in that
@@ -88,8 +93,10 @@ pub(crate) async fn pending(
 ) -> Result<Vec<Pending>, StoreError> {
     let stmt = db
         .prepare_cached(
-            "SELECT id, topic, payload, kind FROM outbox WHERE published_at IS NULL
-             ORDER BY id LIMIT $1",
+            "SELECT o.id, o.topic, o.payload, o.kind
+             FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1) q
+             CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = q.id) o
+             ORDER BY q.id",
         )
         .await?;
     let rows = db.query(&stmt, &[&(limit as i64)]).await?;
@@ -104,22 +111,31 @@ pub(crate) async fn pending(
         .collect())
 }
 
-/// Marks rows published (after the broker acknowledged them), in the round's transaction.
+/// Marks rows published (after the broker acknowledged them), in the round's transaction:
+/// their ids leave the queue.
+///
+/// The round's COMMIT does not wait for the WAL flush (`synchronous_commit = off` for this
+/// transaction only): a mark lost in a crash puts its rows back in the queue, and they are
+/// published again, which at-least-once delivery allows (subscribers deduplicate by
+/// `event_id`). The batch writer's commits, which the acks depend on, stay synchronous.
 pub(crate) async fn mark_published(db: &Transaction<'_>, ids: &[i64]) -> Result<(), StoreError> {
     let stmt = db
-        .prepare_cached("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .prepare_cached("DELETE FROM outbox_pending WHERE id = ANY($1)")
         .await?;
-    db.execute(&stmt, &[&ids]).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let (relaxed, deleted) = tokio::join!(
+        db.batch_execute("SET LOCAL synchronous_commit = off"),
+        db.execute(&stmt, &params)
+    );
+    relaxed?;
+    deleted?;
     Ok(())
 }
 
 /// How many rows are not yet published (the `soilmon_outbox_pending` gauge).
 pub(crate) async fn pending_count(db: &Client) -> Result<i64, StoreError> {
     let row = db
-        .query_one(
-            "SELECT count(*) FROM outbox WHERE published_at IS NULL",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM outbox_pending", &[])
         .await?;
     Ok(row.get(0))
 }

@@ -475,7 +475,7 @@ pub async fn stored(db_url: &str) -> Result<Stored> {
              HAVING count(*) > 1) d",
         )
         .await?,
-        unpublished: one("SELECT count(*) FROM outbox WHERE published_at IS NULL").await?,
+        unpublished: one("SELECT count(*) FROM outbox_pending").await?,
         alerts: one("SELECT count(*) FROM outbox WHERE kind = 'alert'").await?,
     })
 }

@@ -151,7 +151,7 @@ pub async fn settle(env: &BenchEnv, total: u64, run_tag: &str) -> Result<(), Ben
     loop {
         let pending: i64 = db
             .query_one(
-                "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL)
+                "SELECT (SELECT count(*) FROM outbox_pending)
                       + greatest($1::int8 - (SELECT count(*) FROM samples WHERE msg_id LIKE $2), 0)",
                 &[&(total as i64), &format!("{run_tag}-%")],
             )

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
 use super::incidents;
+use super::keys::Keys;
 use super::outbox;
 use super::readings::{self, SampleRef};
 use super::StoreError;
@@ -93,6 +94,8 @@ pub(crate) struct Staged<'a> {
     judged: Vec<JudgedReading>,
     /// The sample of each of `judged`.
     samples: Vec<SampleRef>,
+    /// The judgement basis and unit keys of `judged`, resolved before the transaction.
+    keys: Keys,
     received: usize,
     started: std::time::Instant,
 }
@@ -132,6 +135,14 @@ pub(crate) async fn stage<'a>(
         }
     }
 
+    // Judged before the transaction, and their judgement bases and units found or created
+    // outside it (committed at once: append-only dimension rows). A batch transaction never
+    // holds a key row another batch needs: the batches commit in order, so a later batch's
+    // uncommitted key row that an earlier batch waits on would stall both until the lock
+    // timeout, again on every retry.
+    let mut judged_candidates = judge_candidates(ctx, &candidates);
+    let keys = Keys::for_readings(&*client, judged_candidates.iter().flatten()).await?;
+
     let started = std::time::Instant::now();
     let tx = client.transaction().await?;
     // The collector holds a staged batch open while the one before it finishes: should a
@@ -144,13 +155,15 @@ pub(crate) async fn stage<'a>(
     timeout_set?;
     let mut inserted = inserted?;
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
-    let mut fresh_keys: Vec<SampleRef> = Vec::new();
+    let mut judged: Vec<JudgedReading> = Vec::new();
+    let mut samples: Vec<SampleRef> = Vec::new();
     let mut seen: Vec<(&Received, &Sample)> = Vec::new();
-    for c in candidates {
+    for (c, own) in candidates.into_iter().zip(judged_candidates.iter_mut()) {
         match inserted.remove(&(c.1.station_id.clone(), c.1.msg_id.clone())) {
             Some(key) => {
                 fresh.push(c);
-                fresh_keys.push(key);
+                samples.extend(std::iter::repeat_n(key, own.len()));
+                judged.append(own);
             }
             None => seen.push(c),
         }
@@ -165,7 +178,6 @@ pub(crate) async fn stage<'a>(
         }
     }
 
-    let (judged, samples) = judge_all(ctx, &fresh, &fresh_keys);
     report.stored = fresh.len();
     report.readings = judged.len();
     for j in &judged {
@@ -178,6 +190,7 @@ pub(crate) async fn stage<'a>(
         fresh,
         judged,
         samples,
+        keys,
         received: batch.len(),
         started,
     })
@@ -215,9 +228,12 @@ pub(crate) async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError>
     if staged.judged.is_empty() {
         return Ok(());
     }
-    readings::insert_fresh_from(&staged.tx, || {
-        staged.judged.iter().zip(staged.samples.iter().copied())
-    })
+    readings::copy_into(
+        staged.tx.client(),
+        "readings",
+        &staged.keys,
+        staged.judged.iter().zip(staged.samples.iter().copied()),
+    )
     .await?;
     Ok(())
 }
@@ -408,24 +424,23 @@ async fn stored_hashes(
         .collect())
 }
 
-/// The readings of the fresh messages, each message's together in the order of `fresh`, and
-/// the sample of each.
-fn judge_all(
+/// The judged readings of each candidate message, in the order of `candidates` (a message
+/// whose point left the registry since it was validated has none).
+fn judge_candidates(
     ctx: &Context<'_>,
-    fresh: &[(&Received, &Sample)],
-    keys: &[SampleRef],
-) -> (Vec<JudgedReading>, Vec<SampleRef>) {
-    let mut out = Vec::new();
-    let mut samples = Vec::new();
-    for ((msg, sample), key) in fresh.iter().zip(keys) {
-        // The registry snapshot is the one the sample was validated against.
-        if let Some(point) = ctx.registry.get(&sample.point_id) {
-            let judged = judge_sample(ctx.standards, point, sample, msg.received_at);
-            samples.extend(std::iter::repeat(*key).take(judged.len()));
-            out.extend(judged);
-        }
-    }
-    (out, samples)
+    candidates: &[(&Received, &Sample)],
+) -> Vec<Vec<JudgedReading>> {
+    candidates
+        .iter()
+        .map(|(msg, sample)| {
+            // The registry snapshot is the one the sample was validated against.
+            ctx.registry
+                .get(&sample.point_id)
+                .map_or_else(Vec::new, |point| {
+                    judge_sample(ctx.standards, point, sample, msg.received_at)
+                })
+        })
+        .collect()
 }
 
 /// Records refusals (once per distinct raw content and reason) and queues a reply to each

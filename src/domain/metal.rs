@@ -61,6 +61,13 @@ impl Metal {
     /// Parses a symbol (case-insensitive), a Chinese name, or `Cr6`/`Cr(VI)`/`六价铬`.
     pub fn parse(text: &str) -> Option<Metal> {
         let t = text.trim();
+        // The usual spelling, a symbol, without allocating (a station message has eight).
+        if let Some(m) = Metal::ALL
+            .iter()
+            .find(|m| m.symbol().eq_ignore_ascii_case(t))
+        {
+            return Some(*m);
+        }
         let metal = match t.to_ascii_lowercase().as_str() {
             "pb" | "铅" => Metal::Pb,
             "hg" | "汞" => Metal::Hg,

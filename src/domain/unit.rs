@@ -18,6 +18,10 @@ impl Unit {
     /// Parses a unit as written by a station or lab (case-insensitive; `µ` (micro sign),
     /// `μ` (Greek mu) and `u` are all accepted).
     pub fn parse(text: &str) -> Option<Unit> {
+        // The usual spelling without allocating (a station message has eight readings).
+        if text.trim().eq_ignore_ascii_case("mg/kg") {
+            return Some(Unit::MgPerKg);
+        }
         let t = text.trim().to_lowercase().replace(['µ', 'μ'], "u");
         match t.as_str() {
             "mg/kg" | "ug/g" | "ppm" => Some(Unit::MgPerKg),

@@ -13,6 +13,8 @@
 mod json;
 pub mod scan;
 
+use std::fmt::Display;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::IngestConfig;
@@ -166,14 +168,14 @@ impl Fields<'_> {
         }
     }
 
-    fn string(&self, key: &str, v: &Json<'_>) -> Result<String, Rejection> {
+    fn string(&self, key: &(impl Display + ?Sized), v: &Json<'_>) -> Result<String, Rejection> {
         v.as_str()
             .map(str::to_string)
             .ok_or_else(|| self.reject(RejectCode::BadType, format!("{key} must be a string")))
     }
 
     /// A number, or a string spelling NaN/Infinity (reported as non-finite).
-    fn number(&self, key: &str, v: &Json<'_>) -> Result<f64, Rejection> {
+    fn number(&self, key: &(impl Display + ?Sized), v: &Json<'_>) -> Result<f64, Rejection> {
         match v {
             Json::Number(n) => n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| {
                 self.reject(RejectCode::NonFiniteValue, format!("{key} is not finite"))
@@ -331,14 +333,15 @@ impl Fields<'_> {
         item: &Json<'_>,
         cfg: &IngestConfig,
     ) -> Result<ParsedReading, Rejection> {
-        let at = |field: &str| format!("readings[{i}].{field}");
+        // Field names for refusals, formatted only when one is written.
+        let at = |field: &'static str| ReadingField(i, field);
         let obj = item.as_object().ok_or_else(|| {
             self.reject(
                 RejectCode::BadType,
                 format!("readings[{i}] must be an object"),
             )
         })?;
-        let get = |field: &str| match obj.get(field) {
+        let get = |field: &'static str| match obj.get(field) {
             None | Some(Json::Null) => Err(self.reject(
                 RejectCode::MissingField,
                 format!("{} is required", at(field)),
@@ -373,7 +376,11 @@ impl Fields<'_> {
     }
 
     /// A reading's optional `detected` flag (absent: detected).
-    fn detected(&self, v: Option<&Json<'_>>, key: &str) -> Result<bool, Rejection> {
+    fn detected(
+        &self,
+        v: Option<&Json<'_>>,
+        key: &(impl Display + ?Sized),
+    ) -> Result<bool, Rejection> {
         match v {
             None | Some(Json::Null) => Ok(true),
             Some(Json::Bool(b)) => Ok(*b),
@@ -384,7 +391,12 @@ impl Fields<'_> {
     }
 
     /// The refusal of a value that broke [`rules::check_concentration`].
-    fn value_rejection(&self, key: &str, metal: Metal, e: RuleError) -> Rejection {
+    fn value_rejection(
+        &self,
+        key: &(impl Display + ?Sized),
+        metal: Metal,
+        e: RuleError,
+    ) -> Rejection {
         match e {
             RuleError::Negative { value } => self.reject(
                 RejectCode::NegativeValue,
@@ -410,6 +422,15 @@ fn is_non_finite_word(s: &str) -> bool {
         s.trim().to_ascii_lowercase().as_str(),
         "nan" | "inf" | "-inf" | "+inf" | "infinity" | "-infinity" | "+infinity"
     )
+}
+
+/// `readings[i].field`, the name of a reading's field in a refusal's detail.
+struct ReadingField(usize, &'static str);
+
+impl Display for ReadingField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "readings[{}].{}", self.0, self.1)
+    }
 }
 
 #[cfg(test)]

@@ -193,13 +193,19 @@ async fn open_tracks<'k>(
              WHERE incident_id IS NOT NULL AND point_id = ANY($1::text[])",
         )
         .await?;
+    // Mapped back to the keys' own strings (the row's die with it): by hash, not by a scan
+    // of the pairs per row (a batch has thousands of pairs).
+    let own_points: HashSet<&'k str> = pairs.iter().map(|p| p.0).collect();
     let mut tracks = HashMap::new();
     for r in tx.query(&select, &[&points]).await? {
-        // Mapped back to the keys' own strings (the row's die with it).
         let (point, metal): (&str, &str) = (r.get(0), r.get(1));
-        let Some(&key) = pairs.iter().find(|p| p.0 == point && p.1 == metal) else {
+        let (Some(&point), Some(metal)) = (own_points.get(point), Metal::parse(metal)) else {
             continue;
         };
+        let key = (point, metal.symbol());
+        if !pairs.contains(&key) {
+            continue;
+        }
         let incident_id: Uuid = r.get(3);
         let ok_streak: i32 = r.get(5);
         tracks.insert(

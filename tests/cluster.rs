@@ -495,7 +495,7 @@ async fn rabbitmq_identities_give_the_mosquitto_acl_guarantees() -> Result<()> {
         let out = cli(&s, &["stations", "add", st]).await?;
         ensure!(out.contains("rabbitmq users synced"), "{out}");
         ensure!(
-            out.contains(&format!("rotate to enable on RabbitMQ")) && out.contains(&old),
+            out.contains("rotate to enable on RabbitMQ") && out.contains(&old),
             "{out}"
         );
         secret.insert(st.clone(), password_from(&out)?);

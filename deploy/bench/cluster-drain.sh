@@ -264,7 +264,7 @@ phase_failover() {
 	wait "$pub" || log "the stream ended early: $(tail -n 1 "$WORK/$t.sim")"
 	wait_for "queue empty (every message stored and acked)" "$LIMIT" queue_is "soilmon.$t.readings" "0 0"
 	stop_collectors
-	log "failover: every message stored once; cluster.sh up brings the killed nodes back"
+	log "failover: the queue is empty (every message stored and acked); cluster.sh up brings the killed nodes back"
 	bash "$REPO/deploy/cluster/cluster.sh" up >/dev/null 2>&1 || die "cluster.sh up failed after the kills"
 	drop_scenario "$t"
 }

@@ -83,7 +83,8 @@
 //! - [`telemetry`] — one function per event (batch committed, message refused, alerts
 //!   published, lab batch…): its log line and its metric together; the metric names.
 //! - [`broker`] — Mosquitto password and ACL files generated from the broker identities in
-//!   [`store::identities`], and the broker reload.
+//!   [`store::identities`], and the broker reload; [`broker::rabbitmq`], the same identities
+//!   as RabbitMQ users and permissions through the management HTTP API (cluster mode).
 //! - [`store::archive`] — the tamper-evident archive (hash chain over raw inputs and the
 //!   readings derived from them), `soilmon verify` and the admin correction path.
 //! - [`simulate`] — `soilmon simulate`, a demo station network publishing to the broker:

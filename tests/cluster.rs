@@ -445,3 +445,280 @@ async fn one_collector_and_three_sharded_collectors_decide_the_same_incidents() 
     );
     Ok(())
 }
+
+/// `soilmon ARGS` for scenario `s`: Ok(stdout) on success, Err(stdout + stderr) otherwise.
+async fn cli(s: &Scenario, args: &[&str]) -> Result<String> {
+    let out = s.soilmon().command(args).await?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "soilmon {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(text)
+}
+
+/// A station message under the scenario's prefix: (topic, body).
+fn reading(prefix: &str, station: &str, msg_id: &str, point: &str, cd: f64) -> (String, Vec<u8>) {
+    let (_, body) = common::pipeline::sample(
+        station,
+        msg_id,
+        point,
+        "2026-11-28T09:30:00+08:00",
+        &[("Cd", cd)],
+    );
+    (format!("{prefix}/stations/{station}/readings"), body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_identities_give_the_mosquitto_acl_guarantees() -> Result<()> {
+    use common::secure::{options, password_from, publish_as, try_connect, AuthSubscriber};
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let envs = cluster.identity_envs();
+    let extra: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let s = Scenario::start_with(&cluster, &extra).await?;
+    // Users are broker-wide: names unique to this scenario.
+    let tag = s.prefix.split('/').next().context("prefix")?.to_string();
+    let (st1, st2, bu1) = (format!("{tag}s1"), format!("{tag}s2"), format!("{tag}b1"));
+    // An identity made before RabbitMQ hashes were stored is named, not skipped silently.
+    let old = format!("{tag}old");
+    pg_connect(&s.db_url)
+        .await?
+        .execute(
+            "INSERT INTO broker_identities (username, kind, password_hash) VALUES ($1, 'station', 'x')",
+            &[&old],
+        )
+        .await?;
+    let mut secret = std::collections::HashMap::new();
+    for st in [&st1, &st2] {
+        let out = cli(&s, &["stations", "add", st]).await?;
+        ensure!(out.contains("rabbitmq users synced"), "{out}");
+        ensure!(
+            out.contains("rotate to enable on RabbitMQ") && out.contains(&old),
+            "{out}"
+        );
+        secret.insert(st.clone(), password_from(&out)?);
+    }
+    let out = cli(&s, &["bureaus", "add", &bu1, "--county", "441781"]).await?;
+    secret.insert(bu1.clone(), password_from(&out)?);
+    let user: serde_json::Value = cluster.api_get(&format!("users/{st1}")).await?;
+    ensure!(
+        user["hashing_algorithm"] == "rabbit_password_hashing_sha256"
+            && !user.to_string().contains(&secret[&st1]),
+        "{user}"
+    );
+    let _collectors = s.collectors(1).await?;
+    let port = cluster.mqtt_ports[0];
+    let login = |name: &String| options(port, Some((name.as_str(), secret[name].as_str())), None);
+
+    // st1 on st2's topic: RabbitMQ refuses the publish and closes the connection (no PUBACK).
+    let forged = reading(&s.prefix, &st2, "forged-1", "441781-T-0001", 9.0);
+    let refused = publish_as(login(&st1), vec![forged]).await;
+    ensure!(
+        refused.is_err(),
+        "a publish to another station's topic was acknowledged"
+    );
+    // st1 on its own topic: stored.
+    let own = reading(&s.prefix, &st1, "m-1", "441781-T-0001", 0.2);
+    publish_as(login(&st1), vec![own]).await?;
+    wait_until("st1/m-1 stored", Duration::from_secs(60), || async {
+        Ok(stored(&s.db_url)
+            .await?
+            .keys
+            .contains(&format!("{st1}/m-1")))
+    })
+    .await?;
+    wait_until("queue drained", Duration::from_secs(30), || async {
+        Ok(s.queue_stats(&cluster).await?.0 == 0)
+    })
+    .await?;
+    let keys = stored(&s.db_url).await?.keys;
+    ensure!(
+        keys == std::collections::BTreeSet::from([format!("{st1}/m-1")]),
+        "stored {keys:?}: the forged message reached the queue"
+    );
+
+    // The bureau: its county's alerts, never another county's (the subscription is refused).
+    let alerts = |county: &str| format!("{}/alerts/{county}/#", s.prefix);
+    let mine = AuthSubscriber::start(login(&bu1), &alerts("441781")).await?;
+    ensure!(mine.granted, "the bureau's own county was refused");
+    let other = AuthSubscriber::start(login(&bu1), &alerts("441702")).await;
+    let wide = AuthSubscriber::start(login(&bu1), &format!("{}/alerts/#", s.prefix)).await;
+    for (what, sub) in [("another county", &other), ("every county", &wide)] {
+        if let Ok(sub) = sub {
+            ensure!(
+                !sub.granted,
+                "the bureau's subscription to {what} was granted"
+            );
+        }
+    }
+    // Exceedances in both counties (Cd 0.5: paddy 441781 screening 0.4, dry land 441702 0.3).
+    publish_as(
+        login(&st1),
+        vec![
+            reading(&s.prefix, &st1, "a-1", "441781-T-0001", 0.5),
+            reading(&s.prefix, &st1, "a-2", "441702-T-0001", 0.5),
+        ],
+    )
+    .await?;
+    let got = mine.wait_for(1, Duration::from_secs(60)).await;
+    ensure!(
+        got.len() == 1,
+        "the bureau received {} alerts of its county",
+        got.len()
+    );
+    ensure!(
+        got[0]
+            .0
+            .starts_with(&format!("{}/alerts/441781/", s.prefix)),
+        "{got:?}"
+    );
+    wait_until("both alerts published", Duration::from_secs(60), || async {
+        Ok(stored(&s.db_url).await?.unpublished == 0)
+    })
+    .await?;
+    for sub in [&other, &wide].into_iter().flatten() {
+        ensure!(
+            sub.wait_for(1, Duration::from_secs(2)).await.is_empty(),
+            "another county's alert arrived"
+        );
+    }
+    let all = mine.wait_for(2, Duration::from_secs(2)).await;
+    ensure!(all.len() == 1, "{all:?}");
+
+    // Revocation: the user is deleted, its open connection closed, new ones refused.
+    let open =
+        AuthSubscriber::start(login(&st2), &format!("{}/stations/{st2}/rejects", s.prefix)).await?;
+    ensure!(open.granted, "st2 may read its own rejects");
+    let out = cli(&s, &["stations", "revoke", &st2]).await?;
+    ensure!(out.contains(&format!("1 deleted ({st2})")), "{out}");
+    ensure!(
+        try_connect(login(&st2)).await.is_err(),
+        "revoked st2 connected"
+    );
+    wait_until(
+        "st2's open connection closed",
+        Duration::from_secs(30),
+        || async { Ok(open.is_finished()) },
+    )
+    .await?;
+    try_connect(login(&st1)).await?;
+    // Rotation gives the old identity a RabbitMQ user.
+    let out = cli(&s, &["stations", "rotate", &old]).await?;
+    ensure!(!out.contains("rotate to enable"), "{out}");
+    let pw = password_from(&out)?;
+    try_connect(options(port, Some((old.as_str(), pw.as_str())), None)).await?;
+    println!("rabbitmq identities: own topic stored, forged refused, county alerts only, revoked user gone");
+    Ok(())
+}
+
+/// The advisory lock the test's COMMIT gate waits on.
+const GATE: i64 = 4216;
+
+/// Makes every COMMIT of a transaction that stored a new sample wait until the test releases
+/// advisory lock [`GATE`]: a deferred constraint trigger runs inside COMMIT, so the client
+/// sends COMMIT and sees no answer, as when a primary dies mid-COMMIT. A client that gave up
+/// is noticed within 200 ms (`client_connection_check_interval`), and its transaction rolls
+/// back: the retry is not blocked behind the abandoned one's row locks.
+const COMMIT_GATE: &str = "
+    CREATE FUNCTION test_commit_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_advisory_xact_lock_shared(4216); RETURN NULL; END $$;
+    CREATE CONSTRAINT TRIGGER test_commit_gate AFTER INSERT ON samples
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_commit_gate();";
+
+/// Readings queue counters from the management API: (ready, unacknowledged).
+async fn queue_counts(cluster: &Cluster, queue: &str) -> Result<(i64, i64)> {
+    let q = cluster.api_get(&format!("queues/%2F/{queue}")).await?;
+    Ok((
+        q["messages_ready"].as_i64().unwrap_or(-1),
+        q["messages_unacknowledged"].as_i64().unwrap_or(-1),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_without_answer_is_given_up_not_acked_and_stored_once_later() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    // The single-node test PostgreSQL: the gate needs a trigger and a database setting.
+    let db = common::TestDb::create().await?;
+    let s = Scenario::start_on(
+        &cluster,
+        Some(db.url.clone()),
+        &[("SOILMON__DATABASE__COMMIT_TIMEOUT_MS", "1500")],
+    )
+    .await?;
+    let admin = db.client().await?;
+    admin.batch_execute(COMMIT_GATE).await?;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET client_connection_check_interval = '200ms'",
+            db.name
+        ))
+        .await?;
+    admin
+        .execute("SELECT pg_advisory_lock($1)", &[&GATE])
+        .await?;
+    let collectors = s.collectors(1).await?;
+    let n = 20usize;
+    for i in 0..n {
+        let (topic, _, body) = stream_message(&s.prefix, i);
+        common::cluster::publish_raw(&cluster, 0, &topic, &body).await?;
+    }
+    // The collector gives up on the COMMIT, and on the retry's too: nothing acked meanwhile.
+    wait_until("two COMMITs given up", Duration::from_secs(120), || async {
+        Ok(collectors[0]
+            .log()
+            .matches("no answer to COMMIT within")
+            .count()
+            >= 2)
+    })
+    .await
+    .with_context(|| collectors[0].log())?;
+    wait_until(
+        "the broker counts every message unacked",
+        Duration::from_secs(60),
+        || async { Ok(queue_counts(&cluster, &s.queue).await? == (0, n as i64)) },
+    )
+    .await
+    .with_context(|| collectors[0].log())?;
+    let st = stored(&s.db_url).await?;
+    ensure!(
+        st.keys.is_empty(),
+        "{} messages visible while every COMMIT hangs",
+        st.keys.len()
+    );
+    // Lifted: everything stored exactly once, everything acked.
+    admin
+        .execute("SELECT pg_advisory_unlock($1)", &[&GATE])
+        .await?;
+    wait_until("every message stored", Duration::from_secs(120), || async {
+        Ok(stored(&s.db_url).await?.keys.len() == n)
+    })
+    .await
+    .with_context(|| collectors[0].log())?;
+    wait_until("every message acked", Duration::from_secs(60), || async {
+        Ok(queue_counts(&cluster, &s.queue).await? == (0, 0))
+    })
+    .await?;
+    let st = stored(&s.db_url).await?;
+    ensure!(
+        st.duplicate_readings == 0,
+        "{} readings stored twice",
+        st.duplicate_readings
+    );
+    ensure!(
+        st.readings == 2 * n as i64,
+        "{} readings for {n} messages",
+        st.readings
+    );
+    let timeouts = collectors[0]
+        .log()
+        .matches("no answer to COMMIT within")
+        .count();
+    println!("{timeouts} COMMITs given up while the gate was closed; {n} messages stored once");
+    drop(collectors);
+    drop(admin);
+    db.drop_db().await?;
+    Ok(())
+}

@@ -31,6 +31,7 @@
 #                                rabbitmqctl dist      base+590..599     21590-21599
 #                                AMQP 0-9-1            base+672..674     21672-21674
 #                                MQTT 3.1.1            base+883..885     21883-21885
+#                                RabbitMQ HTTP API     base+1672..1674   22672-22674
 #                                etcd client / peer    base+1379..1384   22379/80, 22381/82, 22383/84
 #                                PostgreSQL            base+5432..5434   26432-26434
 #                                Patroni REST API      base+7008..7010   28008-28010
@@ -46,7 +47,8 @@
 # installed and stops with that instruction if not.
 #
 # Layout of $SOILMON_CLUSTER_DIR:
-#   secrets/            generated passwords (0600): rabbitmq, postgres, replicator
+#   secrets/            generated passwords (0600): rabbitmq, rabbitmq-admin,
+#                       postgres, replicator
 #   rabbitmq/home/      HOME of the nodes and of rabbitmqctl: the shared .erlang.cookie
 #   rabbitmq/rabbitN/   rabbitmq.conf, enabled_plugins, mnesia/, log/, pid
 #   etcd/eN/            data/, log, pid
@@ -71,6 +73,7 @@ readonly CTL_DIST_MIN=$((BASE + 590)) CTL_DIST_MAX=$((BASE + 599))
 rmq_dist_port() { echo $((BASE + 571 + $1)); }
 rmq_amqp_port() { echo $((BASE + 671 + $1)); }
 rmq_mqtt_port() { echo $((BASE + 882 + $1)); }
+rmq_api_port() { echo $((BASE + 1671 + $1)); }
 etcd_client_port() { echo $((BASE + 1377 + 2 * $1)); }
 etcd_peer_port() { echo $((BASE + 1378 + 2 * $1)); }
 pg_port() { echo $((BASE + 5431 + $1)); }
@@ -80,6 +83,9 @@ readonly PG_BIN=/usr/lib/postgresql/15/bin
 readonly PY=/usr/bin/python3          # Debian's python: python3-pika lives there, not in a pyenv
 readonly RMQ_SBIN=/usr/lib/rabbitmq/bin
 readonly RMQ_USER_NAME=soilmon
+# Administrator of the HTTP API: `soilmon broker sync` manages the station and bureau users
+# with it (docs/security.md). No vhost permissions: it cannot publish or consume.
+readonly RMQ_ADMIN_NAME=soilmon-admin
 readonly VHOST=/
 readonly DBNAME=soilmon
 readonly SCOPE=soilmon
@@ -324,8 +330,9 @@ rmq_prepare() {
 	chown rabbitmq:rabbitmq "$RMQ_HOME/.erlang.cookie"
 	chmod 0400 "$RMQ_HOME/.erlang.cookie"
 	: >"$d/rabbitmq-env.conf"
-	# The consistent-hash exchange shards the readings by station (amqp.shards, docs/cluster.md).
-	echo '[rabbitmq_mqtt,rabbitmq_consistent_hash_exchange].' >"$d/enabled_plugins"
+	# The consistent-hash exchange shards the readings by station (amqp.shards, docs/cluster.md);
+	# the management plugin is the HTTP API `soilmon broker sync` manages identities through.
+	echo '[rabbitmq_mqtt,rabbitmq_consistent_hash_exchange,rabbitmq_management].' >"$d/enabled_plugins"
 	cat >"$d/rabbitmq.conf" <<EOF
 # Written by deploy/cluster/cluster.sh on every \`up\`; edit the script, not this file.
 # AMQP listener: RABBITMQ_NODE_IP_ADDRESS/RABBITMQ_NODE_PORT (127.0.0.1:$(rmq_amqp_port "$i")).
@@ -333,6 +340,8 @@ mqtt.listeners.tcp.1 = 127.0.0.1:$(rmq_mqtt_port "$i")
 mqtt.allow_anonymous = false
 mqtt.vhost = $VHOST
 mqtt.exchange = amq.topic
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $(rmq_api_port "$i")
 cluster_partition_handling = pause_minority
 log.console = false
 log.file.level = info
@@ -354,7 +363,7 @@ ensure_epmd() {
 
 rmq_start() {
 	local i=$1 d="$RMQ_DIR/rabbit$1" envs=() p
-	for p in "$(rmq_amqp_port "$i")" "$(rmq_mqtt_port "$i")" "$(rmq_dist_port "$i")"; do
+	for p in "$(rmq_amqp_port "$i")" "$(rmq_mqtt_port "$i")" "$(rmq_dist_port "$i")" "$(rmq_api_port "$i")"; do
 		port_open "$p" && die "127.0.0.1:$p is in use by another process; set SOILMON_CLUSTER_PORT_BASE"
 	done
 	mapfile -t envs < <(rmq_env "$i")
@@ -393,6 +402,11 @@ rmq_topology() {
 		rctl 1 -q add_user "$RMQ_USER_NAME" "$pass" >/dev/null
 	fi
 	rctl 1 -q set_permissions -p "$VHOST" "$RMQ_USER_NAME" '.*' '.*' '.*' >/dev/null
+	if ! rctl 1 -q list_users | awk '{print $1}' | grep -qx "$RMQ_ADMIN_NAME"; then
+		log "creating RabbitMQ user $RMQ_ADMIN_NAME (HTTP API administrator)"
+		rctl 1 -q add_user "$RMQ_ADMIN_NAME" "$(secret rabbitmq-admin)" >/dev/null
+	fi
+	rctl 1 -q set_user_tags "$RMQ_ADMIN_NAME" administrator >/dev/null
 	rctl 1 -q delete_user guest >/dev/null 2>&1 || true
 	rctl 1 -q set_cluster_name soilmon >/dev/null
 	SOILMON_AMQP_URL="amqp://$RMQ_USER_NAME:$pass@127.0.0.1:$(rmq_amqp_port 1)/%2F" "$PY" - \
@@ -712,11 +726,12 @@ db_url() {
 }
 
 cmd_env() {
-	local i amqp="" mqtt="" pass
+	local i amqp="" mqtt="" api="" pass
 	pass=$(secret rabbitmq)
 	for ((i = 1; i <= N; i++)); do
 		amqp+="${amqp:+,}amqp://$RMQ_USER_NAME:$pass@127.0.0.1:$(rmq_amqp_port "$i")/%2F"
 		mqtt+="${mqtt:+,}mqtt://127.0.0.1:$(rmq_mqtt_port "$i")"
+		api+="${api:+,}http://127.0.0.1:$(rmq_api_port "$i")"
 	done
 	cat <<EOF
 export SOILMON_CLUSTER_DATABASE_URL="$(db_url)"
@@ -726,6 +741,9 @@ export SOILMON_CLUSTER_MQTT_URLS="$mqtt"
 export SOILMON_CLUSTER_MQTT_USER="$RMQ_USER_NAME"
 export SOILMON_CLUSTER_MQTT_PASSWORD="$pass"
 export SOILMON_CLUSTER_READINGS_QUEUE="$READINGS_QUEUE"
+export SOILMON_CLUSTER_RABBITMQ_API="$api"
+export SOILMON_CLUSTER_RABBITMQ_ADMIN_USER="$RMQ_ADMIN_NAME"
+export SOILMON_CLUSTER_RABBITMQ_ADMIN_PASSWORD="$(secret rabbitmq-admin)"
 export SOILMON_CLUSTER_ETCD="$(etcd_endpoints)"
 export SOILMON_PG_BIN=$PG_BIN
 EOF

@@ -12,8 +12,10 @@ use super::{admin_connect, write_lines};
 
 #[derive(Subcommand)]
 pub enum BrokerCommand {
-    /// Write broker.password_file and broker.acl_file from the database, then run
-    /// broker.reload_command.
+    /// Bring the brokers in line with the database: write broker.password_file and
+    /// broker.acl_file, then run broker.reload_command (Mosquitto); create, update and delete
+    /// the station and bureau users and their permissions through broker.rabbitmq_api_urls
+    /// (RabbitMQ). Either or both, as configured.
     Sync,
     /// Cluster mode: declare on RabbitMQ (amqp.urls) the readings quorum queue (or, with
     /// amqp.shards, its shard queues and their consistent-hash exchange) with its delivery
@@ -130,24 +132,48 @@ async fn probe(settings: &Settings, conn: &lapin::Connection, node: usize) -> Re
     Ok(())
 }
 
-/// Regenerates the broker files and reloads the broker, printing what was done.
+/// Brings every configured broker in line with the database (Mosquitto's files and reload,
+/// RabbitMQ's users), printing what was done.
 pub async fn broker_sync(settings: &Settings, client: &tokio_postgres::Client) -> Result<()> {
     let ids = identities::active(client).await?;
     let report = broker::sync(settings, &ids).await?;
-    println!(
-        "broker files written: {} identities{}; {}",
-        report.identities,
-        if report.service_identity {
-            format!(" + soilmon's own ({})", settings.mqtt.username)
-        } else {
-            " (no service identity: set mqtt.username and SOILMON__MQTT__PASSWORD)".into()
-        },
-        if report.reloaded {
-            "broker reloaded"
-        } else {
-            "broker.reload_command is empty: reload the broker now (SIGHUP)"
+    if let Some(f) = report.files {
+        println!(
+            "broker files written: {} identities{}; {}",
+            f.identities,
+            if f.service_identity {
+                format!(" + soilmon's own ({})", settings.mqtt.username)
+            } else {
+                " (no service identity: set mqtt.username and SOILMON__MQTT__PASSWORD)".into()
+            },
+            if f.reloaded {
+                "broker reloaded"
+            } else {
+                "broker.reload_command is empty: reload the broker now (SIGHUP)"
+            }
+        );
+    }
+    if let Some(r) = report.rabbitmq {
+        println!(
+            "rabbitmq users synced through {}: {} identities, {} created or changed, {} deleted{}",
+            r.node,
+            r.identities,
+            r.changed.len(),
+            r.deleted.len(),
+            if r.deleted.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.deleted.join(", "))
+            }
+        );
+        if !r.need_rotation.is_empty() {
+            println!(
+                "rotate to enable on RabbitMQ (created before RabbitMQ hashes were stored, so \
+                 not on RabbitMQ): {} (`soilmon stations rotate ID` / `soilmon bureaus rotate NAME`)",
+                r.need_rotation.join(", ")
+            );
         }
-    );
+    }
     Ok(())
 }
 

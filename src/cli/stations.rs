@@ -25,6 +25,11 @@ pub enum StationsCommand {
         /// Station id.
         id: String,
     },
+    /// Give a station a new password (printed once); the old one stops working.
+    Rotate {
+        /// Station id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -47,6 +52,11 @@ pub enum BureausCommand {
         /// Bureau name.
         name: String,
     },
+    /// Give a bureau a new password (printed once); the old one stops working.
+    Rotate {
+        /// Bureau name.
+        name: String,
+    },
 }
 
 /// Runs one `soilmon stations` command.
@@ -56,8 +66,8 @@ pub async fn stations(settings: &Settings, c: StationsCommand) -> Result<()> {
         StationsCommand::Add { id } => {
             broker::check_name(&id, settings)?;
             let secret = broker::new_secret();
-            let hash = broker::mosquitto_hash(&secret);
-            identities::add(&client, &id, IdentityKind::Station, &hash, &[], false).await?;
+            let hashes = broker::hashes(&secret);
+            identities::add(&client, &id, IdentityKind::Station, &hashes, &[], false).await?;
             println!("station {id} created; its broker password (shown once, stored hashed):");
             println!("password: {secret}");
             broker_sync(settings, &client).await
@@ -69,6 +79,9 @@ pub async fn stations(settings: &Settings, c: StationsCommand) -> Result<()> {
             identities::revoke(&client, IdentityKind::Station, &id).await?;
             println!("station {id} revoked");
             broker_sync(settings, &client).await
+        }
+        StationsCommand::Rotate { id } => {
+            rotate(settings, &client, IdentityKind::Station, &id).await
         }
     }
 }
@@ -85,8 +98,16 @@ pub async fn bureaus(settings: &Settings, c: BureausCommand) -> Result<()> {
             broker::check_name(&name, settings)?;
             check_counties(settings, &counties)?;
             let secret = broker::new_secret();
-            let hash = broker::mosquitto_hash(&secret);
-            identities::add(&client, &name, IdentityKind::Bureau, &hash, &counties, all).await?;
+            let hashes = broker::hashes(&secret);
+            identities::add(
+                &client,
+                &name,
+                IdentityKind::Bureau,
+                &hashes,
+                &counties,
+                all,
+            )
+            .await?;
             println!("bureau {name} created; its broker password (shown once, stored hashed):");
             println!("password: {secret}");
             broker_sync(settings, &client).await
@@ -99,5 +120,25 @@ pub async fn bureaus(settings: &Settings, c: BureausCommand) -> Result<()> {
             println!("bureau {name} revoked");
             broker_sync(settings, &client).await
         }
+        BureausCommand::Rotate { name } => {
+            rotate(settings, &client, IdentityKind::Bureau, &name).await
+        }
     }
+}
+
+/// A new secret for an active identity (both brokers' hashes), printed once; then a sync.
+async fn rotate(
+    settings: &Settings,
+    client: &tokio_postgres::Client,
+    kind: IdentityKind,
+    name: &str,
+) -> Result<()> {
+    let secret = broker::new_secret();
+    identities::rotate(client, kind, name, &broker::hashes(&secret)).await?;
+    println!(
+        "{} {name}: new broker password (shown once, stored hashed; the old one no longer works):",
+        kind.as_str()
+    );
+    println!("password: {secret}");
+    broker_sync(settings, client).await
 }

@@ -154,7 +154,19 @@ async fn broker_sync(st: &AppState, client: &tokio_postgres::Client) -> Value {
         Err(e) => return json!({"synced": false, "error": e.to_string()}),
     };
     match broker::sync(&st.settings, &ids).await {
-        Ok(r) => json!({"synced": true, "reloaded": r.reloaded, "identities": r.identities}),
+        Ok(r) => {
+            let mut v = json!({"synced": true, "identities": ids.len()});
+            if let Some(f) = r.files {
+                v["reloaded"] = json!(f.reloaded);
+            }
+            if let Some(q) = r.rabbitmq {
+                v["rabbitmq"] = json!({
+                    "changed": q.changed, "deleted": q.deleted,
+                    "need_rotation": q.need_rotation,
+                });
+            }
+            v
+        }
         Err(e) => {
             warn!(error = %e, "broker files not regenerated; run soilmon broker sync");
             json!({"synced": false, "error": e.to_string()})
@@ -173,9 +185,9 @@ async fn add_identity(
     broker::check_name(name, &st.settings)
         .map_err(|e| ApiError::BadRequest(e.to_string().into()))?;
     let secret = broker::new_secret();
-    let hash = broker::mosquitto_hash(&secret);
+    let hashes = broker::hashes(&secret);
     let client = st.pool.get().await?;
-    identities::add(&client, name, kind, &hash, counties, all)
+    identities::add(&client, name, kind, &hashes, counties, all)
         .await
         .map_err(store_refusal("identity add"))?;
     let key = match kind {

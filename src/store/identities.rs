@@ -1,6 +1,6 @@
 //! Broker identities (stations and bureaus) in the `broker_identities` table.
 //!
-//! Only the Mosquitto password hash of each secret is stored. Revoking keeps the row (for the
+//! Only hashes of each secret are stored: Mosquitto's, and (since schema 23) RabbitMQ's. Revoking keeps the row (for the
 //! audit trail) with `revoked_at` set; revoked identities are left out of the generated
 //! broker files. Adding a revoked name again re-activates it with a new secret.
 
@@ -37,6 +37,9 @@ pub struct Identity {
     pub kind: IdentityKind,
     /// Mosquitto `$7$` password hash.
     pub password_hash: String,
+    /// RabbitMQ `rabbit_password_hashing_sha256` hash; `None` for identities created before
+    /// schema 23 (rotate them to use them on RabbitMQ).
+    pub rabbitmq_password_hash: Option<String>,
     /// Counties a bureau may read (empty for stations and city-wide bureaus).
     pub counties: Vec<String>,
     /// A city-wide bureau (every county).
@@ -61,35 +64,49 @@ fn from_row(r: &tokio_postgres::Row) -> Identity {
         all_counties: r.get(4),
         created_at: r.get(5),
         revoked_at: r.get(6),
+        rabbitmq_password_hash: r.get(7),
     }
 }
 
-const COLUMNS: &str =
-    "username, kind, password_hash, counties, all_counties, created_at, revoked_at";
+const COLUMNS: &str = "username, kind, password_hash, counties, all_counties, created_at, \
+                       revoked_at, rabbitmq_password_hash";
 
-/// Inserts a new identity, or re-activates a revoked one of the same kind with the new hash
+/// The stored hashes of one secret, one per broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hashes {
+    /// Mosquitto `$7$` hash.
+    pub mosquitto: String,
+    /// RabbitMQ `rabbit_password_hashing_sha256` hash.
+    pub rabbitmq: String,
+}
+
+/// Inserts a new identity, or re-activates a revoked one of the same kind with the new hashes
 /// and counties. Refused when the name is in use.
 pub async fn add(
     client: &Client,
     username: &str,
     kind: IdentityKind,
-    password_hash: &str,
+    hashes: &Hashes,
     counties: &[String],
     all_counties: bool,
 ) -> Result<(), StoreError> {
     let n = client
         .execute(
-            "INSERT INTO broker_identities (username, kind, password_hash, counties, all_counties)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO broker_identities
+                 (username, kind, password_hash, rabbitmq_password_hash, counties, all_counties)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (username) DO UPDATE SET
-                 password_hash = EXCLUDED.password_hash, counties = EXCLUDED.counties,
+                 password_hash = EXCLUDED.password_hash,
+                 rabbitmq_password_hash = EXCLUDED.rabbitmq_password_hash,
+                 counties = EXCLUDED.counties,
                  all_counties = EXCLUDED.all_counties, created_at = now(), revoked_at = NULL
              WHERE broker_identities.revoked_at IS NOT NULL
                AND broker_identities.kind = EXCLUDED.kind",
             &[
                 &username,
                 &kind.as_str(),
-                &password_hash,
+                &hashes.mosquitto,
+                &hashes.rabbitmq,
                 &counties,
                 &all_counties,
             ],
@@ -137,6 +154,35 @@ pub async fn revoke(client: &Client, kind: IdentityKind, username: &str) -> Resu
             "UPDATE broker_identities SET revoked_at = now()
              WHERE username = $1 AND kind = $2 AND revoked_at IS NULL",
             &[&username, &kind.as_str()],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::Refused(format!(
+            "no active {} {username:?}",
+            kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Gives an active identity of `kind` a new secret (both hashes replaced; counties kept);
+/// refused when there is none by that name.
+pub async fn rotate(
+    client: &Client,
+    kind: IdentityKind,
+    username: &str,
+    hashes: &Hashes,
+) -> Result<(), StoreError> {
+    let n = client
+        .execute(
+            "UPDATE broker_identities SET password_hash = $3, rabbitmq_password_hash = $4
+             WHERE username = $1 AND kind = $2 AND revoked_at IS NULL",
+            &[
+                &username,
+                &kind.as_str(),
+                &hashes.mosquitto,
+                &hashes.rabbitmq,
+            ],
         )
         .await?;
     if n == 0 {

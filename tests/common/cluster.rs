@@ -26,6 +26,12 @@ pub struct Cluster {
     pub mqtt_user: String,
     /// Its password.
     pub mqtt_password: String,
+    /// Comma-separated management HTTP API base URLs of the nodes.
+    pub api_urls: String,
+    /// The API's administrator user and password (`soilmon broker sync` manages users with it).
+    pub admin_user: String,
+    /// Its password.
+    pub admin_password: String,
     /// The multi-host database URL (database `soilmon`).
     db_url: String,
 }
@@ -57,6 +63,9 @@ impl Cluster {
             mqtt_ports,
             mqtt_user: var("SOILMON_CLUSTER_MQTT_USER")?,
             mqtt_password: var("SOILMON_CLUSTER_MQTT_PASSWORD")?,
+            api_urls: var("SOILMON_CLUSTER_RABBITMQ_API")?,
+            admin_user: var("SOILMON_CLUSTER_RABBITMQ_ADMIN_USER")?,
+            admin_password: var("SOILMON_CLUSTER_RABBITMQ_ADMIN_PASSWORD")?,
             db_url: var("SOILMON_CLUSTER_DATABASE_URL")?,
         })
     }
@@ -83,6 +92,34 @@ impl Cluster {
                 Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
             }
         }
+    }
+
+    /// The `SOILMON__BROKER__…` settings that let `soilmon broker sync` manage RabbitMQ users.
+    pub fn identity_envs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("SOILMON__BROKER__RABBITMQ_API_URLS", self.api_urls.clone()),
+            (
+                "SOILMON__BROKER__RABBITMQ_ADMIN_USER",
+                self.admin_user.clone(),
+            ),
+            (
+                "SOILMON__BROKER__RABBITMQ_ADMIN_PASSWORD",
+                self.admin_password.clone(),
+            ),
+        ]
+    }
+
+    /// `GET /api/PATH` on the first node's management API, as JSON.
+    pub async fn api_get(&self, path: &str) -> Result<serde_json::Value> {
+        let base = self.api_urls.split(',').next().context("no API URL")?;
+        let resp = reqwest::Client::new()
+            .get(format!("{base}/api/{path}"))
+            .basic_auth(&self.admin_user, Some(&self.admin_password))
+            .timeout(Duration::from_secs(15))
+            .send()
+            .await?;
+        ensure!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        Ok(resp.json().await?)
     }
 
     /// Runs `deploy/cluster/cluster.sh ARGS` and returns its stdout (Err with stderr).
@@ -123,13 +160,26 @@ impl Scenario {
 
     /// [`Scenario::start`] with more `SOILMON__…` overrides (e.g. `amqp.shards`).
     pub async fn start_with(cluster: &Cluster, extra: &[(&str, &str)]) -> Result<Scenario> {
+        Scenario::start_on(cluster, None, extra).await
+    }
+
+    /// [`Scenario::start_with`] on the database `db_url` (a fresh one on the cluster when
+    /// `None`).
+    pub async fn start_on(
+        cluster: &Cluster,
+        db_url: Option<String>,
+        extra: &[(&str, &str)],
+    ) -> Result<Scenario> {
         // A scenario that failed before bringing back the node it killed must not take the
         // next one down with it.
         if cluster.script(&["status"]).await.is_err() {
             cluster.script(&["up"]).await?;
         }
         let tag = format!("c{}", random_suffix());
-        let db_url = cluster.create_db(&tag).await?;
+        let db_url = match db_url {
+            Some(u) => u,
+            None => cluster.create_db(&tag).await?,
+        };
         let prefix = format!("{tag}/soil/v1");
         let queue = format!("soilmon.{tag}.readings");
         let envs = vec![

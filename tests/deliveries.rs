@@ -512,12 +512,14 @@ async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
             batch: 2,
         },
     ];
-    let lease = Duration::from_secs(60);
-    let claim = |db: &mut deadpool_postgres::Client| {
-        let limits = limits.to_vec();
-        async move { store::claim_batches(db, 10, &[], &limits, 1, 100, lease).await }
-    };
-    let first = claim(&mut a).await?;
+    async fn claim(
+        db: &mut deadpool_postgres::Client,
+        limits: &[soilmon::store::deliveries::ClaimLimit],
+    ) -> Result<Vec<soilmon::store::deliveries::Claimed>> {
+        let lease = Duration::from_secs(60);
+        Ok(soilmon::store::deliveries::claim_batches(db, 10, &[], limits, 1, 100, lease).await?)
+    }
+    let first = claim(&mut a, &limits).await?;
     assert_eq!(
         of(&first, one),
         [1, 2, 3, 4, 5],
@@ -529,7 +531,7 @@ async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
     assert_eq!(first.len(), 8, "nothing of the paused subscription");
     assert!(first.iter().all(|c| c.attempts == 1));
     // Another instance: subscription one has its batch in flight, two its two keys.
-    assert!(claim(&mut b).await?.is_empty());
+    assert!(claim(&mut b, &limits).await?.is_empty());
 
     // One: 1 and 2 delivered, 3 failed (retry in a minute), 4 and 5 not attempted.
     let ids: Vec<i64> = first
@@ -550,7 +552,7 @@ async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
     ];
     store::record(&mut a, &marks).await?;
     assert!(
-        of(&claim(&mut b).await?, one).is_empty(),
+        of(&claim(&mut b, &limits).await?, one).is_empty(),
         "3 waits for its retry: nothing is sent past it"
     );
     c.execute(
@@ -558,7 +560,7 @@ async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
         &[&ids[2]],
     )
     .await?;
-    let again = claim(&mut b).await?;
+    let again = claim(&mut b, &limits).await?;
     assert_eq!(
         of(&again, one),
         [3, 4, 5, 6, 7],
@@ -588,7 +590,7 @@ async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
     )];
     marks.extend(ids[1..].iter().map(|id| (*id, Mark::Release)));
     store::record(&mut b, &marks).await?;
-    assert_eq!(of(&claim(&mut a).await?, one), [4, 5, 6, 7, 8]);
+    assert_eq!(of(&claim(&mut a, &limits).await?, one), [4, 5, 6, 7, 8]);
     let states: Vec<(String, Option<String>)> = c
         .query(
             "SELECT d.state, d.last_error FROM deliveries d JOIN outbox o ON o.id = d.outbox_id

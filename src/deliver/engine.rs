@@ -1,13 +1,16 @@
 //! The delivery engine inside `soilmon run`: fans alert and incident-workflow events out of
-//! the outbox into `deliveries` rows, claims the due head of each (subscription, incident
-//! key) up to the subscription's concurrency, sends it through the subscription's channel
-//! and records the outcome; sends the daily digests and reminders when due.
+//! the outbox into `deliveries` rows, claims batches (the due head of each subscription, or
+//! of each incident key up to its concurrency, with what follows it) in one statement a
+//! round, runs one task per batch (`super::batch`: sent in order, one request after the
+//! other) and records the outcomes of every finished batch in one statement; sends the
+//! daily digests and reminders when due.
 //!
 //! It runs beside the MQTT publisher and touches the ingest path nowhere: a slow or dead
-//! receiver holds only its own subscription's leases and some of `deliver.workers` slots
-//! (bounded by its timeout), while the other subscriptions are claimed and sent in parallel.
-//! At least once: a delivery is marked only after its receiver answered; an instance that
-//! dies mid-delivery leaves a lease that runs out, and the delivery is sent again.
+//! receiver holds only its own subscription's leases and one of `deliver.workers` tasks
+//! (bounded by its timeout and the batch's time budget), while the other subscriptions are
+//! claimed and sent in parallel. At least once: a delivery is marked only after its
+//! receiver answered; an instance that dies mid-batch leaves leases that run out, and the
+//! deliveries are sent again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -7,13 +7,18 @@
 //!   delivery is written per match, in the same transaction that marks the rows fanned out.
 //!   Alert events and the console's incident-workflow events are fanned out; each delivery
 //!   carries its incident key (`order_key`, point × metal).
-//! * **Claim**: the oldest pending delivery of each (subscription, incident key) that is due
-//!   and not leased, up to the subscription's concurrency minus what it has in flight,
-//!   locked `FOR UPDATE SKIP LOCKED` and leased (`claimed_until`), so several instances
-//!   never send the same delivery at once, and each key's deliveries go one at a time, in
-//!   order. A subscription of concurrency 1 has a single key (its whole queue), so it is
-//!   strictly in order. A lease that runs out (the instance died mid-delivery) makes the
-//!   delivery claimable again: at least once.
+//! * **Claim** ([`claim_batches`]): in one statement, per subscription, the heads of up to
+//!   its concurrency incident keys that are due and not leased, each with the deliveries
+//!   that follow it in its key while they are due and free (a batch, up to its size), read
+//!   through the partial index on pending deliveries in outbox order, never the whole
+//!   queue; leased (`claimed_until`) and locked `FOR UPDATE SKIP LOCKED`, with claims of
+//!   several instances serialised by an advisory lock, so no two instances ever send the
+//!   same delivery at once, and each key's deliveries go in order. A subscription of
+//!   concurrency 1 has a single key (its whole queue), so it is strictly in order. A lease
+//!   that runs out (the instance died mid-delivery) makes the delivery claimable again: at
+//!   least once.
+//! * **Record** ([`record`]): the outcomes of many deliveries (delivered, retry after a
+//!   delay, dead, released unattempted) in one `UPDATE … FROM unnest`.
 
 use std::time::Duration;
 

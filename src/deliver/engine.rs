@@ -345,17 +345,9 @@ impl Engine {
         }
     }
 
-    /// Claims batches for the free workers and starts a task for each.
-    async fn dispatch(&mut self) -> Result<(), DeliverError> {
-        let free = self
-            .settings
-            .deliver
-            .workers
-            .saturating_sub(self.in_flight_total());
-        if free == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
+    /// The subscriptions not to claim for now (unusable, robots waiting for their window,
+    /// digests) and each loaded subscription's concurrency and batch size.
+    fn claim_limits(&mut self, now: Instant) -> (Vec<i64>, Vec<ClaimLimit>) {
         let mut exclude: Vec<i64> = self.unusable.keys().copied().collect();
         for (id, w) in self.windows.iter_mut() {
             if matches!(w.plan(now), Plan::WaitUntil(_)) {
@@ -385,6 +377,23 @@ impl Engine {
                 },
             })
             .collect();
+        (exclude, limits)
+    }
+
+    /// Claims batches for the free workers and starts a task for each.
+    async fn dispatch(&mut self) -> Result<(), DeliverError> {
+        let free = self
+            .settings
+            .deliver
+            .workers
+            .saturating_sub(self.in_flight_total());
+        if free == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let (exclude, limits) = self.claim_limits(now);
+        let d = &self.settings.deliver;
+        let default_limit = d.per_subscription;
         let mut db = self
             .pool
             .get()

@@ -428,8 +428,12 @@ pub struct DeliverConfig {
     pub enabled: bool,
     /// How often the engine looks for new events and due deliveries, ms.
     pub poll_ms: u64,
-    /// Deliveries in flight at once (each subscription has at most one).
+    /// Sending tasks at once across subscriptions; each sends one claimed batch, one
+    /// request at a time (a subscription has as many as its concurrency).
     pub workers: usize,
+    /// Most deliveries of one subscription (or one incident key) claimed at once and sent
+    /// one after the other by one task (robots: 1).
+    pub claim_batch: i32,
     /// Database connections of the engine: its own pool, so deliveries never take a
     /// connection from the ingest path.
     pub pool_size: usize,
@@ -480,7 +484,8 @@ impl Default for DeliverConfig {
         DeliverConfig {
             enabled: true,
             poll_ms: 100,
-            workers: 16,
+            workers: 64,
+            claim_batch: 100,
             pool_size: 2,
             lease_secs: 60,
             timeout_ms: 10_000,
@@ -918,11 +923,13 @@ impl Settings {
             || d.workers == 0
             || d.pool_size == 0
             || d.fanout_batch < 1
+            || d.claim_batch < 1
             || d.fold_max < 2
         {
             invalid(
                 "deliver.workers",
-                "poll_ms, workers, pool_size and fanout_batch must be at least 1, fold_max at least 2",
+                "poll_ms, workers, pool_size, fanout_batch and claim_batch must be at least 1, \
+                 fold_max at least 2",
             );
         }
         if d.timeout_ms == 0 || d.timeout_ms >= d.lease_secs.saturating_mul(1000) {

@@ -71,8 +71,9 @@
 //!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`],
 //!   [`deliver::schedule`] (digest times); the channels [`deliver::webhook`],
 //!   [`deliver::robot`] (DingTalk, WeCom) and [`deliver::email`] (SMTP); the secrets file
-//!   [`deliver::secrets`]; [`deliver::engine`] (outbox → `deliveries` fan-out, claims with
-//!   leases per incident key, sends, retries, dead letters) and [`deliver::digest`] (daily
+//!   [`deliver::secrets`]; [`deliver::engine`] (outbox → `deliveries` fan-out, batched
+//!   claims with leases per incident key, sends — one task per claimed batch, the private
+//!   `deliver::batch` —, retries, dead letters, batched marks) and [`deliver::digest`] (daily
 //!   digests and reminders). Its SQL is in [`store::subscriptions`],
 //!   [`store::deliveries`] and [`store::digests`].
 //! - [`mqtt`] — MQTT client options, back-off and cancellable sleep shared by the collector

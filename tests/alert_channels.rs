@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use common::pipeline::sample;
 use common::receiver::{Receiver, Reply};
-use common::smtp::SmtpSink;
+use common::smtp::{SinkTls, SmtpSink};
 use common::subs::{first_arrivals, five_alerts, setup, verify, Setup, WAIT};
 
 const USER: &str = "soilmon-alerts";
@@ -21,10 +21,14 @@ const PASSWORD: &str = "smtp-pw-9f2c";
 
 /// `subscriptions add NAME --channel email …` with the SMTP password in a file.
 async fn email_sub(s: &Setup, sink: &SmtpSink, name: &str, extra: &[&str]) -> Result<()> {
+    email_sub_at(s, &sink.url(USER), name, extra).await
+}
+
+/// `subscriptions add NAME --channel email --url URL …` with the SMTP password in a file.
+async fn email_sub_at(s: &Setup, url: &str, name: &str, extra: &[&str]) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let pw = dir.path().join("smtp-password");
     std::fs::write(&pw, format!("{PASSWORD}\n"))?;
-    let url = sink.url(USER);
     let pw = pw.to_string_lossy().into_owned();
     let mut args = vec![
         "subscriptions",
@@ -35,7 +39,7 @@ async fn email_sub(s: &Setup, sink: &SmtpSink, name: &str, extra: &[&str]) -> Re
         "--channel",
         "email",
         "--url",
-        &url,
+        url,
         "--from",
         "土壤监测 <soilmon@example.org>",
         "--to",
@@ -158,6 +162,101 @@ async fn email_one_message_per_alert_in_chinese() -> Result<()> {
         header(&got[1], "subject"),
         "【土壤告警】阳春市 镉 升级（超风险管制值）"
     );
+    Ok(())
+}
+
+/// The last error recorded on the deliveries of `name`, once there is one (it failed).
+async fn first_error(s: &Setup, name: &str) -> Result<String> {
+    let db = s.p.db().await?;
+    let sql = "SELECT d.last_error FROM deliveries d JOIN subscriptions s
+               ON s.id = d.subscription_id
+               WHERE s.name = $1 AND d.last_error IS NOT NULL LIMIT 1";
+    common::wait_until(&format!("an error recorded for {name}"), WAIT, || async {
+        Ok(db.query_opt(sql, &[&name]).await?.is_some())
+    })
+    .await?;
+    Ok(db.query_one(sql, &[&name]).await?.get(0))
+}
+
+/// E-mail over TLS to real TLS servers (aiosmtpd with a certificate from a throwaway CA made
+/// at test time, `secure::make_test_ca`), each subscription trusting only its --ca-file:
+/// `smtp://` upgrades with STARTTLS before AUTH and the message, `smtps://` speaks TLS from
+/// the first byte. A server whose certificate does not chain to the subscription's CA is
+/// refused: nothing is sent, the delivery stays pending with the certificate error recorded.
+/// A server that does not offer STARTTLS behind an `smtp://` URL gets nothing in clear: the
+/// delivery fails with that reason recorded.
+#[tokio::test]
+async fn email_over_starttls_and_implicit_tls() -> Result<()> {
+    let s = setup(&[]).await?;
+    let (certs, other) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    common::secure::make_test_ca(certs.path())?;
+    common::secure::make_test_ca(other.path())?;
+    let ca = certs.path().join("ca.crt").to_string_lossy().into_owned();
+    let other_ca = other.path().join("ca.crt").to_string_lossy().into_owned();
+    let starttls = SmtpSink::start_with(USER, PASSWORD, SinkTls::Starttls, Some(certs.path()))?;
+    let implicit = SmtpSink::start_with(USER, PASSWORD, SinkTls::Implicit, Some(certs.path()))?;
+    let plain = SmtpSink::start(USER, PASSWORD)?;
+    let subs = [
+        ("mail-starttls", starttls.tls_url(USER), &ca),
+        ("mail-smtps", implicit.tls_url(USER), &ca),
+        ("mail-untrusted", implicit.tls_url(USER), &other_ca),
+        ("mail-no-starttls", plain.tls_url(USER), &ca),
+    ];
+    for (name, url, ca) in &subs {
+        email_sub_at(&s, url, name, &["--ca-file", ca, "--metal", "Cd"]).await?;
+    }
+    for name in ["mail-starttls", "mail-smtps"] {
+        let out = s.cli(&["subscriptions", "test", name]).await?;
+        assert!(out.contains("delivered: SMTP 250"), "{name}: {out}");
+    }
+    let e = s
+        .cli_fails(&["subscriptions", "test", "mail-untrusted"])
+        .await?;
+    assert!(
+        e.contains("not delivered") && e.contains("certificate"),
+        "{e}"
+    );
+    let e = s
+        .cli_fails(&["subscriptions", "test", "mail-no-starttls"])
+        .await?;
+    assert!(e.contains("STARTTLS is not supported"), "{e}");
+
+    s.p.publish(five_alerts("t")).await?;
+    s.wait_state("mail-starttls", "delivered", 3).await?;
+    s.wait_state("mail-smtps", "delivered", 3).await?;
+    let is_alert = |m: &Value| !header(m, "subject").contains("测试");
+    for (sink, upgraded) in [(&starttls, true), (&implicit, false)] {
+        let got = sink.wait_for(3, WAIT, is_alert).await?;
+        for m in sink.got()? {
+            // TLS for the whole session: AUTH (the login) and the message went encrypted.
+            assert!(
+                m["tls"].as_str().is_some_and(|v| v.starts_with("TLSv1.")),
+                "{m}"
+            );
+            assert_eq!(m["starttls"], json!(upgraded), "{m}");
+            assert_eq!(text(&m, "login"), USER);
+        }
+        assert!(header(&got[0], "subject").contains("镉"));
+    }
+    let untrusted = first_error(&s, "mail-untrusted").await?;
+    assert!(untrusted.contains("certificate"), "{untrusted}");
+    let no_tls = first_error(&s, "mail-no-starttls").await?;
+    assert!(no_tls.contains("STARTTLS is not supported"), "{no_tls}");
+    for name in ["mail-untrusted", "mail-no-starttls"] {
+        assert_eq!(s.count(name, "delivered").await?, 0, "{name}");
+        assert!(
+            s.count(name, "pending").await? >= 1,
+            "{name}: a failure is retried"
+        );
+    }
+    // The untrusted server took no message (the handshake failed before anything was
+    // sent), nor did the plain one (nothing went in clear).
+    assert_eq!(
+        implicit.got()?.len(),
+        4,
+        "mail-smtps' 3 alerts and its test message only"
+    );
+    assert!(plain.got()?.is_empty(), "{:?}", plain.got()?);
     Ok(())
 }
 

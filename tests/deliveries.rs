@@ -441,3 +441,183 @@ async fn alerts_raised_before_any_subscription_are_written_fanned_out() -> Resul
     );
     Ok(())
 }
+
+/// The engine's claim and record statements on a queue written straight into a fresh
+/// database (no service running): a subscription of concurrency 1 gets its oldest pending
+/// deliveries as one batch, in outbox order; one of concurrency 2 the heads of its two oldest
+/// incident keys, each with what follows it in its key; a paused one nothing. A second claim
+/// (another instance) gets nothing of what is leased, nor of a key in flight. After a
+/// recorded failure, the failed delivery holds its key back until its retry is due (the
+/// deliveries after it, released unattempted, are not sent past it); a dead letter does
+/// not. Released deliveries keep their attempt count.
+#[tokio::test]
+async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
+    use soilmon::store::deliveries::{self as store, ClaimLimit, Mark};
+    let db = common::TestDb::create().await?;
+    let mut c = db.client().await?;
+    soilmon::store::migrate::run(&mut c).await?;
+    c.batch_execute(
+        "INSERT INTO broker_identities (username, kind, password_hash, all_counties)
+         VALUES ('b', 'bureau', 'x', true);
+         INSERT INTO subscriptions (name, bureau, channel, target) VALUES
+             ('one', 'b', 'webhook', 'http://127.0.0.1:9/'),
+             ('two', 'b', 'webhook', 'http://127.0.0.1:9/'),
+             ('paused', 'b', 'webhook', 'http://127.0.0.1:9/');
+         UPDATE subscriptions SET paused = true WHERE name = 'paused';
+         -- 12 events on three keys: p1|Cd, p2|Cd, p3|Cd, p1|Cd, p2|Cd, p3|Cd, …
+         INSERT INTO outbox (event_id, kind, topic, payload)
+         SELECT gen_random_uuid(), 'alert', 't',
+                jsonb_build_object('point_id', 'p' || (1 + (i - 1) % 3), 'metal', 'Cd', 'i', i)
+         FROM generate_series(1, 12) i;
+         INSERT INTO deliveries (subscription_id, outbox_id, event_id, order_key)
+         SELECT s.id, o.id, o.event_id, (o.payload->>'point_id') || '|Cd'
+         FROM subscriptions s, outbox o ORDER BY o.id, s.id;",
+    )
+    .await?;
+    let sub = |name: &str| {
+        let c = &c;
+        let name = name.to_string();
+        async move {
+            let id: i64 = c
+                .query_one("SELECT id FROM subscriptions WHERE name = $1", &[&name])
+                .await?
+                .get(0);
+            anyhow::Ok(id)
+        }
+    };
+    let (one, two) = (sub("one").await?, sub("two").await?);
+    let i = |cl: &store::Claimed| cl.payload["i"].as_i64().unwrap_or(0);
+    let of = |v: &[store::Claimed], s: i64| -> Vec<i64> {
+        v.iter().filter(|c| c.subscription_id == s).map(i).collect()
+    };
+    let cfg = soilmon::config::DatabaseConfig {
+        url: db.url.clone(),
+        pool_size: 2,
+        retry_min_ms: 100,
+        retry_max_ms: 1000,
+        commit_timeout_ms: 30_000,
+        tls_ca_file: Default::default(),
+    };
+    let pool = soilmon::store::pool(&cfg)?;
+    let (mut a, mut b) = (pool.get().await?, pool.get().await?);
+    let limits = [
+        ClaimLimit {
+            subscription_id: one,
+            concurrency: 1,
+            batch: 5,
+        },
+        ClaimLimit {
+            subscription_id: two,
+            concurrency: 2,
+            batch: 2,
+        },
+    ];
+    async fn claim(
+        db: &mut deadpool_postgres::Client,
+        limits: &[soilmon::store::deliveries::ClaimLimit],
+    ) -> Result<Vec<soilmon::store::deliveries::Claimed>> {
+        let lease = Duration::from_secs(60);
+        Ok(soilmon::store::deliveries::claim_batches(db, 10, &[], limits, 1, 100, lease).await?)
+    }
+    let first = claim(&mut a, &limits).await?;
+    assert_eq!(
+        of(&first, one),
+        [1, 2, 3, 4, 5],
+        "one batch, in outbox order"
+    );
+    // Of its oldest 2 × 2 deliveries (1–4), the keys with the two oldest heads: p1 (1, 4)
+    // and p2 (2); p3 (3) waits for a free slot.
+    assert_eq!(of(&first, two), [1, 2, 4]);
+    assert_eq!(first.len(), 8, "nothing of the paused subscription");
+    assert!(first.iter().all(|c| c.attempts == 1));
+    // Another instance: subscription one has its batch in flight, two its two keys.
+    assert!(claim(&mut b, &limits).await?.is_empty());
+
+    // One: 1 and 2 delivered, 3 failed (retry in a minute), 4 and 5 not attempted.
+    let ids: Vec<i64> = first
+        .iter()
+        .filter(|c| c.subscription_id == one)
+        .map(|c| c.id)
+        .collect();
+    let retry = Mark::Retry {
+        after: Duration::from_secs(60),
+        error: "HTTP 503".into(),
+    };
+    let marks = [
+        (ids[0], Mark::Delivered),
+        (ids[1], Mark::Delivered),
+        (ids[2], retry),
+        (ids[3], Mark::Release),
+        (ids[4], Mark::Release),
+    ];
+    store::record(&mut a, &marks).await?;
+    assert!(
+        of(&claim(&mut b, &limits).await?, one).is_empty(),
+        "3 waits for its retry: nothing is sent past it"
+    );
+    c.execute(
+        "UPDATE deliveries SET next_attempt_at = now() WHERE id = $1",
+        &[&ids[2]],
+    )
+    .await?;
+    let again = claim(&mut b, &limits).await?;
+    assert_eq!(
+        of(&again, one),
+        [3, 4, 5, 6, 7],
+        "the retry first, then in order"
+    );
+    let attempts: Vec<i32> = again
+        .iter()
+        .filter(|c| c.subscription_id == one)
+        .map(|c| c.attempts)
+        .collect();
+    assert_eq!(
+        attempts,
+        [2, 1, 1, 1, 1],
+        "a release gives the attempt back"
+    );
+    // 3 dead-lettered: the subscription goes on with 4.
+    let ids: Vec<i64> = again
+        .iter()
+        .filter(|c| c.subscription_id == one)
+        .map(|c| c.id)
+        .collect();
+    let mut marks: Vec<(i64, Mark)> = vec![(
+        ids[0],
+        Mark::Dead {
+            error: "HTTP 400".into(),
+        },
+    )];
+    marks.extend(ids[1..].iter().map(|id| (*id, Mark::Release)));
+    store::record(&mut b, &marks).await?;
+    // A delivery not yet due further back (7) ends the batch: nothing is sent past it.
+    c.execute(
+        "UPDATE deliveries d SET next_attempt_at = now() + interval '1 hour' FROM outbox o
+         WHERE o.id = d.outbox_id AND d.subscription_id = $1 AND o.payload->>'i' = '7'",
+        &[&one],
+    )
+    .await?;
+    assert_eq!(of(&claim(&mut a, &limits).await?, one), [4, 5, 6]);
+    let states: Vec<(String, Option<String>)> = c
+        .query(
+            "SELECT d.state, d.last_error FROM deliveries d JOIN outbox o ON o.id = d.outbox_id
+             WHERE d.subscription_id = $1 AND (o.payload->>'i')::int <= 3 ORDER BY o.id",
+            &[&one],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("delivered".to_string(), None),
+            ("delivered".to_string(), None),
+            ("dead".to_string(), Some("HTTP 400".to_string())),
+        ]
+    );
+    drop((a, b, c));
+    pool.close();
+    db.drop_db().await?;
+    Ok(())
+}

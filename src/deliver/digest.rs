@@ -156,13 +156,13 @@ impl DigestJob {
         outcome: Outcome,
         attempt: i32,
     ) -> Result<Option<DateTime<Utc>>, DeliverError> {
-        let db = self.pool.get().await.map_err(StoreError::from)?;
+        let mut db = self.pool.get().await.map_err(StoreError::from)?;
         let ids: Vec<i64> = claimed.iter().map(|c| c.id).collect();
         let channel = self.target.channel.as_str();
         let events = ids.len().max(1);
         match outcome {
             Outcome::Delivered { .. } => {
-                deliveries::mark_delivered(&db, &ids).await?;
+                deliveries::mark_delivered(&mut db, &ids).await?;
                 digests::sent(&db, self.target.id, self.slot).await?;
                 telemetry::delivery_attempted(
                     channel,
@@ -189,7 +189,7 @@ impl DigestJob {
                     Some(Next::Dead) => (None, "dead"),
                     _ => (Some(retry), "retry"),
                 };
-                deliveries::mark_failed(&db, &ids, &error, retry_in).await?;
+                deliveries::mark_failed(&mut db, &ids, &error, retry_in).await?;
                 digests::failed(&db, self.target.id, retry).await?;
                 telemetry::delivery_attempted(
                     channel,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::render::Message;
@@ -168,8 +168,11 @@ impl Mailer {
         let tls = || -> Result<TlsParameters, String> {
             let mut b = TlsParameters::builder(s.host.clone());
             if let Some(pem) = ca_pem {
+                // That CA only, as for a webhook's --ca-file: not the system's roots too.
                 let cert = Certificate::from_pem(pem).map_err(|e| format!("CA file: {e}"))?;
-                b = b.add_root_certificate(cert);
+                b = b
+                    .certificate_store(CertificateStore::None)
+                    .add_root_certificate(cert);
             }
             b.build_rustls().map_err(|e| format!("TLS: {e}"))
         };

@@ -1,13 +1,16 @@
 //! The delivery engine inside `soilmon run`: fans alert and incident-workflow events out of
-//! the outbox into `deliveries` rows, claims the due head of each (subscription, incident
-//! key) up to the subscription's concurrency, sends it through the subscription's channel
-//! and records the outcome; sends the daily digests and reminders when due.
+//! the outbox into `deliveries` rows, claims batches (the due head of each subscription, or
+//! of each incident key up to its concurrency, with what follows it) in one statement a
+//! round, runs one task per batch (`super::batch`: sent in order, one request after the
+//! other) and records the outcomes of every finished batch in one statement; sends the
+//! daily digests and reminders when due.
 //!
 //! It runs beside the MQTT publisher and touches the ingest path nowhere: a slow or dead
-//! receiver holds only its own subscription's leases and some of `deliver.workers` slots
-//! (bounded by its timeout), while the other subscriptions are claimed and sent in parallel.
-//! At least once: a delivery is marked only after its receiver answered; an instance that
-//! dies mid-delivery leaves a lease that runs out, and the delivery is sent again.
+//! receiver holds only its own subscription's leases and one of `deliver.workers` tasks
+//! (bounded by its timeout and the batch's time budget), while the other subscriptions are
+//! claimed and sent in parallel. At least once: a delivery is marked only after its
+//! receiver answered; an instance that dies mid-batch leaves leases that run out, and the
+//! deliveries are sent again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,13 +20,14 @@ use deadpool_postgres::Pool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::backoff::{Next, Policy};
+use super::backoff::Policy;
+use super::batch::Batch;
 use super::digest::DigestJob;
 use super::filter::{Filters, Scope};
 use super::ratelimit::{Plan, Window};
 use super::{render, schedule, secrets, DeliverError, Target};
 use crate::config::{DeliverConfig, Settings};
-use crate::store::deliveries::{self, Claimed, Concurrency, FanoutTarget};
+use crate::store::deliveries::{self, ClaimLimit, Claimed, FanoutTarget, Mark};
 use crate::store::{digests, subscriptions};
 use crate::telemetry;
 
@@ -46,22 +50,36 @@ pub fn render_context(d: &DeliverConfig) -> render::Context {
     }
 }
 
-/// The ids of the subscriptions (of `targets`) that get the event `payload`. A subscription
-/// whose stored filters no longer parse gets nothing (and is reported at refresh).
-pub fn matching(targets: &[FanoutTarget], payload: &serde_json::Value) -> Vec<i64> {
-    targets
+/// The function giving the ids of the subscriptions (of `targets`) that get an event
+/// payload; each subscription's filters and scope are parsed once, not once per event. A
+/// subscription whose stored filters no longer parse gets nothing (and is reported at
+/// refresh).
+pub fn matcher(targets: &[FanoutTarget]) -> impl Fn(&serde_json::Value) -> Vec<i64> {
+    let parsed: Vec<(i64, Filters, Scope)> = targets
         .iter()
-        .filter(|t| {
+        .filter_map(|t| {
             let scope = if t.all_counties {
                 Scope::All
             } else {
                 Scope::Counties(t.counties.clone())
             };
-            serde_json::from_value::<Filters>(t.filters.clone())
-                .is_ok_and(|f| f.matches(&scope, payload))
+            let filters = serde_json::from_value::<Filters>(t.filters.clone()).ok()?;
+            Some((t.id, filters, scope))
         })
-        .map(|t| t.id)
-        .collect()
+        .collect();
+    move |payload| {
+        parsed
+            .iter()
+            .filter(|(_, f, scope)| f.matches(scope, payload))
+            .map(|(id, _, _)| *id)
+            .collect()
+    }
+}
+
+/// The ids of the subscriptions (of `targets`) that get the event `payload` (see
+/// [`matcher`]).
+pub fn matching(targets: &[FanoutTarget], payload: &serde_json::Value) -> Vec<i64> {
+    matcher(targets)(payload)
 }
 
 /// A usable subscription and what it was built from (rebuilt only when that changes).
@@ -76,8 +94,9 @@ struct Built {
 
 /// What a finished task was.
 pub(super) enum Done {
-    /// A delivery (or a folded batch) of this subscription.
-    Delivery(i64),
+    /// A batch of this subscription (sent one by one, or folded into one robot message),
+    /// with what to record for each of its deliveries.
+    Delivery(i64, Vec<(i64, Mark)>),
     /// The digest of this subscription; the slot, if it was sent.
     Digest(i64, Option<chrono::DateTime<chrono::Utc>>),
 }
@@ -95,6 +114,9 @@ struct Engine {
     digesting: HashSet<i64>,
     digest_sent: HashMap<i64, Option<chrono::DateTime<chrono::Utc>>>,
     tasks: JoinSet<Done>,
+    /// Outcomes of finished batches not yet recorded (recorded in one statement a round).
+    marks: Vec<(i64, Mark)>,
+    shutdown: CancellationToken,
     refreshed: Option<Instant>,
     stats: Option<Instant>,
 }
@@ -115,6 +137,8 @@ pub async fn run(settings: Arc<Settings>, pool: Pool, shutdown: CancellationToke
         digesting: HashSet::new(),
         digest_sent: HashMap::new(),
         tasks: JoinSet::new(),
+        marks: Vec::new(),
+        shutdown: shutdown.clone(),
         refreshed: None,
         stats: None,
     };
@@ -130,19 +154,24 @@ pub async fn run(settings: Arc<Settings>, pool: Pool, shutdown: CancellationToke
             e.finished(done);
         }
     }
-    // Give deliveries in flight a moment to be answered and recorded; the rest keep their
-    // lease and are sent again after it.
+    // Batches stop at shutdown (between two requests): give the requests in flight a
+    // moment to be answered, and record every outcome; what is not recorded keeps its lease
+    // and is sent again after it.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while e.tasks.join_next().await.is_some() {}
+        while let Some(done) = e.tasks.join_next().await {
+            e.finished(done);
+        }
     })
     .await;
     e.tasks.abort_all();
+    e.record().await;
 }
 
 impl Engine {
     fn finished(&mut self, done: Result<Done, tokio::task::JoinError>) {
         match done {
-            Ok(Done::Delivery(id)) => {
+            Ok(Done::Delivery(id, marks)) => {
+                self.marks.extend(marks);
                 if let Some(n) = self.in_flight.get_mut(&id) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
@@ -186,6 +215,7 @@ impl Engine {
         if let Err(e) = self.fan_out().await {
             telemetry::delivery_engine_failed("fan-out", &e);
         }
+        self.record().await;
         if let Err(e) = self.dispatch().await {
             telemetry::delivery_engine_failed("claiming deliveries", &e);
         }
@@ -280,6 +310,23 @@ impl Engine {
         Ok(())
     }
 
+    /// Records the outcomes of the batches finished since the last round, in one
+    /// statement. On a database error they are kept and recorded next round (their leases
+    /// hold the deliveries meanwhile).
+    async fn record(&mut self) {
+        if self.marks.is_empty() {
+            return;
+        }
+        let done = match self.pool.get().await {
+            Ok(mut db) => deliveries::record(&mut db, &self.marks).await,
+            Err(e) => Err(crate::store::StoreError::from(e)),
+        };
+        match done {
+            Ok(_) => self.marks.clear(),
+            Err(e) => telemetry::delivery_engine_failed("recording deliveries", &e),
+        }
+    }
+
     async fn fan_out(&mut self) -> Result<(), DeliverError> {
         let mut db = self
             .pool
@@ -288,7 +335,7 @@ impl Engine {
             .map_err(crate::store::StoreError::from)?;
         let batch = self.settings.deliver.fanout_batch;
         loop {
-            let f = deliveries::fan_out(&mut db, batch, matching).await?;
+            let f = deliveries::fan_out(&mut db, batch, matcher).await?;
             if f.events > 0 {
                 telemetry::deliveries_fanned_out(f.events, f.deliveries);
             }
@@ -298,17 +345,9 @@ impl Engine {
         }
     }
 
-    /// Claims and starts as many deliveries as there are free workers.
-    async fn dispatch(&mut self) -> Result<(), DeliverError> {
-        let free = self
-            .settings
-            .deliver
-            .workers
-            .saturating_sub(self.in_flight_total());
-        if free == 0 {
-            return Ok(());
-        }
-        let now = Instant::now();
+    /// The subscriptions not to claim for now (unusable, robots waiting for their window,
+    /// digests) and each loaded subscription's concurrency and batch size.
+    fn claim_limits(&mut self, now: Instant) -> (Vec<i64>, Vec<ClaimLimit>) {
         let mut exclude: Vec<i64> = self.unusable.keys().copied().collect();
         for (id, w) in self.windows.iter_mut() {
             if matches!(w.plan(now), Plan::WaitUntil(_)) {
@@ -322,49 +361,75 @@ impl Engine {
                 .filter(|(_, b)| b.target.options.digest_at.is_some())
                 .map(|(id, _)| *id),
         );
-        let default_limit = self.settings.deliver.per_subscription;
-        let limits: Vec<Concurrency> = self
+        let d = &self.settings.deliver;
+        let default_limit = d.per_subscription;
+        let limits: Vec<ClaimLimit> = self
             .targets
             .iter()
-            .map(|(id, b)| Concurrency {
+            .map(|(id, b)| ClaimLimit {
                 subscription_id: *id,
-                limit: concurrency(&b.target, default_limit),
+                concurrency: concurrency(&b.target, default_limit),
+                // A robot sends one message per claim (folded past its rate limit).
+                batch: if b.target.channel.is_robot() {
+                    1
+                } else {
+                    d.claim_batch
+                },
             })
             .collect();
-        let db = self
+        (exclude, limits)
+    }
+
+    /// Claims batches for the free workers and starts a task for each.
+    async fn dispatch(&mut self) -> Result<(), DeliverError> {
+        let free = self
+            .settings
+            .deliver
+            .workers
+            .saturating_sub(self.in_flight_total());
+        if free == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let (exclude, limits) = self.claim_limits(now);
+        let d = &self.settings.deliver;
+        let default_limit = d.per_subscription;
+        let mut db = self
             .pool
             .get()
             .await
             .map_err(crate::store::StoreError::from)?;
-        let heads = deliveries::claim_heads(
-            &db,
+        let claimed = deliveries::claim_batches(
+            &mut db,
             free as i64,
             &exclude,
             &limits,
             i32::try_from(default_limit).unwrap_or(i32::MAX),
+            d.claim_batch,
             self.lease,
         )
         .await?;
-        let unknown: Vec<i64> = heads
+        let unknown: Vec<i64> = claimed
             .iter()
             .filter(|h| !self.targets.contains_key(&h.subscription_id))
             .map(|h| h.id)
             .collect();
         if !unknown.is_empty() {
-            // Subscriptions created (or fixed) since the last refresh: give their heads back
-            // and read the subscriptions again before the next round.
-            deliveries::release(&db, &unknown).await?;
+            // Subscriptions created (or fixed) since the last refresh: give their deliveries
+            // back and read the subscriptions again before the next round.
+            deliveries::release(&mut db, &unknown).await?;
             self.refreshed = None;
         }
-        for head in heads {
+        for batch in batches(claimed) {
             let Some(target) = self
                 .targets
-                .get(&head.subscription_id)
+                .get(&batch[0].subscription_id)
                 .map(|b| b.target.clone())
             else {
                 continue;
             };
-            let mut batch = vec![head];
+            let mut batch = batch;
+            let mut folded = false;
             if let Some(w) = self.windows.get_mut(&target.id) {
                 if w.plan(now) == Plan::Fold {
                     let more = self.settings.deliver.fold_max - 1;
@@ -378,17 +443,19 @@ impl Engine {
                     )
                     .await?;
                     batch.extend(extra);
+                    folded = true;
                 }
                 w.record(now);
             }
             *self.in_flight.entry(target.id).or_default() += 1;
-            let task = Delivery {
-                pool: self.pool.clone(),
+            let task = Batch {
                 target,
                 ctx: self.ctx.clone(),
                 policy: self.policy,
+                lease: self.lease,
+                shutdown: self.shutdown.clone(),
             };
-            self.tasks.spawn(task.run(batch));
+            self.tasks.spawn(task.run(batch, folded));
         }
         Ok(())
     }
@@ -479,82 +546,21 @@ impl Stamp for Option<Instant> {
     }
 }
 
-/// One send: the claimed deliveries of one subscription (one, or a folded batch).
-struct Delivery {
-    pool: Pool,
-    target: Arc<Target>,
-    ctx: Arc<render::Context>,
-    policy: Policy,
-}
-
-impl Delivery {
-    async fn run(self, batch: Vec<Claimed>) -> Done {
-        let events: Vec<render::Event<'_>> = batch
-            .iter()
-            .map(|c| render::Event {
-                payload: &c.payload,
-                point_name: c.point_name.as_deref(),
-            })
-            .collect();
-        let attempts = batch.first().map_or(1, |c| c.attempts);
-        let outcome = self.target.send(&events, &self.ctx, attempts).await;
-        drop(events);
-        if let Err(e) = self.record(&batch, outcome).await {
-            // Not recorded: the lease runs out and the delivery is sent again.
-            telemetry::delivery_engine_failed("recording a delivery", &e);
-        }
-        Done::Delivery(self.target.id)
-    }
-
-    async fn record(&self, batch: &[Claimed], outcome: super::Outcome) -> Result<(), DeliverError> {
-        let Some(head) = batch.first() else {
-            return Ok(());
-        };
-        let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
-        let db = self
-            .pool
-            .get()
-            .await
-            .map_err(crate::store::StoreError::from)?;
-        let channel = self.target.channel.as_str();
-        let name = &self.target.name;
-        match outcome {
-            super::Outcome::Delivered { .. } => {
-                deliveries::mark_delivered(&db, &ids).await?;
-                telemetry::delivery_attempted(
-                    channel,
-                    name,
-                    ids.len(),
-                    head.attempts,
-                    "delivered",
-                    None,
-                );
-            }
-            super::Outcome::Failed { error, retry_after } => {
-                let next = self.policy.after_failure(
-                    head.attempts,
-                    head.created_at,
-                    chrono::Utc::now(),
-                    retry_after,
-                    rand::random::<f64>(),
-                );
-                let (retry_in, label) = match next {
-                    Next::RetryIn(d) => (Some(d), "retry"),
-                    Next::Dead => (None, "dead"),
-                };
-                deliveries::mark_failed(&db, &ids, &error, retry_in).await?;
-                telemetry::delivery_attempted(
-                    channel,
-                    name,
-                    ids.len(),
-                    head.attempts,
-                    label,
-                    Some(&error),
-                );
+/// The claimed deliveries grouped by batch (subscription and key), each in outbox order;
+/// the batches in the order of their first delivery.
+fn batches(claimed: Vec<Claimed>) -> Vec<Vec<Claimed>> {
+    let mut index: HashMap<(i64, String), usize> = HashMap::new();
+    let mut out: Vec<Vec<Claimed>> = Vec::new();
+    for c in claimed {
+        match index.get(&(c.subscription_id, c.key.clone())) {
+            Some(i) => out[*i].push(c),
+            None => {
+                index.insert((c.subscription_id, c.key.clone()), out.len());
+                out.push(vec![c]);
             }
         }
-        Ok(())
     }
+    out
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! `Retry-After`, dead-lettering), [`ratelimit`] (robot limits and folding), [`render`]
 //! (the Chinese message text), [`schedule`] (when digests and reminders are due). The
 //! adapters: [`webhook`] and [`robot`] (the channels over HTTP), [`email`] (SMTP),
-//! [`digest`] (one digest or reminder), [`secrets`] (the secrets file), and [`engine`] (fan-out of outbox events into
-//! `deliveries` rows, claiming, sending, recording), which `soilmon run` starts next to the
+//! [`digest`] (one digest or reminder), [`secrets`] (the secrets file), and [`engine`]
+//! (fan-out of outbox events into `deliveries` rows, claiming batches, recording their
+//! outcomes; `batch` sends one claimed batch), which `soilmon run` starts next to the
 //! MQTT publisher and which never touches the ingest path.
 
 pub mod backoff;
+mod batch;
 pub mod digest;
 pub mod email;
 pub mod engine;

@@ -30,8 +30,10 @@ use super::StoreError;
 /// to subscriptions and fans out incident-workflow events; version 18 adds development-land
 /// plots and the lab-first soil tier; version 20 writes an outbox row already fanned out when
 /// no subscription exists; version 21 adds the soil tier snapshot the console and public page
-/// read; version 23 (cluster mode) stores each broker identity's RabbitMQ password hash.
-/// Versions need not be contiguous: each is applied once, in this order.
+/// read; version 22 drops the deliveries index the batched claim no longer reads; version 23
+/// (cluster mode) stores each broker identity's RabbitMQ password hash; version 24 lists the
+/// unpublished outbox rows in a narrow queue. Versions need not be contiguous: each is applied
+/// once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "lab", include_str!("migrations/0002_lab.sql")),
@@ -98,6 +100,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         21,
         "tier_snapshot",
         include_str!("migrations/0021_tier_snapshot.sql"),
+    ),
+    (
+        22,
+        "claim_batches",
+        include_str!("migrations/0022_claim_batches.sql"),
     ),
     (
         23,

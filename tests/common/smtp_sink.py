@@ -2,20 +2,26 @@
 """A real SMTP server on loopback for the e-mail delivery tests (aiosmtpd, installed by
 deploy/local/services.sh as the Debian package python3-aiosmtpd).
 
-    /usr/bin/python3 smtp_sink.py PORT DIR [USER PASSWORD]
+    /usr/bin/python3 smtp_sink.py PORT DIR [USER PASSWORD] [--tls starttls|implicit --cert CRT --key KEY]
 
 Listens on 127.0.0.1:PORT. With USER and PASSWORD, AUTH (PLAIN/LOGIN) is required and
-checked (over plain text: loopback only). Every message accepted is written to
+checked. Without --tls the server is plain and offers no STARTTLS (AUTH in clear: loopback
+only). With `--tls starttls` it offers STARTTLS with the certificate CRT and refuses every
+command but EHLO/STARTTLS/QUIT before it (and AUTH before TLS); with `--tls implicit` it
+speaks TLS from the first byte (smtps). Every message accepted is written to
 DIR/NNNNN.json (written to a temporary name, then renamed) with the envelope, the login,
 the raw message (as received, still MIME-encoded) and what Python's own e-mail parser
 decodes from it: the headers (RFC 2047 words decoded) and the text body (its
-Content-Transfer-Encoding and charset decoded). Prints "ready" once it listens.
+Content-Transfer-Encoding and charset decoded), and the TLS version the message came over
+("tls": e.g. "TLSv1.3", null in clear) and whether STARTTLS was used. Prints "ready" once
+it listens.
 """
+import argparse
 import email
 import email.policy
 import json
 import os
-import sys
+import ssl
 import threading
 import warnings
 
@@ -33,6 +39,7 @@ class Sink:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         body = msg.get_body(preferencelist=("plain",))
         login = session.auth_data if session.authenticated else None
+        tls = server.transport.get_extra_info("ssl_object") if server.transport else None
         record = {
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
@@ -43,6 +50,8 @@ class Sink:
             "charset": msg.get_content_charset(),
             "transfer_encoding": str(msg.get("content-transfer-encoding", "")),
             "text": body.get_content() if body is not None else "",
+            "tls": tls.version() if tls is not None else None,
+            "starttls": session.ssl is not None,
         }
         with self.lock:
             self.n += 1
@@ -56,8 +65,15 @@ class Sink:
 def main():
     # AUTH over plain text is what the test wants (loopback only); no warning about it.
     warnings.simplefilter("ignore")
-    port, out = int(sys.argv[1]), sys.argv[2]
-    creds = sys.argv[3:5]
+    ap = argparse.ArgumentParser()
+    ap.add_argument("port", type=int)
+    ap.add_argument("out")
+    ap.add_argument("creds", nargs="*")
+    ap.add_argument("--tls", choices=["starttls", "implicit"])
+    ap.add_argument("--cert")
+    ap.add_argument("--key")
+    a = ap.parse_args()
+    port, out, creds = a.port, a.out, a.creds
 
     def authenticator(server, session, envelope, mechanism, auth_data):
         ok = (
@@ -71,6 +87,16 @@ def main():
     kwargs = {}
     if creds:
         kwargs = dict(authenticator=authenticator, auth_required=True, auth_require_tls=False)
+    if a.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.cert, a.key)
+        if a.tls == "starttls":
+            # AUTH only after STARTTLS, nothing but EHLO/STARTTLS/QUIT before it.
+            kwargs.update(tls_context=ctx, require_starttls=True)
+            if creds:
+                kwargs["auth_require_tls"] = True
+        else:
+            kwargs["ssl_context"] = ctx
     controller = Controller(Sink(out), hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     print("ready", flush=True)

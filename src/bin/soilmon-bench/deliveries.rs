@@ -13,7 +13,10 @@
 //!    for each, each run bounded by 60 s.
 //!
 //! Subscriptions are written straight into the bench database and its secrets file (the
-//! same rows and lines `soilmon subscriptions add` writes).
+//! same rows and lines `soilmon subscriptions add` writes). Before them, a warm-up of
+//! [`WARM_UP`] messages at 50 a second stores the judgement bases and code rows every later
+//! message shares, so the measured run starts on a warm database (and its alerts, raised
+//! before any subscription exists, are fanned out to nobody).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,6 +44,8 @@ pub struct DeliveriesResult {
     pub published: u64,
     /// Requests the receiver got and matched to a publish.
     pub requests: u64,
+    /// Deliveries the alerts fanned out into (alerts × subscriptions).
+    pub deliveries: i64,
     /// Deliveries still pending when the run ended (the engine fell behind).
     pub pending_at_end: i64,
     /// Median latency publish → webhook request, ms.
@@ -58,6 +63,9 @@ pub struct DeliveriesResult {
     /// Deliveries per second to it with that concurrency.
     pub slow_rate_concurrent: f64,
 }
+
+/// Messages of the warm-up before the latency run.
+const WARM_UP: u64 = 300;
 
 #[derive(Default)]
 struct Seen {
@@ -170,8 +178,14 @@ pub async fn run(
             )
         })
         .collect();
-    subscribe(env, &hooks).await?;
     let mut s = env.soilmon("deliveries").await?;
+    let mut warm = Generator::new(settings, args, "v")?;
+    let unused: Sent = Arc::new(Mutex::new(HashMap::new()));
+    publish_paced(env, &mut warm, 50.0, WARM_UP, &unused).await?;
+    settle(env, WARM_UP, warm.run_tag()).await?;
+    subscribe(env, &hooks).await?;
+    // The engine reads subscriptions every deliver.refresh_secs (2 s by default).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let db = env.db().await?;
     let total = (args.rate * args.latency_seconds).round() as u64;
     publish_paced(env, gen, args.rate, total, &sent).await?;
@@ -181,6 +195,10 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let pending_at_end = pending(&db, None).await?;
+    let deliveries: i64 = db
+        .query_one("SELECT count(*) FROM deliveries", &[])
+        .await?
+        .get(0);
     db.execute(
         "UPDATE subscriptions SET removed_at = now() WHERE name LIKE 'bench-hook-%'",
         &[],
@@ -204,6 +222,7 @@ pub async fn run(
         subscriptions: args.subscriptions,
         published: total,
         requests: v.len() as u64,
+        deliveries,
         pending_at_end,
         p50_ms: percentile(&v, 0.50),
         p99_ms: percentile(&v, 0.99),

@@ -282,8 +282,8 @@ fn delivery_rows(d: &crate::deliveries::DeliveriesResult) -> [Row; 2] {
                 d.p50_ms, d.p99_ms, d.max_ms
             ),
             format!(
-                "{} requests, {} subscriptions, {} msgs; {} pending at end",
-                d.requests, d.subscriptions, d.published, d.pending_at_end
+                "{} requests of {} deliveries, {} subscriptions, {} msgs; {} pending at end",
+                d.requests, d.deliveries, d.subscriptions, d.published, d.pending_at_end
             ),
             "".into(),
         ],

@@ -162,7 +162,7 @@ pub(crate) async fn stage<'a>(
         match inserted.remove(&(c.1.station_id.clone(), c.1.msg_id.clone())) {
             Some(key) => {
                 fresh.push(c);
-                samples.extend(std::iter::repeat_n(key, own.len()));
+                samples.extend(std::iter::repeat(key).take(own.len()));
                 judged.append(own);
             }
             None => seen.push(c),

@@ -8,8 +8,9 @@
 //! station is stored exactly once, every alert is published (marked in the outbox and
 //! received by a bureau subscriber), and the queue is empty at the end. The scenarios kill
 //! shared nodes, so they run one at a time (a lock), each on its own database, queue and
-//! topic prefix. Sizes: `SOILMON_CLUSTER_TEST_MESSAGES` (default 2000) at
-//! `SOILMON_CLUSTER_TEST_RATE` per second (default 100).
+//! topic prefix. Sizes: `SOILMON_CLUSTER_TEST_MESSAGES` (default 20,000, the size) at
+//! `SOILMON_CLUSTER_TEST_RATE` per second (default 400); the order test's stream is
+//! `SOILMON_CLUSTER_ORDER_MESSAGES` (default 20,000).
 
 mod common;
 
@@ -34,8 +35,8 @@ fn size() -> (usize, u32) {
             .unwrap_or(d)
     };
     (
-        get("SOILMON_CLUSTER_TEST_MESSAGES", 2000) as usize,
-        get("SOILMON_CLUSTER_TEST_RATE", 100) as u32,
+        get("SOILMON_CLUSTER_TEST_MESSAGES", 20_000) as usize,
+        get("SOILMON_CLUSTER_TEST_RATE", 400) as u32,
     )
 }
 
@@ -410,7 +411,7 @@ async fn one_collector_and_three_sharded_collectors_decide_the_same_incidents() 
     let count = std::env::var("SOILMON_CLUSTER_ORDER_MESSAGES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000usize);
+        .unwrap_or(20_000usize);
     // The reference: one collector on one queue sees the stream in the order it was sent.
     let one = Scenario::start(&cluster).await?;
     order_run(&cluster, &one, 1, 0, count).await?;

@@ -14,7 +14,9 @@
 #   3. failover one collector under a steady stream (--rate msg/s for 90 s, through a node
 #               that is not the queue's leader); the Patroni primary SIGKILLed after 15 s,
 #               the quorum queue's leader node 25 s later: for each, the time from the kill
-#               until a message published right after it is stored. Then every message
+#               until a message published right after it is stored (for the primary also
+#               when a new leader held the key and when it had a synchronous standby, from
+#               Patroni's REST API). Then every message
 #               must be stored once and acked; `cluster.sh up` brings the killed nodes back.
 #
 #   deploy/bench/cluster-drain.sh [--messages N] [--collectors "1 2 3"] [--rate R]
@@ -226,11 +228,45 @@ marker_stored() { [[ -n $(sql "$1" "SELECT 1 FROM samples WHERE msg_id = '$2'" 2
 
 # Kills $2 (cluster.sh kill argument) under tag $1, publishes a marker through MQTT port $3
 # right after, and records the time from the kill until the marker is stored.
+# Watches Patroni's REST API (every node's, base+7008..7010) after the primary $1 was killed,
+# for at most $2 s, and prints what a slow failover is made of as JSON: seconds from the start
+# until a new leader held the leader key, and until it also had a streaming synchronous
+# standby (strict synchronous mode: no commit is acknowledged before that).
+patroni_watch() {
+	python3 - "$1" "$2" "${SOILMON_CLUSTER_PORT_BASE:-21000}" <<'PY'
+import json, sys, time, urllib.request
+killed, limit, base = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+t0, seen = time.monotonic(), {}
+while time.monotonic() - t0 < limit and "sync_standby_s" not in seen:
+    for port in range(base + 7008, base + 7011):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/cluster", timeout=1) as r:
+                members = json.load(r)["members"]
+        except Exception:
+            continue
+        leader = next((m["name"] for m in members if m.get("role") == "leader"), None)
+        if leader and leader != killed:
+            at = round(time.monotonic() - t0, 2)
+            seen.setdefault("new_leader", leader)
+            seen.setdefault("leader_s", at)
+            if any(m.get("role") == "sync_standby" and m.get("state") in ("streaming", "running")
+                   and m.get("lag", 0) in (0, None) for m in members):
+                seen.setdefault("sync_standby_s", at)
+        break
+    time.sleep(0.25)
+print(json.dumps(seen))
+PY
+}
+
 kill_and_time() {
-	local t=$1 what=$2 port=$3 phase=$4 t0 killed secs id
+	local t=$1 what=$2 port=$3 phase=$4 t0 killed secs id watch="" extra=""
 	id="after-$phase"
 	killed=$(bash "$REPO/deploy/cluster/cluster.sh" kill "$what")
 	t0=$(now)
+	if [[ $what == pg-primary ]]; then
+		patroni_watch "$killed" "$LIMIT" >"$WORK/$phase.patroni" &
+		watch=$!
+	fi
 	# A station resends what was not acknowledged: while the queue has no leader the node may
 	# close the connection instead of answering.
 	until marker "$t" "$id" "$port" >/dev/null 2>&1; do
@@ -239,7 +275,14 @@ kill_and_time() {
 	done
 	wait_for "$phase: a message published after the kill stored" "$LIMIT" marker_stored "$(db_url "$t")" "$id"
 	secs=$(since "$t0")
-	record "{\"phase\": \"$phase\", \"killed\": \"$killed\", \"kill_to_stored_s\": $secs}"
+	if [[ -n $watch ]]; then
+		wait "$watch" || true
+		extra=$(cat "$WORK/$phase.patroni" 2>/dev/null || true)
+		[[ $extra == \{* ]] || extra='{}'
+		log "$phase: Patroni after the kill: $extra"
+		extra=", \"patroni\": $extra"
+	fi
+	record "{\"phase\": \"$phase\", \"killed\": \"$killed\", \"kill_to_stored_s\": $secs$extra}"
 	log "$phase: $killed killed, a message published right after it stored $secs s later"
 }
 

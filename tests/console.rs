@@ -629,3 +629,260 @@ async fn admin_replays_an_unknown_point_message_after_importing_the_point() -> R
     );
     b.close().await
 }
+
+/// The subscriptions page of one row, freshly loaded.
+async fn subscriptions_page(b: &Browser, base: &str) -> Result<()> {
+    b.goto(&format!("{base}/console/subscriptions")).await?;
+    b.wait_css("#subscriptions").await?;
+    Ok(())
+}
+
+/// Fills the add form: a webhook of `bureau` to `url`, ticking `ticks` (checkbox ids).
+async fn fill_webhook(
+    b: &Browser,
+    name: &str,
+    bureau: &str,
+    url: &str,
+    ticks: &[&str],
+) -> Result<()> {
+    b.wait_css("#f-name").await?.send_keys(name).await?;
+    b.wait_css("#f-bureau")
+        .await?
+        .select_by_value(bureau)
+        .await?;
+    b.wait_css("#f-channel")
+        .await?
+        .select_by_value("webhook")
+        .await?;
+    b.wait_css("#f-url").await?.send_keys(url).await?;
+    for t in ticks {
+        b.wait_css(t).await?.click().await?;
+    }
+    b.wait_css("#add").await?.click().await?;
+    b.wait_css("#flash").await?;
+    Ok(())
+}
+
+/// The `data-*` attribute of subscription `name`'s row on a fresh page.
+async fn sub_attr(b: &Browser, base: &str, name: &str, attr: &str) -> Result<String> {
+    subscriptions_page(b, base).await?;
+    let row = b.wait_css(&format!("tr.sub[data-name='{name}']")).await?;
+    Ok(row.attr(attr).await?.unwrap_or_default())
+}
+
+/// An admin manages an alert subscription in the console, against a real webhook receiver:
+/// a county outside the bureau's scope is refused with the reason (nothing stored); the
+/// webhook is added through the form (its generated key shown once, then never again), a
+/// test goes through the real channel and the receiver's answer is shown; paused, an alert
+/// queues (depth and age shown) and reaches nobody; resumed, the receiver fails it and it
+/// is dead-lettered with the reason; the retry button delivers it again (the receiver
+/// records the same event id); forms without the CSRF token are refused; a bureau user sees
+/// and manages none of another bureau's subscriptions; remove cancels and forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_manages_a_webhook_subscription() -> Result<()> {
+    use common::receiver::{Receiver, Reply};
+    let dir = tempfile::tempdir()?;
+    let path = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let (secrets, pw, acl) = (path("secrets"), path("passwd"), path("acl"));
+    let s = start(&[
+        ("SOILMON__DELIVER__SECRETS_FILE", &secrets),
+        ("SOILMON__BROKER__PASSWORD_FILE", &pw),
+        ("SOILMON__BROKER__ACL_FILE", &acl),
+        ("SOILMON__DELIVER__MAX_ATTEMPTS", "1"),
+        ("SOILMON__DELIVER__REFRESH_SECS", "1"),
+        ("SOILMON__DELIVER__POLL_MS", "50"),
+        ("SOILMON__DELIVER__TIMEOUT_MS", "2000"),
+        ("SOILMON__DELIVER__LEASE_SECS", "4"),
+    ])
+    .await?;
+    let out =
+        s.p.soilmon
+            .command(&["bureaus", "add", "yangchun-epb", "--county", "441781"])
+            .await?;
+    ensure!(
+        out.status.success(),
+        "bureaus add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = Receiver::start()?;
+    let hook = r.url("/hook");
+    let b = Browser::start().await?;
+    b.sign_in(&s.base, s.token(ADMIN)).await?;
+    b.wait_css("#nav-subscriptions").await?.click().await?;
+    b.wait_css("#add-form").await?;
+
+    // A county outside the bureau's scope: refused with the reason, nothing stored.
+    fill_webhook(&b, "yc-wide", "yangchun-epb", &hook, &["#f-county-441702"]).await?;
+    let error = b.text("#sub-error").await?;
+    let reason = b.text("#sub-error-reason").await?;
+    ensure!(
+        error.contains("所选区县不在该局的辖区内")
+            && reason.contains("county \"441702\" is outside the bureau's scope (441781)"),
+        "{error} / {reason}"
+    );
+    b.screenshot("subscriptions-refused").await?;
+    ensure!(
+        s.p.count("SELECT count(*) FROM subscriptions").await? == 0,
+        "a refused subscription was stored"
+    );
+
+    // Added through the form: the generated key is shown once.
+    fill_webhook(
+        &b,
+        "yc-hook",
+        "yangchun-epb",
+        &hook,
+        &["#f-county-441781", "#f-metal-Cd"],
+    )
+    .await?;
+    ensure!(b.text("#sub-added").await?.contains("yc-hook"));
+    let secret = b.text("#new-secret").await?;
+    ensure!(secret.len() >= 40, "secret {secret:?}");
+    ensure!(std::fs::read_to_string(&secrets)?.contains(&secret));
+    ensure!(sub_attr(&b, &s.base, "yc-hook", "data-state").await? == "active");
+    let html = b.js("return document.documentElement.outerHTML").await?;
+    ensure!(
+        !html.as_str().unwrap_or_default().contains(&secret),
+        "the secret is shown again"
+    );
+    ensure!(b.text("tr.sub .filters").await? == "county 441781 · metal Cd");
+
+    // A test message through the real channel: the receiver's answer is shown.
+    b.wait_css("#test-yc-hook").await?.click().await?;
+    let answer = b.wait_css("#test-answer").await?;
+    ensure!(answer.attr("data-delivered").await?.as_deref() == Some("true"));
+    let text = b.text("#test-answer-text").await?;
+    ensure!(
+        text.contains("HTTP 200") && text.contains(r#"{"errcode":0,"errmsg":"ok"}"#),
+        "{text}"
+    );
+    b.screenshot("subscriptions-test").await?;
+    let got = r
+        .wait_for("/hook", 1, Duration::from_secs(10), |_| true)
+        .await?;
+    ensure!(got[0].json()["test"] == Value::Bool(true));
+    ensure!(common::subs::verify(&got[0], &secret), "bad signature");
+
+    // Paused: an alert queues and reaches nobody; depth and age are shown.
+    b.wait_css("#pause-yc-hook").await?.click().await?;
+    b.wait_css("#sub-done").await?;
+    ensure!(sub_attr(&b, &s.base, "yc-hook", "data-state").await? == "paused");
+    s.p.publish(vec![sample(
+        "st01",
+        "sub-1",
+        "441781-T-0001",
+        &now_minus(2),
+        &[("Cd", 0.9)],
+    )])
+    .await?;
+    wait_until("one pending delivery", Duration::from_secs(30), || async {
+        Ok(sub_attr(&b, &s.base, "yc-hook", "data-pending").await? == "1")
+    })
+    .await?;
+    ensure!(b.text("tr.sub .oldest").await?.ends_with(" s"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ensure!(r.got("/hook").len() == 1, "a paused subscription delivered");
+
+    // Resumed: the receiver fails it once, so (max_attempts 1) it is dead-lettered.
+    r.script("/hook", &[Reply::Status(500)]);
+    subscriptions_page(&b, &s.base).await?;
+    b.wait_css("#resume-yc-hook").await?.click().await?;
+    b.wait_css("#sub-done").await?;
+    let failed = r
+        .wait_for("/hook", 2, Duration::from_secs(30), |_| true)
+        .await?;
+    let event = failed[1].json()["event_id"].clone();
+    wait_until("a dead letter", Duration::from_secs(30), || async {
+        subscriptions_page(&b, &s.base).await?;
+        Ok(!b.all("tr.dead").await?.is_empty())
+    })
+    .await?;
+    let reason = b.text("tr.dead .reason").await?;
+    ensure!(reason.starts_with("HTTP 500"), "{reason}");
+    ensure!(b.text("tr.sub .last-error").await?.starts_with("HTTP 500"));
+    ensure!(sub_attr(&b, &s.base, "yc-hook", "data-dead").await? == "1");
+    b.screenshot("subscriptions-dead-letter").await?;
+
+    // Retried from the page: delivered, the receiver records the same event again.
+    let id = b
+        .wait_css("tr.dead")
+        .await?
+        .attr("data-id")
+        .await?
+        .unwrap_or_default();
+    b.wait_css(&format!("#retry-{id}")).await?.click().await?;
+    ensure!(b.text("#retried").await?.ends_with('1'));
+    let again = r
+        .wait_for("/hook", 3, Duration::from_secs(30), |_| true)
+        .await?;
+    ensure!(
+        again[2].json()["event_id"] == event,
+        "another event was retried"
+    );
+    ensure!(common::subs::verify(&again[2], &secret));
+    wait_until("delivered", Duration::from_secs(30), || async {
+        Ok(s.p
+            .count("SELECT count(*) FROM deliveries WHERE state = 'delivered'")
+            .await?
+            == 1)
+    })
+    .await?;
+    subscriptions_page(&b, &s.base).await?;
+    ensure!(
+        b.all("tr.dead").await?.is_empty(),
+        "the dead letter is still listed"
+    );
+    b.screenshot("subscriptions").await?;
+
+    // Forms of the session without the CSRF token are refused.
+    let cookie = b.cookie("soilmon_session").await?;
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("/console/subscriptions/yc-hook/pause", "csrf=nope"),
+        (
+            "/console/subscriptions",
+            "name=forged&bureau=yangchun-epb&channel=webhook&url=http://127.0.0.1:1/x",
+        ),
+        ("/console/deliveries/retry", &format!("ids={id}") as &str),
+    ] {
+        let a = http
+            .post(format!("{}{path}", s.base))
+            .header("cookie", format!("soilmon_session={cookie}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+            .send()
+            .await?;
+        ensure!(a.status() == 403, "{path} without CSRF: {}", a.status());
+    }
+    ensure!(sub_attr(&b, &s.base, "yc-hook", "data-state").await? == "active");
+
+    // A bureau user (token bureau-441781) manages its own bureau's only: none of these.
+    let bureau = Some(s.token(BUREAU_YC));
+    let listed = s.get("/v1/subscriptions", bureau).await?;
+    ensure!(listed.json()["count"] == 0, "{}", listed.text);
+    let page = s.get("/console/subscriptions", bureau).await?;
+    ensure!(
+        page.status == 200 && !page.text.contains("yc-hook"),
+        "{}",
+        page.status
+    );
+    let pause = s
+        .request("POST", "/v1/subscriptions/yc-hook/pause", bureau, Some(""))
+        .await?;
+    ensure!(pause.status == 404, "{}: {}", pause.status, pause.text);
+    let admin = s.get("/v1/subscriptions", Some(s.token(ADMIN))).await?;
+    ensure!(
+        admin.json()["subscriptions"][0]["name"] == "yc-hook" && !admin.text.contains(&secret),
+        "{}",
+        admin.text
+    );
+
+    // Removed: gone from the page and from the secrets file.
+    subscriptions_page(&b, &s.base).await?;
+    b.wait_css("#confirm-yc-hook").await?.click().await?;
+    b.wait_css("#remove-yc-hook").await?.click().await?;
+    b.wait_css("#sub-done").await?;
+    ensure!(b.all("tr.sub").await?.is_empty());
+    ensure!(!std::fs::read_to_string(&secrets)?.contains("yc-hook"));
+    b.close().await
+}

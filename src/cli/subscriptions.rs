@@ -7,20 +7,12 @@
 //! once, at `add`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
 
 use soilmon::config::Settings;
-use soilmon::deliver::filter::{Filters, LandClass, Scope};
-use soilmon::deliver::secrets::{self, Secrets};
-use soilmon::deliver::{
-    self, email, engine, render, schedule, ChannelKind, Options, Outcome, Target,
-};
-use soilmon::store::deliveries;
-use soilmon::store::subscriptions::{self, NewSubscription};
+use soilmon::deliver::manage::{self, Actor, NewRequest};
 
 use super::{admin_connect, write_lines};
 
@@ -146,19 +138,30 @@ pub enum DeliveriesCommand {
     },
 }
 
-/// Runs one `soilmon subscriptions` command.
+/// Runs one `soilmon subscriptions` command (every rule is in `deliver::manage`, shared
+/// with the admin API and the console).
 pub async fn subscriptions(settings: &Settings, c: SubscriptionsCommand) -> Result<()> {
     let mut client = admin_connect(settings).await?;
-    let path = &settings.deliver.secrets_file;
+    let d = &settings.deliver;
+    let me = Actor::ADMIN;
     match c {
         SubscriptionsCommand::Add(args) => add(settings, &client, *args).await,
         SubscriptionsCommand::List => {
-            let lines: Vec<String> = subscriptions::list(&client)
+            let now = chrono::Utc::now();
+            let lines: Vec<String> = manage::list(&client, &me)
                 .await?
                 .iter()
-                .map(|s| {
+                .map(|o| {
+                    let s = &o.sub;
+                    let age = o
+                        .oldest_pending
+                        .map_or(String::new(), |t| format!("\toldest={}s", (now - t).num_seconds()));
+                    let error = o
+                        .last_error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!("\tlast_error={e}"));
                     format!(
-                        "{}\tbureau={}\t{}\t{}\tfilters={}\toptions={}\t{}\tpending={}\tdead={}",
+                        "{}\tbureau={}\t{}\t{}\tfilters={}\toptions={}\t{}\tpending={}\tdead={}{age}{error}",
                         s.name,
                         s.bureau,
                         s.channel,
@@ -173,131 +176,34 @@ pub async fn subscriptions(settings: &Settings, c: SubscriptionsCommand) -> Resu
                 .collect();
             write_lines(&mut std::io::stdout(), &lines)
         }
-        SubscriptionsCommand::Test { name } => test(settings, &client, &name).await,
+        SubscriptionsCommand::Test { name } => {
+            let t = manage::test(d, &client, &me, &name).await?;
+            if !t.delivered {
+                bail!("test message not delivered: {}", t.answer);
+            }
+            println!("delivered: {}", t.answer);
+            Ok(())
+        }
         SubscriptionsCommand::Pause { name } => {
-            subscriptions::set_paused(&client, &name, true).await?;
+            manage::set_paused(&client, &me, &name, true).await?;
             println!("subscription {name} paused (alerts queue up until resume)");
             Ok(())
         }
         SubscriptionsCommand::Resume { name } => {
-            subscriptions::set_paused(&client, &name, false).await?;
+            manage::set_paused(&client, &me, &name, false).await?;
             println!("subscription {name} resumed");
             Ok(())
         }
         SubscriptionsCommand::Remove { name } => {
-            let cancelled = subscriptions::remove(&mut client, &name).await?;
-            if !path.as_os_str().is_empty() {
-                secrets::store(path, &name, None)?;
-            }
+            let cancelled = manage::remove(d, &mut client, &me, &name).await?;
             println!("subscription {name} removed ({cancelled} undelivered deliveries cancelled)");
             Ok(())
         }
     }
 }
 
-/// The filters of `add`, checked against the bureau's scope.
-fn filters(args: &AddArgs, scope: &Scope) -> Result<Filters> {
-    let land_class = match &args.land_use {
-        None => None,
-        Some(l) => Some(
-            LandClass::parse(l)
-                .with_context(|| format!("--land-use {l:?}: farmland or development"))?,
-        ),
-    };
-    let f = Filters {
-        counties: args.counties.clone(),
-        metals: args.metals.clone(),
-        levels: args.levels.clone(),
-        states: args.states.clone(),
-        sources: args.sources.clone(),
-        land_class,
-    };
-    Ok(f.check(scope)?)
-}
-
-/// The channel options of `add`, checked.
-fn options(settings: &Settings, args: &AddArgs) -> Result<Options> {
-    let mut o = Options::default();
-    for h in &args.headers {
-        let Some((k, v)) = h.split_once(':') else {
-            bail!("--header {h:?}: expected `Name: value`");
-        };
-        let (k, v) = (k.trim(), v.trim());
-        deliver::check_header(k, v).map_err(anyhow::Error::msg)?;
-        o.headers.insert(k.to_string(), v.to_string());
-    }
-    if let Some(t) = args.timeout_ms {
-        if t == 0 || t >= settings.deliver.lease_secs.saturating_mul(1000) {
-            bail!(
-                "--timeout-ms {t}: must be positive and below deliver.lease_secs ({} s)",
-                settings.deliver.lease_secs
-            );
-        }
-        o.timeout_ms = Some(t);
-    }
-    if let Some(ca) = &args.ca_file {
-        let ca =
-            std::fs::canonicalize(ca).with_context(|| format!("--ca-file {}", ca.display()))?;
-        soilmon::config::tls_client_config(&ca).map_err(anyhow::Error::msg)?;
-        o.ca_file = Some(ca);
-    }
-    if let Some(at) = &args.digest_at {
-        schedule::parse_local_time(at).map_err(anyhow::Error::msg)?;
-        o.digest_at = Some(at.clone());
-    }
-    if args.remind_days == Some(0) {
-        bail!("--remind-days: at least 1");
-    }
-    o.remind_days = args.remind_days;
-    if args.concurrency == Some(0) {
-        bail!("--concurrency: at least 1");
-    }
-    o.concurrency = args.concurrency;
-    if args.channel == "email" {
-        let from = args
-            .from
-            .as_deref()
-            .context("an e-mail subscription needs --from")?;
-        email::mailbox(from).map_err(anyhow::Error::msg)?;
-        if args.to.is_empty() {
-            bail!("an e-mail subscription needs at least one --to address");
-        }
-        for t in &args.to {
-            email::mailbox(t).map_err(anyhow::Error::msg)?;
-        }
-        o.from = Some(from.to_string());
-        o.to = args.to.clone();
-    } else if args.from.is_some() || !args.to.is_empty() {
-        bail!("--from and --to are for --channel email");
-    }
-    Ok(o)
-}
-
 async fn add(settings: &Settings, client: &deadpool_postgres::Client, args: AddArgs) -> Result<()> {
-    let path = &settings.deliver.secrets_file;
-    if path.as_os_str().is_empty() {
-        bail!(secrets::SecretsError::NotConfigured);
-    }
-    let Some(channel) = ChannelKind::parse(&args.channel) else {
-        bail!(
-            "--channel {:?}: webhook, dingtalk, wecom or email",
-            args.channel
-        );
-    };
-    if channel == ChannelKind::Email {
-        email::parse_server(&args.url).map_err(anyhow::Error::msg)?;
-    } else {
-        deliver::check_url(&args.url).map_err(anyhow::Error::msg)?;
-    }
-    let (counties, all) = subscriptions::bureau_scope(client, &args.bureau).await?;
-    let scope = if all {
-        Scope::All
-    } else {
-        Scope::Counties(counties)
-    };
-    let filters = filters(&args, &scope)?;
-    let options = options(settings, &args)?;
-    let given = match &args.secret_file {
+    let secret = match &args.secret_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
                 .with_context(|| format!("--secret-file {}", f.display()))?
@@ -306,100 +212,37 @@ async fn add(settings: &Settings, client: &deadpool_postgres::Client, args: AddA
         ),
         None => None,
     };
-    let generated = (channel == ChannelKind::Webhook && given.is_none()).then(secrets::new_secret);
-    let (target, sec) = match channel {
-        ChannelKind::Email => (
-            args.url.clone(),
-            Secrets {
-                secret: given,
-                url: None,
-            },
-        ),
-        ChannelKind::Webhook => (
-            args.url.clone(),
-            Secrets {
-                secret: given.or(generated.clone()),
-                url: None,
-            },
-        ),
-        _ => (
-            deliver::redact(&args.url),
-            Secrets {
-                secret: given,
-                url: Some(args.url.clone()),
-            },
-        ),
+    let req = NewRequest {
+        name: args.name,
+        bureau: args.bureau,
+        channel: args.channel,
+        url: args.url,
+        to: args.to,
+        from: args.from,
+        digest_at: args.digest_at,
+        remind_days: args.remind_days,
+        concurrency: args.concurrency,
+        counties: args.counties,
+        metals: args.metals,
+        levels: args.levels,
+        states: args.states,
+        sources: args.sources,
+        land_use: args.land_use,
+        headers: args.headers,
+        timeout_ms: args.timeout_ms,
+        ca_file: args.ca_file,
+        secret,
     };
-    let filters_json = serde_json::to_value(&filters)?;
-    let options_json = serde_json::to_value(&options)?;
-    let new = NewSubscription {
-        name: &args.name,
-        bureau: &args.bureau,
-        channel: channel.as_str(),
-        target: &target,
-        options: &options_json,
-        filters: &filters_json,
-    };
-    if subscriptions::get(client, &args.name).await.is_ok() {
-        bail!("subscription {:?} already exists", args.name);
-    }
-    secrets::store(path, &args.name, Some(&sec))?;
-    if let Err(e) = subscriptions::add(client, &new).await {
-        secrets::store(path, &args.name, None)?;
-        return Err(e.into());
-    }
+    let added = manage::add(&settings.deliver, client, &Actor::ADMIN, &req).await?;
     println!(
         "subscription {} created: {} {} for bureau {}; filters {}",
-        args.name,
-        channel.as_str(),
-        target,
-        args.bureau,
-        filters_json
+        added.name, added.channel, added.target, added.bureau, added.filters
     );
-    if let Some(secret) = generated {
+    if let Some(secret) = added.secret {
         println!("its signing secret (shown once, kept in deliver.secrets_file):");
         println!("secret: {secret}");
     }
     Ok(())
-}
-
-/// A test event in the alert payload's shape, marked `"test": true`.
-fn test_payload(name: &str) -> Value {
-    json!({
-        "event_id": uuid::Uuid::now_v7(), "incident_id": null, "state": "test",
-        "level": "screening", "point_id": "TEST", "county_code": "", "metal": "Cd",
-        "value_mgkg": 0.0, "screening_mgkg": null, "intervention_mgkg": null,
-        "standard": null, "land_use": "paddy", "sampled_at": chrono::Utc::now(),
-        "source": "station", "station_id": "test", "test": true, "subscription": name,
-    })
-}
-
-async fn test(settings: &Settings, client: &deadpool_postgres::Client, name: &str) -> Result<()> {
-    let sub = subscriptions::get(client, name).await?;
-    let all = secrets::load(&settings.deliver.secrets_file)?;
-    let target = Target::build(
-        &sub,
-        all.get(name),
-        Duration::from_millis(settings.deliver.timeout_ms),
-    )?;
-    let payload = test_payload(name);
-    let ctx = engine::render_context(&settings.deliver);
-    let event = render::Event {
-        payload: &payload,
-        point_name: Some("测试点位"),
-    };
-    match target.send(&[event], &ctx, 1).await {
-        Outcome::Delivered { status, answer } => {
-            let proto = if target.channel == ChannelKind::Email {
-                "SMTP"
-            } else {
-                "HTTP"
-            };
-            println!("delivered: {proto} {status} {answer}");
-            Ok(())
-        }
-        Outcome::Failed { error, .. } => bail!("test message not delivered: {error}"),
-    }
 }
 
 /// Runs one `soilmon deliveries` command.
@@ -411,7 +254,14 @@ pub async fn deliveries(settings: &Settings, c: DeliveriesCommand) -> Result<()>
             subscription,
             limit,
         } => {
-            let rows = deliveries::list(&client, failed, subscription.as_deref(), limit).await?;
+            let rows = manage::deliveries(
+                &client,
+                &Actor::ADMIN,
+                failed,
+                subscription.as_deref(),
+                limit,
+            )
+            .await?;
             let lines: Vec<String> = rows
                 .iter()
                 .map(|d| {
@@ -441,7 +291,7 @@ pub async fn deliveries(settings: &Settings, c: DeliveriesCommand) -> Result<()>
             if ids.is_empty() && subscription.is_none() && !all {
                 bail!("name delivery ids, --subscription NAME or --all");
             }
-            let n = deliveries::retry(&client, &ids, subscription.as_deref()).await?;
+            let n = manage::retry(&client, &Actor::ADMIN, &ids, subscription.as_deref()).await?;
             println!("{n} dead-lettered deliveries queued again");
             Ok(())
         }

@@ -83,13 +83,7 @@ impl Batch {
         let Some(head) = claimed.first() else {
             return Mark::Release;
         };
-        let events: Vec<render::Event<'_>> = claimed
-            .iter()
-            .map(|c| render::Event {
-                payload: &c.payload,
-                point_name: c.point_name.as_deref(),
-            })
-            .collect();
+        let events: Vec<render::Event<'_>> = claimed.iter().map(render::Event::of).collect();
         let outcome = self.target.send(&events, &self.ctx, head.attempts).await;
         let channel = self.target.channel.as_str();
         let name = &self.target.name;

@@ -114,13 +114,7 @@ impl DigestJob {
             }
         }
         drop(db);
-        let events: Vec<render::Event<'_>> = claimed
-            .iter()
-            .map(|c| render::Event {
-                payload: &c.payload,
-                point_name: c.point_name.as_deref(),
-            })
-            .collect();
+        let events: Vec<render::Event<'_>> = claimed.iter().map(render::Event::of).collect();
         let message = self.ctx.digest(
             &render::Digest {
                 from: self.from,

@@ -17,6 +17,7 @@ pub mod digest;
 pub mod email;
 pub mod engine;
 pub mod filter;
+pub mod manage;
 pub mod ratelimit;
 pub mod render;
 pub mod robot;

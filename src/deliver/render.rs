@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde_json::Value;
 
+use crate::store::deliveries::Claimed;
 use crate::store::digests::OpenIncident;
 
 /// What rendering needs besides the event.
@@ -29,6 +30,17 @@ pub struct Event<'a> {
     pub payload: &'a Value,
     /// The point's name from the registry, if known.
     pub point_name: Option<&'a str>,
+}
+
+impl<'a> Event<'a> {
+    /// The event of a claimed delivery: its payload and its point's name (the one
+    /// constructor the batch sender and the digest share).
+    pub fn of(c: &'a Claimed) -> Event<'a> {
+        Event {
+            payload: &c.payload,
+            point_name: c.point_name.as_deref(),
+        }
+    }
 }
 
 /// What a daily digest (or a reminder) reports.

@@ -12,6 +12,7 @@
 //! | `GET /v1/stations`, `GET /v1/bureaus` | `admin` | broker identities (no secrets) |
 //! | `/v1/quarantine…` | `admin` | quarantine browser and replay ([`admin`]) |
 //! | `POST /v1/points/import`, `POST`/`DELETE /v1/stations`, `/v1/bureaus`, `GET`/`POST`/`DELETE /v1/tokens` | `admin` | registry import, broker identities, API tokens ([`manage`]) |
+//! | `/v1/subscriptions…`, `/v1/deliveries…` | `bureau` (its own bureau's), `admin` | alert subscriptions, test, pause, resume, remove, dead letters and retry ([`subscriptions`]) |
 //! | `GET /v1/coverage`, `GET /v1/overdue` | `bureau`, `admin` | network management, see [`network`] |
 //! | `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /v1/openapi.json` | none | the OpenAPI document of every route here ([`openapi`]) |
 //!
@@ -32,6 +33,7 @@ pub mod manage;
 pub mod metrics;
 pub mod network;
 pub mod openapi;
+pub mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -157,6 +159,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(admin::routes())
         .merge(manage::routes())
         .merge(network::routes())
+        .merge(subscriptions::routes())
 }
 
 /// The router with every route: the API (and its document), the console and public page.

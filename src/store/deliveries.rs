@@ -476,11 +476,12 @@ pub struct DeliveryRow {
 }
 
 /// The newest deliveries (only dead-lettered ones with `failed`), optionally of one
-/// subscription, at most `limit`.
+/// subscription and of one bureau's subscriptions, at most `limit`.
 pub async fn list(
     client: &Client,
     failed: bool,
     subscription: Option<&str>,
+    bureau: Option<&str>,
     limit: i64,
 ) -> Result<Vec<DeliveryRow>, StoreError> {
     let rows = client
@@ -489,9 +490,9 @@ pub async fn list(
                     d.last_error, d.created_at, d.delivered_at
              FROM deliveries d JOIN subscriptions s ON s.id = d.subscription_id
              WHERE (NOT $1 OR d.state = 'dead') AND ($2::text IS NULL OR s.name = $2)
-               AND s.removed_at IS NULL
+               AND ($4::text IS NULL OR s.bureau = $4) AND s.removed_at IS NULL
              ORDER BY d.id DESC LIMIT $3",
-            &[&failed, &subscription, &limit],
+            &[&failed, &subscription, &limit, &bureau],
         )
         .await?;
     Ok(rows
@@ -511,11 +512,13 @@ pub async fn list(
 }
 
 /// Puts dead-lettered deliveries back in the queue (attempts and age start again): the
-/// given ids, or every dead one of `subscription`, or every dead one. Returns how many.
+/// given ids, or every dead one of `subscription`, or every dead one; only those of
+/// `bureau`'s subscriptions when it is given. Returns how many.
 pub async fn retry(
     client: &Client,
     ids: &[i64],
     subscription: Option<&str>,
+    bureau: Option<&str>,
 ) -> Result<u64, StoreError> {
     Ok(client
         .execute(
@@ -524,8 +527,9 @@ pub async fn retry(
              FROM subscriptions s
              WHERE s.id = d.subscription_id AND s.removed_at IS NULL AND d.state = 'dead'
                AND (cardinality($1::bigint[]) = 0 OR d.id = ANY($1))
-               AND ($2::text IS NULL OR s.name = $2)",
-            &[&ids, &subscription],
+               AND ($2::text IS NULL OR s.name = $2)
+               AND ($3::text IS NULL OR s.bureau = $3)",
+            &[&ids, &subscription, &bureau],
         )
         .await?)
 }

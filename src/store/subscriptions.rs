@@ -61,11 +61,13 @@ pub struct NewSubscription<'a> {
     pub filters: &'a Value,
 }
 
-const SELECT: &str = "SELECT s.id, s.name, s.bureau, s.channel, s.target, s.options, s.filters,
+/// The columns [`from_row`] reads.
+const COLUMNS: &str = "SELECT s.id, s.name, s.bureau, s.channel, s.target, s.options, s.filters,
         s.paused, s.created_at, b.counties, b.all_counties, b.revoked_at IS NOT NULL,
         (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'pending'),
-        (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'dead')
-     FROM subscriptions s JOIN broker_identities b ON b.username = s.bureau
+        (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'dead')";
+/// The live subscriptions with their bureaus.
+const FROM: &str = "FROM subscriptions s JOIN broker_identities b ON b.username = s.bureau
      WHERE s.removed_at IS NULL";
 
 fn from_row(r: &tokio_postgres::Row) -> Subscription {
@@ -85,6 +87,45 @@ fn from_row(r: &tokio_postgres::Row) -> Subscription {
         pending: r.get(12),
         dead: r.get(13),
     }
+}
+
+/// A live subscription with its queue, as `soilmon subscriptions list`, the admin API and
+/// the console show it.
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// The subscription (with its pending and dead counts).
+    pub sub: Subscription,
+    /// When the oldest pending delivery was created (or put back by a retry).
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// The newest failure among its pending and dead-lettered deliveries.
+    pub last_error: Option<String>,
+}
+
+/// Live subscriptions with their queues, by name. The two extra columns read the partial
+/// indexes of pending and dead deliveries only (`deliveries_pending`, `deliveries_dead`).
+pub async fn overview(client: &Client) -> Result<Vec<Overview>, StoreError> {
+    let sql = format!(
+        "{COLUMNS},
+        (SELECT min(d.created_at) FROM deliveries d
+          WHERE d.subscription_id = s.id AND d.state = 'pending'),
+        coalesce(
+          (SELECT d.last_error FROM deliveries d
+            WHERE d.subscription_id = s.id AND d.state = 'pending' AND d.last_error IS NOT NULL
+            ORDER BY d.outbox_id LIMIT 1),
+          (SELECT d.last_error FROM deliveries d
+            WHERE d.subscription_id = s.id AND d.state = 'dead'
+            ORDER BY d.id DESC LIMIT 1))
+     {FROM} ORDER BY s.name"
+    );
+    let rows = client.query(&sql, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Overview {
+            sub: from_row(r),
+            oldest_pending: r.get(14),
+            last_error: r.get(15),
+        })
+        .collect())
 }
 
 /// The bureau's scope: `(counties, all_counties)`, refused unless it is an active bureau.
@@ -132,7 +173,7 @@ pub async fn add(client: &Client, s: &NewSubscription<'_>) -> Result<i64, StoreE
 /// Live subscriptions, by name.
 pub async fn list(client: &Client) -> Result<Vec<Subscription>, StoreError> {
     let rows = client
-        .query(&format!("{SELECT} ORDER BY s.name"), &[])
+        .query(&format!("{COLUMNS} {FROM} ORDER BY s.name"), &[])
         .await?;
     Ok(rows.iter().map(from_row).collect())
 }
@@ -140,7 +181,7 @@ pub async fn list(client: &Client) -> Result<Vec<Subscription>, StoreError> {
 /// One live subscription by name.
 pub async fn get(client: &Client, name: &str) -> Result<Subscription, StoreError> {
     client
-        .query_opt(&format!("{SELECT} AND s.name = $1"), &[&name])
+        .query_opt(&format!("{COLUMNS} {FROM} AND s.name = $1"), &[&name])
         .await?
         .map(|r| from_row(&r))
         .ok_or_else(|| StoreError::Refused(format!("no subscription {name:?}")))

@@ -27,6 +27,7 @@
 //! |---|---|
 //! | [`pages`] | bureau map, feed, incident (chart, workflow), point (samples, CSV/xlsx), lab upload, admin lists (points with their import, access) |
 //! | [`admin`] | quarantine browser (by reason, station, time; the payload escaped) and replay of selected messages |
+//! | [`subscriptions`] | alert subscriptions (bureaus: their own; admins: all): list with queues, add, test, pause, resume, remove, dead letters and retry |
 //! | [`data`] | the JSON the pages' scripts read (map points, popup, feed, series) |
 //! | [`public`] | the public disclosure page and its CSV / xlsx / GeoJSON downloads |
 //! | [`export`] | CSV (UTF-8 BOM), xlsx and GeoJSON encoders |
@@ -40,6 +41,7 @@ pub mod i18n;
 pub mod pages;
 pub mod public;
 pub mod session;
+pub mod subscriptions;
 
 use std::marker::PhantomData;
 use std::sync::{Arc, OnceLock};
@@ -91,6 +93,15 @@ pub fn router(state: Arc<AppState>) -> Router<Arc<AppState>> {
             "/console/admin/quarantine/replay",
             post(admin::quarantine_replay),
         )
+        .route(
+            "/console/subscriptions",
+            get(subscriptions::page).post(subscriptions::add),
+        )
+        .route(
+            "/console/subscriptions/{name}/{action}",
+            post(subscriptions::act),
+        )
+        .route("/console/deliveries/retry", post(subscriptions::retry))
         .route("/console/data/map", get(data::map_points))
         .route("/console/data/points/{id}/latest", get(data::latest))
         .route("/console/data/points/{id}/series", get(data::series))
@@ -198,6 +209,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "admin_quarantine_entry.html",
         include_str!("templates/admin_quarantine_entry.html"),
+    ),
+    (
+        "subscriptions.html",
+        include_str!("templates/subscriptions.html"),
     ),
 ];
 

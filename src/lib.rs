@@ -42,6 +42,8 @@
 //!   Prometheus metrics ([`http::metrics`]), bearer tokens ([`http::auth`]), the role
 //!   extractor ([`http::caller`]), the handlers' error type ([`http::error`]), the admin
 //!   quarantine browser and replay ([`http::admin`]), the management API ([`http::manage`]),
+//!   alert subscriptions and failed deliveries ([`http::subscriptions`], through
+//!   [`deliver::manage`]),
 //!   the route table and its OpenAPI document ([`http::openapi`]),
 //!   the `soilmon upload` client ([`http::client`]), and the web console and public
 //!   disclosure page ([`http::console`]: sign-in sessions, pages, JSON for the page scripts,
@@ -71,7 +73,9 @@
 //!   [`deliver::filter`], [`deliver::backoff`], [`deliver::ratelimit`], [`deliver::render`],
 //!   [`deliver::schedule`] (digest times); the channels [`deliver::webhook`],
 //!   [`deliver::robot`] (DingTalk, WeCom) and [`deliver::email`] (SMTP); the secrets file
-//!   [`deliver::secrets`]; [`deliver::engine`] (outbox → `deliveries` fan-out, batched
+//!   [`deliver::secrets`]; [`deliver::manage`] (the subscription rules every interface calls:
+//!   add with its scope and filter checks, test, pause, resume, remove, dead letters, retry;
+//!   who may manage which); [`deliver::engine`] (outbox → `deliveries` fan-out, batched
 //!   claims with leases per incident key, sends — one task per claimed batch, the private
 //!   `deliver::batch` —, retries, dead letters, batched marks) and [`deliver::digest`] (daily
 //!   digests and reminders). Its SQL is in [`store::subscriptions`],

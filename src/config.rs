@@ -253,8 +253,9 @@ pub enum IngestSource {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct AmqpConfig {
-    /// Comma-separated `amqp://user:password@host:port/vhost` URLs of the cluster's nodes,
-    /// tried in turn (credentials inside: set it from the environment, `SOILMON__AMQP__URLS`).
+    /// Comma-separated `amqp://user:password@host:port/vhost` (or `amqps://`, with
+    /// `tls_ca_file`) URLs of the cluster's nodes, tried in turn (credentials inside: set it
+    /// from the environment, `SOILMON__AMQP__URLS`).
     pub urls: String,
     /// The quorum queue of station readings the collectors consume.
     pub queue: String,
@@ -275,6 +276,19 @@ pub struct AmqpConfig {
     /// every station's messages are committed in the order the broker received them
     /// (docs/cluster.md, "Order and incidents").
     pub shards: u16,
+    /// CA certificate (PEM) that signed the nodes' certificates. Set: every URL must be
+    /// `amqps://` and each node is verified against this CA only (not the system's roots)
+    /// and the URL's host; a plain `amqp://` URL is refused at load. Also the CA of
+    /// `https://` management API URLs (`broker.rabbitmq_api_urls`).
+    pub tls_ca_file: PathBuf,
+    /// Client certificate chain (PEM) presented to the nodes, with `tls_key_file`; empty:
+    /// none (optional: RabbitMQ asks for one only with `ssl_options.verify = verify_peer`).
+    pub tls_cert_file: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: PathBuf,
+    /// The TLS client configuration built from the files above at load (None: no TLS).
+    #[serde(skip)]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for AmqpConfig {
@@ -288,6 +302,10 @@ impl Default for AmqpConfig {
             delivery_limit: 5,
             prefetch: 1000,
             shards: 0,
+            tls_ca_file: PathBuf::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            tls: None,
         }
     }
 }
@@ -315,6 +333,43 @@ impl AmqpConfig {
     /// The consistent-hash exchange that shards the readings by station (`shards` ≥ 1).
     pub fn hash_exchange(&self) -> String {
         format!("{}.hash", self.queue)
+    }
+
+    /// The CA file when AMQPS is configured.
+    pub fn tls_ca(&self) -> Option<&Path> {
+        (!self.tls_ca_file.as_os_str().is_empty()).then_some(self.tls_ca_file.as_path())
+    }
+
+    /// The client certificate and key files, when both are set.
+    pub fn tls_identity(&self) -> Option<(&Path, &Path)> {
+        let (c, k) = (&self.tls_cert_file, &self.tls_key_file);
+        (!c.as_os_str().is_empty() && !k.as_os_str().is_empty())
+            .then_some((c.as_path(), k.as_path()))
+    }
+
+    /// The TLS client configuration of the files set (None without `tls_ca_file`); Err names
+    /// the key of the file that could not be used.
+    pub fn build_tls(&self) -> Result<Option<Arc<rustls::ClientConfig>>, Problem> {
+        let Some(ca) = self.tls_ca() else {
+            return Ok(None);
+        };
+        let roots = root_store(ca).map_err(|d| Problem::new("amqp.tls_ca_file", &d))?;
+        let identity = match self.tls_identity() {
+            Some((cert, key)) => Some(client_identity(cert, key).map_err(|(k, d)| {
+                Problem::new(
+                    if k {
+                        "amqp.tls_key_file"
+                    } else {
+                        "amqp.tls_cert_file"
+                    },
+                    &d,
+                )
+            })?),
+            None => None,
+        };
+        tls_config(roots, identity)
+            .map(Some)
+            .map_err(|d| Problem::new("amqp.tls_cert_file", &d))
     }
 }
 
@@ -729,6 +784,9 @@ impl Settings {
         for p in [
             &mut settings.judge.standards_dir,
             &mut settings.mqtt.tls_ca_file,
+            &mut settings.amqp.tls_ca_file,
+            &mut settings.amqp.tls_cert_file,
+            &mut settings.amqp.tls_key_file,
             &mut settings.database.tls_ca_file,
             &mut settings.broker.password_file,
             &mut settings.broker.acl_file,
@@ -755,6 +813,10 @@ impl Settings {
             })?;
             settings.mqtt.tls = Some(tls);
         }
+        settings.amqp.tls = settings
+            .amqp
+            .build_tls()
+            .map_err(|p| ConfigError::Invalid(vec![p]))?;
         Ok(settings)
     }
 
@@ -766,6 +828,7 @@ impl Settings {
         self.check_access(&mut problems);
         self.check_deliver(&mut problems);
         self.check_amqp(&mut problems);
+        self.check_amqp_tls(&mut problems);
         self.check_console(&mut problems);
         if problems.is_empty() {
             Ok(())
@@ -985,7 +1048,10 @@ impl Settings {
             .find(|u| u.parse::<lapin::uri::AMQPUri>().is_err())
         {
             let shown = u.split('@').next_back().unwrap_or_default();
-            invalid("amqp.urls", &format!("not an amqp:// URL (…@{shown})"));
+            invalid(
+                "amqp.urls",
+                &format!("not an amqp:// or amqps:// URL (…@{shown})"),
+            );
         }
         for (key, name) in [
             ("amqp.queue", &a.queue),
@@ -1005,6 +1071,69 @@ impl Settings {
         }
         if a.shards > 64 || a.prefetch < a.shards {
             invalid("amqp.shards", "must be 0-64 and at most amqp.prefetch");
+        }
+    }
+
+    /// The `amqp.tls_*` rules, whatever `ingest.source` is (`soilmon broker …` uses them
+    /// too): `amqps://` needs the CA file, and with it every URL must be `amqps://`, so a
+    /// node is never reached in plain text; the client certificate and key come together.
+    fn check_amqp_tls(&self, problems: &mut Vec<Problem>) {
+        let mut invalid = |key, detail: &str| problems.push(Problem::new(key, detail));
+        let a = &self.amqp;
+        let urls = a.url_list();
+        // Scheme only: the rest of a URL holds the password.
+        let scheme = |u: &str| {
+            u.split("://")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        };
+        match a.tls_ca() {
+            Some(ca) => {
+                if !ca.is_file() {
+                    invalid(
+                        "amqp.tls_ca_file",
+                        &format!("{} is not a readable file", ca.display()),
+                    );
+                }
+                if let Some(i) = urls.iter().position(|u| scheme(u) != "amqps") {
+                    invalid(
+                        "amqp.urls",
+                        &format!(
+                            "node {i} is not an amqps:// URL while amqp.tls_ca_file is set: \
+                             soilmon never talks to a node in plain text once TLS is configured"
+                        ),
+                    );
+                }
+            }
+            None => {
+                if let Some(i) = urls.iter().position(|u| scheme(u) == "amqps") {
+                    invalid(
+                        "amqp.tls_ca_file",
+                        &format!(
+                            "node {i} is an amqps:// URL: set amqp.tls_ca_file to the CA (PEM) \
+                             of the nodes' certificates"
+                        ),
+                    );
+                }
+            }
+        }
+        let (cert, key) = (&a.tls_cert_file, &a.tls_key_file);
+        if cert.as_os_str().is_empty() != key.as_os_str().is_empty() {
+            invalid(
+                "amqp.tls_cert_file",
+                "amqp.tls_cert_file and amqp.tls_key_file are set together or not at all",
+            );
+        } else if a.tls_identity().is_some() && a.tls_ca().is_none() {
+            invalid(
+                "amqp.tls_cert_file",
+                "a client certificate needs amqp.tls_ca_file (TLS) too",
+            );
+        }
+        for (k, p) in [("amqp.tls_cert_file", cert), ("amqp.tls_key_file", key)] {
+            if !p.as_os_str().is_empty() && !p.is_file() {
+                invalid(k, &format!("{} is not a readable file", p.display()));
+            }
         }
     }
 
@@ -1085,6 +1214,17 @@ impl Settings {
 /// certificates in the PEM file `ca`. The broker's certificate must name the configured
 /// `mqtt.host` (DNS name or IP address).
 pub fn tls_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    tls_config(root_store(ca)?, None)
+}
+
+/// A client certificate chain and its private key.
+type ClientIdentity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// The CA certificates of the PEM file `ca` (Err when it is unreadable or holds none).
+fn root_store(ca: &Path) -> Result<rustls::RootCertStore, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
 
@@ -1100,12 +1240,48 @@ pub fn tls_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, String>
     if roots.is_empty() {
         return Err(format!("no certificate in {}", ca.display()));
     }
+    Ok(roots)
+}
+
+/// The certificate chain of the PEM file `cert` and the private key of the PEM file `key`;
+/// Err((true, …)) when the key is at fault, Err((false, …)) when the certificate is.
+fn client_identity(cert: &Path, key: &Path) -> Result<ClientIdentity, (bool, String)> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| (false, format!("reading {}: {e}", cert.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| (false, format!("parsing {}: {e}", cert.display())))?;
+    if chain.is_empty() {
+        return Err((false, format!("no certificate in {}", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        (
+            true,
+            format!("no usable private key in {}: {e}", key.display()),
+        )
+    })?;
+    Ok((chain, key))
+}
+
+/// A rustls client configuration (ring provider, TLS 1.2 and 1.3) trusting `roots` only,
+/// presenting `identity` when the server asks for a client certificate.
+fn tls_config(
+    roots: rustls::RootCertStore,
+    identity: Option<ClientIdentity>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("client certificate and key: {e}"))?,
+        None => builder.with_no_client_auth(),
+    };
     Ok(Arc::new(config))
 }
 
@@ -1246,5 +1422,126 @@ mod tests {
         let mut s = defaults();
         s.ingest.ceilings_mgkg.insert("Xx".into(), 1.0);
         assert_eq!(refused_keys(&s), ["ingest.ceilings_mgkg"]);
+    }
+
+    /// Runs the `openssl` CLI in `dir` (as the TLS integration tests do).
+    fn openssl(dir: &Path, args: &str) {
+        let out = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args}: {out:?}");
+    }
+
+    /// A throwaway CA (`ca.crt`) and a client certificate and key signed by it.
+    fn test_pki(dir: &Path) {
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        openssl(
+            dir,
+            &format!("req -x509 {ec} -keyout ca.key -out ca.crt -days 1 -subj /CN=ca"),
+        );
+        openssl(
+            dir,
+            &format!("req {ec} -keyout client.key -out client.csr -subj /CN=client"),
+        );
+        // An extension file makes it X.509 v3 (rustls refuses v1 certificates).
+        std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+        openssl(
+            dir,
+            "x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+             -out client.crt -days 1 -extfile client.ext",
+        );
+    }
+
+    fn cluster_mode(urls: &str) -> Settings {
+        let mut s = defaults();
+        s.ingest.source = IngestSource::Amqp;
+        s.amqp.urls = urls.into();
+        s
+    }
+
+    #[test]
+    fn amqps_needs_a_ca_file_and_a_ca_file_refuses_plain_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        test_pki(dir.path());
+        let ca = dir.path().join("ca.crt");
+        let plain = "amqp://u:p@127.0.0.1:5672/%2F";
+        let tls = "amqps://u:p@127.0.0.1:5671/%2F";
+
+        assert_eq!(refused_keys(&cluster_mode(plain)), Vec::<&str>::new());
+        let s = cluster_mode(&format!("{plain},{tls}"));
+        assert_eq!(refused_keys(&s), ["amqp.tls_ca_file"]);
+        let text = s.validate().unwrap_err().to_string();
+        assert!(text.contains("node 1 is an amqps:// URL"), "{text}");
+        assert!(!text.contains("u:p"), "the password is never shown: {text}");
+
+        // With the CA, a single plain node among TLS ones is refused: no plain-text path.
+        let mut s = cluster_mode(&format!("{tls},{plain}"));
+        s.amqp.tls_ca_file = ca.clone();
+        assert_eq!(refused_keys(&s), ["amqp.urls"]);
+        let text = s.validate().unwrap_err().to_string();
+        assert!(text.contains("node 1 is not an amqps:// URL"), "{text}");
+        s.amqp.urls = tls.into();
+        assert_eq!(refused_keys(&s), Vec::<&str>::new());
+        assert!(s.amqp.build_tls().unwrap().is_some());
+        // Not in cluster mode (e.g. `soilmon broker setup` with another source) alike.
+        s.ingest.source = IngestSource::Mqtt;
+        s.amqp.urls = plain.into();
+        assert_eq!(refused_keys(&s), ["amqp.urls"]);
+    }
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_refused_at_load_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = cluster_mode("amqps://u:p@127.0.0.1:5671/%2F");
+        s.amqp.tls_ca_file = dir.path().join("nowhere.crt");
+        assert_eq!(refused_keys(&s), ["amqp.tls_ca_file"]);
+        let text = s.validate().unwrap_err().to_string();
+        assert!(
+            text.contains("amqp.tls_ca_file: ")
+                && text.contains("nowhere.crt is not a readable file"),
+            "{text}"
+        );
+        // A file without a certificate passes the file check and fails when it is loaded.
+        let empty = dir.path().join("empty.crt");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        s.amqp.tls_ca_file = empty;
+        assert_eq!(refused_keys(&s), Vec::<&str>::new());
+        let p = s.amqp.build_tls().unwrap_err();
+        assert_eq!(p.key, "amqp.tls_ca_file");
+        assert!(p.detail.contains("no certificate in"), "{}", p.detail);
+    }
+
+    #[test]
+    fn a_client_certificate_comes_with_its_key_and_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        test_pki(dir.path());
+        let d = dir.path();
+        let mut s = cluster_mode("amqps://u:p@127.0.0.1:5671/%2F");
+        s.amqp.tls_ca_file = d.join("ca.crt");
+        s.amqp.tls_cert_file = d.join("client.crt");
+        assert_eq!(refused_keys(&s), ["amqp.tls_cert_file"]);
+        s.amqp.tls_key_file = d.join("client.key");
+        assert_eq!(refused_keys(&s), Vec::<&str>::new());
+        assert!(s
+            .amqp
+            .build_tls()
+            .unwrap()
+            .unwrap()
+            .client_auth_cert_resolver
+            .has_certs());
+        // A key that is not the certificate's.
+        s.amqp.tls_key_file = d.join("ca.key");
+        let p = s.amqp.build_tls().unwrap_err();
+        assert_eq!(p.key, "amqp.tls_cert_file", "{}", p.detail);
+        // A certificate file where the key should be.
+        s.amqp.tls_key_file = d.join("client.crt");
+        assert_eq!(s.amqp.build_tls().unwrap_err().key, "amqp.tls_key_file");
+        // Without the CA the client certificate is refused.
+        s.amqp.tls_key_file = d.join("client.key");
+        s.amqp.tls_ca_file = PathBuf::new();
+        s.amqp.urls = "amqp://u:p@127.0.0.1:5672/%2F".into();
+        assert_eq!(refused_keys(&s), ["amqp.tls_cert_file"]);
     }
 }

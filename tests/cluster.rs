@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use common::cluster::{
-    alert_event_ids, publish_stream, stored, stream_message, wait_consuming, AlertWatch, Cluster,
-    Confirmed, Scenario, StreamSpec,
+    alert_event_ids, publish_stream, publish_stream_via, stored, stream_message, wait_consuming,
+    AlertWatch, Cluster, ClusterTls, Confirmed, Listeners, Scenario, StreamSpec,
 };
 use common::{pg_connect, wait_until, Soilmon};
 
@@ -721,5 +721,149 @@ async fn a_commit_without_answer_is_given_up_not_acked_and_stored_once_later() -
     drop(collectors);
     drop(admin);
     db.drop_db().await?;
+    Ok(())
+}
+
+/// The `SOILMON__…` overrides of a soilmon that talks to the cluster over TLS only: AMQPS
+/// URLs, the cluster's CA (the one file it trusts), its client certificate, and the
+/// management API over https.
+fn tls_envs(cluster: &Cluster, tls: &ClusterTls) -> Vec<(&'static str, String)> {
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    let mut envs = cluster.identity_envs();
+    envs.retain(|(k, _)| *k != "SOILMON__BROKER__RABBITMQ_API_URLS");
+    envs.extend([
+        ("SOILMON__BROKER__RABBITMQ_API_URLS", tls.api_urls.clone()),
+        ("SOILMON__AMQP__URLS", tls.amqps_urls.clone()),
+        ("SOILMON__AMQP__TLS_CA_FILE", path(&tls.ca)),
+        ("SOILMON__AMQP__TLS_CERT_FILE", path(&tls.client_cert)),
+        ("SOILMON__AMQP__TLS_KEY_FILE", path(&tls.client_key)),
+    ]);
+    envs
+}
+
+/// The broker's connections named `soilmon` (collectors and publishers), as (TLS?, the
+/// client certificate's subject).
+async fn soilmon_connections(cluster: &Cluster) -> Result<Vec<(bool, String)>> {
+    let all = cluster.api_get("connections").await?;
+    Ok(all
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| c["client_properties"]["connection_name"] == "soilmon")
+        .map(|c| {
+            (
+                c["ssl"].as_bool().unwrap_or(false),
+                c["peer_cert_subject"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_a_collector_stores_what_a_station_sent_and_a_wrong_ca_is_refused() -> Result<()> {
+    use common::secure::{make_test_ca, options, try_connect};
+    let _serial = SERIAL.lock().await;
+    let cluster = Arc::new(Cluster::from_env()?);
+    let tls = cluster.tls()?;
+    let envs = tls_envs(&cluster, &tls);
+    let extra: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // `broker setup` (in start_with) and `broker sync` over AMQPS and https.
+    let s = Scenario::start_with(&cluster, &extra).await?;
+    let out = cli(&s, &["broker", "sync"]).await?;
+    ensure!(
+        out.contains("synced through https://"),
+        "broker sync: {out}"
+    );
+    let collectors = s.collectors(1).await?;
+    // The broker's side: the collector's and the publisher's connections are TLS and
+    // carry the client certificate (the management API refreshes its stats every 5 s).
+    wait_until(
+        "collector connections listed",
+        Duration::from_secs(30),
+        || async {
+            let conns = soilmon_connections(&cluster).await?;
+            Ok(conns.len() >= 2)
+        },
+    )
+    .await?;
+    let conns = soilmon_connections(&cluster).await?;
+    ensure!(
+        conns
+            .iter()
+            .all(|(ssl, subject)| *ssl && subject.contains("soilmon collector")),
+        "every soilmon connection is TLS with the client certificate: {conns:?}"
+    );
+
+    // A station on the MQTTS listeners, trusting only the cluster's CA.
+    let station_tls = soilmon::config::tls_client_config(&tls.ca).map_err(anyhow::Error::msg)?;
+    let via = Listeners {
+        ports: tls.mqtts_ports.clone(),
+        tls: Some(station_tls),
+    };
+    let watch = AlertWatch::start(&cluster, 1, &s.prefix).await?;
+    let (count, rate) = size();
+    let count = count.min(500);
+    let spec = StreamSpec {
+        prefix: s.prefix.clone(),
+        count,
+        rate,
+        message: stream_message,
+    };
+    let limit = Duration::from_secs(count as u64 / u64::from(rate.max(1)) + 120);
+    let progress = Arc::new(Mutex::new(0usize));
+    let confirmed = publish_stream_via(&cluster, &via, &spec, 0, limit, progress).await?;
+    ensure!(confirmed.keys.len() == count, "not every message confirmed");
+    ensure!(
+        confirmed.reconnects == 0,
+        "the MQTTS connection failed {} times",
+        confirmed.reconnects
+    );
+    settles(&cluster, &s, &confirmed, &watch, &collectors, 2).await?;
+
+    // Another CA: every node's certificate is refused, with the reason, and nothing is
+    // tried in plain text (amqps:// URLs only; a plain one would be refused at load).
+    let other = tempfile::tempdir()?;
+    make_test_ca(other.path())?;
+    let wrong_ca = other.path().join("ca.crt").to_string_lossy().into_owned();
+    let mut wrong = s.soilmon();
+    wrong.set_env("SOILMON__AMQP__TLS_CA_FILE", &wrong_ca);
+    let out = wrong.command(&["broker", "check"]).await?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    ensure!(
+        !out.status.success(),
+        "broker check with another CA succeeded"
+    );
+    ensure!(
+        err.contains("invalid peer certificate") && err.contains("UnknownIssuer"),
+        "broker check does not say why: {err}"
+    );
+    wrong.start().await?;
+    wait_until("refusal logged", Duration::from_secs(30), || async {
+        Ok(wrong.log().contains("UnknownIssuer"))
+    })
+    .await
+    .with_context(|| wrong.log())?;
+    ensure!(
+        !wrong.log().contains("ready: consuming"),
+        "a collector that trusts another CA consumed: {}",
+        wrong.log()
+    );
+    // A station trusting another CA does not get a CONNACK over MQTTS either.
+    let wrong_tls = soilmon::config::tls_client_config(&other.path().join("ca.crt"))
+        .map_err(anyhow::Error::msg)?;
+    let creds = Some((cluster.mqtt_user.as_str(), cluster.mqtt_password.as_str()));
+    let refused = try_connect(options(tls.mqtts_ports[0], creds, Some(wrong_tls))).await;
+    ensure!(
+        refused.is_err(),
+        "MQTTS accepted a station trusting another CA"
+    );
+    // And only TLS connections ever reached the broker from this scenario.
+    let conns = soilmon_connections(&cluster).await?;
+    ensure!(
+        conns.iter().all(|(ssl, _)| *ssl),
+        "plain connections: {conns:?}"
+    );
+    let _ = wrong.terminate().await;
     Ok(())
 }

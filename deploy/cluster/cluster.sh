@@ -32,6 +32,9 @@
 #                                AMQP 0-9-1            base+672..674     21672-21674
 #                                MQTT 3.1.1            base+883..885     21883-21885
 #                                RabbitMQ HTTP API     base+1672..1674   22672-22674
+#                                AMQPS (TLS)           base+2672..2674   23672-23674
+#                                MQTTS (TLS)           base+2883..2885   23883-23885
+#                                HTTP API over TLS     base+3672..3674   24672-24674
 #                                etcd client / peer    base+1379..1384   22379/80, 22381/82, 22383/84
 #                                PostgreSQL            base+5432..5434   26432-26434
 #                                Patroni REST API      base+7008..7010   28008-28010
@@ -49,6 +52,12 @@
 # Layout of $SOILMON_CLUSTER_DIR:
 #   secrets/            generated passwords (0600): rabbitmq, rabbitmq-admin,
 #                       postgres, replicator
+#   tls/                a throwaway CA (ca.crt; ca.key 0600), the nodes' certificate
+#                       for 127.0.0.1/localhost (server.crt, server.key readable by
+#                       rabbitmq) and a client certificate (client.crt, client.key),
+#                       made with the openssl CLI like the Mosquitto TLS tests' CA
+#                       (tests/common/secure.rs), valid 30 days, made anew by `up`
+#                       when less than 2 days are left
 #   rabbitmq/home/      HOME of the nodes and of rabbitmqctl: the shared .erlang.cookie
 #   rabbitmq/rabbitN/   rabbitmq.conf, enabled_plugins, mnesia/, log/, pid
 #   etcd/eN/            data/, log, pid
@@ -74,6 +83,9 @@ rmq_dist_port() { echo $((BASE + 571 + $1)); }
 rmq_amqp_port() { echo $((BASE + 671 + $1)); }
 rmq_mqtt_port() { echo $((BASE + 882 + $1)); }
 rmq_api_port() { echo $((BASE + 1671 + $1)); }
+rmq_amqps_port() { echo $((BASE + 2671 + $1)); }
+rmq_mqtts_port() { echo $((BASE + 2882 + $1)); }
+rmq_api_tls_port() { echo $((BASE + 3671 + $1)); }
 etcd_client_port() { echo $((BASE + 1377 + 2 * $1)); }
 etcd_peer_port() { echo $((BASE + 1378 + 2 * $1)); }
 pg_port() { echo $((BASE + 5431 + $1)); }
@@ -104,6 +116,7 @@ readonly PACKAGES=(
 	postgresql-15 postgresql-client-15
 	mosquitto-clients                       # mosquitto_pub for smoke.sh
 	util-linux procps iproute2 curl
+	openssl                                 # the TLS listeners' throwaway CA
 )
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
@@ -270,6 +283,50 @@ ensure_timescaledb() {
 # 2. RabbitMQ
 # ---------------------------------------------------------------------------
 readonly RMQ_DIR="$DIR/rabbitmq"
+readonly TLS_DIR="$DIR/tls"
+
+# The TLS listeners' certificates: a throwaway CA, made the way the Mosquitto TLS tests
+# make theirs (tests/common/secure.rs: EC P-256, openssl CLI), a server certificate naming
+# 127.0.0.1 and localhost for every node, and a client certificate. Kept across `up`s;
+# made anew (all of them) when the CA or a certificate expires within 2 days. A running
+# node reads new files for new connections (Erlang's PEM cache is cleared every 2 min).
+ensure_tls() {
+	local f ok=1
+	for f in ca.crt server.crt client.crt; do
+		openssl x509 -checkend $((2 * 86400)) -noout -in "$TLS_DIR/$f" >/dev/null 2>&1 || ok=0
+	done
+	if ((ok)) && [[ -s $TLS_DIR/server.key && -s $TLS_DIR/client.key ]]; then
+		return 0
+	fi
+	log "making the TLS listeners' throwaway CA and certificates in $TLS_DIR"
+	install -d -m 0750 -o root -g rabbitmq "$TLS_DIR"
+	local t ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+	t=$(mktemp -d "$TLS_DIR/.new.XXXXXX")
+	(
+		cd "$t"
+		umask 077
+		openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.crt -days 30 \
+			-subj "/CN=soilmon cluster test CA" \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+		openssl req "${ec[@]}" -keyout server.key -out server.csr -subj /CN=localhost
+		printf '%s\n' subjectAltName=IP:127.0.0.1,DNS:localhost basicConstraints=CA:FALSE \
+			keyUsage=digitalSignature extendedKeyUsage=serverAuth >server.ext
+		openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+			-out server.crt -days 30 -extfile server.ext
+		openssl req "${ec[@]}" -keyout client.key -out client.csr -subj "/CN=soilmon collector"
+		printf '%s\n' basicConstraints=CA:FALSE keyUsage=digitalSignature \
+			extendedKeyUsage=clientAuth >client.ext
+		openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+			-out client.crt -days 30 -extfile client.ext
+	) >"$t/openssl.log" 2>&1 || { cat "$t/openssl.log" >&2; rm -rf "$t"; die "openssl failed"; }
+	chmod 0644 "$t"/ca.crt "$t"/server.crt "$t"/client.crt
+	chown root:rabbitmq "$t/server.key"
+	chmod 0640 "$t/server.key"
+	for f in ca.crt ca.key server.crt server.key client.crt client.key; do
+		mv -f "$t/$f" "$TLS_DIR/$f"
+	done
+	rm -rf "$t"
+}
 readonly RMQ_HOME="$RMQ_DIR/home"
 readonly ERL_LOOPBACK='-kernel inet_dist_use_interface {127,0,0,1}'
 
@@ -337,6 +394,23 @@ rmq_prepare() {
 # Written by deploy/cluster/cluster.sh on every \`up\`; edit the script, not this file.
 # AMQP listener: RABBITMQ_NODE_IP_ADDRESS/RABBITMQ_NODE_PORT (127.0.0.1:$(rmq_amqp_port "$i")).
 mqtt.listeners.tcp.1 = 127.0.0.1:$(rmq_mqtt_port "$i")
+# TLS listeners (docs/cluster.md, "TLS"): AMQPS for the collectors, MQTTS for stations and
+# bureaus, the HTTP API over https; the plain ones above stay for the tests that use them.
+# A client certificate is verified when one is presented (verify_peer), not required.
+listeners.ssl.1 = 127.0.0.1:$(rmq_amqps_port "$i")
+mqtt.listeners.ssl.1 = 127.0.0.1:$(rmq_mqtts_port "$i")
+ssl_options.cacertfile = $TLS_DIR/ca.crt
+ssl_options.certfile = $TLS_DIR/server.crt
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+ssl_options.versions.1 = tlsv1.3
+ssl_options.versions.2 = tlsv1.2
+management.ssl.ip = 127.0.0.1
+management.ssl.port = $(rmq_api_tls_port "$i")
+management.ssl.cacertfile = $TLS_DIR/ca.crt
+management.ssl.certfile = $TLS_DIR/server.crt
+management.ssl.keyfile = $TLS_DIR/server.key
 mqtt.allow_anonymous = false
 mqtt.vhost = $VHOST
 mqtt.exchange = amq.topic
@@ -363,11 +437,12 @@ ensure_epmd() {
 
 rmq_start() {
 	local i=$1 d="$RMQ_DIR/rabbit$1" envs=() p
-	for p in "$(rmq_amqp_port "$i")" "$(rmq_mqtt_port "$i")" "$(rmq_dist_port "$i")" "$(rmq_api_port "$i")"; do
+	for p in "$(rmq_amqp_port "$i")" "$(rmq_mqtt_port "$i")" "$(rmq_dist_port "$i")" "$(rmq_api_port "$i")" \
+		"$(rmq_amqps_port "$i")" "$(rmq_mqtts_port "$i")" "$(rmq_api_tls_port "$i")"; do
 		port_open "$p" && die "127.0.0.1:$p is in use by another process; set SOILMON_CLUSTER_PORT_BASE"
 	done
 	mapfile -t envs < <(rmq_env "$i")
-	log "starting RabbitMQ $(rmq_node "$i") (AMQP $(rmq_amqp_port "$i"), MQTT $(rmq_mqtt_port "$i"), dist $(rmq_dist_port "$i"))"
+	log "starting RabbitMQ $(rmq_node "$i") (AMQP $(rmq_amqp_port "$i"), MQTT $(rmq_mqtt_port "$i"), AMQPS $(rmq_amqps_port "$i"), MQTTS $(rmq_mqtts_port "$i"), dist $(rmq_dist_port "$i"))"
 	rm -f "$d/pid"
 	spawn rabbitmq "$d/log/startup.log" "$d/launcher.pid" \
 		env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 LC_ALL=C.UTF-8 "${envs[@]}" "$RMQ_SBIN/rabbitmq-server"
@@ -433,9 +508,14 @@ PYEOF
 ensure_rabbitmq() {
 	local i
 	ensure_epmd
+	ensure_tls
 	for ((i = 1; i <= N; i++)); do
 		rmq_prepare "$i"
-		if rmq_pid "$i" >/dev/null; then continue; fi
+		if rmq_pid "$i" >/dev/null; then
+			port_open "$(rmq_amqps_port "$i")" \
+				|| log "note: $(rmq_node "$i") runs without its TLS listeners (started by an older cluster.sh): \`cluster.sh down; cluster.sh up\` restarts it with them"
+			continue
+		fi
 		rmq_start "$i"
 		# A node that was clustered before may wait for its peers' tables
 		# (Mnesia): only a fresh node is waited for before the next starts.
@@ -726,12 +806,15 @@ db_url() {
 }
 
 cmd_env() {
-	local i amqp="" mqtt="" api="" pass
+	local i amqp="" mqtt="" api="" amqps="" mqtts="" apis="" pass
 	pass=$(secret rabbitmq)
 	for ((i = 1; i <= N; i++)); do
 		amqp+="${amqp:+,}amqp://$RMQ_USER_NAME:$pass@127.0.0.1:$(rmq_amqp_port "$i")/%2F"
 		mqtt+="${mqtt:+,}mqtt://127.0.0.1:$(rmq_mqtt_port "$i")"
 		api+="${api:+,}http://127.0.0.1:$(rmq_api_port "$i")"
+		amqps+="${amqps:+,}amqps://$RMQ_USER_NAME:$pass@127.0.0.1:$(rmq_amqps_port "$i")/%2F"
+		mqtts+="${mqtts:+,}mqtts://127.0.0.1:$(rmq_mqtts_port "$i")"
+		apis+="${apis:+,}https://127.0.0.1:$(rmq_api_tls_port "$i")"
 	done
 	cat <<EOF
 export SOILMON_CLUSTER_DATABASE_URL="$(db_url)"
@@ -744,6 +827,12 @@ export SOILMON_CLUSTER_READINGS_QUEUE="$READINGS_QUEUE"
 export SOILMON_CLUSTER_RABBITMQ_API="$api"
 export SOILMON_CLUSTER_RABBITMQ_ADMIN_USER="$RMQ_ADMIN_NAME"
 export SOILMON_CLUSTER_RABBITMQ_ADMIN_PASSWORD="$(secret rabbitmq-admin)"
+export SOILMON_CLUSTER_AMQPS_URLS="$amqps"
+export SOILMON_CLUSTER_MQTTS_URLS="$mqtts"
+export SOILMON_CLUSTER_RABBITMQ_API_TLS="$apis"
+export SOILMON_CLUSTER_TLS_CA="$TLS_DIR/ca.crt"
+export SOILMON_CLUSTER_TLS_CLIENT_CERT="$TLS_DIR/client.crt"
+export SOILMON_CLUSTER_TLS_CLIENT_KEY="$TLS_DIR/client.key"
 export SOILMON_CLUSTER_ETCD="$(etcd_endpoints)"
 export SOILMON_PG_BIN=$PG_BIN
 EOF
@@ -790,7 +879,12 @@ cmd_status() {
 	local rc=0 i pid r
 	for ((i = 1; i <= N; i++)); do
 		if pid=$(rmq_pid "$i") && port_open "$(rmq_amqp_port "$i")" && port_open "$(rmq_mqtt_port "$i")"; then
-			echo "rabbitmq $(rmq_node "$i"): running (pid $pid) AMQP 127.0.0.1:$(rmq_amqp_port "$i") MQTT 127.0.0.1:$(rmq_mqtt_port "$i")"
+			if port_open "$(rmq_amqps_port "$i")" && port_open "$(rmq_mqtts_port "$i")"; then
+				echo "rabbitmq $(rmq_node "$i"): running (pid $pid) AMQP 127.0.0.1:$(rmq_amqp_port "$i") MQTT 127.0.0.1:$(rmq_mqtt_port "$i") AMQPS 127.0.0.1:$(rmq_amqps_port "$i") MQTTS 127.0.0.1:$(rmq_mqtts_port "$i")"
+			else
+				echo "rabbitmq $(rmq_node "$i"): running (pid $pid) WITHOUT its TLS listeners (AMQPS $(rmq_amqps_port "$i"), MQTTS $(rmq_mqtts_port "$i")): cluster.sh down; cluster.sh up"
+				rc=3
+			fi
 		else
 			echo "rabbitmq $(rmq_node "$i"): stopped"
 			rc=3

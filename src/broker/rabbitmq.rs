@@ -236,13 +236,16 @@ impl Api<'_> {
 async fn first_node<'a>(settings: &'a Settings) -> Result<(Api<'a>, Vec<Value>), RabbitError> {
     let b = &settings.broker;
     let urls = b.rabbitmq_api_list();
-    let http = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|e| RabbitError::Unreachable {
-            tried: 0,
-            last: e.to_string(),
-        })?;
+    let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+    // `https://` API URLs are verified against the cluster's CA (amqp.tls_ca_file) only,
+    // when it is set; the system's roots otherwise.
+    if let Some(tls) = &settings.amqp.tls {
+        builder = builder.use_preconfigured_tls((**tls).clone());
+    }
+    let http = builder.build().map_err(|e| RabbitError::Unreachable {
+        tried: 0,
+        last: e.to_string(),
+    })?;
     let mut last = String::from("broker.rabbitmq_api_urls is empty");
     for u in &urls {
         let api = Api {

@@ -3,9 +3,11 @@
 //! `cluster.sh env` prints, and what one scenario needs on it: its own database, its own
 //! queue names and topic prefix (so scenarios never see each other's messages), N soilmon
 //! collectors consuming over AMQP, a station publishing MQTT QoS1 through the nodes'
-//! MQTT listeners and retrying what was not confirmed, and the node kills.
+//! MQTT listeners and retrying what was not confirmed, and the node kills. The nodes' TLS
+//! listeners (AMQPS, MQTTS, the API over https) and their CA are in [`ClusterTls`].
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,18 +48,61 @@ fn var(key: &str) -> Result<String> {
     }
 }
 
+/// The port of every URL of the comma-separated list in variable `key`.
+fn ports(key: &str) -> Result<Vec<u16>> {
+    var(key)?
+        .split(',')
+        .map(|u| {
+            u.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| anyhow!("bad URL {u:?} in {key}"))
+        })
+        .collect()
+}
+
+/// The nodes' TLS listeners and the files of the cluster's throwaway CA (`cluster.sh env`).
+pub struct ClusterTls {
+    /// Comma-separated `amqps://` URLs (credentials inside).
+    pub amqps_urls: String,
+    /// The MQTTS listener port of each node.
+    pub mqtts_ports: Vec<u16>,
+    /// Comma-separated `https://` management API base URLs.
+    pub api_urls: String,
+    /// The CA certificate (PEM) of every listener's certificate.
+    pub ca: PathBuf,
+    /// A client certificate signed by that CA, and its key.
+    pub client_cert: PathBuf,
+    /// The client certificate's private key.
+    pub client_key: PathBuf,
+}
+
+/// The MQTT listeners a client connects to: the plain ones, or the MQTTS ones with a TLS
+/// client configuration.
+pub struct Listeners {
+    /// One port per node.
+    pub ports: Vec<u16>,
+    /// TLS (None: plain MQTT).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Listeners {
+    fn options(&self, id: String, node: usize) -> MqttOptions {
+        let port = self.ports[node % self.ports.len()];
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        if let Some(tls) = &self.tls {
+            opts.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
+        opts
+    }
+}
+
 impl Cluster {
     /// The cluster described by the environment; Err naming what to run when it is unset.
     pub fn from_env() -> Result<Cluster> {
-        let mqtt_ports = var("SOILMON_CLUSTER_MQTT_URLS")?
-            .split(',')
-            .map(|u| {
-                u.rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .ok_or_else(|| anyhow!("bad MQTT URL {u:?}"))
-            })
-            .collect::<Result<Vec<u16>>>()?;
+        let mqtt_ports = ports("SOILMON_CLUSTER_MQTT_URLS")?;
         Ok(Cluster {
             amqp_urls: var("SOILMON_CLUSTER_AMQP_URLS")?,
             mqtt_ports,
@@ -68,6 +113,26 @@ impl Cluster {
             admin_password: var("SOILMON_CLUSTER_RABBITMQ_ADMIN_PASSWORD")?,
             db_url: var("SOILMON_CLUSTER_DATABASE_URL")?,
         })
+    }
+
+    /// The TLS listeners and CA files (Err naming what to run when they are unset).
+    pub fn tls(&self) -> Result<ClusterTls> {
+        Ok(ClusterTls {
+            amqps_urls: var("SOILMON_CLUSTER_AMQPS_URLS")?,
+            mqtts_ports: ports("SOILMON_CLUSTER_MQTTS_URLS")?,
+            api_urls: var("SOILMON_CLUSTER_RABBITMQ_API_TLS")?,
+            ca: var("SOILMON_CLUSTER_TLS_CA")?.into(),
+            client_cert: var("SOILMON_CLUSTER_TLS_CLIENT_CERT")?.into(),
+            client_key: var("SOILMON_CLUSTER_TLS_CLIENT_KEY")?.into(),
+        })
+    }
+
+    /// The plain MQTT listeners.
+    pub fn mqtt_plain(&self) -> Listeners {
+        Listeners {
+            ports: self.mqtt_ports.clone(),
+            tls: None,
+        }
     }
 
     /// The multi-host URL of database `name`.
@@ -346,6 +411,19 @@ pub async fn publish_stream(
     limit: Duration,
     progress: Arc<Mutex<usize>>,
 ) -> Result<Confirmed> {
+    let via = cluster.mqtt_plain();
+    publish_stream_via(cluster, &via, spec, first_node, limit, progress).await
+}
+
+/// [`publish_stream`] through the listeners `via` (e.g. MQTTS).
+pub async fn publish_stream_via(
+    cluster: &Cluster,
+    via: &Listeners,
+    spec: &StreamSpec,
+    first_node: usize,
+    limit: Duration,
+    progress: Arc<Mutex<usize>>,
+) -> Result<Confirmed> {
     let (prefix, count, rate) = (spec.prefix.as_str(), spec.count, spec.rate);
     let deadline = Instant::now() + limit;
     let mut confirmed = Confirmed::default();
@@ -358,8 +436,7 @@ pub async fn publish_stream(
             Instant::now() < deadline,
             "stream not confirmed within {limit:?}"
         );
-        let port = cluster.mqtt_ports[node % cluster.mqtt_ports.len()];
-        let mut opts = MqttOptions::new(format!("station-{}", random_suffix()), "127.0.0.1", port);
+        let mut opts = via.options(format!("station-{}", random_suffix()), node);
         opts.set_credentials(&cluster.mqtt_user, &cluster.mqtt_password)
             .set_keep_alive(Duration::from_secs(10))
             .set_clean_session(true);

@@ -486,7 +486,7 @@ async fn claims_are_batches_in_order_and_leases_hold_their_key() -> Result<()> {
         }
     };
     let (one, two) = (sub("one").await?, sub("two").await?);
-    let i = |cl: &store::Claimed| cl.payload["i"].as_i64().unwrap_or(0);
+    let i = |cl: &store::Claimed| cl.event.payload["i"].as_i64().unwrap_or(0);
     let of = |v: &[store::Claimed], s: i64| -> Vec<i64> {
         v.iter().filter(|c| c.subscription_id == s).map(i).collect()
     };

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::backoff::{Next, Policy};
 use super::engine::Done;
-use super::{render, Outcome, Target};
+use super::{render, webhook, ChannelKind, Outcome, Target};
 use crate::store::deliveries::{Claimed, Mark};
 use crate::telemetry;
 
@@ -83,8 +83,18 @@ impl Batch {
         let Some(head) = claimed.first() else {
             return Mark::Release;
         };
-        let events: Vec<render::Event<'_>> = claimed.iter().map(render::Event::of).collect();
-        let outcome = self.target.send(&events, &self.ctx, head.attempts).await;
+        let outcome = match claimed {
+            // A webhook posts the JSON serialised once at the claim for every subscription.
+            [one] if self.target.channel == ChannelKind::Webhook && !one.event.json.is_empty() => {
+                let e = &one.event;
+                webhook::post(&self.target, &e.payload, &e.json, head.attempts).await
+            }
+            _ => {
+                let events: Vec<render::Event<'_>> =
+                    claimed.iter().map(render::Event::of).collect();
+                self.target.send(&events, &self.ctx, head.attempts).await
+            }
+        };
         let channel = self.target.channel.as_str();
         let name = &self.target.name;
         match outcome {

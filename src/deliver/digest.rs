@@ -133,7 +133,7 @@ impl DigestJob {
             "from": self.from,
             "to": self.slot,
             "remind_days": remind,
-            "changes": claimed.iter().map(|c| &c.payload).collect::<Vec<_>>(),
+            "changes": claimed.iter().map(|c| &c.event.payload).collect::<Vec<_>>(),
             "open_incidents": open.iter().map(incident_json).collect::<Vec<_>>(),
         });
         let attempt = claimed.first().map_or(1, |c| c.attempts);

@@ -245,7 +245,7 @@ impl Engine {
             .get()
             .await
             .map_err(crate::store::StoreError::from)?;
-        let subs = subscriptions::list(&db).await?;
+        let subs = subscriptions::list_to_send(&db).await?;
         self.digest_sent = digests::last_sent(&db).await?.into_iter().collect();
         drop(db);
         let d = &self.settings.deliver;

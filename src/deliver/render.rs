@@ -37,8 +37,8 @@ impl<'a> Event<'a> {
     /// constructor the batch sender and the digest share).
     pub fn of(c: &'a Claimed) -> Event<'a> {
         Event {
-            payload: &c.payload,
-            point_name: c.point_name.as_deref(),
+            payload: &c.event.payload,
+            point_name: c.event.point_name.as_deref(),
         }
     }
 }

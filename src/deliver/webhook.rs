@@ -34,10 +34,15 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
 
 /// POSTs one event's payload to the subscription's URL.
 pub async fn send(t: &Target, payload: &serde_json::Value, attempt: i32) -> Outcome {
-    let body = match serde_json::to_vec(payload) {
-        Ok(b) => b,
-        Err(e) => return Outcome::failed(format!("payload: {e}")),
-    };
+    match serde_json::to_vec(payload) {
+        Ok(body) => post(t, payload, &body, attempt).await,
+        Err(e) => Outcome::failed(format!("payload: {e}")),
+    }
+}
+
+/// POSTs `body`, the JSON of `payload` (serialised once per event and shared by its
+/// deliveries), to the subscription's URL.
+pub async fn post(t: &Target, payload: &serde_json::Value, body: &[u8], attempt: i32) -> Outcome {
     let ts = chrono::Utc::now().timestamp();
     let secret = t.secret.as_deref().unwrap_or_default();
     let event_id = payload
@@ -52,13 +57,13 @@ pub async fn send(t: &Target, payload: &serde_json::Value, attempt: i32) -> Outc
         .header("X-Soilmon-Timestamp", ts.to_string())
         .header(
             "X-Soilmon-Signature",
-            signature(secret.as_bytes(), ts, &body),
+            signature(secret.as_bytes(), ts, body),
         )
         .header("X-Soilmon-Attempt", attempt.to_string());
     for (k, v) in &t.headers {
         req = req.header(k, v);
     }
-    Outcome::of_response(req.body(body).send().await, t.timeout).await
+    Outcome::of_response(req.body(body.to_vec()).send().await, t.timeout).await
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@
 //! * **Record** ([`record`]): the outcomes of many deliveries (delivered, retry after a
 //!   delay, dead, released unattempted) in one `UPDATE … FROM unnest`.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -143,6 +145,18 @@ pub fn order_key(payload: &Value) -> String {
     format!("{}|{}", field("point_id"), field("metal"))
 }
 
+/// An outbox event as its deliveries share it: read once per claim, however many
+/// subscriptions' deliveries of it the claim took, and its JSON serialised once.
+#[derive(Debug)]
+pub struct Event {
+    /// The alert payload.
+    pub payload: Value,
+    /// The payload's JSON as a webhook sends it (`serde_json::to_vec` of `payload`).
+    pub json: Vec<u8>,
+    /// The point's registered name, if the point is registered.
+    pub point_name: Option<String>,
+}
+
 /// A claimed delivery, leased to this instance.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -158,27 +172,62 @@ pub struct Claimed {
     pub attempts: i32,
     /// When the delivery was created (its age decides dead-lettering).
     pub created_at: DateTime<Utc>,
-    /// The alert payload.
-    pub payload: Value,
-    /// The point's registered name, if the point is registered.
-    pub point_name: Option<String>,
+    /// Its event (shared with the other deliveries of the event claimed alongside).
+    pub event: Arc<Event>,
     /// The key its batch was claimed by: the incident key, or `""` for a subscription of
     /// concurrency 1 (its whole queue is one key).
     pub key: String,
 }
 
-fn claimed(r: &tokio_postgres::Row) -> Claimed {
-    Claimed {
-        id: r.get(0),
-        subscription_id: r.get(1),
-        outbox_id: r.get(2),
-        event_id: r.get(3),
-        attempts: r.get(4),
-        created_at: r.get(5),
-        payload: r.get(6),
-        point_name: r.get(7),
-        key: r.get(8),
+/// The claimed rows (`d.id, d.subscription_id, d.outbox_id, d.event_id, d.attempts,
+/// d.created_at, key`) with their events, read in one statement (each event once, however
+/// many of the rows are its deliveries), in outbox order.
+async fn with_events<C: tokio_postgres::GenericClient>(
+    client: &C,
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Claimed>, StoreError> {
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(2)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut events = HashMap::with_capacity(ids.len());
+    for r in client
+        .query(
+            "SELECT o.id, o.payload,
+                 (SELECT p.name FROM points p WHERE p.point_id = o.payload->>'point_id')
+             FROM outbox o WHERE o.id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+    {
+        let payload: Value = r.get(1);
+        let json = serde_json::to_vec(&payload).unwrap_or_default();
+        let event = Event {
+            payload,
+            json,
+            point_name: r.get(2),
+        };
+        events.insert(r.get::<_, i64>(0), Arc::new(event));
     }
+    let mut claimed = Vec::with_capacity(rows.len());
+    for r in rows {
+        let outbox_id: i64 = r.get(2);
+        // The foreign key keeps every claimed delivery's outbox row.
+        let event = events.get(&outbox_id).cloned().ok_or_else(|| {
+            StoreError::Refused(format!("outbox row {outbox_id} of a delivery is gone"))
+        })?;
+        claimed.push(Claimed {
+            id: r.get(0),
+            subscription_id: r.get(1),
+            outbox_id,
+            event_id: r.get(3),
+            attempts: r.get(4),
+            created_at: r.get(5),
+            event,
+            key: r.get(6),
+        });
+    }
+    claimed.sort_by_key(|c| c.outbox_id);
+    Ok(claimed)
 }
 
 /// What a subscription may claim at once.
@@ -246,10 +295,9 @@ WITH subs AS (
 )
 UPDATE deliveries d
 SET claimed_until = now() + make_interval(secs => $3), attempts = d.attempts + 1
-FROM c, outbox o
-WHERE d.id = c.id AND o.id = d.outbox_id
-RETURNING d.id, d.subscription_id, d.outbox_id, d.event_id, d.attempts, d.created_at,
-    o.payload, (SELECT p.name FROM points p WHERE p.point_id = o.payload->>'point_id'), c.k";
+FROM c
+WHERE d.id = c.id
+RETURNING d.id, d.subscription_id, d.outbox_id, d.event_id, d.attempts, d.created_at, c.k";
 
 /// Plan the next statement of this transaction for its parameters and the table's size now.
 /// A prepared statement otherwise falls back to a generic plan made once, possibly when
@@ -264,7 +312,8 @@ const CUSTOM_PLAN: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 /// flight, each with the deliveries that follow it in its key while they are due and free,
 /// up to the batch size (else `default_batch`). A subscription of concurrency 1 has one key,
 /// its whole queue. Each claimed delivery is leased for `lease`; the rows come back in
-/// outbox order, `key` naming their batch.
+/// outbox order, `key` naming their batch. The events are read after the claim, each once
+/// (50 subscriptions' deliveries of one alert share one payload, parsed and serialised once).
 ///
 /// Claims are serialised across instances by a transaction-level advisory lock: each
 /// statement then sees the leases of the previous one, so two instances never split one
@@ -301,9 +350,8 @@ pub async fn claim_batches(
             ],
         )
         .await?;
+    let claimed = with_events(&*tx, &rows).await?;
     tx.commit().await?;
-    let mut claimed: Vec<Claimed> = rows.iter().map(claimed).collect();
-    claimed.sort_by_key(|c| c.outbox_id);
     Ok(claimed)
 }
 
@@ -321,29 +369,23 @@ pub async fn claim_following(
         .prepare_cached(
             "UPDATE deliveries d
              SET claimed_until = now() + make_interval(secs => $4), attempts = d.attempts + 1
-             FROM outbox o
-             WHERE o.id = d.outbox_id AND d.id IN (
+             WHERE d.id IN (
                  SELECT x.id FROM deliveries x
                  WHERE x.subscription_id = $1 AND x.state = 'pending' AND x.outbox_id > $2
                    AND (x.claimed_until IS NULL OR x.claimed_until < now())
                  ORDER BY x.outbox_id LIMIT $3
                  FOR UPDATE SKIP LOCKED)
              RETURNING d.id, d.subscription_id, d.outbox_id, d.event_id, d.attempts,
-                 d.created_at, o.payload,
-                 (SELECT p.name FROM points p WHERE p.point_id = o.payload->>'point_id'), ''",
+                 d.created_at, ''",
         )
         .await?;
-    let mut rows: Vec<Claimed> = client
+    let rows = client
         .query(
             &stmt,
             &[&subscription_id, &after, &limit, &lease.as_secs_f64()],
         )
-        .await?
-        .iter()
-        .map(claimed)
-        .collect();
-    rows.sort_by_key(|c| c.outbox_id);
-    Ok(rows)
+        .await?;
+    with_events(&***client, &rows).await
 }
 
 /// What one claimed delivery came to, to record.

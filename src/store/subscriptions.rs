@@ -61,11 +61,13 @@ pub struct NewSubscription<'a> {
     pub filters: &'a Value,
 }
 
-/// The columns [`from_row`] reads.
+/// The columns [`from_row`] reads: these, then the queue counts ([`COUNTS`]).
 const COLUMNS: &str = "SELECT s.id, s.name, s.bureau, s.channel, s.target, s.options, s.filters,
-        s.paused, s.created_at, b.counties, b.all_counties, b.revoked_at IS NOT NULL,
-        (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'pending'),
-        (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'dead')";
+        s.paused, s.created_at, b.counties, b.all_counties, b.revoked_at IS NOT NULL";
+/// The pending and dead deliveries of the subscription.
+const COUNTS: &str =
+    "(SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'pending'),
+     (SELECT count(*) FROM deliveries d WHERE d.subscription_id = s.id AND d.state = 'dead')";
 /// The live subscriptions with their bureaus.
 const FROM: &str = "FROM subscriptions s JOIN broker_identities b ON b.username = s.bureau
      WHERE s.removed_at IS NULL";
@@ -105,7 +107,7 @@ pub struct Overview {
 /// indexes of pending and dead deliveries only (`deliveries_pending`, `deliveries_dead`).
 pub async fn overview(client: &Client) -> Result<Vec<Overview>, StoreError> {
     let sql = format!(
-        "{COLUMNS},
+        "{COLUMNS}, {COUNTS},
         (SELECT min(d.created_at) FROM deliveries d
           WHERE d.subscription_id = s.id AND d.state = 'pending'),
         coalesce(
@@ -173,7 +175,17 @@ pub async fn add(client: &Client, s: &NewSubscription<'_>) -> Result<i64, StoreE
 /// Live subscriptions, by name.
 pub async fn list(client: &Client) -> Result<Vec<Subscription>, StoreError> {
     let rows = client
-        .query(&format!("{COLUMNS} {FROM} ORDER BY s.name"), &[])
+        .query(&format!("{COLUMNS}, {COUNTS} {FROM} ORDER BY s.name"), &[])
+        .await?;
+    Ok(rows.iter().map(from_row).collect())
+}
+
+/// The live subscriptions with their bureaus, as [`list`] without the queue counts (their
+/// `pending` and `dead` are 0): what the delivery engine re-reads every
+/// `deliver.refresh_secs`, so that it never counts a long queue on its own path.
+pub async fn list_to_send(client: &Client) -> Result<Vec<Subscription>, StoreError> {
+    let rows = client
+        .query(&format!("{COLUMNS}, 0::bigint, 0::bigint {FROM}"), &[])
         .await?;
     Ok(rows.iter().map(from_row).collect())
 }
@@ -181,7 +193,10 @@ pub async fn list(client: &Client) -> Result<Vec<Subscription>, StoreError> {
 /// One live subscription by name.
 pub async fn get(client: &Client, name: &str) -> Result<Subscription, StoreError> {
     client
-        .query_opt(&format!("{COLUMNS} {FROM} AND s.name = $1"), &[&name])
+        .query_opt(
+            &format!("{COLUMNS}, {COUNTS} {FROM} AND s.name = $1"),
+            &[&name],
+        )
         .await?
         .map(|r| from_row(&r))
         .ok_or_else(|| StoreError::Refused(format!("no subscription {name:?}")))

@@ -178,22 +178,8 @@ pub async fn quarantine_replay(
     v: Viewer<AdminOnly>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    let sent = fields
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map_or("", |(_, val)| val.as_str());
-    if !v.csrf_ok(sent) {
-        return Err(PageError::Csrf(v.lang));
-    }
-    let ids = fields
-        .iter()
-        .filter(|(k, _)| k == "ids")
-        .map(|(_, val)| val.parse::<i64>())
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(|_| PageError::BadRequest(v.lang, "ids".into()))?;
-    if ids.is_empty() {
-        return Err(PageError::BadRequest(v.lang, "ids".into()));
-    }
+    v.check_form(&fields)?;
+    let ids = super::form_ids(v.lang, &fields)?;
     let mut client = db(&st, v.lang).await?;
     let by = format!("console:{}", v.caller.name);
     let results = replay::replay(&mut client, &st.settings, &st.standards, &ids, &by)

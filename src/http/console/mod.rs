@@ -301,6 +301,35 @@ impl<R: Roles> Viewer<R> {
             Some(c) => session::same_secret(c, sent),
         }
     }
+
+    /// Checks a posted form's `csrf` field against the session ([`Viewer::csrf_ok`]); a
+    /// missing or wrong token is logged and answered with the 403 page.
+    pub fn check_form(&self, fields: &[(String, String)]) -> Result<(), PageError> {
+        let sent = fields
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map_or("", |(_, val)| val.as_str());
+        if self.csrf_ok(sent) {
+            Ok(())
+        } else {
+            tracing::warn!(identity = %self.caller.name, "console: form without a valid CSRF token");
+            Err(PageError::Csrf(self.lang))
+        }
+    }
+}
+
+/// The ticked `ids` of a posted form: at least one, each a number, else the 400 page.
+pub fn form_ids(lang: Lang, fields: &[(String, String)]) -> Result<Vec<i64>, PageError> {
+    let ids = fields
+        .iter()
+        .filter(|(k, _)| k == "ids")
+        .map(|(_, val)| val.parse::<i64>())
+        .collect::<Result<Vec<i64>, _>>()
+        .map_err(|_| PageError::BadRequest(lang, "ids".into()))?;
+    if ids.is_empty() {
+        return Err(PageError::BadRequest(lang, "ids".into()));
+    }
+    Ok(ids)
 }
 
 impl<S: Send + Sync, R: Roles> FromRequestParts<S> for Viewer<R> {

@@ -265,19 +265,6 @@ pub async fn page(
 }
 
 /// The form's fields, checked for the session's CSRF token.
-fn form_of(v: &Viewer<BureauOrAdmin>, fields: &[(String, String)]) -> Result<(), PageError> {
-    let sent = fields
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map_or("", |(_, val)| val.as_str());
-    if v.csrf_ok(sent) {
-        Ok(())
-    } else {
-        tracing::warn!(identity = %v.caller.name, "console: subscriptions form without a valid CSRF token");
-        Err(PageError::Csrf(v.lang))
-    }
-}
-
 /// The request of the add form (repeated checkboxes for lists; recipients split on commas,
 /// semicolons and white space); a number that does not parse is named.
 fn request_of(fields: &[(String, String)]) -> Result<NewRequest, String> {
@@ -337,7 +324,7 @@ pub async fn add(
     v: Viewer<BureauOrAdmin>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    form_of(&v, &fields)?;
+    v.check_form(&fields)?;
     let refused = |name: String, text: String, outside_scope: bool| Flash {
         kind: "refused",
         name,
@@ -403,7 +390,7 @@ pub async fn act(
     Path((name, action)): Path<(String, String)>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    form_of(&v, &fields)?;
+    v.check_form(&fields)?;
     let who = Who::of(&v.caller);
     let me = who.actor();
     let d = &st.settings.deliver;
@@ -457,16 +444,8 @@ pub async fn retry(
     v: Viewer<BureauOrAdmin>,
     Form(fields): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
-    form_of(&v, &fields)?;
-    let ids = fields
-        .iter()
-        .filter(|(k, _)| k == "ids")
-        .map(|(_, val)| val.parse::<i64>())
-        .collect::<Result<Vec<i64>, _>>()
-        .map_err(|_| PageError::BadRequest(v.lang, "ids".into()))?;
-    if ids.is_empty() {
-        return Err(PageError::BadRequest(v.lang, "ids".into()));
-    }
+    v.check_form(&fields)?;
+    let ids = super::form_ids(v.lang, &fields)?;
     let who = Who::of(&v.caller);
     let client = db(&st, v.lang).await?;
     let n = manage::retry(&client, &who.actor(), &ids, None)

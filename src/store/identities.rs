@@ -147,6 +147,18 @@ pub async fn active(client: &Client) -> Result<Vec<Identity>, StoreError> {
         .collect())
 }
 
+/// Ok when a statement changed the one active identity of `kind` named `username`, else the
+/// refusal naming it.
+fn one_active(changed: u64, kind: IdentityKind, username: &str) -> Result<(), StoreError> {
+    if changed == 0 {
+        return Err(StoreError::Refused(format!(
+            "no active {} {username:?}",
+            kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
 /// Revokes an active identity of `kind`; refused when there is none by that name.
 pub async fn revoke(client: &Client, kind: IdentityKind, username: &str) -> Result<(), StoreError> {
     let n = client
@@ -156,13 +168,7 @@ pub async fn revoke(client: &Client, kind: IdentityKind, username: &str) -> Resu
             &[&username, &kind.as_str()],
         )
         .await?;
-    if n == 0 {
-        return Err(StoreError::Refused(format!(
-            "no active {} {username:?}",
-            kind.as_str()
-        )));
-    }
-    Ok(())
+    one_active(n, kind, username)
 }
 
 /// Gives an active identity of `kind` a new secret (both hashes replaced; counties kept);
@@ -185,11 +191,5 @@ pub async fn rotate(
             ],
         )
         .await?;
-    if n == 0 {
-        return Err(StoreError::Refused(format!(
-            "no active {} {username:?}",
-            kind.as_str()
-        )));
-    }
-    Ok(())
+    one_active(n, kind, username)
 }

@@ -96,17 +96,38 @@ impl Kind {
     }
 }
 
-/// One entry to append.
+/// One entry to append: everything but its place in the chain, so that a batch can make its
+/// entries (hashing each raw input) before it waits for the chain head.
 #[derive(Debug, Clone)]
 pub(crate) struct NewEntry<'a> {
     /// Kind of input.
     pub kind: Kind,
     /// Reference: `station_id/msg_id`, a lab batch id, or `correction`.
-    pub reference: &'a str,
+    pub reference: String,
     /// The raw input, verbatim.
     pub raw: &'a [u8],
+    /// SHA-256 (hex) of `raw`.
+    pub raw_sha256: String,
     /// [`readings_digest`] of the readings derived from it.
     pub readings_digest: String,
+}
+
+impl<'a> NewEntry<'a> {
+    /// An entry for `raw`, hashed now.
+    pub(crate) fn new(
+        kind: Kind,
+        reference: String,
+        raw: &'a [u8],
+        readings_digest: String,
+    ) -> NewEntry<'a> {
+        NewEntry {
+            kind,
+            reference,
+            raw,
+            raw_sha256: sha256_hex(raw),
+            readings_digest,
+        }
+    }
 }
 
 /// An entry as appended.
@@ -403,12 +424,12 @@ pub(crate) async fn append(
     raw: &[u8],
     readings_digest: &str,
 ) -> Result<Appended, StoreError> {
-    let entry = NewEntry {
+    let entry = NewEntry::new(
         kind,
-        reference,
+        reference.to_string(),
         raw,
-        readings_digest: readings_digest.to_string(),
-    };
+        readings_digest.to_string(),
+    );
     let mut out = append_batch(tx, std::slice::from_ref(&entry)).await?;
     out.pop()
         .ok_or_else(|| StoreError::Archive("append returned no entry".into()))
@@ -442,21 +463,20 @@ pub(crate) async fn append_batch(
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         seq += 1;
-        let raw_sha256 = sha256_hex(e.raw);
         let hash = entry_hash(&EntryFields {
             seq,
             prev_hash: &prev,
             kind: e.kind.as_str(),
-            reference: e.reference,
-            raw_sha256: &raw_sha256,
+            reference: &e.reference,
+            raw_sha256: &e.raw_sha256,
             readings_digest: &e.readings_digest,
             created_at_us: created_us,
         });
         seqs.push(seq);
         kinds.push(e.kind.as_str());
-        refs.push(e.reference);
+        refs.push(e.reference.as_str());
         raws.push(e.raw);
-        shas.push(raw_sha256);
+        shas.push(e.raw_sha256.as_str());
         digests.push(e.readings_digest.as_str());
         prevs.push(std::mem::replace(&mut prev, hash.clone()));
         hashes.push(hash.clone());

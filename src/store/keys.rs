@@ -139,6 +139,116 @@ impl Keys {
     }
 }
 
+/// The keys a batch of station samples refers to: its stations' `sources` rows (created,
+/// and committed at once, the first time a station sends, like the dimension rows of
+/// [`Keys`]), its points' keys, and a fresh `sample_key` for each sample, drawn from the
+/// samples' own sequence so that the writer can copy them. One round trip; a new station
+/// costs an insert and a second look-up.
+#[derive(Debug, Default)]
+pub(crate) struct SampleKeys {
+    stations: HashMap<String, i32>,
+    points: HashMap<String, i32>,
+    /// Unused sample keys, in ascending order.
+    fresh: Vec<i64>,
+}
+
+impl SampleKeys {
+    /// The keys of `stations` and `points` (each may repeat) and `samples` fresh sample keys.
+    pub(crate) async fn resolve(
+        client: &impl GenericClient,
+        stations: &[&str],
+        points: &[&str],
+        samples: usize,
+    ) -> Result<SampleKeys, StoreError> {
+        let (found, points, fresh) = tokio::join!(
+            find_by_id(client, FIND_STATIONS, stations),
+            find_by_id(client, FIND_POINTS, points),
+            draw_sample_keys(client, samples)
+        );
+        let mut found = found?;
+        if stations.iter().any(|s| !found.contains_key(*s)) {
+            client
+                .execute(
+                    "INSERT INTO sources (source, source_id)
+                     SELECT DISTINCT 'station', k.station FROM unnest($1::text[]) AS k(station)
+                     WHERE NOT EXISTS (SELECT 1 FROM sources so
+                                       WHERE so.source = 'station' AND so.source_id = k.station)
+                     ON CONFLICT DO NOTHING",
+                    &[&stations],
+                )
+                .await?;
+            found = find_by_id(client, FIND_STATIONS, stations).await?;
+        }
+        Ok(SampleKeys {
+            stations: found,
+            points: points?,
+            fresh: fresh?,
+        })
+    }
+
+    /// The `sources.source_key` of a station, if resolved.
+    pub(crate) fn station(&self, station_id: &str) -> Option<i32> {
+        self.stations.get(station_id).copied()
+    }
+
+    /// The `points.point_key` of a point, if it is stored.
+    pub(crate) fn point(&self, point_id: &str) -> Option<i32> {
+        self.points.get(point_id).copied()
+    }
+
+    /// The fresh sample keys, in ascending order, one per sample asked for.
+    pub(crate) fn fresh(&self) -> &[i64] {
+        &self.fresh
+    }
+}
+
+const FIND_STATIONS: &str = "SELECT k.id, so.source_key FROM unnest($1::text[]) AS k(id)
+                             JOIN sources so ON so.source = 'station' AND so.source_id = k.id";
+const FIND_POINTS: &str = "SELECT k.id, p.point_key FROM unnest($1::text[]) AS k(id)
+                           JOIN points p ON p.point_id = k.id";
+
+/// The key of each of `ids` that `select` (id, key for `$1::text[]`) finds.
+async fn find_by_id(
+    client: &impl GenericClient,
+    select: &str,
+    ids: &[&str],
+) -> Result<HashMap<String, i32>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let stmt = client.prepare_cached(select).await?;
+    Ok(client
+        .query(&stmt, &[&ids])
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
+}
+
+/// `n` new values of `samples.sample_key`'s sequence, ascending (a value drawn and never used
+/// is a gap, as after any rolled-back insert).
+async fn draw_sample_keys(client: &impl GenericClient, n: usize) -> Result<Vec<i64>, StoreError> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let n = i32::try_from(n).map_err(|_| StoreError::Keys(format!("{n} sample keys")))?;
+    let stmt = client
+        .prepare_cached(
+            // The identity's sequence by name: resolved once, when the statement is
+            // prepared (`pg_get_serial_sequence` would be called for every row).
+            "SELECT nextval('samples_sample_key_seq') FROM generate_series(1, $1::int4)",
+        )
+        .await?;
+    let mut keys: Vec<i64> = client
+        .query(&stmt, &[&n])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    keys.sort_unstable();
+    Ok(keys)
+}
+
 /// The columns of `judgement_bases` as arrays, in the order of [`BASIS_UNNEST`].
 struct BasisColumns<'a> {
     land_use: Vec<&'static str>,

@@ -32,7 +32,8 @@ use super::StoreError;
 /// no subscription exists; version 21 adds the soil tier snapshot the console and public page
 /// read; version 22 drops the deliveries index the batched claim no longer reads; version 23
 /// (cluster mode) stores each broker identity's RabbitMQ password hash; version 24 lists the
-/// unpublished outbox rows in a narrow queue. Versions need not be contiguous: each is applied
+/// unpublished outbox rows in a narrow queue; version 25 lets the batch writer copy samples
+/// with keys it drew from their sequence. Versions need not be contiguous: each is applied
 /// once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
@@ -115,6 +116,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         24,
         "outbox_queue",
         include_str!("migrations/0024_outbox_queue.sql"),
+    ),
+    (
+        25,
+        "copy_samples",
+        include_str!("migrations/0025_copy_samples.sql"),
     ),
 ];
 

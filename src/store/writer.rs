@@ -10,18 +10,21 @@
 //! Each freshly stored message is also appended, verbatim, to the tamper-evident archive
 //! ([`super::archive`]) in the same transaction.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Transaction};
+use futures_util::pin_mut;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio_postgres::types::ToSql;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
 use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
 use super::incidents;
-use super::keys::Keys;
+use super::keys::{Keys, SampleKeys};
 use super::outbox;
 use super::readings::{self, SampleRef};
 use super::StoreError;
@@ -96,6 +99,8 @@ pub(crate) struct Staged<'a> {
     samples: Vec<SampleRef>,
     /// The judgement basis and unit keys of `judged`, resolved before the transaction.
     keys: Keys,
+    /// The archive entries of `fresh`, in order.
+    archive: Vec<NewEntry<'a>>,
     received: usize,
     started: std::time::Instant,
 }
@@ -141,25 +146,41 @@ pub(crate) async fn stage<'a>(
     // uncommitted key row that an earlier batch waits on would stall both until the lock
     // timeout, again on every retry.
     let mut judged_candidates = judge_candidates(ctx, &candidates);
-    let keys = Keys::for_readings(&*client, judged_candidates.iter().flatten()).await?;
+    let stations = distinct(candidates.iter().map(|(_, s)| s.station_id.as_str()));
+    let points = distinct(candidates.iter().map(|(_, s)| s.point_id.as_str()));
+    let (keys, sample_keys) = tokio::join!(
+        Keys::for_readings(&*client, judged_candidates.iter().flatten()),
+        SampleKeys::resolve(&*client, &stations, &points, candidates.len())
+    );
+    let (keys, sample_keys) = (keys?, sample_keys?);
 
     let started = std::time::Instant::now();
     let tx = client.transaction().await?;
     // The collector holds a staged batch open while the one before it finishes: should a
     // lock wait ever outlast this, the batch fails and is retried rather than hanging.
-    // Sent with the first insert (one round trip fewer).
-    let (timeout_set, inserted) = tokio::join!(
-        tx.batch_execute("SET LOCAL lock_timeout = '60s'"),
-        insert_samples(&tx, ctx, &candidates)
-    );
-    timeout_set?;
-    let mut inserted = inserted?;
+    tx.batch_execute("SET LOCAL lock_timeout = '60s'").await?;
+    let refs = match copy_samples(&tx, ctx, &candidates, &sample_keys).await? {
+        Some(refs) => refs,
+        None => {
+            // A message of the batch is already stored (or a key was not found): the insert
+            // that skips stored messages sorts them out.
+            let mut inserted = insert_samples(&tx, ctx, &candidates).await?;
+            candidates
+                .iter()
+                .map(|(_, s)| inserted.remove(&(s.station_id.clone(), s.msg_id.clone())))
+                .collect()
+        }
+    };
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
     let mut judged: Vec<JudgedReading> = Vec::new();
     let mut samples: Vec<SampleRef> = Vec::new();
     let mut seen: Vec<(&Received, &Sample)> = Vec::new();
-    for (c, own) in candidates.into_iter().zip(judged_candidates.iter_mut()) {
-        match inserted.remove(&(c.1.station_id.clone(), c.1.msg_id.clone())) {
+    for ((c, own), stored) in candidates
+        .into_iter()
+        .zip(judged_candidates.iter_mut())
+        .zip(refs)
+    {
+        match stored {
             Some(key) => {
                 fresh.push(c);
                 samples.extend(std::iter::repeat(key).take(own.len()));
@@ -183,6 +204,7 @@ pub(crate) async fn stage<'a>(
     for j in &judged {
         *report.levels.entry(j.judgement.level.as_str()).or_default() += 1;
     }
+    let archive = archive_entries(&fresh, &judged);
     Ok(Staged {
         tx,
         report,
@@ -191,6 +213,7 @@ pub(crate) async fn stage<'a>(
         judged,
         samples,
         keys,
+        archive,
         received: batch.len(),
         started,
     })
@@ -249,8 +272,8 @@ pub(crate) async fn finish(
         tx,
         mut report,
         refusals,
-        fresh,
         judged,
+        archive,
         received,
         started,
         ..
@@ -258,49 +281,38 @@ pub(crate) async fn finish(
     report.alerts = incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
-    archive_fresh(&tx, &fresh, &judged).await?;
+    archive::append_batch(&tx, &archive).await?;
     tx.commit().await?;
     report.messages = received;
     report.took = started.elapsed();
     Ok(report)
 }
 
-/// Appends each freshly stored message to the tamper-evident archive: the raw payload and the
-/// digest of the readings derived from it (one chain-head lock for the whole batch).
-async fn archive_fresh(
-    tx: &Transaction<'_>,
-    fresh: &[(&Received, &Sample)],
+/// The archive entries of the freshly stored messages: each raw payload and the digest of
+/// the readings derived from it, hashed while the batch waits for its turn to finish (only
+/// their place in the chain is left for [`finish`]).
+fn archive_entries<'a>(
+    fresh: &[(&'a Received, &'a Sample)],
     judged: &[JudgedReading],
-) -> Result<(), StoreError> {
+) -> Vec<NewEntry<'a>> {
     // judge_all leaves each message's readings together, in the order of `fresh`.
     let mut rest = judged;
-    let mut digests = Vec::with_capacity(fresh.len());
-    for (_, s) in fresh {
+    let mut entries = Vec::with_capacity(fresh.len());
+    for (m, s) in fresh {
         let n = rest
             .iter()
             .take_while(|j| j.source_id == s.station_id && j.msg_id == s.msg_id)
             .count();
         let (own, tail) = rest.split_at(n);
-        digests.push(archive::digest_of(own));
         rest = tail;
+        entries.push(NewEntry::new(
+            Kind::StationMessage,
+            format!("{}/{}", s.station_id, s.msg_id),
+            &m.payload,
+            archive::digest_of(own),
+        ));
     }
-    let refs: Vec<String> = fresh
-        .iter()
-        .map(|(_, s)| format!("{}/{}", s.station_id, s.msg_id))
-        .collect();
-    let entries: Vec<NewEntry> = fresh
-        .iter()
-        .zip(&refs)
-        .zip(digests)
-        .map(|(((m, _), reference), readings_digest)| NewEntry {
-            kind: Kind::StationMessage,
-            reference,
-            raw: &m.payload,
-            readings_digest,
-        })
-        .collect();
-    archive::append_batch(tx, &entries).await?;
-    Ok(())
+    entries
 }
 
 fn conflict<'a>(msg: &'a Received, s: &Sample) -> Refusal<'a> {
@@ -313,6 +325,125 @@ fn conflict<'a>(msg: &'a Received, s: &Sample) -> Refusal<'a> {
         ),
         msg_id: Some(s.msg_id.clone()),
     }
+}
+
+/// The distinct values of `items`, in first-seen order.
+fn distinct<'s>(items: impl Iterator<Item = &'s str>) -> Vec<&'s str> {
+    let mut seen = HashSet::new();
+    items.filter(|i| seen.insert(*i)).collect()
+}
+
+/// Savepoint around the samples' COPY: a COPY that meets a stored message fails as a whole.
+const BEFORE_COPY: &str = "SAVEPOINT before_samples_copy";
+
+/// The fast way to record a batch's new messages: one binary COPY of their `samples` rows,
+/// with the keys [`SampleKeys`] found and drew. Returns each message's sample, in the order of
+/// `list`, or `None` when the batch needs [`insert_samples`] instead: a station or point key
+/// is missing, or a message is already stored (by an earlier batch, or by one still in flight,
+/// which the COPY waits for), which makes the COPY fail on the idempotency key and is undone
+/// to the savepoint. Redeliveries are rare (after a reconnect or a crash), so nearly every
+/// batch takes this way.
+async fn copy_samples(
+    tx: &Transaction<'_>,
+    ctx: &Context<'_>,
+    list: &[(&Received, &Sample)],
+    keys: &SampleKeys,
+) -> Result<Option<Vec<Option<SampleRef>>>, StoreError> {
+    if list.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut rows = Vec::with_capacity(list.len());
+    for ((_, s), sample_key) in list.iter().zip(keys.fresh()) {
+        let (Some(source_key), Some(point_key)) =
+            (keys.station(&s.station_id), keys.point(&s.point_id))
+        else {
+            return Ok(None);
+        };
+        rows.push((
+            SampleRef {
+                sample_key: *sample_key,
+                point_key,
+            },
+            source_key,
+        ));
+    }
+    if rows.len() != list.len() {
+        return Ok(None);
+    }
+    tx.batch_execute(BEFORE_COPY).await?;
+    match write_samples(tx, ctx, list, &rows).await {
+        Ok(()) => Ok(Some(rows.into_iter().map(|(r, _)| Some(r)).collect())),
+        Err(StoreError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            tx.batch_execute("ROLLBACK TO SAVEPOINT before_samples_copy")
+                .await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Column types of the samples' COPY, in the order of its column list.
+const SAMPLE_TYPES: [Type; 12] = [
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::INT4,
+    Type::INT4,
+    Type::INT2,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::TEXT,
+    Type::BYTEA,
+];
+
+/// The binary COPY of [`copy_samples`]: `rows[i]` is `list[i]`'s sample and station key.
+async fn write_samples(
+    tx: &Transaction<'_>,
+    ctx: &Context<'_>,
+    list: &[(&Received, &Sample)],
+    rows: &[(SampleRef, i32)],
+) -> Result<(), StoreError> {
+    let sink = tx
+        .client()
+        .copy_in(
+            "COPY samples (sample_key, sampled_at, received_at, source_key, point_key, part,
+                           msg_id, ph, depth_top_cm, depth_bottom_cm, method, content_sha256)
+             FROM STDIN BINARY",
+        )
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &SAMPLE_TYPES);
+    pin_mut!(writer);
+    for ((msg, s), (sample, source_key)) in list.iter().zip(rows) {
+        let sha = hex::decode(&s.content_sha256).unwrap_or_default();
+        let ph = stored_ph(ctx, s);
+        let (top, bottom) = (s.depth_cm.map(|d| d.0), s.depth_cm.map(|d| d.1));
+        let row: [&(dyn ToSql + Sync); 12] = [
+            &sample.sample_key,
+            &s.sampled_at,
+            &msg.received_at,
+            source_key,
+            &sample.point_key,
+            &0i16,
+            &s.msg_id,
+            &ph,
+            &top,
+            &bottom,
+            &s.method,
+            &sha,
+        ];
+        writer.as_mut().write(&row).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// The pH stored with a sample: the one it was judged with (the sample's, else its point's).
+fn stored_ph(ctx: &Context<'_>, s: &Sample) -> Option<f64> {
+    ctx.registry
+        .get(&s.point_id)
+        .map_or(s.ph, |p| judging_ph(s.ph, p))
 }
 
 /// Records each new message as a `samples` row under its idempotency key (station, msg_id)
@@ -337,13 +468,7 @@ async fn insert_samples(
     let sampled: Vec<DateTime<Utc>> = list.iter().map(|(_, s)| s.sampled_at).collect();
     let received: Vec<DateTime<Utc>> = list.iter().map(|(m, _)| m.received_at).collect();
     // The pH stored is the one judged with: the sample's, else the point's.
-    let phs: Vec<Option<f64>> = list
-        .iter()
-        .map(|(_, s)| {
-            let point = ctx.registry.get(&s.point_id);
-            point.map_or(s.ph, |p| judging_ph(s.ph, p))
-        })
-        .collect();
+    let phs: Vec<Option<f64>> = list.iter().map(|(_, s)| stored_ph(ctx, s)).collect();
     let tops: Vec<Option<f64>> = list.iter().map(|(_, s)| s.depth_cm.map(|d| d.0)).collect();
     let bottoms: Vec<Option<f64>> = list.iter().map(|(_, s)| s.depth_cm.map(|d| d.1)).collect();
     let methods: Vec<Option<&str>> = list.iter().map(|(_, s)| s.method.as_deref()).collect();

@@ -86,7 +86,8 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
         &[("Cd", 3.0)],
     );
     p.publish(vec![msg.clone(), msg.clone()]).await?;
-    p.publish(vec![msg]).await?;
+    p.publish(vec![msg.clone()]).await?;
+    let msg_again = msg;
     let changed = sample(
         "st02",
         "dup-1",
@@ -128,6 +129,31 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     );
     // No second alert arrives for the duplicates.
     assert_eq!(alerts.wait_for(2, Duration::from_secs(2)).await.len(), 1);
+    // A redelivery sent together with a new message (one batch, as a reconnect delivers
+    // them): the batch's fast COPY of its samples meets the stored key, and the new message
+    // is still stored, once.
+    let fresh = sample(
+        "st02",
+        "dup-2",
+        "441781-T-0001",
+        "2026-11-28T11:00:00+08:00",
+        &[("Cd", 0.1)],
+    );
+    p.publish(vec![msg_again, fresh]).await?;
+    p.wait_count("SELECT count(*) FROM readings_full", 2, WAIT)
+        .await?;
+    assert_eq!(
+        p.count("SELECT count(*) FROM samples").await?,
+        2,
+        "log:\n{}",
+        p.soilmon.log()
+    );
+    assert_eq!(p.count("SELECT count(*) FROM readings_full").await?, 2);
+    assert_eq!(
+        p.count("SELECT count(*) FROM archive WHERE ref = 'st02/dup-2'")
+            .await?,
+        1
+    );
     Ok(())
 }
 

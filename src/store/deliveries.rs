@@ -29,7 +29,7 @@ use deadpool_postgres::Client;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::StoreError;
+use super::{StoreError, CUSTOM_PLAN};
 
 /// Arbitrary constant identifying the fan-out lock.
 const FANOUT_LOCK: i64 = 0x501_1314;
@@ -298,13 +298,6 @@ SET claimed_until = now() + make_interval(secs => $3), attempts = d.attempts + 1
 FROM c
 WHERE d.id = c.id
 RETURNING d.id, d.subscription_id, d.outbox_id, d.event_id, d.attempts, d.created_at, c.k";
-
-/// Plan the next statement of this transaction for its parameters and the table's size now.
-/// A prepared statement otherwise falls back to a generic plan made once, possibly when
-/// `deliveries` was nearly empty, and keeps it while the queue grows: measured, a claim
-/// planned at the start of the bench ran for 4 minutes on 200,000 rows (a nested loop over a
-/// scan of the whole table, where the fresh plan takes 0.1 s).
-const CUSTOM_PLAN: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// Claims up to `batches` batches of due deliveries of live, unpaused subscriptions not in
 /// `exclude`, in one statement: per subscription, the heads of up to its concurrency (its

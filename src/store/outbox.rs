@@ -88,12 +88,11 @@ pub(crate) struct Pending {
 
 /// The oldest unpublished rows, at most `limit`, in id order (read under [`try_lead`]).
 ///
-/// Planned afresh each round (`plan_cache_mode = force_custom_plan` for the round's
-/// transaction): a cached generic plan made while the outbox was nearly empty (a new
-/// database, a service started before its first alert) hash-joins the whole outbox and
-/// scans the queue's dead rows every round, however few rows are due. Measured on the
-/// 200,000-message peer-bench drain: 3.2 s of PostgreSQL time for 183 rounds (17.7 ms each)
-/// with the cached plan, against two index scans.
+/// Planned afresh each round ([`super::CUSTOM_PLAN`]): a cached generic plan made while the
+/// outbox was nearly empty (a new database, a service started before its first alert)
+/// hash-joins the whole outbox and scans the queue's dead rows every round, however few rows
+/// are due. Measured on the 200,000-message peer-bench drain: 3.2 s of PostgreSQL time for
+/// 183 rounds (17.7 ms each) with the cached plan, against two index scans.
 pub(crate) async fn pending(
     db: &Transaction<'_>,
     limit: usize,
@@ -109,7 +108,7 @@ pub(crate) async fn pending(
     let limit = limit as i64;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
     let (custom, rows) = tokio::join!(
-        db.batch_execute("SET LOCAL plan_cache_mode = force_custom_plan"),
+        db.batch_execute(super::CUSTOM_PLAN),
         db.query(&stmt, &params)
     );
     custom?;

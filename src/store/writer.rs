@@ -1,7 +1,8 @@
 //! The batch writer: one transaction per batch of MQTT messages.
 //!
 //! In that transaction: new messages are recorded under their idempotency key
-//! (station, msg_id) as `samples` rows; their readings are judged and inserted; incident tracks are updated
+//! (station, msg_id) as `samples` rows (by binary COPY; by an insert that skips stored keys
+//! when the batch holds a redelivery); their readings are judged and inserted; incident tracks are updated
 //! and alert events written to the outbox; refused messages go to quarantine with a reject
 //! reply in the outbox. Only after the commit does the collector acknowledge the messages,
 //! so a crash at any point leads to redelivery, which this writer absorbs:

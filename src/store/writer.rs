@@ -118,28 +118,7 @@ pub(crate) async fn stage<'a>(
 ) -> Result<Staged<'a>, StoreError> {
     let mut report = BatchReport::default();
     let mut refusals: Vec<Refusal> = Vec::new();
-    // In-batch de-duplication: the broker may redeliver a message while its first copy is
-    // still waiting in this batch.
-    let mut first: HashMap<(&str, &str), &Sample> = HashMap::new();
-    let mut candidates: Vec<(&Received, &Sample)> = Vec::new();
-    for msg in batch {
-        match &msg.parsed {
-            Err(r) => refusals.push(Refusal {
-                msg,
-                code: r.code,
-                detail: r.detail.clone(),
-                msg_id: r.msg_id.clone(),
-            }),
-            Ok(s) => match first.get(&(s.station_id.as_str(), s.msg_id.as_str())) {
-                Some(prev) if prev.content_sha256 == s.content_sha256 => report.duplicates += 1,
-                Some(_) => refusals.push(conflict(msg, s)),
-                None => {
-                    first.insert((&s.station_id, &s.msg_id), s);
-                    candidates.push((msg, s));
-                }
-            },
-        }
-    }
+    let candidates = sort_out(batch, &mut report, &mut refusals);
 
     // Judged before the transaction, and their judgement bases and units found or created
     // outside it (committed at once: append-only dimension rows). A batch transaction never
@@ -160,18 +139,7 @@ pub(crate) async fn stage<'a>(
     // The collector holds a staged batch open while the one before it finishes: should a
     // lock wait ever outlast this, the batch fails and is retried rather than hanging.
     tx.batch_execute("SET LOCAL lock_timeout = '60s'").await?;
-    let refs = match copy_samples(&tx, ctx, &candidates, &sample_keys).await? {
-        Some(refs) => refs,
-        None => {
-            // A message of the batch is already stored (or a key was not found): the insert
-            // that skips stored messages sorts them out.
-            let mut inserted = insert_samples(&tx, ctx, &candidates).await?;
-            candidates
-                .iter()
-                .map(|(_, s)| inserted.remove(&(s.station_id.clone(), s.msg_id.clone())))
-                .collect()
-        }
-    };
+    let refs = record_samples(&tx, ctx, &candidates, &sample_keys).await?;
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
     let mut judged: Vec<JudgedReading> = Vec::new();
     let mut samples: Vec<SampleRef> = Vec::new();
@@ -328,14 +296,66 @@ fn conflict<'a>(msg: &'a Received, s: &Sample) -> Refusal<'a> {
     }
 }
 
+/// The batch's messages to store (parsed, first of their idempotency key in the batch); the
+/// rest are refusals, or copies of a message earlier in the batch (the broker may redeliver a
+/// message while its first copy is still waiting here), counted as duplicates.
+fn sort_out<'a>(
+    batch: &'a [Received],
+    report: &mut BatchReport,
+    refusals: &mut Vec<Refusal<'a>>,
+) -> Vec<(&'a Received, &'a Sample)> {
+    let mut first: HashMap<(&str, &str), &Sample> = HashMap::new();
+    let mut candidates = Vec::new();
+    for msg in batch {
+        match &msg.parsed {
+            Err(r) => refusals.push(Refusal {
+                msg,
+                code: r.code,
+                detail: r.detail.clone(),
+                msg_id: r.msg_id.clone(),
+            }),
+            Ok(s) => match first.get(&(s.station_id.as_str(), s.msg_id.as_str())) {
+                Some(prev) if prev.content_sha256 == s.content_sha256 => report.duplicates += 1,
+                Some(_) => refusals.push(conflict(msg, s)),
+                None => {
+                    first.insert((&s.station_id, &s.msg_id), s);
+                    candidates.push((msg, s));
+                }
+            },
+        }
+    }
+    candidates
+}
+
+/// Records `list`'s messages as `samples` rows: returns each one's sample, in order, or
+/// `None` for a message already stored. By [`copy_samples`]; when the batch holds a stored
+/// message (or a key was not found), by [`insert_samples`], which skips stored messages.
+async fn record_samples(
+    tx: &Transaction<'_>,
+    ctx: &Context<'_>,
+    list: &[(&Received, &Sample)],
+    keys: &SampleKeys,
+) -> Result<Vec<Option<SampleRef>>, StoreError> {
+    if let Some(refs) = copy_samples(tx, ctx, list, keys).await? {
+        return Ok(refs);
+    }
+    let mut inserted = insert_samples(tx, ctx, list).await?;
+    Ok(list
+        .iter()
+        .map(|(_, s)| inserted.remove(&(s.station_id.clone(), s.msg_id.clone())))
+        .collect())
+}
+
 /// The distinct values of `items`, in first-seen order.
 fn distinct<'s>(items: impl Iterator<Item = &'s str>) -> Vec<&'s str> {
     let mut seen = HashSet::new();
     items.filter(|i| seen.insert(*i)).collect()
 }
 
-/// Savepoint around the samples' COPY: a COPY that meets a stored message fails as a whole.
+/// The savepoint around the samples' COPY, and undoing it: a COPY that meets a stored
+/// message fails as a whole.
 const BEFORE_COPY: &str = "SAVEPOINT before_samples_copy";
+const UNDO_COPY: &str = "ROLLBACK TO SAVEPOINT before_samples_copy";
 
 /// The fast way to record a batch's new messages: one binary COPY of their `samples` rows,
 /// with the keys [`SampleKeys`] found and drew. Returns each message's sample, in the order of
@@ -353,6 +373,9 @@ async fn copy_samples(
     if list.is_empty() {
         return Ok(Some(Vec::new()));
     }
+    if keys.fresh().len() < list.len() {
+        return Ok(None);
+    }
     let mut rows = Vec::with_capacity(list.len());
     for ((_, s), sample_key) in list.iter().zip(keys.fresh()) {
         let (Some(source_key), Some(point_key)) =
@@ -368,15 +391,11 @@ async fn copy_samples(
             source_key,
         ));
     }
-    if rows.len() != list.len() {
-        return Ok(None);
-    }
     tx.batch_execute(BEFORE_COPY).await?;
     match write_samples(tx, ctx, list, &rows).await {
         Ok(()) => Ok(Some(rows.into_iter().map(|(r, _)| Some(r)).collect())),
         Err(StoreError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx.batch_execute("ROLLBACK TO SAVEPOINT before_samples_copy")
-                .await?;
+            tx.batch_execute(UNDO_COPY).await?;
             Ok(None)
         }
         Err(e) => Err(e),
@@ -449,8 +468,8 @@ fn stored_ph(ctx: &Context<'_>, s: &Sample) -> Option<f64> {
 
 /// Records each new message as a `samples` row under its idempotency key (station, msg_id)
 /// and returns the keys of those stored now; a message already stored (by an earlier batch,
-/// or one still in flight, which is waited for) is left out. Its station gets a `sources`
-/// row the first time. One round trip: the statements are pipelined.
+/// or one still in flight, which is waited for) is left out. The stations' `sources` rows
+/// exist already ([`SampleKeys::resolve`] created any missing before the transaction).
 async fn insert_samples(
     tx: &Transaction<'_>,
     ctx: &Context<'_>,
@@ -473,15 +492,8 @@ async fn insert_samples(
     let tops: Vec<Option<f64>> = list.iter().map(|(_, s)| s.depth_cm.map(|d| d.0)).collect();
     let bottoms: Vec<Option<f64>> = list.iter().map(|(_, s)| s.depth_cm.map(|d| d.1)).collect();
     let methods: Vec<Option<&str>> = list.iter().map(|(_, s)| s.method.as_deref()).collect();
-    let (sources, samples) = tokio::join!(
-        tx.prepare_cached(
-            "INSERT INTO sources (source, source_id)
-             SELECT DISTINCT 'station', k.station FROM unnest($1::text[]) AS k(station)
-             WHERE NOT EXISTS (SELECT 1 FROM sources so
-                               WHERE so.source = 'station' AND so.source_id = k.station)
-             ON CONFLICT DO NOTHING",
-        ),
-        tx.prepare_cached(
+    let samples = tx
+        .prepare_cached(
             "WITH stored AS (
                  INSERT INTO samples (sampled_at, received_at, source_key, point_key, part,
                                       msg_id, ph, depth_top_cm, depth_bottom_cm, method,
@@ -501,17 +513,11 @@ async fn insert_samples(
              SELECT so.source_id, stored.msg_id, stored.sample_key, stored.point_key
              FROM stored JOIN sources so ON so.source_key = stored.source_key",
         )
-    );
-    let (sources, samples) = (sources?, samples?);
-    let source_params: [&(dyn ToSql + Sync); 1] = [&stations];
+        .await?;
     let sample_params: [&(dyn ToSql + Sync); 10] = [
         &stations, &ids, &hashes, &points, &sampled, &received, &phs, &tops, &bottoms, &methods,
     ];
-    let (ensured, rows) = tokio::join!(
-        tx.execute(&sources, &source_params),
-        tx.query(&samples, &sample_params)
-    );
-    ensured?;
+    let rows = tx.query(&samples, &sample_params).await;
     Ok(rows?
         .iter()
         .map(|r| {

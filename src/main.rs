@@ -135,6 +135,14 @@ struct BenchForward {
     args: Vec<std::ffi::OsString>,
 }
 
+/// The allocator: jemalloc rather than glibc's `malloc`. A drain allocates and frees about 160
+/// times per station message (31.7 M calls for 200,000 messages, counted with heaptrack) from
+/// several threads; with jemalloc the 200,000-message peer-bench drain took 11.7 s instead of
+/// 13.5 s (medians of three interleaved runs each) at the same peak RSS, 47–50 MB
+/// (docs/performance.md, 2026-12-06, fifth session).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -100,7 +100,7 @@ readonly TS_SRCPKG=timescaledb
 readonly PACKAGES=(
 	postgresql-15 postgresql-client-15 postgresql-server-dev-15
 	mosquitto mosquitto-clients
-	cmake gcc make libc6-dev libssl-dev dpkg-dev xz-utils
+	cmake gcc make libc6-dev libssl-dev dpkg-dev xz-utils   # also build jemalloc (the allocator crate)
 	debian-archive-keyring gpgv util-linux procps
 	openssl                     # tests/security.rs makes a throwaway CA with the CLI
 	chromium chromium-driver    # tests/console.rs drives the web console over WebDriver

@@ -360,9 +360,19 @@ async fn lab_uploads_a_good_and_a_bad_file() -> Result<()> {
         "{text}"
     );
 
-    // The history shows the accepted batch.
-    b.goto(&format!("{}/console/lab", s.base)).await?;
-    ensure!(b.text("#history").await?.contains("YJ-LAB01-2026-1120"));
+    // The history shows the accepted batch. The page is loaded afresh on each try: once, in a
+    // full suite, the history read right after the navigation did not have it (the browser was
+    // perhaps still busy with the download above).
+    let lab_page = format!("{}/console/lab", s.base);
+    wait_until(
+        "the history shows the accepted batch",
+        Duration::from_secs(20),
+        || async {
+            b.goto(&lab_page).await?;
+            Ok(b.text("#history").await?.contains("YJ-LAB01-2026-1120"))
+        },
+    )
+    .await?;
 
     // A session upload without the CSRF header is refused and stores nothing.
     let cookie = b.cookie("soilmon_session").await?;

@@ -87,7 +87,6 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
     );
     p.publish(vec![msg.clone(), msg.clone()]).await?;
     p.publish(vec![msg.clone()]).await?;
-    let msg_again = msg;
     let changed = sample(
         "st02",
         "dup-1",
@@ -139,7 +138,7 @@ async fn redelivery_is_stored_once_and_conflicts_are_quarantined() -> anyhow::Re
         "2026-11-28T11:00:00+08:00",
         &[("Cd", 0.1)],
     );
-    p.publish(vec![msg_again, fresh]).await?;
+    p.publish(vec![msg, fresh]).await?;
     p.wait_count("SELECT count(*) FROM readings_full", 2, WAIT)
         .await?;
     assert_eq!(

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use serde_json::{json, Value};
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 use uuid::Uuid;
 
 use super::outbox;
@@ -461,10 +462,15 @@ impl ChangeLog {
         }
         let (opened, updated): (Vec<&IncidentRow>, Vec<&IncidentRow>) =
             self.incidents.iter().partition(|r| r.opened);
-        // Independent statements, sent together.
+        // Sent together, the update first. Both are prepared before anything is sent: an
+        // update still being prepared would let the insert reach the server first, and an
+        // incident opened here could then meet the one this batch clears for the same pair
+        // (`incidents_one_open`).
+        let update = tx.prepare_cached(UPDATE_INCIDENTS).await?;
+        let insert = tx.prepare_cached(INSERT_INCIDENTS).await?;
         let (u, i, o) = tokio::join!(
-            update_incidents(tx, &updated),
-            insert_incidents(tx, &opened),
+            update_incidents(tx, &update, &updated),
+            insert_incidents(tx, &insert, &opened),
             outbox::insert_alerts(tx, &self.events)
         );
         u?;
@@ -474,9 +480,25 @@ impl ChangeLog {
     }
 }
 
-/// Applies the batch's changes to incidents opened before it.
+/// [`update_incidents`]' statement.
+const UPDATE_INCIDENTS: &str = "UPDATE incidents i SET level = coalesce(u.level, i.level),
+        state = coalesce(u.state, i.state),
+        updated_sampled_at = u.updated,
+        cleared_sampled_at = coalesce(u.cleared, i.cleared_sampled_at)
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
+                $5::timestamptz[]) AS u(id, level, state, updated, cleared)
+    WHERE i.incident_id = u.id";
+
+/// [`insert_incidents`]' statement.
+const INSERT_INCIDENTS: &str = "INSERT INTO incidents (incident_id, point_id, metal, county_code,
+        state, level, opened_sampled_at, updated_sampled_at, cleared_sampled_at)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::timestamptz[], $9::timestamptz[])";
+
+/// Applies the batch's changes to incidents opened before it (`stmt`: [`UPDATE_INCIDENTS`]).
 async fn update_incidents(
     tx: &Transaction<'_>,
+    stmt: &Statement,
     updated: &[&IncidentRow],
 ) -> Result<(), StoreError> {
     if updated.is_empty() {
@@ -488,24 +510,17 @@ async fn update_incidents(
     let at: Vec<DateTime<Utc>> = updated.iter().map(|r| r.updated_sampled_at).collect();
     let cleared: Vec<Option<DateTime<Utc>>> =
         updated.iter().map(|r| r.cleared_sampled_at).collect();
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE incidents i SET level = coalesce(u.level, i.level),
-                    state = coalesce(u.state, i.state),
-                    updated_sampled_at = u.updated,
-                    cleared_sampled_at = coalesce(u.cleared, i.cleared_sampled_at)
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[],
-                         $5::timestamptz[]) AS u(id, level, state, updated, cleared)
-             WHERE i.incident_id = u.id",
-        )
-        .await?;
-    tx.execute(&stmt, &[&ids, &levels, &states, &at, &cleared])
+    tx.execute(stmt, &[&ids, &levels, &states, &at, &cleared])
         .await?;
     Ok(())
 }
 
-/// Inserts the incidents the batch opened.
-async fn insert_incidents(tx: &Transaction<'_>, opened: &[&IncidentRow]) -> Result<(), StoreError> {
+/// Inserts the incidents the batch opened (`stmt`: [`INSERT_INCIDENTS`]).
+async fn insert_incidents(
+    tx: &Transaction<'_>,
+    stmt: &Statement,
+    opened: &[&IncidentRow],
+) -> Result<(), StoreError> {
     if opened.is_empty() {
         return Ok(());
     }
@@ -521,19 +536,9 @@ async fn insert_incidents(tx: &Transaction<'_>, opened: &[&IncidentRow]) -> Resu
     let first: Vec<DateTime<Utc>> = opened.iter().map(|r| r.opened_sampled_at).collect();
     let at: Vec<DateTime<Utc>> = opened.iter().map(|r| r.updated_sampled_at).collect();
     let cleared: Vec<Option<DateTime<Utc>>> = opened.iter().map(|r| r.cleared_sampled_at).collect();
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO incidents (incident_id, point_id, metal, county_code, state,
-                                    level, opened_sampled_at, updated_sampled_at,
-                                    cleared_sampled_at)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[],
-                                  $5::text[], $6::text[], $7::timestamptz[],
-                                  $8::timestamptz[], $9::timestamptz[])",
-        )
-        .await?;
     let params: [&(dyn ToSql + Sync); 9] = [
         &ids, &points, &metals, &counties, &states, &levels, &first, &at, &cleared,
     ];
-    tx.execute(&stmt, &params).await?;
+    tx.execute(stmt, &params).await?;
     Ok(())
 }

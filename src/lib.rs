@@ -57,7 +57,8 @@
 //!   [`store::readings`] (judged readings as lean rows, shared by every source),
 //!   [`store::keys`] (metal and level codes, unit and judgement-basis keys),
 //!   [`store::incidents`]
-//!   (incident tracks and their alert events), [`store::outbox`] (every outbox statement),
+//!   (incident tracks and their alert events; [`store::incidents::TrackCache`], the station
+//!   writer's memory of the tracks it committed), [`store::outbox`] (every outbox statement),
 //!   [`store::lab`] (lab batches: idempotency, stored-data checks, binary COPY of the rows),
 //!   [`store::points`], [`store::quarantine`] (the quarantine browser, replay and its log),
 //!   [`store::console`] (console sessions, the incident workflow in one transaction with its

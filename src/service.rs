@@ -178,6 +178,7 @@ async fn run(
         registry,
         standards,
         outbox,
+        tracks: Arc::default(),
         shutdown: shutdown.clone(),
     };
     let result = collector::run(shared).await;

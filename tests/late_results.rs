@@ -17,9 +17,9 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(3);
 
 /// A batch of one field sample `row` (its sample id `id`, Cd) with the QC rows the checks
-/// require: a lab duplicate and a blank.
-fn one_sample_batch(batch: &str, id: &str, row: &str) -> String {
-    let duplicate = format!("{id}-LD,,,,,,Cd,0.46,mg/kg,true,0.07,HJ 803,lab_duplicate,{id}");
+/// require: a lab duplicate (of Cd `dup` mg/kg) and a blank.
+fn one_sample_batch(batch: &str, id: &str, row: &str, dup: &str) -> String {
+    let duplicate = format!("{id}-LD,,,,,,Cd,{dup},mg/kg,true,0.07,HJ 803,lab_duplicate,{id}");
     let blank = "BLK1,,,,,,Cd,0.01,mg/kg,true,0.07,HJ 803,blank,";
     batch_of(batch, &[row, &duplicate, blank])
 }
@@ -54,6 +54,7 @@ async fn a_lab_result_older_than_a_clean_screening_is_alerted_once() -> anyhow::
         "B-LATE",
         "S1",
         "S1,441781-T-0001,2026-11-20 09:30,0,20,6.2,Cd,0.45,mg/kg,true,0.07,HJ 803,sample,",
+        "0.46",
     );
     let (status, report) = s.upload(&batch).await?;
     assert_eq!(status, 201, "{report}\n{}", s.p.soilmon.log());
@@ -207,6 +208,7 @@ async fn a_lab_result_of_the_screening_time_is_applied_normally() -> anyhow::Res
         "B-SAME",
         "S2",
         "S2,441702-T-0001,2026-11-20 10:00,0,20,7.0,Cd,0.5,mg/kg,true,0.07,HJ 803,sample,",
+        "0.46",
     );
     let (status, report) = s.upload(&batch).await?;
     assert_eq!(status, 201, "{report}\n{}", s.p.soilmon.log());
@@ -216,6 +218,55 @@ async fn a_lab_result_of_the_screening_time_is_applied_normally() -> anyhow::Res
     assert_eq!(
         s.p.count("SELECT count(*) FROM incidents WHERE state = 'open'")
             .await?,
+        1
+    );
+    Ok(())
+}
+
+/// The station writer keeps the incident tracks it committed in memory (schema 26, the
+/// `incident_epoch`). A lab upload that escalates the incident between two station batches
+/// must be seen by the next batch: an intervention-level station sample after it changes
+/// nothing (the incident is at intervention already), and two clean samples clear it.
+#[tokio::test]
+async fn a_lab_upload_between_station_batches_is_seen_by_the_next_batch() -> anyhow::Result<()> {
+    let s = LabService::start(&[]).await?;
+    let alerts = s.p.subscribe("soil/v1/alerts/441781/#").await?;
+    let point = "441781-T-0001";
+    let at = |day: u32, id: &str, cd: f64| {
+        let t = format!("2026-11-{day}T08:00:00+08:00");
+        sample("st01", id, point, &t, &[("Cd", cd)])
+    };
+    s.p.publish(vec![at(20, "e-1", 0.5)]).await?;
+    let got = alerts.wait_for(1, WAIT).await;
+    assert_eq!(states(&got), ["opened"], "log:\n{}", s.p.soilmon.log());
+
+    let batch = one_sample_batch(
+        "B-ESC",
+        "S3",
+        "S3,441781-T-0001,2026-11-21 08:00,0,20,6.2,Cd,2.5,mg/kg,true,0.07,HJ 803,sample,",
+        "2.52",
+    );
+    let (status, report) = s.upload(&batch).await?;
+    assert_eq!(status, 201, "{report}\n{}", s.p.soilmon.log());
+    assert_eq!(report["alerts"], 1, "{report}");
+
+    for (day, id, cd) in [(22, "e-2", 2.6), (23, "e-3", 0.1), (24, "e-4", 0.1)] {
+        s.p.publish(vec![at(day, id, cd)]).await?;
+        let sql = format!("SELECT count(*) FROM samples WHERE msg_id = '{id}'");
+        s.p.wait_count(&sql, 1, WAIT).await?;
+    }
+    let got = alerts.wait_for(4, QUIET).await;
+    assert_eq!(
+        states(&got),
+        ["opened", "escalated", "cleared"],
+        "log:\n{}",
+        s.p.soilmon.log()
+    );
+    assert_eq!(
+        s.p.count(
+            "SELECT count(*) FROM incidents WHERE state = 'cleared' AND level = 'intervention'"
+        )
+        .await?,
         1
     );
     Ok(())

@@ -14,7 +14,7 @@ base=$1 new=$2 pairs=${3:-3} n=${4:-200000}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 eval "$(bash "$root/deploy/local/services.sh" env)"
-export PGHOST=/var/tmp/soilmon-local/pg/sock PGPORT=55432 BENCH_POLL=1 BENCH_ONLY=soilmon
+export PGHOST=/var/tmp/soilmon-local/pg/sock PGPORT=55432 PGUSER=postgres BENCH_POLL=1 BENCH_ONLY=soilmon
 export BENCH_DSN=postgresql://postgres@127.0.0.1:55432/benchpeers
 export RUST_LOG=info,soilmon::telemetry=debug
 bench=$root/../shared/peer-bench

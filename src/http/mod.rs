@@ -332,6 +332,7 @@ async fn store_checked(
         mqtt: &st.settings.mqtt,
         clear_after: st.settings.judge.clear_after,
         crops: Some(&st.crops),
+        tracks: None,
     };
     let commit_started = Instant::now();
     let read_check = commit_started - sent.started;

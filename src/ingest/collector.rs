@@ -470,6 +470,7 @@ async fn run_batch(
             mqtt: &shared.settings.mqtt,
             clear_after: shared.settings.judge.clear_after,
             crops: None,
+            tracks: Some(&shared.tracks),
         };
         let client = shared.pool.get().await;
         if let Some(prev) = prev_staged {

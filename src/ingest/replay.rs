@@ -67,6 +67,7 @@ pub async fn replay(
         mqtt: &settings.mqtt,
         clear_after: settings.judge.clear_after,
         crops: None,
+        tracks: None,
     };
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::domain::standard::Standards;
 use crate::registry::SharedRegistry;
+use crate::store::incidents::TrackCache;
 use crate::telemetry;
 
 /// How the source acknowledges one message: the connection (MQTT) or channel (AMQP)
@@ -54,6 +55,8 @@ pub struct Shared {
     pub standards: Arc<Standards>,
     /// Woken when a batch wrote outbox rows.
     pub outbox: Arc<Notify>,
+    /// The incident tracks the writer committed last (see [`TrackCache`]).
+    pub tracks: Arc<TrackCache>,
     /// Cancelled on SIGINT/SIGTERM.
     pub shutdown: CancellationToken,
 }

@@ -5,6 +5,11 @@
 //! (older than the newest one applied to its pair) queues a `late_exceedance` event of its
 //! own and changes no incident and no track. Redelivered messages and replayed lab batches
 //! never get here (their idempotency keys absorb them first), so each is raised once.
+//!
+//! The station writer keeps the tracks it committed in memory ([`TrackCache`], in
+//! `incidents/cache.rs`), so a batch reads from the database only pairs it has not seen.
+
+mod cache;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -23,6 +28,8 @@ use crate::domain::incident::{self, Active, Change, LateExceedance, Track, Trans
 use crate::domain::judge::Level;
 use crate::domain::metal::Metal;
 use crate::domain::reading::{JudgedReading, Source};
+use cache::KeptTracks;
+pub use cache::TrackCache;
 
 fn level_from(text: Option<&str>) -> Level {
     match text {
@@ -45,14 +52,15 @@ pub(crate) struct IncidentKey<'a> {
 }
 
 /// Applies readings to the incident tracks in `sampled_at` order, records incident history
-/// and writes one outbox event per state change or late exceedance. Returns the number of
-/// events.
+/// and writes one outbox event per state change or late exceedance (see
+/// [`apply_incidents_by`]).
 pub(crate) async fn apply_incidents(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
     clear_after: u32,
     rows: &[JudgedReading],
-) -> Result<usize, StoreError> {
+    kept: Option<&TrackCache>,
+) -> Result<Applied, StoreError> {
     let keys: Vec<IncidentKey<'_>> = rows
         .iter()
         .map(|j| IncidentKey {
@@ -62,7 +70,15 @@ pub(crate) async fn apply_incidents(
             level: j.judgement.level,
         })
         .collect();
-    apply_incidents_by(tx, mqtt, clear_after, &keys, |i| Cow::Borrowed(&rows[i])).await
+    apply_incidents_by(
+        tx,
+        mqtt,
+        clear_after,
+        &keys,
+        |i| Cow::Borrowed(&rows[i]),
+        kept,
+    )
+    .await
 }
 
 /// Transaction-level advisory lock every writer of the incident tracks takes first (station
@@ -70,6 +86,16 @@ pub(crate) async fn apply_incidents(
 /// opening the same incident would otherwise both succeed. Taken before the archive head
 /// lock, like every other lock (see `store::archive`).
 pub(crate) const INCIDENT_LOCK: i64 = 0x501_1306;
+
+/// What [`apply_incidents_by`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    /// Alert events written to the outbox.
+    pub(crate) events: usize,
+    /// The tracks to keep in the writer's [`TrackCache`] once the transaction has committed
+    /// (`None` when no cache was given or no reading was applied).
+    pub(crate) kept: Option<KeptTracks>,
+}
 
 /// [`apply_incidents`] over the keys of the readings; `reading(i)` makes the full reading of
 /// `keys[i]`, needed only for a state change (its alert event), so a large batch is never held
@@ -80,27 +106,50 @@ pub(crate) const INCIDENT_LOCK: i64 = 0x501_1306;
 /// has an exceedance here, the newest earlier sample time is read from `readings` (see
 /// [`newest_earlier`]), so a late, older exceedance is seen as late (and alerted as such)
 /// exactly as if every sample had been kept in the track.
+///
+/// With `kept`, the writer's own [`TrackCache`], a pair whose committed state the cache holds
+/// is not read from the database at all: under the incident lock the transaction draws the
+/// next `incident_epoch`, and the cache answers only when that is the value right after the
+/// one of its last commit (nobody else applied readings in between).
 pub(crate) async fn apply_incidents_by<'r>(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
     clear_after: u32,
     keys: &[IncidentKey<'_>],
     reading: impl Fn(usize) -> Cow<'r, JudgedReading>,
-) -> Result<usize, StoreError> {
+    kept: Option<&TrackCache>,
+) -> Result<Applied, StoreError> {
     if keys.is_empty() {
-        return Ok(0);
+        return Ok(Applied::default());
     }
     let lock = tx
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await?;
-    // Sent together: the server runs the lock first, and the select waits behind it.
-    let (locked, open) = tokio::join!(tx.execute(&lock, &[&INCIDENT_LOCK]), open_tracks(tx, keys));
+    let draw = tx
+        .prepare_cached("SELECT nextval('incident_epoch')")
+        .await?;
+    // Sent together: the server runs the lock first, and the draw waits behind it.
+    let (locked, drawn) = tokio::join!(
+        tx.execute(&lock, &[&INCIDENT_LOCK]),
+        tx.query_one(&draw, &[])
+    );
     locked?;
-    let mut tracks = open?;
-    let mut order: Vec<usize> = (0..keys.len()).collect();
-    order.sort_by_key(|i| keys[*i].sampled_at);
+    let epoch: i64 = drawn?.get(0);
+    let mut tracks = HashMap::new();
+    let unknown = match kept {
+        Some(cache) => cache.begin(epoch, keys, &mut tracks),
+        None => keys.to_vec(),
+    };
+    if !unknown.is_empty() {
+        tracks.extend(open_tracks(tx, &unknown).await?);
+    }
     // Pairs whose state is written back: open at the start, or changed by this batch.
-    let mut touched: HashSet<(&str, &str)> = tracks.keys().copied().collect();
+    let mut touched: HashSet<(&str, &str)> = tracks
+        .iter()
+        .filter(|(_, t)| t.active.is_some())
+        .map(|(k, _)| *k)
+        .collect();
+    // Only pairs with an exceedance here and no track (unknown or idle) are read.
     for (key, last) in newest_earlier(tx, keys, &tracks).await? {
         tracks.insert(
             key,
@@ -110,6 +159,8 @@ pub(crate) async fn apply_incidents_by<'r>(
             },
         );
     }
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by_key(|i| keys[*i].sampled_at);
 
     let mut log = ChangeLog::default();
     for i in order {
@@ -138,7 +189,10 @@ pub(crate) async fn apply_incidents_by<'r>(
     let (events, written) = tokio::join!(log.write(tx), write_tracks(tx, &touched, &tracks));
     let events = events?;
     written?;
-    Ok(events)
+    Ok(Applied {
+        events,
+        kept: kept.map(|_| KeptTracks::of(epoch, keys, tracks)),
+    })
 }
 
 /// Writes back the state of the `touched` pairs' tracks.
@@ -235,8 +289,9 @@ async fn open_tracks<'k>(
     Ok(tracks)
 }
 
-/// For each pair without an open track that has an exceedance among the keys: the newest
-/// sample time of the pair stored before this batch, if it is later than the pair's earliest
+/// For each pair without a track in `known` (no open one in the database, none kept by the
+/// writer's cache) that has an exceedance among the keys: the newest sample time of the pair
+/// stored before this batch, if it is later than the pair's earliest
 /// exceedance here (an earlier one cannot make any of them stale).
 ///
 /// `readings` already holds this batch's own samples. So for each pair, with `n` of its
@@ -247,12 +302,12 @@ async fn open_tracks<'k>(
 async fn newest_earlier<'k>(
     tx: &Transaction<'_>,
     keys: &[IncidentKey<'k>],
-    open: &HashMap<(&'k str, &'static str), Track>,
+    known: &HashMap<(&'k str, &'static str), Track>,
 ) -> Result<Vec<((&'k str, &'static str), DateTime<Utc>)>, StoreError> {
     let mut first: BTreeMap<(&'k str, &'static str), DateTime<Utc>> = BTreeMap::new();
     for k in keys.iter().filter(|k| k.level.exceeds()) {
         let key = (k.point_id, k.metal.symbol());
-        if !open.contains_key(&key) {
+        if !known.contains_key(&key) {
             let t = first.entry(key).or_insert(k.sampled_at);
             *t = (*t).min(k.sampled_at);
         }

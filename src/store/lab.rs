@@ -362,11 +362,18 @@ async fn apply_incidents(
             level: s.level,
         })
         .collect();
-    let alerts = incidents::apply_incidents_by(tx, ctx.mqtt, ctx.clear_after, &keys, |i| {
-        Cow::Owned(judged_reading(ctx, &samples[i], received_at))
-    })
+    // No track cache: a lab upload is rare, and the station writer's cache sees (by the
+    // epoch drawn here) that it must read the tracks again.
+    let applied = incidents::apply_incidents_by(
+        tx,
+        ctx.mqtt,
+        ctx.clear_after,
+        &keys,
+        |i| Cow::Owned(judged_reading(ctx, &samples[i], received_at)),
+        None,
+    )
     .await?;
-    Ok(alerts)
+    Ok(applied.events)
 }
 
 /// The archive digest of exactly the readings stored, in the digest's order.

@@ -122,6 +122,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "copy_samples",
         include_str!("migrations/0025_copy_samples.sql"),
     ),
+    (
+        26,
+        "incident_epoch",
+        include_str!("migrations/0026_incident_epoch.sql"),
+    ),
 ];
 
 /// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].

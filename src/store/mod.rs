@@ -64,6 +64,9 @@ pub struct Context<'a> {
     /// Food limits and farmland category rules for crop samples (lab batches); `None` on
     /// the station path (stations measure soil only).
     pub crops: Option<&'a CropRules>,
+    /// The incident tracks this writer committed last (the collector's, shared by its
+    /// batches); `None`: every batch reads its pairs' tracks from the database.
+    pub tracks: Option<&'a incidents::TrackCache>,
 }
 
 /// Errors from the database adapter.

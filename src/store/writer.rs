@@ -247,11 +247,16 @@ pub(crate) async fn finish(
         started,
         ..
     } = staged;
-    report.alerts = incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged).await?;
+    let applied =
+        incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged, ctx.tracks).await?;
+    report.alerts = applied.events;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
     archive::append_batch(&tx, &archive).await?;
     tx.commit().await?;
+    if let (Some(cache), Some(kept)) = (ctx.tracks, applied.kept) {
+        cache.committed(kept);
+    }
     report.messages = received;
     report.took = started.elapsed();
     Ok(report)

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 use uuid::Uuid;
@@ -173,13 +173,13 @@ pub(crate) async fn apply_incidents_by<'r>(
         }
         if let Some(late) = incident::late(prev, k.sampled_at, k.level) {
             // Alerted on its own; the track and the incident stay as they are.
-            log.record_late(mqtt, &reading(i), &late);
+            log.record_late(mqtt, &reading(i), &late)?;
             continue;
         }
         let (next, change) =
             incident::apply(prev, k.sampled_at, k.level, clear_after, Uuid::now_v7);
         if let Some(change) = change {
-            log.record(mqtt, &reading(i), &change);
+            log.record(mqtt, &reading(i), &change)?;
             touched.insert(key);
         }
         tracks.insert(key, next);
@@ -399,12 +399,100 @@ struct IncidentRow {
 struct ChangeLog {
     incidents: Vec<IncidentRow>,
     by_id: HashMap<Uuid, usize>,
-    events: Vec<(Uuid, String, Value)>,
+    /// `(event_id, topic, payload as JSON text)`, in order.
+    events: Vec<(Uuid, String, String)>,
+}
+
+/// The payload of an alert event (`soil/v1/alerts/…`, the outbox's `payload`): the reading,
+/// its judgement with the thresholds and their sources, and the incident it concerns.
+/// Serialised straight from the reading's fields, with no intermediate `serde_json::Value`;
+/// the outbox stores it as `jsonb`, so the field order here changes nothing anyone sees.
+#[derive(Debug, Serialize)]
+struct AlertEvent<'a> {
+    event_id: Uuid,
+    incident_id: Option<Uuid>,
+    state: &'a str,
+    level: &'a str,
+    point_id: &'a str,
+    county_code: &'a str,
+    metal: &'static str,
+    value_mgkg: f64,
+    value_orig: f64,
+    unit_orig: &'a str,
+    detected: bool,
+    reading_level: &'static str,
+    screening_mgkg: Option<f64>,
+    intervention_mgkg: Option<f64>,
+    standard: Option<&'a str>,
+    standard_version: Option<&'a str>,
+    screening_source: Option<&'a str>,
+    intervention_source: Option<&'a str>,
+    threshold_column: Option<&'a str>,
+    land_use: &'static str,
+    ph: Option<f64>,
+    ph_band: Option<String>,
+    ph_assumed: bool,
+    sampled_at: DateTime<Utc>,
+    msg_id: &'a str,
+    source: &'static str,
+    source_id: &'a str,
+    station_id: Option<&'a str>,
+    /// Only in a `late_exceedance`: the newer sample of the pair.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    newer_sampled_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> AlertEvent<'a> {
+    /// The event `state` (at `level`) about reading `j`, with a new event id.
+    fn of(
+        j: &'a JudgedReading,
+        incident_id: Option<Uuid>,
+        state: &'a str,
+        level: &'a str,
+    ) -> AlertEvent<'a> {
+        let t = j.judgement.thresholds.as_ref();
+        AlertEvent {
+            event_id: Uuid::now_v7(),
+            incident_id,
+            state,
+            level,
+            point_id: &j.point_id,
+            county_code: &j.county,
+            metal: j.metal.symbol(),
+            value_mgkg: j.value_mgkg,
+            value_orig: j.value_orig,
+            unit_orig: &j.unit_orig,
+            detected: j.detected,
+            reading_level: j.judgement.level.as_str(),
+            screening_mgkg: t.map(|t| t.screening),
+            intervention_mgkg: t.and_then(|t| t.intervention),
+            standard: t.map(|t| t.standard_id.as_str()),
+            standard_version: t.map(|t| t.standard_version.as_str()),
+            screening_source: t.map(|t| t.screening_source.as_str()),
+            intervention_source: t.and_then(|t| t.intervention_source.as_deref()),
+            threshold_column: t.map(|t| t.column.as_str()),
+            land_use: j.land_use.as_str(),
+            ph: j.ph,
+            ph_band: t.and_then(|t| t.ph_band).map(|b| b.to_string()),
+            ph_assumed: t.is_some_and(|t| t.ph_assumed),
+            sampled_at: j.sampled_at,
+            msg_id: &j.msg_id,
+            source: j.source.as_str(),
+            source_id: &j.source_id,
+            station_id: (j.source == Source::Station).then_some(j.source_id.as_str()),
+            newer_sampled_at: None,
+        }
+    }
 }
 
 impl ChangeLog {
     /// Records one state change caused by reading `j`.
-    fn record(&mut self, mqtt: &MqttConfig, j: &JudgedReading, change: &Change) {
+    fn record(
+        &mut self,
+        mqtt: &MqttConfig,
+        j: &JudgedReading,
+        change: &Change,
+    ) -> Result<(), StoreError> {
         let level = change.level.as_str();
         let at = j.sampled_at;
         let metal = j.metal.symbol();
@@ -440,72 +528,43 @@ impl ChangeLog {
                 row.cleared_sampled_at = Some(at);
             }
         }
-        self.push_event(
-            mqtt,
+        let event = AlertEvent::of(
             j,
             Some(change.incident_id),
             change.transition.as_str(),
             level,
         );
+        self.push_event(mqtt, j, &event)
     }
 
     /// Records the alert event of a late exceedance caused by reading `j`: no incident row
     /// changes.
-    fn record_late(&mut self, mqtt: &MqttConfig, j: &JudgedReading, late: &LateExceedance) {
+    fn record_late(
+        &mut self,
+        mqtt: &MqttConfig,
+        j: &JudgedReading,
+        late: &LateExceedance,
+    ) -> Result<(), StoreError> {
         let state = LateExceedance::STATE;
-        let payload = self.push_event(mqtt, j, late.incident_id, state, late.level.as_str());
-        if let Value::Object(fields) = payload {
-            fields.insert("newer_sampled_at".into(), json!(late.newer_sampled_at));
-        }
+        let event = AlertEvent::of(j, late.incident_id, state, late.level.as_str());
+        let event = AlertEvent {
+            newer_sampled_at: Some(late.newer_sampled_at),
+            ..event
+        };
+        self.push_event(mqtt, j, &event)
     }
 
-    /// Queues one alert event about reading `j` and returns its payload (to add fields to).
+    /// Queues one alert event about reading `j`, its payload serialised at once.
     fn push_event(
         &mut self,
         mqtt: &MqttConfig,
         j: &JudgedReading,
-        incident_id: Option<Uuid>,
-        state: &str,
-        level: &str,
-    ) -> &mut Value {
-        let event_id = Uuid::now_v7();
-        let t = j.judgement.thresholds.as_ref();
-        let at = j.sampled_at;
-        let metal = j.metal.symbol();
-        let payload = json!({
-            "event_id": event_id,
-            "incident_id": incident_id,
-            "state": state,
-            "level": level,
-            "point_id": j.point_id,
-            "county_code": j.county,
-            "metal": metal,
-            "value_mgkg": j.value_mgkg,
-            "value_orig": j.value_orig,
-            "unit_orig": j.unit_orig,
-            "detected": j.detected,
-            "reading_level": j.judgement.level.as_str(),
-            "screening_mgkg": t.map(|t| t.screening),
-            "intervention_mgkg": t.and_then(|t| t.intervention),
-            "standard": t.map(|t| t.standard_id.as_str()),
-            "standard_version": t.map(|t| t.standard_version.as_str()),
-            "screening_source": t.map(|t| t.screening_source.as_str()),
-            "intervention_source": t.and_then(|t| t.intervention_source.as_deref()),
-            "threshold_column": t.map(|t| t.column.as_str()),
-            "land_use": j.land_use.as_str(),
-            "ph": j.ph,
-            "ph_band": t.and_then(|t| t.ph_band).map(|b| b.to_string()),
-            "ph_assumed": t.is_some_and(|t| t.ph_assumed),
-            "sampled_at": at,
-            "msg_id": j.msg_id,
-            "source": j.source.as_str(),
-            "source_id": j.source_id,
-            "station_id": (j.source == Source::Station).then_some(&j.source_id),
-        });
+        event: &AlertEvent<'_>,
+    ) -> Result<(), StoreError> {
+        let payload = serde_json::to_string(event)?;
         let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
-        self.events.push((event_id, topic, payload));
-        let last = self.events.len() - 1;
-        &mut self.events[last].2
+        self.events.push((event.event_id, topic, payload));
+        Ok(())
     }
 
     /// Writes the incident rows (updates of earlier incidents first, so one cleared here

@@ -100,6 +100,9 @@ pub enum StoreError {
     /// TLS to the database could not be set up.
     #[error("database TLS: {0}")]
     Tls(String),
+    /// An alert event's payload could not be serialised.
+    #[error("alert payload: {0}")]
+    Payload(#[from] serde_json::Error),
     /// A migration failed.
     #[error("migration {version}: {source}")]
     Migration {

@@ -225,6 +225,12 @@ pub async fn check_overdue(
         }
     }
     if !events.is_empty() {
+        // `insert_alerts` takes payloads as JSON text (the station path serialises straight
+        // to it); these few are built as values.
+        let events: Vec<(Uuid, String, String)> = events
+            .into_iter()
+            .map(|(id, topic, payload)| (id, topic, payload.to_string()))
+            .collect();
         outbox::insert_alerts(&tx, &events).await?;
     }
     tx.commit().await?;

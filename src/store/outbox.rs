@@ -53,19 +53,21 @@ pub(crate) async fn insert(
     Ok(())
 }
 
-/// Queues alert events `(event_id, topic, payload)` in the outbox in one statement, in order.
+/// Queues alert events `(event_id, topic, payload as JSON text)` in the outbox in one
+/// statement, in order. The payloads go as text and become `jsonb` in the server, as they
+/// would from a `serde_json::Value` parameter.
 pub(crate) async fn insert_alerts(
     tx: &Transaction<'_>,
-    events: &[(Uuid, String, Value)],
+    events: &[(Uuid, String, String)],
 ) -> Result<(), StoreError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.0).collect();
     let topics: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
-    let payloads: Vec<&Value> = events.iter().map(|e| &e.2).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
     let stmt = tx
         .prepare_cached(
             "INSERT INTO outbox (event_id, kind, topic, payload)
-             SELECT e, 'alert', t, p
-             FROM unnest($1::uuid[], $2::text[], $3::jsonb[]) WITH ORDINALITY AS u(e, t, p, n)
+             SELECT e, 'alert', t, p::jsonb
+             FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(e, t, p, n)
              ORDER BY n",
         )
         .await?;

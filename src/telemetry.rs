@@ -64,6 +64,9 @@ pub struct BatchCommitted<'a> {
     pub duplicates: usize,
     /// Alert events written to the outbox.
     pub alerts: usize,
+    /// (point, metal) pairs whose incident tracks were read from the database rather than
+    /// taken from the writer's memory of them.
+    pub tracks_read: usize,
     /// Newly quarantined messages per reason code.
     pub rejected: &'a BTreeMap<&'static str, usize>,
     /// Readings per judgement level.
@@ -104,6 +107,7 @@ pub fn batch_committed(b: &BatchCommitted<'_>) {
         readings = b.readings,
         duplicates = b.duplicates,
         alerts = b.alerts,
+        tracks_read = b.tracks_read,
         stale_acks_dropped = b.stale_acks_dropped,
         oldest_ms = b.oldest_ms,
         stage_ms = ms(b.stage),

@@ -758,6 +758,7 @@ fn log_batch(
         readings: report.readings,
         duplicates: report.duplicates,
         alerts: report.alerts,
+        tracks_read: report.tracks_read,
         rejected: &report.rejected,
         levels: &report.levels,
         commit: report.took,

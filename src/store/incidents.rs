@@ -92,6 +92,8 @@ pub(crate) const INCIDENT_LOCK: i64 = 0x501_1306;
 pub(crate) struct Applied {
     /// Alert events written to the outbox.
     pub(crate) events: usize,
+    /// Pairs whose open tracks were read from the database (all of them without a cache).
+    pub(crate) tracks_read: usize,
     /// The tracks to keep in the writer's [`TrackCache`] once the transaction has committed
     /// (`None` when no cache was given or no reading was applied).
     pub(crate) kept: Option<KeptTracks>,
@@ -140,6 +142,7 @@ pub(crate) async fn apply_incidents_by<'r>(
         Some(cache) => cache.begin(epoch, keys, &mut tracks),
         None => keys.to_vec(),
     };
+    let tracks_read = distinct_pairs(&unknown);
     if !unknown.is_empty() {
         tracks.extend(open_tracks(tx, &unknown).await?);
     }
@@ -191,8 +194,15 @@ pub(crate) async fn apply_incidents_by<'r>(
     written?;
     Ok(Applied {
         events,
+        tracks_read,
         kept: kept.map(|_| KeptTracks::of(epoch, keys, tracks)),
     })
+}
+
+/// How many (point, metal) pairs `keys` name.
+fn distinct_pairs(keys: &[IncidentKey<'_>]) -> usize {
+    let pairs: HashSet<(&str, Metal)> = keys.iter().map(|k| (k.point_id, k.metal)).collect();
+    pairs.len()
 }
 
 /// Writes back the state of the `touched` pairs' tracks.

@@ -70,6 +70,9 @@ pub struct BatchReport {
     pub rejected: BTreeMap<&'static str, usize>,
     /// Alert events written to the outbox.
     pub alerts: usize,
+    /// (point, metal) pairs whose incident tracks were read from the database (not kept in
+    /// the writer's memory, see [`super::incidents::TrackCache`]).
+    pub tracks_read: usize,
 }
 
 impl BatchReport {
@@ -250,6 +253,7 @@ pub(crate) async fn finish(
     let applied =
         incidents::apply_incidents(&tx, ctx.mqtt, ctx.clear_after, &judged, ctx.tracks).await?;
     report.alerts = applied.events;
+    report.tracks_read = applied.tracks_read;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
     archive::append_batch(&tx, &archive).await?;

@@ -54,13 +54,13 @@ pub(crate) struct IncidentKey<'a> {
 /// Applies readings to the incident tracks in `sampled_at` order, records incident history
 /// and writes one outbox event per state change or late exceedance (see
 /// [`apply_incidents_by`]).
-pub(crate) async fn apply_incidents(
+pub(crate) async fn apply_incidents<'k>(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
     clear_after: u32,
-    rows: &[JudgedReading],
+    rows: &'k [JudgedReading],
     kept: Option<&TrackCache>,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied<'k>, StoreError> {
     let keys: Vec<IncidentKey<'_>> = rows
         .iter()
         .map(|j| IncidentKey {
@@ -87,16 +87,16 @@ pub(crate) async fn apply_incidents(
 /// lock, like every other lock (see `store::archive`).
 pub(crate) const INCIDENT_LOCK: i64 = 0x501_1306;
 
-/// What [`apply_incidents_by`] did.
+/// What [`apply_incidents_by`] did (borrowing the point ids of its keys).
 #[derive(Debug, Default)]
-pub(crate) struct Applied {
+pub(crate) struct Applied<'k> {
     /// Alert events written to the outbox.
     pub(crate) events: usize,
     /// Pairs whose open tracks were read from the database (all of them without a cache).
     pub(crate) tracks_read: usize,
     /// The tracks to keep in the writer's [`TrackCache`] once the transaction has committed
     /// (`None` when no cache was given or no reading was applied).
-    pub(crate) kept: Option<KeptTracks>,
+    pub(crate) kept: Option<KeptTracks<'k>>,
 }
 
 /// [`apply_incidents`] over the keys of the readings; `reading(i)` makes the full reading of
@@ -113,14 +113,14 @@ pub(crate) struct Applied {
 /// is not read from the database at all: under the incident lock the transaction draws the
 /// next `incident_epoch`, and the cache answers only when that is the value right after the
 /// one of its last commit (nobody else applied readings in between).
-pub(crate) async fn apply_incidents_by<'r>(
+pub(crate) async fn apply_incidents_by<'r, 'k>(
     tx: &Transaction<'_>,
     mqtt: &MqttConfig,
     clear_after: u32,
-    keys: &[IncidentKey<'_>],
+    keys: &[IncidentKey<'k>],
     reading: impl Fn(usize) -> Cow<'r, JudgedReading>,
     kept: Option<&TrackCache>,
-) -> Result<Applied, StoreError> {
+) -> Result<Applied<'k>, StoreError> {
     if keys.is_empty() {
         return Ok(Applied::default());
     }

@@ -11,9 +11,9 @@
 //! cache remembers the value its last committed batch drew; when the next batch draws exactly
 //! the value after it, no other transaction has held the lock in between, so what the cache
 //! holds is what the database holds. Any other value (a lab upload, a quarantine replay,
-//! another instance, a batch of ours that rolled back or whose COMMIT timed out) and the
-//! cache forgets everything. Between [`TrackCache::begin`] and [`TrackCache::committed`] it
-//! holds no epoch, so a batch that never commits leaves it empty for the next one.
+//! another instance, a batch of ours that rolled back or whose COMMIT timed out: each used up
+//! a value) and the cache forgets everything. It changes only in [`TrackCache::committed`],
+//! called after a COMMIT that succeeded.
 //!
 //! A pair is kept in one of two ways: with its track (the newest sample time applied and its
 //! open incident, if any), or as idle: no open incident, and its newest sample time not known
@@ -40,8 +40,7 @@ pub struct TrackCache {
 
 #[derive(Debug, Default)]
 struct Kept {
-    /// The epoch the last committed batch drew; `None` while a batch is between
-    /// [`TrackCache::begin`] and [`TrackCache::committed`], or before the first.
+    /// The epoch the last committed batch drew; `None` before the first.
     epoch: Option<i64>,
     /// Per point, its kept pairs: a track, or `None` for an idle pair.
     points: HashMap<Box<str>, Vec<(Metal, Option<Track>)>>,
@@ -56,28 +55,29 @@ impl Kept {
     }
 }
 
-/// A batch's tracks, to be kept once its transaction has committed.
+/// A batch's tracks, to be kept once its transaction has committed; the point ids are the
+/// batch's own (copied only for a point the cache does not hold yet).
 #[derive(Debug)]
-pub(crate) struct KeptTracks {
+pub(crate) struct KeptTracks<'k> {
     epoch: i64,
-    tracks: Vec<(Box<str>, Metal, Option<Track>)>,
+    tracks: Vec<(&'k str, Metal, Option<Track>)>,
 }
 
-impl KeptTracks {
+impl<'k> KeptTracks<'k> {
     /// The state a batch that drew `epoch` left its `keys`' pairs in: every track it read or
     /// made, and every other pair of its keys as idle.
-    pub(crate) fn of<'k>(
+    pub(crate) fn of(
         epoch: i64,
         keys: &[IncidentKey<'k>],
         mut tracks: HashMap<(&'k str, &'static str), Track>,
-    ) -> KeptTracks {
+    ) -> KeptTracks<'k> {
         let mut kept = Vec::with_capacity(tracks.len());
         let mut seen = HashSet::new();
         for k in keys {
             let pair = (k.point_id, k.metal.symbol());
             if seen.insert(pair) {
                 let track = tracks.remove(&pair);
-                kept.push((Box::from(k.point_id), k.metal, track));
+                kept.push((k.point_id, k.metal, track));
             }
         }
         KeptTracks {
@@ -116,7 +116,6 @@ impl TrackCache {
         if !current {
             kept.clear();
         }
-        kept.epoch = None;
         let mut unknown = Vec::new();
         for k in keys {
             let pair = (k.point_id, k.metal.symbol());
@@ -140,13 +139,16 @@ impl TrackCache {
 
     /// Keeps a committed batch's tracks under the epoch it drew. Call only after COMMIT
     /// succeeded.
-    pub(crate) fn committed(&self, batch: KeptTracks) {
+    pub(crate) fn committed(&self, batch: KeptTracks<'_>) {
         let mut kept = self.lock();
         if kept.pairs + batch.tracks.len() > MAX_PAIRS {
             kept.clear();
         }
         for (point, metal, track) in batch.tracks {
-            let metals = kept.points.entry(point).or_default();
+            let metals = match kept.points.get_mut(point) {
+                Some(metals) => metals,
+                None => kept.points.entry(Box::from(point)).or_default(),
+            };
             match metals.iter_mut().find(|(m, _)| *m == metal) {
                 Some(slot) => slot.1 = track,
                 None => {
@@ -243,14 +245,15 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_that_never_commits_leaves_nothing_behind() {
+    fn a_batch_that_rolls_back_makes_the_next_one_read_again() {
         let cache = TrackCache::default();
         commit(&cache, 7, &[("P1", Metal::Cd, Some(5))]);
         let mut tracks = HashMap::new();
         assert!(cache
             .begin(8, &[key("P1", Metal::Cd)], &mut tracks)
             .is_empty());
-        // Batch 8 rolled back: the next batch draws 9 and must read everything again.
+        // Batch 8 rolled back (or its COMMIT timed out) and never reached `committed`; it
+        // used up 8, so the next batch draws 9 and must read everything again.
         let mut tracks = HashMap::new();
         let unknown = cache.begin(9, &[key("P1", Metal::Cd)], &mut tracks);
         assert!(tracks.is_empty());

@@ -56,6 +56,14 @@ pub(crate) async fn insert(
 /// Queues alert events `(event_id, topic, payload as JSON text)` in the outbox in one
 /// statement, in order. The payloads go as text and become `jsonb` in the server, as they
 /// would from a `serde_json::Value` parameter.
+///
+/// `fanned_out_at` is given, not left to its default: the default function
+/// (`outbox_fanned_out_default()`, schema 20: now() when no live subscription exists, else
+/// NULL) is `STABLE`, so one evaluation per statement gives every row the value the default
+/// would, where the default runs the function, and its look-up of `subscriptions`, once per
+/// row. Measured on 80,492 alert events of a peer-bench drain inserted in one statement
+/// (psql, three interleaved runs): 0.99–1.13 s with the default, 0.74–0.90 s with one
+/// evaluation.
 pub(crate) async fn insert_alerts(
     tx: &Transaction<'_>,
     events: &[(Uuid, String, String)],
@@ -65,8 +73,8 @@ pub(crate) async fn insert_alerts(
     let payloads: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO outbox (event_id, kind, topic, payload)
-             SELECT e, 'alert', t, p::jsonb
+            "INSERT INTO outbox (event_id, kind, topic, payload, fanned_out_at)
+             SELECT e, 'alert', t, p::jsonb, (SELECT outbox_fanned_out_default())
              FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(e, t, p, n)
              ORDER BY n",
         )

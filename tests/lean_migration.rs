@@ -545,3 +545,63 @@ async fn unpublished_outbox_rows_stay_queued_across_schema_24() -> Result<()> {
         .context("dropping the test database")?;
     Ok(())
 }
+
+/// Schema 27 keeps outbox payloads as `json` text and adds `incident_id`: every row keeps its
+/// JSON value, and the incident of an event whose payload names one (as a UUID) is filled in.
+#[tokio::test]
+async fn outbox_payloads_keep_their_json_and_gain_their_incident_across_schema_27() -> Result<()> {
+    let test_db = TestDb::create().await?;
+    let mut db = test_db.client().await?;
+    soilmon::store::migrate::run_to(&mut db, 26).await?;
+    let incident = uuid::Uuid::now_v7();
+    let payloads = [
+        serde_json::json!({"incident_id": incident, "state": "opened", "value_mgkg": 0.45,
+                           "screening_source": "表 1，镉 水田", "ph": null}),
+        serde_json::json!({"incident_id": null, "state": "late_exceedance"}),
+        serde_json::json!({"incident_id": "not-a-uuid", "nested": {"a": [1, 2.5, "x"]}}),
+        serde_json::json!({"reason": "bad_json"}),
+    ];
+    let mut ids = Vec::new();
+    for p in &payloads {
+        let id: i64 = db
+            .query_one(
+                "INSERT INTO outbox (event_id, kind, topic, payload)
+                 VALUES (gen_random_uuid(), 'alert', 't/1', $1) RETURNING id",
+                &[p],
+            )
+            .await?
+            .get(0);
+        ids.push(id);
+    }
+    soilmon::store::migrate::run(&mut db).await?;
+    let kind: String = db
+        .query_one(
+            "SELECT data_type FROM information_schema.columns
+             WHERE table_name = 'outbox' AND column_name = 'payload'",
+            &[],
+        )
+        .await?
+        .get(0);
+    ensure!(kind == "json", "payload column is {kind}");
+    for (id, before) in ids.iter().zip(&payloads) {
+        let row = db
+            .query_one(
+                "SELECT payload::text, incident_id FROM outbox WHERE id = $1",
+                &[id],
+            )
+            .await?;
+        let after: serde_json::Value = serde_json::from_str(row.get(0))?;
+        ensure!(&after == before, "row {id}: {after} after, {before} before");
+        let got: Option<uuid::Uuid> = row.get(1);
+        let want = (id == &ids[0]).then_some(incident);
+        ensure!(
+            got == want,
+            "row {id}: incident_id {got:?}, expected {want:?}"
+        );
+    }
+    test_db
+        .drop_db()
+        .await
+        .context("dropping the test database")?;
+    Ok(())
+}

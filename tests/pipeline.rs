@@ -68,6 +68,22 @@ async fn exceedance_is_stored_judged_and_alerted_to_its_county_only() -> anyhow:
         .await?
         .get(0);
     assert_eq!(open, 1);
+    // The outbox keeps the text it published (schema 27), and finds the event by its
+    // incident (the console's incident page).
+    let incident_id = uuid::Uuid::parse_str(alert["incident_id"].as_str().unwrap_or_default())?;
+    let stored = db
+        .query(
+            "SELECT payload::text FROM outbox WHERE kind = 'alert' AND incident_id = $1",
+            &[&incident_id],
+        )
+        .await?;
+    assert_eq!(
+        stored.len(),
+        1,
+        "the incident's alert events by incident_id"
+    );
+    let text: String = stored[0].get(0);
+    assert_eq!(text.as_bytes(), got[0].1.as_slice(), "published as stored");
     Ok(())
 }
 

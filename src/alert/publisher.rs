@@ -168,7 +168,7 @@ impl Sink {
                 let n = rows.len();
                 for r in rows {
                     client
-                        .publish(r.topic, QoS::AtLeastOnce, false, r.payload.to_string())
+                        .publish(r.topic, QoS::AtLeastOnce, false, r.payload)
                         .await?;
                 }
                 let mut acked = 0;
@@ -236,13 +236,12 @@ async fn publish_amqp(
     let mut confirms = Vec::with_capacity(rows.len());
     for r in &rows {
         let key = amqp::routing_key(&r.topic);
-        let body = r.payload.to_string();
         let confirm = channel
             .basic_publish(
                 exchange,
                 &key,
                 lapin::options::BasicPublishOptions::default(),
-                body.as_bytes(),
+                r.payload.as_bytes(),
                 props.clone(),
             )
             .await?;

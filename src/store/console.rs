@@ -337,9 +337,8 @@ pub async fn feed(
 pub async fn incident_events(client: &Client, incident_id: Uuid) -> Result<Vec<Value>, StoreError> {
     let rows = client
         .query(
-            "SELECT payload FROM outbox WHERE kind = 'alert' AND payload->>'incident_id' = $1
-             ORDER BY id",
-            &[&incident_id.to_string()],
+            "SELECT payload FROM outbox WHERE kind = 'alert' AND incident_id = $1 ORDER BY id",
+            &[&incident_id],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())

@@ -409,14 +409,15 @@ struct IncidentRow {
 struct ChangeLog {
     incidents: Vec<IncidentRow>,
     by_id: HashMap<Uuid, usize>,
-    /// `(event_id, topic, payload as JSON text)`, in order.
-    events: Vec<(Uuid, String, String)>,
+    /// The alert events, payloads serialised, in order.
+    events: Vec<outbox::NewAlert>,
 }
 
 /// The payload of an alert event (`soil/v1/alerts/…`, the outbox's `payload`): the reading,
 /// its judgement with the thresholds and their sources, and the incident it concerns.
 /// Serialised straight from the reading's fields, with no intermediate `serde_json::Value`;
-/// the outbox stores it as `jsonb`, so the field order here changes nothing anyone sees.
+/// the outbox keeps the text as it is (`json`, schema 27), so subscribers receive the keys
+/// in the order of these fields.
 #[derive(Debug, Serialize)]
 struct AlertEvent<'a> {
     event_id: Uuid,
@@ -573,7 +574,12 @@ impl ChangeLog {
     ) -> Result<(), StoreError> {
         let payload = serde_json::to_string(event)?;
         let topic = mqtt.alert_topic(&j.county, &j.point_id, j.metal);
-        self.events.push((event.event_id, topic, payload));
+        self.events.push(outbox::NewAlert {
+            event_id: event.event_id,
+            incident_id: event.incident_id,
+            topic,
+            payload,
+        });
         Ok(())
     }
 

@@ -127,6 +127,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "incident_epoch",
         include_str!("migrations/0026_incident_epoch.sql"),
     ),
+    (
+        27,
+        "outbox_json",
+        include_str!("migrations/0027_outbox_json.sql"),
+    ),
 ];
 
 /// Whether `schema_migrations` exists and lists every version in [`MIGRATIONS`].

@@ -225,11 +225,9 @@ pub async fn check_overdue(
         }
     }
     if !events.is_empty() {
-        // `insert_alerts` takes payloads as JSON text (the station path serialises straight
-        // to it); these few are built as values.
-        let events: Vec<(Uuid, String, String)> = events
+        let events: Vec<outbox::NewAlert> = events
             .into_iter()
-            .map(|(id, topic, payload)| (id, topic, payload.to_string()))
+            .map(|(id, topic, payload)| outbox::NewAlert::of_value(id, topic, &payload))
             .collect();
         outbox::insert_alerts(&tx, &events).await?;
     }

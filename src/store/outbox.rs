@@ -2,6 +2,10 @@
 //! transaction as the data they describe, read and marked published by the alert publisher.
 //! Every statement on the `outbox` table is here.
 //!
+//! A row's `payload` is `json` (schema 27): the text as it was written, which is what the
+//! publisher sends, byte for byte; the incident an event concerns is also a column
+//! (`incident_id`), for the one query that looks events up by it.
+//!
 //! A row is written once. What is still to publish is the narrow queue `outbox_pending`
 //! (ids only, filled by a trigger on every insert into `outbox`, schema 24): the publisher
 //! reads the oldest queued ids joined to their rows and deletes the ids once the broker
@@ -35,7 +39,8 @@ pub(crate) async fn try_lead(tx: &Transaction<'_>) -> Result<bool, StoreError> {
     Ok(tx.query_one(&stmt, &[&OUTBOX_LOCK]).await?.get(0))
 }
 
-/// Queues one MQTT publication in the outbox (published by the alert publisher).
+/// Queues one MQTT publication in the outbox (published by the alert publisher). Its
+/// `incident_id` column is the payload's `incident_id`, if it has one.
 pub(crate) async fn insert(
     tx: &Transaction<'_>,
     event_id: Uuid,
@@ -43,19 +48,54 @@ pub(crate) async fn insert(
     topic: &str,
     payload: &Value,
 ) -> Result<(), StoreError> {
+    let incident_id = incident_of(payload);
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO outbox (event_id, kind, topic, payload) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO outbox (event_id, kind, topic, payload, incident_id)
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .await?;
-    tx.execute(&stmt, &[&event_id, &kind, &topic, payload])
+    tx.execute(&stmt, &[&event_id, &kind, &topic, payload, &incident_id])
         .await?;
     Ok(())
 }
 
-/// Queues alert events `(event_id, topic, payload as JSON text)` in the outbox in one
-/// statement, in order. The payloads go as text and become `jsonb` in the server, as they
-/// would from a `serde_json::Value` parameter.
+/// The `incident_id` of an event payload, when it has one that is a UUID.
+fn incident_of(payload: &Value) -> Option<Uuid> {
+    payload
+        .get("incident_id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+}
+
+/// An alert event to queue ([`insert_alerts`]).
+#[derive(Debug, Clone)]
+pub(crate) struct NewAlert {
+    /// The event's id (also in the payload).
+    pub(crate) event_id: Uuid,
+    /// The incident it concerns (also in the payload), if any.
+    pub(crate) incident_id: Option<Uuid>,
+    /// MQTT topic.
+    pub(crate) topic: String,
+    /// The payload as JSON text: stored and published as it is.
+    pub(crate) payload: String,
+}
+
+impl NewAlert {
+    /// An alert event from a payload built as a value (the rare events of the overdue
+    /// check; the station path serialises its payloads straight to text).
+    pub(crate) fn of_value(event_id: Uuid, topic: String, payload: &Value) -> NewAlert {
+        NewAlert {
+            event_id,
+            incident_id: incident_of(payload),
+            topic,
+            payload: payload.to_string(),
+        }
+    }
+}
+
+/// Queues alert events in the outbox in one statement, in order. The payloads go as text
+/// and are stored as they are (`json`: the server checks them, it does not re-encode them).
 ///
 /// `fanned_out_at` is given, not left to its default: the default function
 /// (`outbox_fanned_out_default()`, schema 20: now() when no live subscription exists, else
@@ -66,20 +106,23 @@ pub(crate) async fn insert(
 /// evaluation.
 pub(crate) async fn insert_alerts(
     tx: &Transaction<'_>,
-    events: &[(Uuid, String, String)],
+    events: &[NewAlert],
 ) -> Result<(), StoreError> {
-    let ids: Vec<Uuid> = events.iter().map(|e| e.0).collect();
-    let topics: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
-    let payloads: Vec<&str> = events.iter().map(|e| e.2.as_str()).collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let incidents: Vec<Option<Uuid>> = events.iter().map(|e| e.incident_id).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO outbox (event_id, kind, topic, payload, fanned_out_at)
-             SELECT e, 'alert', t, p::jsonb, (SELECT outbox_fanned_out_default())
-             FROM unnest($1::uuid[], $2::text[], $3::text[]) WITH ORDINALITY AS u(e, t, p, n)
+            "INSERT INTO outbox (event_id, kind, topic, payload, incident_id, fanned_out_at)
+             SELECT e, 'alert', t, p::json, i, (SELECT outbox_fanned_out_default())
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])
+                  WITH ORDINALITY AS u(e, t, p, i, n)
              ORDER BY n",
         )
         .await?;
-    tx.execute(&stmt, &[&ids, &topics, &payloads]).await?;
+    tx.execute(&stmt, &[&ids, &topics, &payloads, &incidents])
+        .await?;
     Ok(())
 }
 
@@ -90,8 +133,8 @@ pub(crate) struct Pending {
     pub(crate) id: i64,
     /// MQTT topic.
     pub(crate) topic: String,
-    /// JSON payload.
-    pub(crate) payload: Value,
+    /// The payload as stored: the JSON text to publish.
+    pub(crate) payload: String,
     /// `alert` or `reject`.
     pub(crate) kind: String,
 }
@@ -109,7 +152,7 @@ pub(crate) async fn pending(
 ) -> Result<Vec<Pending>, StoreError> {
     let stmt = db
         .prepare_cached(
-            "SELECT o.id, o.topic, o.payload, o.kind
+            "SELECT o.id, o.topic, o.payload::text, o.kind
              FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1) q
              CROSS JOIN LATERAL (SELECT * FROM outbox WHERE outbox.id = q.id) o
              ORDER BY q.id",

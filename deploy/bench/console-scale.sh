@@ -140,14 +140,14 @@ FROM generate_series(1, :incidents) g
 JOIN points p ON p.point_key = 1 + (g / 8) % (SELECT n FROM np),
      LATERAL (SELECT now() - interval '3650 days' * (1 - g::float8 / :incidents) AS t) x;
 -- One alert event per incident, shaped like the pipeline's (the feed reads these).
-INSERT INTO outbox (event_id, kind, topic, payload, created_at, fanned_out_at)
+INSERT INTO outbox (event_id, kind, topic, payload, incident_id, created_at, fanned_out_at)
 SELECT gen_random_uuid(), 'alert',
        'soil/v1/alerts/' || i.county_code || '/' || i.point_id || '/' || i.metal,
        jsonb_build_object('state', 'opened', 'level', i.level, 'metal', i.metal,
            'point_id', i.point_id, 'county_code', i.county_code, 'incident_id', i.incident_id,
            'sampled_at', i.opened_sampled_at, 'value_mgkg', 42.0, 'screening_mgkg', 30.0,
            'standard', 'GB 15618-2018', 'source', 'station', 'station_id', 'st001'),
-       i.opened_sampled_at, now()
+       i.incident_id, i.opened_sampled_at, now()
 FROM incidents i ORDER BY i.opened_sampled_at;
 -- Seed events count as published long ago: out of the publisher's queue.
 DELETE FROM outbox_pending;

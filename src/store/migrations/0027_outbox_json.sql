@@ -4,10 +4,10 @@
 -- Until now `payload` was `jsonb`: the server parsed every alert event's text into its binary
 -- form on insert, turned it back into text for the publisher, and the publisher parsed that
 -- into a map and serialised it again before sending. On the 200,000-message peer-bench drain
--- (80,492 alert events, docs/performance.md, 2026-12-06, seventh session) the insert ran inside the batch's
--- serial finish. Measured on those 80,492 payloads (psql, interleaved runs): inserting them
--- as `json` took about a fifth less time than as `jsonb`, and reading them back (binary COPY
--- out) 35–50 ms against 240–260 ms.
+-- (80,492 alert events; docs/performance.md, 2026-12-06, seventh session) the insert ran
+-- inside the batch's serial finish. Measured on those payloads in one statement
+-- (deploy/bench/outbox-payload.sh, three rounds): 0.37–0.41 s as `json` against 0.81–0.99 s
+-- as `jsonb`; reading them back (binary COPY out) 60–79 ms against 264–413 ms.
 --
 -- `json` keeps the text as written (checked to be JSON, not re-encoded), so the bytes the
 -- writer serialised are the bytes published. Every `->>` in the queries works on it

@@ -359,7 +359,7 @@ async fn history(db_url: &str, prefix: &str) -> Result<Vec<String>> {
          ORDER BY point_id, metal, opened_sampled_at",
         "SELECT concat_ws(' ', 'track', point_id, metal, last_sampled_at, level, ok_streak, \
          incident_id IS NOT NULL) FROM incident_tracks ORDER BY point_id, metal",
-        "SELECT concat_ws(' ', 'alert', topic, (payload - 'event_id' - 'incident_id' - 'newer_sampled_at')::text) \
+        "SELECT concat_ws(' ', 'alert', topic, (payload::jsonb - 'event_id' - 'incident_id' - 'newer_sampled_at')::text) \
          FROM outbox WHERE kind = 'alert' \
          ORDER BY payload->>'point_id', payload->>'metal', payload->>'sampled_at', \
          payload->>'msg_id', payload->>'state'",

@@ -651,6 +651,13 @@ bootstrap:
         wal_log_hints: "on"
         max_wal_senders: 10
         max_replication_slots: 10
+        # A SIGKILLed primary comes back through crash recovery (its end-of-recovery
+        # checkpoint removes old WAL) and then pg_rewind, which rewinds to the last
+        # checkpoint both servers share and replays from that checkpoint's redo point.
+        # When that point was older than the crash checkpoint's, the segment was gone on
+        # both nodes and the node waited forever ("requested WAL segment ... has already
+        # been removed"; seen once in the failover test, 2026-12-07). Keep the last 2 GB.
+        wal_keep_size: 2GB
         max_connections: 100
         synchronous_commit: "on"
         shared_preload_libraries: timescaledb

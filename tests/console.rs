@@ -405,11 +405,30 @@ async fn public_page_downloads_and_admin_list() -> Result<()> {
         .request("POST", "/v1/lab/batches", Some(s.token(LAB)), Some(&batch))
         .await?;
     ensure!(up.status == 201, "lab upload {}: {}", up.status, up.text);
+    // The public page reads the tier snapshot, which `soilmon run` refreshes every second in
+    // tests: load the page once the snapshot holds the upload's samples, not before.
+    let db = s.p.db().await?;
+    wait_until(
+        "the tier snapshot has the upload",
+        Duration::from_secs(30),
+        || async {
+            let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM point_soil_tiers_snapshot t JOIN points p USING (point_id)
+                 WHERE p.county_code = '441781' AND p.point_type = 'basic'
+                   AND t.latest_sample IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+            Ok(n > 0)
+        },
+    )
+    .await?;
     let b = Browser::start().await?;
 
     b.goto(&format!("{}/public/441781", s.base)).await?;
     let basic = b.text("td[data-type='basic']").await?;
-    let db = s.p.db().await?;
     let want: i64 = db
         .query_one(
             "SELECT count(*) FROM points WHERE county_code = '441781' AND point_type = 'basic'",

@@ -408,20 +408,17 @@ async fn public_page_downloads_and_admin_list() -> Result<()> {
     // The public page reads the tier snapshot, which `soilmon run` refreshes every second in
     // tests: load the page once the snapshot holds the upload's samples, not before.
     let db = s.p.db().await?;
+    let snapshot_has_upload = "SELECT count(*) > 0 FROM point_soil_tiers_snapshot t
+        JOIN points p USING (point_id)
+        WHERE p.county_code = '441781' AND p.point_type = 'basic' AND t.latest_sample IS NOT NULL";
     wait_until(
         "the tier snapshot has the upload",
         Duration::from_secs(30),
         || async {
-            let n: i64 = db
-            .query_one(
-                "SELECT count(*) FROM point_soil_tiers_snapshot t JOIN points p USING (point_id)
-                 WHERE p.county_code = '441781' AND p.point_type = 'basic'
-                   AND t.latest_sample IS NOT NULL",
-                &[],
-            )
-            .await?
-            .get(0);
-            Ok(n > 0)
+            Ok(db
+                .query_one(snapshot_has_upload, &[])
+                .await?
+                .get::<_, bool>(0))
         },
     )
     .await?;

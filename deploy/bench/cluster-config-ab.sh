@@ -15,10 +15,7 @@ case "${1:-}" in -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
 pairs=${1:-2} only=${2:-limit_copy,peer_python,soilmon}
 cd "$(dirname "$0")/../.."
 root=$PWD
-eval "$(bash deploy/local/services.sh env)"
-export PGHOST=/var/tmp/soilmon-local/pg/sock PGPORT=55432 PGUSER=postgres BENCH_POLL=1
-export BENCH_DSN=postgresql://postgres@127.0.0.1:55432/benchpeers
-export RUST_LOG=info,soilmon::telemetry=debug
+. deploy/bench/peer-env.sh
 data=/var/tmp/soilmon-local/pg/data
 auto=$data/postgresql.auto.conf
 restart() {
@@ -35,13 +32,13 @@ for i in $(seq 1 "$pairs"); do
 			printf "shared_buffers = '2GB'\nmax_wal_size = '4GB'\nwal_buffers = '16MB'\ncheckpoint_completion_target = 0.9\n" >> "$auto"
 		fi
 		restart
-		psql -X -q -d benchpeers -c "DROP SCHEMA IF EXISTS soilmon_peer CASCADE" >/dev/null 2>&1 || true
+		fresh_soilmon_schema >/dev/null
 		echo "== $cfg $i shared_buffers $(psql -X -At -d benchpeers -c 'SHOW shared_buffers')"
-		out=$(SOILMON_PROJECT=$root BENCH_ONLY=$only bash ../shared/peer-bench/run.sh 200000 2>&1)
+		out=$(SOILMON_PROJECT=$root BENCH_ONLY=$only bash "$bench/run.sh" 200000 2>&1)
 		echo "$out" | grep -E "^(limit_copy|peer_python|soilmon) " || true
 		if [ "$only" = soilmon ]; then
 			logs=$(echo "$out" | sed -n 's/.*logs: \(results\/[^ ]*-logs\).*/\1/p' | tail -1)
-			python3 deploy/bench/drain-split.py "../shared/peer-bench/$logs/soilmon.log" | sed -n 1p
+			python3 deploy/bench/drain-split.py "$bench/$logs/soilmon.log" | sed -n 1p
 		fi
 	done
 done

@@ -18,18 +18,13 @@ case "${1:-}" in -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
 base=$1 new=$2 pairs=${3:-3} n=${4:-200000}
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-eval "$(bash "$root/deploy/local/services.sh" env)"
-export PGHOST=/var/tmp/soilmon-local/pg/sock PGPORT=55432 PGUSER=postgres BENCH_POLL=1 BENCH_ONLY=soilmon
-export BENCH_DSN=postgresql://postgres@127.0.0.1:55432/benchpeers
-export RUST_LOG=info,soilmon::telemetry=debug
-bench=$root/../shared/peer-bench
+. "$here/peer-env.sh"
+export BENCH_ONLY=soilmon
 for i in $(seq 1 "$pairs"); do
 	for side in base new; do
 		project=$base extra=${BASE_ENV:-}
 		[ "$side" = new ] && project=$new extra=${NEW_ENV:-}
-		t=$(date +%s.%N)
-		psql -X -q -d benchpeers -c "DROP SCHEMA IF EXISTS soilmon_peer CASCADE" >/dev/null 2>&1 || true
-		drop=$(python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.2f}')" "$t")
+		drop=$(fresh_soilmon_schema)
 		# $extra is split on spaces on purpose: one word per assignment
 		# shellcheck disable=SC2086
 		out=$(env $extra SOILMON_PROJECT="$project" bash "$bench/run.sh" "$n" 2>&1)

@@ -7,31 +7,27 @@
 # The harness gives every other consumer a fresh table before it starts the clock; soilmon's
 # peer script drops and recreates its own schema after the clock has started. With the
 # previous run's 1.6 M readings still there, that DROP SCHEMA is timed as part of soilmon's
-# drain (about 2 s on this machine kind), so this script drops the schema first, outside the
-# timing: the run then measures what a fresh table measures for the other consumers.
+# drain (0.2–6.7 s on this machine kind: longer when autovacuum is working on the old
+# tables), so this script drops the schema first, outside the timing: the run then measures
+# what a fresh table measures for the other consumers.
 # Prints one line per run (seconds of each consumer, soilmon's ratios and peak RSS, and its
 # drain from its own log: start to last commit, deploy/bench/drain-split.py) and the
 # medians; the harness's JSON stays in ../shared/peer-bench/results/. Needs a release build,
 # the services up and the peer bench's Python packages.
 set -euo pipefail
-case "${1:-}" in -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
+case "${1:-}" in -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0;; esac
 runs=${1:-3} n=${2:-200000}
 cd "$(dirname "$0")/../.."
 root=$PWD
-eval "$(bash deploy/local/services.sh env)"
-export PGHOST=/var/tmp/soilmon-local/pg/sock PGPORT=55432 PGUSER=postgres BENCH_POLL=1
-export BENCH_DSN=postgresql://postgres@127.0.0.1:55432/benchpeers
+. deploy/bench/peer-env.sh
 export BENCH_ONLY=limit_copy,peer_python,soilmon
-# soilmon's per-batch log line (one per batch), for its drain time from its own log
-export RUST_LOG=info,soilmon::telemetry=debug
-bench=$root/../shared/peer-bench
 summary=$(mktemp)
 trap 'rm -f "$summary"' EXIT
 for i in $(seq 1 "$runs"); do
-	psql -X -q -d benchpeers -c "DROP SCHEMA IF EXISTS soilmon_peer CASCADE" >/dev/null 2>&1 || true
+	fresh_soilmon_schema >/dev/null
 	out=$(SOILMON_PROJECT=$root bash "$bench/run.sh" "$n" 2>&1)
 	json=$(echo "$out" | sed -n 's/^results: \(results\/[^ ]*\.json\).*/\1/p' | tail -1)
-	drain=$(python3 deploy/bench/drain-split.py "$bench/${json%.json}-logs/soilmon.log" | sed -n 's/^drain_s=\([0-9.]*\).*/\1/p')
+	drain=$(python3 deploy/bench/drain-split.py "$bench/${json%.json}-logs/soilmon.log" | sed -n 's/^drain_s=\([0-9.]*\).*/\1/p' || true)
 	python3 - "$bench/$json" "$i" "${drain:-?}" >>"$summary" <<'PY'
 import json, sys
 runs = {r["name"]: r for r in json.load(open(sys.argv[1]))["results"]}

@@ -19,6 +19,20 @@ use crate::{BenchArgs, BenchError};
 /// Publish time per `msg_id`.
 pub type Sent = Arc<Mutex<HashMap<String, Instant>>>;
 
+/// Each alert received: its message's publish time (seconds since the phase started) and its
+/// latency (ms), in the order received.
+type Latencies = Arc<Mutex<Vec<(f64, f64)>>>;
+
+/// Writes the latencies as CSV (`sent_s,latency_ms`, one alert a line), to see when in the
+/// phase the slow ones happened.
+fn write_timeline(path: &std::path::Path, timeline: &[(f64, f64)]) -> Result<(), BenchError> {
+    let mut out = String::from("sent_s,latency_ms\n");
+    for (sent_s, ms) in timeline {
+        out.push_str(&format!("{sent_s:.4},{ms:.3}\n"));
+    }
+    std::fs::write(path, out).map_err(BenchError::io("writing the latency timeline"))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -31,8 +45,9 @@ pub async fn run(
 ) -> Result<LatencyResult, BenchError> {
     let mut s = env.soilmon("latency").await?;
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
-    let (bureau, receiver) = bureau(env, sent.clone(), latencies.clone()).await?;
+    let latencies: Latencies = Arc::new(Mutex::new(Vec::new()));
+    let phase_start = Instant::now();
+    let (bureau, receiver) = bureau(env, sent.clone(), latencies.clone(), phase_start).await?;
     let total = (args.rate * args.latency_seconds).round() as u64;
     let publish_time = publish_paced(env, gen, args.rate, total, &sent).await?;
     settle(env, total, gen.run_tag()).await?;
@@ -41,7 +56,11 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), receiver).await;
     s.stop().await?;
 
-    let mut v = std::mem::take(&mut *lock(&latencies));
+    let timeline = std::mem::take(&mut *lock(&latencies));
+    if let Some(path) = &args.latency_timeline {
+        write_timeline(path, &timeline)?;
+    }
+    let mut v: Vec<f64> = timeline.iter().map(|&(_, ms)| ms).collect();
     v.sort_by(f64::total_cmp);
     Ok(LatencyResult {
         target_rate: args.rate,
@@ -56,12 +75,14 @@ pub async fn run(
 }
 
 /// The bureau: subscribes to `{prefix}/alerts/#` (QoS1) and, for each alert naming a
-/// `msg_id` in `sent`, records the time since its publish in `latencies`. Returns once the
-/// subscription is acknowledged, with the client and its receiving task.
+/// `msg_id` in `sent`, records its publish time (since `phase_start`) and the time since then
+/// in `latencies`. Returns once the subscription is acknowledged, with the client and its
+/// receiving task.
 async fn bureau(
     env: &BenchEnv,
     sent: Sent,
-    latencies: Arc<Mutex<Vec<f64>>>,
+    latencies: Latencies,
+    phase_start: Instant,
 ) -> Result<(AsyncClient, JoinHandle<()>), BenchError> {
     let mut opts = MqttOptions::new(
         format!("bench-bureau-{:08x}", rand::random::<u32>()),
@@ -93,7 +114,8 @@ async fn bureau(
                     let Some(msg_id) = msg_id else { continue };
                     let t0 = lock(&sent).get(&msg_id).copied();
                     if let Some(t0) = t0 {
-                        lock(&latencies).push((at - t0).as_secs_f64() * 1000.0);
+                        let sent_s = t0.saturating_duration_since(phase_start).as_secs_f64();
+                        lock(&latencies).push((sent_s, (at - t0).as_secs_f64() * 1000.0));
                     }
                 }
                 Event::Outgoing(rumqttc::Outgoing::Disconnect) => break,

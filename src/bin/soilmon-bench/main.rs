@@ -189,6 +189,9 @@ pub struct BenchArgs {
     /// Skip the alert-latency phase.
     #[arg(long)]
     pub skip_latency: bool,
+    /// Also write every alert's latency as CSV (`sent_s,latency_ms`) to this file.
+    #[arg(long)]
+    pub latency_timeline: Option<PathBuf>,
     /// Skip the lab-upload phase.
     #[arg(long)]
     pub skip_lab: bool,

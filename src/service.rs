@@ -179,6 +179,7 @@ async fn run(
         standards,
         outbox,
         tracks: Arc::default(),
+        keys: Arc::default(),
         shutdown: shutdown.clone(),
     };
     let result = collector::run(shared).await;

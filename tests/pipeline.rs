@@ -87,6 +87,95 @@ async fn exceedance_is_stored_judged_and_alerted_to_its_county_only() -> anyhow:
     Ok(())
 }
 
+/// A later batch judged on the same bases takes their keys from the writer's cache
+/// (`store::keys::KeyCache`) instead of the database: its readings must still point at the
+/// bases they were judged on, exactly as the first batch's do.
+#[tokio::test]
+async fn a_later_batch_on_cached_keys_stores_the_same_provenance() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    let metals = [("Cd", 0.45), ("Pb", 50.0), ("Hg", 0.1), ("As", 12.0)];
+    for (i, at) in ["2026-11-28T09:30:00+08:00", "2026-11-29T09:30:00+08:00"]
+        .iter()
+        .enumerate()
+    {
+        p.publish(vec![sample(
+            "st01",
+            &format!("m-{i}"),
+            "441781-T-0001",
+            at,
+            &metals,
+        )])
+        .await?;
+        // Stored before the next is sent: two batches, the second on cached keys.
+        p.wait_count(
+            "SELECT count(*) FROM readings_full",
+            4 * (i as i64 + 1),
+            WAIT,
+        )
+        .await?;
+    }
+    let db = p.db().await?;
+    let rows = db
+        .query(
+            "SELECT b.metal, b.basis_key = a.basis_key AND b.unit_orig = a.unit_orig,
+                    b.standard_id, b.screening_mgkg, b.land_use, b.ph_band
+             FROM readings_full a
+             JOIN readings_full b ON b.metal = a.metal AND b.msg_id = 'm-1'
+             WHERE a.msg_id = 'm-0' ORDER BY b.metal",
+            &[],
+        )
+        .await?;
+    type Provenance = (
+        String,
+        bool,
+        Option<String>,
+        Option<f64>,
+        Option<String>,
+        Option<String>,
+    );
+    let got: Vec<Provenance> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    // Paddy, pH 6.2 (band 5.5<pH<=6.5): GB 15618-2018 table 1, paddy column.
+    let band = Some("5.5<pH<=6.5".to_string());
+    let gb = Some("GB 15618-2018".to_string());
+    let paddy = || Some("paddy".to_string());
+    assert_eq!(
+        got,
+        vec![
+            (
+                "As".into(),
+                true,
+                gb.clone(),
+                Some(30.0),
+                paddy(),
+                band.clone()
+            ),
+            (
+                "Cd".into(),
+                true,
+                gb.clone(),
+                Some(0.4),
+                paddy(),
+                band.clone()
+            ),
+            (
+                "Hg".into(),
+                true,
+                gb.clone(),
+                Some(0.5),
+                paddy(),
+                band.clone()
+            ),
+            ("Pb".into(), true, gb, Some(100.0), paddy(), band),
+        ],
+        "log:\n{}",
+        p.soilmon.log()
+    );
+    Ok(())
+}
+
 /// The same message published twice is stored once and alerts once; the same msg_id with
 /// different content is quarantined as a conflicting duplicate and the sender is told.
 #[tokio::test]

@@ -333,6 +333,7 @@ async fn store_checked(
         clear_after: st.settings.judge.clear_after,
         crops: Some(&st.crops),
         tracks: None,
+        key_cache: None,
     };
     let commit_started = Instant::now();
     let read_check = commit_started - sent.started;

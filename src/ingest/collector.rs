@@ -471,6 +471,7 @@ async fn run_batch(
             clear_after: shared.settings.judge.clear_after,
             crops: None,
             tracks: Some(&shared.tracks),
+            key_cache: Some(&shared.keys),
         };
         let client = shared.pool.get().await;
         if let Some(prev) = prev_staged {

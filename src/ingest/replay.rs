@@ -68,6 +68,7 @@ pub async fn replay(
         clear_after: settings.judge.clear_after,
         crops: None,
         tracks: None,
+        key_cache: None,
     };
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {

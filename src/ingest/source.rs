@@ -16,6 +16,7 @@ use crate::config::Settings;
 use crate::domain::standard::Standards;
 use crate::registry::SharedRegistry;
 use crate::store::incidents::TrackCache;
+use crate::store::keys::KeyCache;
 use crate::telemetry;
 
 /// How the source acknowledges one message: the connection (MQTT) or channel (AMQP)
@@ -57,6 +58,8 @@ pub struct Shared {
     pub outbox: Arc<Notify>,
     /// The incident tracks the writer committed last (see [`TrackCache`]).
     pub tracks: Arc<TrackCache>,
+    /// The judgement basis and unit keys the writer resolved (see [`KeyCache`]).
+    pub keys: Arc<KeyCache>,
     /// Cancelled on SIGINT/SIGTERM.
     pub shutdown: CancellationToken,
 }

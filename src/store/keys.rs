@@ -6,10 +6,15 @@
 //! A batch resolves its keys with one round trip ([`Keys::for_readings`]); only a value never
 //! stored before costs an insert and a second look-up. Rows are inserted only when missing
 //! (never `ON CONFLICT` on every batch, which would use up an identity value each time).
+//!
+//! The station writer keeps the keys it resolved in a [`KeyCache`]: the rows are append-only
+//! (a trigger refuses UPDATE and DELETE) and were committed when resolved, so a key once
+//! found stays right for the life of the process, and a batch whose bases and units are all
+//! known sends no query for them.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::GenericClient;
 
@@ -74,20 +79,75 @@ impl Keys {
         client: &impl GenericClient,
         readings: impl IntoIterator<Item = R>,
     ) -> Result<Keys, StoreError> {
+        Keys::for_readings_cached(client, None, readings).await
+    }
+
+    /// [`Keys::for_readings`], taking what `cache` holds from it and asking the database only
+    /// for the rest, which is then added to `cache`. Give a cache only when `client` is not
+    /// inside a transaction: a key created in one could be rolled back after it was cached.
+    pub async fn for_readings_cached<R: Borrow<JudgedReading>>(
+        client: &impl GenericClient,
+        cache: Option<&KeyCache>,
+        readings: impl IntoIterator<Item = R>,
+    ) -> Result<Keys, StoreError> {
+        let mut keys = Keys::default();
         let mut bases: HashMap<BasisId, Basis> = HashMap::new();
         let mut units: Vec<String> = Vec::new();
-        for j in readings {
-            let j = j.borrow();
-            let t = j.judgement.thresholds.as_ref();
-            bases
-                .entry(basis_id(j.land_use, t))
-                .or_insert_with(|| (j.land_use, t.cloned()));
-            if !units.contains(&j.unit_orig) {
-                units.push(j.unit_orig.clone());
+        {
+            let known = cache.map(KeyCache::lock);
+            let known = known.as_deref();
+            for j in readings {
+                let j = j.borrow();
+                let t = j.judgement.thresholds.as_ref();
+                let id = basis_id(j.land_use, t);
+                if !keys.bases.contains_key(&id) && !bases.contains_key(&id) {
+                    match known.and_then(|k| k.bases.get(&id)) {
+                        Some(&key) => keys.keep_basis(id, key, t),
+                        None => {
+                            bases.insert(id, (j.land_use, t.cloned()));
+                        }
+                    }
+                }
+                if !keys.units.contains_key(&j.unit_orig) && !units.contains(&j.unit_orig) {
+                    match known.and_then(|k| k.units.get(&j.unit_orig)) {
+                        Some(&key) => {
+                            keys.units.insert(j.unit_orig.clone(), key);
+                        }
+                        None => units.push(j.unit_orig.clone()),
+                    }
+                }
             }
         }
+        if bases.is_empty() && units.is_empty() {
+            return Ok(keys);
+        }
         let bases: Vec<Basis> = bases.into_values().collect();
-        Keys::resolve(client, &bases, &units).await
+        let found = Keys::resolve(client, &bases, &units).await?;
+        if let Some(cache) = cache {
+            cache.lock().absorb(&found, KeyCache::MAX_UNITS);
+        }
+        keys.absorb(&found, usize::MAX);
+        Ok(keys)
+    }
+
+    /// Adds a basis key (holding its thresholds, see [`BasisId`]).
+    fn keep_basis(&mut self, id: BasisId, key: i16, t: Option<&Arc<Thresholds>>) {
+        if self.bases.insert(id, key).is_none() {
+            self.held.extend(t.cloned());
+        }
+    }
+
+    /// Adds every key of `other` (unit spellings while fewer than `max_units` are held).
+    fn absorb(&mut self, other: &Keys, max_units: usize) {
+        for (id, key) in &other.bases {
+            let t = other.held.iter().find(|t| Arc::as_ptr(t) as usize == id.1);
+            self.keep_basis(*id, *key, t);
+        }
+        for (spelling, key) in &other.units {
+            if self.units.len() < max_units {
+                self.units.insert(spelling.clone(), *key);
+            }
+        }
     }
 
     /// The keys of `bases` and `units` (found or created).
@@ -136,6 +196,29 @@ impl Keys {
     /// The code of a unit spelling, if resolved.
     pub fn unit(&self, spelling: &str) -> Option<i32> {
         self.units.get(spelling).copied()
+    }
+}
+
+/// The judgement basis and unit keys a writer has resolved outside any transaction (see the
+/// module docs). The bases are the standards' shared answers, so their number is bounded by
+/// the standards; unit spellings come from input and are kept up to [`KeyCache::MAX_UNITS`].
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    keys: Mutex<Keys>,
+}
+
+impl KeyCache {
+    /// Most unit spellings kept (more are looked up each time).
+    pub const MAX_UNITS: usize = 256;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many basis and unit keys it holds.
+    pub fn len(&self) -> (usize, usize) {
+        let k = self.lock();
+        (k.bases.len(), k.units.len())
     }
 }
 

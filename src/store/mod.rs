@@ -48,7 +48,8 @@ use crate::registry::Registry;
 /// its table was nearly empty, and keeps it while the table grows: measured, a delivery claim
 /// planned at the start of a bench ran for 4 minutes on 200,000 rows (a nested loop over a
 /// scan of the whole table, where the fresh plan takes 0.1 s), and the publisher's read of
-/// the outbox took 17.7 ms a round instead of under 1 ms (docs/performance.md).
+/// the outbox took 17.7 ms a round instead of under 1 ms (docs/performance.md; that read now
+/// rules the bad plan out another way, see `outbox::pending`).
 pub(crate) const CUSTOM_PLAN: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// Everything a write (a station batch or a lab upload) needs besides the data.
@@ -67,6 +68,9 @@ pub struct Context<'a> {
     /// The incident tracks this writer committed last (the collector's, shared by its
     /// batches); `None`: every batch reads its pairs' tracks from the database.
     pub tracks: Option<&'a incidents::TrackCache>,
+    /// The judgement basis and unit keys this writer resolved before (the collector's);
+    /// `None`: every batch asks the database for its keys.
+    pub key_cache: Option<&'a keys::KeyCache>,
 }
 
 /// Errors from the database adapter.

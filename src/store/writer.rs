@@ -132,7 +132,7 @@ pub(crate) async fn stage<'a>(
     let stations = distinct(candidates.iter().map(|(_, s)| s.station_id.as_str()));
     let points = distinct(candidates.iter().map(|(_, s)| s.point_id.as_str()));
     let (keys, sample_keys) = tokio::join!(
-        Keys::for_readings(&*client, judged_candidates.iter().flatten()),
+        Keys::for_readings_cached(&*client, ctx.key_cache, judged_candidates.iter().flatten()),
         SampleKeys::resolve(&*client, &stations, &points, candidates.len())
     );
     let (keys, sample_keys) = (keys?, sample_keys?);

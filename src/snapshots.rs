@@ -1,7 +1,7 @@
 //! Background refresh, inside `soilmon run`, of the snapshots readers need fast: the soil
 //! tier of every farmland point, which the console's map and point pages and the public
-//! disclosure page read instead of the exact view that scans every reading (see
-//! [`crate::store::snapshots`]). The SQL decides whether anything changed; this module only
+//! disclosure page read instead of the exact view, which computes every point's tier each
+//! time it is read (see [`crate::store::snapshots`]). The SQL decides whether anything changed; this module only
 //! keeps the clock.
 
 use std::sync::Arc;

@@ -33,7 +33,8 @@ use super::StoreError;
 /// read; version 22 drops the deliveries index the batched claim no longer reads; version 23
 /// (cluster mode) stores each broker identity's RabbitMQ password hash; version 24 lists the
 /// unpublished outbox rows in a narrow queue; version 25 lets the batch writer copy samples
-/// with keys it drew from their sequence. Versions need not be contiguous: each is applied
+/// with keys it drew from their sequence; version 28 reads the soil tier view by index probes
+/// per point and metal. Versions need not be contiguous: each is applied
 /// once, in this order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
@@ -131,6 +132,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         27,
         "outbox_json",
         include_str!("migrations/0027_outbox_json.sql"),
+    ),
+    (
+        28,
+        "tier_probes",
+        include_str!("migrations/0028_tier_probes.sql"),
     ),
 ];
 

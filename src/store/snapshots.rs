@@ -1,7 +1,8 @@
 //! Snapshots of derived data that readers need fast: today the soil tier of every farmland
 //! point (`point_soil_tiers_snapshot`, schema 21), read by the console's map and point pages
-//! and the public disclosure page instead of the exact view `point_soil_tiers`, which scans
-//! every reading.
+//! and the public disclosure page instead of the exact view `point_soil_tiers`, which
+//! computes every farmland point's tier each time it is read (by index probes per point and
+//! metal since schema 28; before, by a scan of every reading).
 
 use std::time::Duration;
 

@@ -27,6 +27,10 @@ use uuid::Uuid;
 
 use super::StoreError;
 
+/// For the rest of the publisher's round: no sequential scans, so the queue and the outbox
+/// are read by their primary keys (see [`pending`]).
+const QUEUE_BY_INDEX: &str = "SET LOCAL enable_seqscan = off";
+
 /// The advisory lock key of the outbox (the ASCII bytes of `soilmon`, then `1`).
 const OUTBOX_LOCK: i64 = 0x736f_696c_6d6f_6e01;
 
@@ -141,11 +145,18 @@ pub(crate) struct Pending {
 
 /// The oldest unpublished rows, at most `limit`, in id order (read under [`try_lead`]).
 ///
-/// Planned afresh each round ([`super::CUSTOM_PLAN`]): a cached generic plan made while the
-/// outbox was nearly empty (a new database, a service started before its first alert)
-/// hash-joins the whole outbox and scans the queue's dead rows every round, however few rows
-/// are due. Measured on the 200,000-message peer-bench drain: 3.2 s of PostgreSQL time for
-/// 183 rounds (17.7 ms each) with the cached plan, against two index scans.
+/// The queue is read through its primary key, whatever the planner thinks of the table
+/// ([`QUEUE_BY_INDEX`]). `outbox_pending` is tiny but churns: every row is inserted and soon
+/// deleted, so between autovacuum passes its heap is mostly dead rows, and its statistics
+/// (taken when it was nearly empty) make a sequential scan and a sort look cheapest. That scan
+/// visits every dead row of every round (0.4-1.0 ms, growing until the next vacuum), where
+/// the index scan steps over entries the previous round already marked dead (0.05-0.09 ms).
+/// With no sequential scan to choose, the one plan left is also a safe generic plan, so the
+/// statement is no longer planned afresh each round (0.7-2.5 ms of planning a round, which is
+/// a round per alert or two at 2,000 messages/s). Both measured live during the bench's
+/// alert-latency phase (docs/performance.md, 2026-12-07). Earlier, a cached generic plan made
+/// while the outbox was nearly empty hash-joined the whole outbox every round (17.7 ms); that
+/// needs a sequential scan of `outbox` too, which this rules out as well.
 pub(crate) async fn pending(
     db: &Transaction<'_>,
     limit: usize,
@@ -160,11 +171,8 @@ pub(crate) async fn pending(
         .await?;
     let limit = limit as i64;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
-    let (custom, rows) = tokio::join!(
-        db.batch_execute(super::CUSTOM_PLAN),
-        db.query(&stmt, &params)
-    );
-    custom?;
+    let (by_index, rows) = tokio::join!(db.batch_execute(QUEUE_BY_INDEX), db.query(&stmt, &params));
+    by_index?;
     let rows = rows?;
     Ok(rows
         .iter()

@@ -7,10 +7,11 @@
 //! stored before costs an insert and a second look-up. Rows are inserted only when missing
 //! (never `ON CONFLICT` on every batch, which would use up an identity value each time).
 //!
-//! The station writer keeps the keys it resolved in a [`KeyCache`]: the rows are append-only
-//! (a trigger refuses UPDATE and DELETE) and were committed when resolved, so a key once
-//! found stays right for the life of the process, and a batch whose bases and units are all
-//! known sends no query for them.
+//! The station writer keeps the keys it resolved in a [`KeyCache`]: judgement bases are
+//! append-only (a trigger refuses UPDATE and DELETE), the service role may only insert unit
+//! spellings, and both were committed when resolved, so a key once found stays right for the
+//! life of the process, and a batch whose bases and units are all known sends no query for
+//! them.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;

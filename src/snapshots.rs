@@ -1,8 +1,8 @@
 //! Background refresh, inside `soilmon run`, of the snapshots readers need fast: the soil
 //! tier of every farmland point, which the console's map and point pages and the public
 //! disclosure page read instead of the exact view, which computes every point's tier each
-//! time it is read (see [`crate::store::snapshots`]). The SQL decides whether anything changed; this module only
-//! keeps the clock.
+//! time it is read (see [`crate::store::snapshots`]). The SQL decides whether anything
+//! changed; this module only keeps the clock.
 
 use std::sync::Arc;
 use std::time::Duration;

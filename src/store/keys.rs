@@ -57,8 +57,8 @@ pub fn level_code(l: Level) -> i16 {
 pub type Basis = (LandUse, Option<Arc<Thresholds>>);
 
 /// Identifies a basis within one [`Keys`]: land use and the address of the shared thresholds
-/// (the standards precompute every answer, so equal answers share one `Arc`; the `Arc`s are
-/// kept alive by [`Keys`], so an address is never reused while it is a key).
+/// (the standards precompute every answer, so equal answers share one `Arc`; [`Keys`] holds
+/// each keyed `Arc` beside its key, so an address is never reused while it is a key).
 type BasisId = (LandUse, usize);
 
 fn basis_id(land_use: LandUse, t: Option<&Arc<Thresholds>>) -> BasisId {
@@ -68,10 +68,9 @@ fn basis_id(land_use: LandUse, t: Option<&Arc<Thresholds>>) -> BasisId {
 /// The keys of a batch's judgement bases and units.
 #[derive(Debug, Default)]
 pub struct Keys {
-    bases: HashMap<BasisId, i16>,
+    /// Each basis's key, with its thresholds (held, see [`BasisId`]).
+    bases: HashMap<BasisId, (i16, Option<Arc<Thresholds>>)>,
     units: HashMap<String, i32>,
-    /// Keeps every keyed `Arc` alive (see [`BasisId`]).
-    held: Vec<Arc<Thresholds>>,
 }
 
 impl Keys {
@@ -103,7 +102,9 @@ impl Keys {
                 let id = basis_id(j.land_use, t);
                 if !keys.bases.contains_key(&id) && !bases.contains_key(&id) {
                     match known.and_then(|k| k.bases.get(&id)) {
-                        Some(&key) => keys.keep_basis(id, key, t),
+                        Some(entry) => {
+                            keys.bases.insert(id, entry.clone());
+                        }
                         None => {
                             bases.insert(id, (j.land_use, t.cloned()));
                         }
@@ -119,9 +120,6 @@ impl Keys {
                 }
             }
         }
-        if bases.is_empty() && units.is_empty() {
-            return Ok(keys);
-        }
         let bases: Vec<Basis> = bases.into_values().collect();
         let found = Keys::resolve(client, &bases, &units).await?;
         if let Some(cache) = cache {
@@ -131,18 +129,10 @@ impl Keys {
         Ok(keys)
     }
 
-    /// Adds a basis key (holding its thresholds, see [`BasisId`]).
-    fn keep_basis(&mut self, id: BasisId, key: i16, t: Option<&Arc<Thresholds>>) {
-        if self.bases.insert(id, key).is_none() {
-            self.held.extend(t.cloned());
-        }
-    }
-
     /// Adds every key of `other` (unit spellings while fewer than `max_units` are held).
     fn absorb(&mut self, other: &Keys, max_units: usize) {
-        for (id, key) in &other.bases {
-            let t = other.held.iter().find(|t| Arc::as_ptr(t) as usize == id.1);
-            self.keep_basis(*id, *key, t);
+        for (id, entry) in &other.bases {
+            self.bases.insert(*id, entry.clone());
         }
         for (spelling, key) in &other.units {
             if self.units.len() < max_units {
@@ -174,8 +164,8 @@ impl Keys {
         };
         for ((land_use, t), key) in bases.iter().zip(b) {
             let key = key.ok_or_else(|| StoreError::Keys("a judgement basis".into()))?;
-            keys.bases.insert(basis_id(*land_use, t.as_ref()), key);
-            keys.held.extend(t.iter().cloned());
+            keys.bases
+                .insert(basis_id(*land_use, t.as_ref()), (key, t.clone()));
         }
         for (spelling, key) in units.iter().zip(u) {
             let key = key.ok_or_else(|| StoreError::Keys(format!("unit {spelling:?}")))?;
@@ -191,7 +181,7 @@ impl Keys {
 
     /// The key of a basis, if resolved.
     pub fn basis(&self, land_use: LandUse, t: Option<&Arc<Thresholds>>) -> Option<i16> {
-        self.bases.get(&basis_id(land_use, t)).copied()
+        self.bases.get(&basis_id(land_use, t)).map(|(key, _)| *key)
     }
 
     /// The code of a unit spelling, if resolved.
@@ -214,12 +204,6 @@ impl KeyCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Keys> {
         self.keys.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// How many basis and unit keys it holds.
-    pub fn len(&self) -> (usize, usize) {
-        let k = self.lock();
-        (k.bases.len(), k.units.len())
     }
 }
 

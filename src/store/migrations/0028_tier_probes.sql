@@ -29,7 +29,8 @@
 -- (0.70-1.21 s before), until the statistics caught up.
 --
 -- The cost: every lab sample is one more index entry. The bench's 100,000-row upload (80,000
--- field samples) spent 0.4-0.7 s more in its samples-and-readings step on a 2-vCPU machine.
+-- field samples) spent 0.3-0.7 s more in its samples-and-readings step on a 2-vCPU machine
+-- (four interleaved pairs).
 CREATE INDEX samples_lab_point ON samples (point_key, sampled_at DESC)
     WHERE content_sha256 IS NULL;
 

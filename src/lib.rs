@@ -55,6 +55,7 @@
 //!   COMMIT)), [`store::chunks`] (which hypertable chunks exist, so batches may copy side by
 //!   side),
 //!   [`store::readings`] (judged readings as lean rows, shared by every source),
+//!   `store/samples.rs` (their `samples` rows by binary COPY, shared by both writers),
 //!   [`store::keys`] (metal and level codes, unit and judgement-basis keys),
 //!   [`store::incidents`]
 //!   (incident tracks and their alert events; [`store::incidents::TrackCache`], the station

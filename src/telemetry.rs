@@ -324,8 +324,10 @@ pub struct LabBatchStored<'a> {
     pub readings: usize,
     /// The binary COPY of the rows.
     pub copy: Duration,
-    /// The readings insert.
+    /// The field samples, their readings and the crop results.
     pub readings_insert: Duration,
+    /// Of which the field samples' `samples` rows.
+    pub samples: Duration,
     /// Incident tracks and alert events.
     pub incidents: Duration,
     /// The report update and the readings digest.
@@ -344,6 +346,7 @@ pub fn lab_batch_stored(b: &LabBatchStored<'_>) {
         readings = b.readings,
         copy_ms = whole_ms(b.copy),
         readings_ms = whole_ms(b.readings_insert),
+        samples_ms = whole_ms(b.samples),
         incidents_ms = whole_ms(b.incidents),
         digest_ms = whole_ms(b.digest),
         archive_ms = whole_ms(b.archive),

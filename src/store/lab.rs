@@ -17,7 +17,9 @@ use tokio_postgres::types::{Json, ToSql, Type};
 
 use super::archive;
 use super::incidents::{self, IncidentKey};
+use super::keys::SampleKeys;
 use super::readings::{self, SampleRef};
+use super::samples::{self, NewSample};
 use super::StoreError;
 use crate::domain::judge::{judge_at_point, judging_ph, Level};
 use crate::domain::point::Point;
@@ -158,10 +160,12 @@ async fn store_accepted(
     copy_rows(&tx, upload.batch_id, &checked.rows, &levels).await?;
     drop(levels);
     let t1 = std::time::Instant::now();
+    let mut samples_took = std::time::Duration::ZERO;
     // A batch is stored once (advisory lock, status check): its samples and readings are
     // new. Binary COPY.
     if !samples.is_empty() {
         let refs = store_samples(&tx, upload, &samples).await?;
+        samples_took = t1.elapsed();
         let received_at = upload.received_at;
         readings::insert_fresh_from(&tx, || with_samples(ctx, &samples, &refs, received_at))
             .await?;
@@ -202,6 +206,7 @@ async fn store_accepted(
         readings: readings_stored,
         copy: t1 - t0,
         readings_insert: t2 - t1,
+        samples: samples_took,
         incidents: t3 - t2,
         digest: t4 - t3,
         archive: t5 - t4,
@@ -239,9 +244,11 @@ impl<'a> Part<'a> {
 
 /// Stores the batch's `sources` row and one `samples` row per [`Part`] of its field samples;
 /// returns the sample of each of `samples`, in order. A batch is stored once (advisory lock,
-/// status check), so its samples are new; should one be stored after all (say the batch was
-/// marked rejected by hand after it was accepted), it is left as it is and its readings,
-/// stored with it, are not copied again (`None`): nothing is stored twice.
+/// status check), so its samples are new and are copied ([`samples::copy`], with keys drawn
+/// beforehand). Should one be stored after all (say the batch was marked rejected by hand
+/// after it was accepted), the COPY is undone to a savepoint and the parts are inserted
+/// instead, skipping the stored ones; their readings, stored with them, are not copied again
+/// (`None`): nothing is stored twice.
 async fn store_samples(
     tx: &Transaction<'_>,
     upload: &Upload<'_>,
@@ -262,6 +269,77 @@ async fn store_samples(
             })
         })
         .collect();
+    tx.execute(
+        "INSERT INTO sources (source, source_id) SELECT 'lab', $1::text
+         WHERE NOT EXISTS (SELECT 1 FROM sources WHERE source = 'lab' AND source_id = $1)
+         ON CONFLICT DO NOTHING",
+        &[&upload.batch_id],
+    )
+    .await?;
+    let stored = match copy_parts(tx, upload, &parts).await? {
+        Some(refs) => refs.into_iter().map(Some).collect(),
+        None => insert_parts(tx, upload, &parts).await?,
+    };
+    Ok(of.iter().map(|&i| stored[i]).collect())
+}
+
+/// The way nearly every batch takes: keys drawn for every part, then one binary COPY. Returns
+/// the sample of each part, or `None` when the batch needs [`insert_parts`] instead (a
+/// point's key was not found, or a part is stored already).
+async fn copy_parts(
+    tx: &Transaction<'_>,
+    upload: &Upload<'_>,
+    parts: &[(Part<'_>, i16)],
+) -> Result<Option<Vec<SampleRef>>, StoreError> {
+    let points: Vec<&str> = parts.iter().map(|(p, _)| p.point_id).collect();
+    let batch: [&(dyn ToSql + Sync); 1] = [&upload.batch_id];
+    let (source, keys) = tokio::join!(
+        tx.query_one(
+            "SELECT source_key FROM sources WHERE source = 'lab' AND source_id = $1",
+            &batch,
+        ),
+        SampleKeys::resolve(tx, &[], &points, parts.len())
+    );
+    let source_key: i32 = source?.get(0);
+    let keys = keys?;
+    let mut refs = Vec::with_capacity(parts.len());
+    for ((p, _), sample_key) in parts.iter().zip(keys.fresh()) {
+        let Some(point_key) = keys.point(p.point_id) else {
+            return Ok(None);
+        };
+        refs.push(SampleRef {
+            sample_key: *sample_key,
+            point_key,
+        });
+    }
+    let rows: Vec<NewSample<'_>> = parts
+        .iter()
+        .zip(&refs)
+        .map(|((p, n), r)| NewSample {
+            sample: *r,
+            source_key,
+            sampled_at: p.sampled_at,
+            received_at: upload.received_at,
+            part: *n,
+            msg_id: p.msg_id,
+            ph: p.ph.map(f64::from_bits),
+            depth_cm: p
+                .depth_cm
+                .map(|(t, b)| (f64::from_bits(t), f64::from_bits(b))),
+            method: p.method,
+            content_sha256: None,
+        })
+        .collect();
+    Ok(samples::copy_new(tx, &rows).await?.then_some(refs))
+}
+
+/// Inserts the parts not stored yet and returns the sample of each part (`None`: stored
+/// before, left as it is).
+async fn insert_parts(
+    tx: &Transaction<'_>,
+    upload: &Upload<'_>,
+    parts: &[(Part<'_>, i16)],
+) -> Result<Vec<Option<SampleRef>>, StoreError> {
     let ids: Vec<&str> = parts.iter().map(|(p, _)| p.msg_id).collect();
     let points: Vec<&str> = parts.iter().map(|(p, _)| p.point_id).collect();
     let sampled: Vec<DateTime<Utc>> = parts.iter().map(|(p, _)| p.sampled_at).collect();
@@ -279,13 +357,6 @@ async fn store_samples(
         .map(|(p, _)| p.depth_cm.map(|d| f64::from_bits(d.1)))
         .collect();
     let methods: Vec<Option<&str>> = parts.iter().map(|(p, _)| p.method).collect();
-    tx.execute(
-        "INSERT INTO sources (source, source_id) SELECT 'lab', $1::text
-         WHERE NOT EXISTS (SELECT 1 FROM sources WHERE source = 'lab' AND source_id = $1)
-         ON CONFLICT DO NOTHING",
-        &[&upload.batch_id],
-    )
-    .await?;
     let rows = tx
         .query(
             "INSERT INTO samples (sampled_at, received_at, source_key, point_key, part, msg_id,
@@ -324,12 +395,9 @@ async fn store_samples(
             ((r.get(0), r.get(1)), key)
         })
         .collect();
-    Ok(of
+    Ok(parts
         .iter()
-        .map(|&i| {
-            let (p, n) = &parts[i];
-            stored.get(&(p.msg_id.to_string(), *n)).copied()
-        })
+        .map(|(p, n)| stored.get(&(p.msg_id.to_string(), *n)).copied())
         .collect())
 }
 

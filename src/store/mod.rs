@@ -27,6 +27,7 @@ pub mod points;
 pub mod quarantine;
 pub mod queries;
 pub mod readings;
+pub(crate) mod samples;
 pub mod snapshots;
 pub mod subscriptions;
 pub mod writer;

@@ -15,12 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Client, Transaction};
-use futures_util::pin_mut;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::archive::{self, Kind, NewEntry};
@@ -28,6 +25,7 @@ use super::incidents;
 use super::keys::{Keys, SampleKeys};
 use super::outbox;
 use super::readings::{self, SampleRef};
+use super::samples::{self, NewSample};
 use super::StoreError;
 use crate::domain::reading::JudgedReading;
 use crate::domain::sample::{RejectCode, Rejection, Sample};
@@ -361,17 +359,11 @@ fn distinct<'s>(items: impl Iterator<Item = &'s str>) -> Vec<&'s str> {
     items.filter(|i| seen.insert(*i)).collect()
 }
 
-/// The savepoint around the samples' COPY, and undoing it: a COPY that meets a stored
-/// message fails as a whole.
-const BEFORE_COPY: &str = "SAVEPOINT before_samples_copy";
-const UNDO_COPY: &str = "ROLLBACK TO SAVEPOINT before_samples_copy";
-
 /// The fast way to record a batch's new messages: one binary COPY of their `samples` rows,
 /// with the keys [`SampleKeys`] found and drew. Returns each message's sample, in the order of
 /// `list`, or `None` when the batch needs [`insert_samples`] instead: a station or point key
 /// is missing, or a message is already stored (by an earlier batch, or by one still in flight,
-/// which the COPY waits for), which makes the COPY fail on the idempotency key and is undone
-/// to the savepoint. Redeliveries are rare (after a reconnect or a crash), so nearly every
+/// which the COPY waits for, and [`samples::copy_new`] undoes). Redeliveries are rare (after a reconnect or a crash), so nearly every
 /// batch takes this way.
 async fn copy_samples(
     tx: &Transaction<'_>,
@@ -385,87 +377,33 @@ async fn copy_samples(
     if keys.fresh().len() < list.len() {
         return Ok(None);
     }
+    let mut refs = Vec::with_capacity(list.len());
     let mut rows = Vec::with_capacity(list.len());
-    for ((_, s), sample_key) in list.iter().zip(keys.fresh()) {
+    for ((msg, s), sample_key) in list.iter().zip(keys.fresh()) {
         let (Some(source_key), Some(point_key)) =
             (keys.station(&s.station_id), keys.point(&s.point_id))
         else {
             return Ok(None);
         };
-        rows.push((
-            SampleRef {
-                sample_key: *sample_key,
-                point_key,
-            },
+        let sample = SampleRef {
+            sample_key: *sample_key,
+            point_key,
+        };
+        refs.push(Some(sample));
+        rows.push(NewSample {
+            sample,
             source_key,
-        ));
+            sampled_at: s.sampled_at,
+            received_at: msg.received_at,
+            part: 0,
+            msg_id: &s.msg_id,
+            ph: stored_ph(ctx, s),
+            depth_cm: s.depth_cm,
+            method: s.method.as_deref(),
+            content_sha256: Some(hex::decode(&s.content_sha256).unwrap_or_default()),
+        });
     }
-    tx.batch_execute(BEFORE_COPY).await?;
-    match write_samples(tx, ctx, list, &rows).await {
-        Ok(()) => Ok(Some(rows.into_iter().map(|(r, _)| Some(r)).collect())),
-        Err(StoreError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            tx.batch_execute(UNDO_COPY).await?;
-            Ok(None)
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Column types of the samples' COPY, in the order of its column list.
-const SAMPLE_TYPES: [Type; 12] = [
-    Type::INT8,
-    Type::TIMESTAMPTZ,
-    Type::TIMESTAMPTZ,
-    Type::INT4,
-    Type::INT4,
-    Type::INT2,
-    Type::TEXT,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::FLOAT8,
-    Type::TEXT,
-    Type::BYTEA,
-];
-
-/// The binary COPY of [`copy_samples`]: `rows[i]` is `list[i]`'s sample and station key.
-async fn write_samples(
-    tx: &Transaction<'_>,
-    ctx: &Context<'_>,
-    list: &[(&Received, &Sample)],
-    rows: &[(SampleRef, i32)],
-) -> Result<(), StoreError> {
-    let sink = tx
-        .client()
-        .copy_in(
-            "COPY samples (sample_key, sampled_at, received_at, source_key, point_key, part,
-                           msg_id, ph, depth_top_cm, depth_bottom_cm, method, content_sha256)
-             FROM STDIN BINARY",
-        )
-        .await?;
-    let writer = BinaryCopyInWriter::new(sink, &SAMPLE_TYPES);
-    pin_mut!(writer);
-    for ((msg, s), (sample, source_key)) in list.iter().zip(rows) {
-        let sha = hex::decode(&s.content_sha256).unwrap_or_default();
-        let ph = stored_ph(ctx, s);
-        let (top, bottom) = (s.depth_cm.map(|d| d.0), s.depth_cm.map(|d| d.1));
-        let row: [&(dyn ToSql + Sync); 12] = [
-            &sample.sample_key,
-            &s.sampled_at,
-            &msg.received_at,
-            source_key,
-            &sample.point_key,
-            &0i16,
-            &s.msg_id,
-            &ph,
-            &top,
-            &bottom,
-            &s.method,
-            &sha,
-        ];
-        writer.as_mut().write(&row).await?;
-    }
-    writer.finish().await?;
-    Ok(())
+    Ok(samples::copy_new(tx, &rows).await?.then_some(refs))
 }
 
 /// The pH stored with a sample: the one it was judged with (the sample's, else its point's).

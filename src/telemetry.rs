@@ -355,6 +355,19 @@ pub fn lab_batch_stored(b: &LabBatchStored<'_>) {
     );
 }
 
+/// `samples`' statistics were taken again after an accepted batch of `field_samples` field
+/// samples (or that failed, which leaves the batch stored).
+pub fn lab_samples_analysed(field_samples: usize, took: Duration, error: Option<&impl Display>) {
+    match error {
+        None => info!(
+            field_samples,
+            took_ms = whole_ms(took),
+            "samples analysed after a large lab batch"
+        ),
+        Some(e) => warn!(error = %e, field_samples, "samples not analysed after a large lab batch"),
+    }
+}
+
 /// A lab batch was accepted: its commit time and its readings per judgement level (logged
 /// by [`lab_batch_stored`] and [`lab_batch_answered`]).
 pub fn lab_batch_accepted<'a>(commit: Duration, levels: impl IntoIterator<Item = (&'a str, u64)>) {

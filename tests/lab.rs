@@ -431,6 +431,22 @@ async fn hundred_thousand_row_batch_uploads() -> anyhow::Result<()> {
         s.p.count("SELECT count(*) FROM readings_full").await?,
         80_000
     );
+    // So large a batch leaves `samples` analysed before it is answered (autovacuum's passes
+    // set `last_autoanalyze`, not `last_analyze`): the tier view is planned for the new lab
+    // samples, not with statistics from before them.
+    assert_eq!(
+        s.p.count(
+            "SELECT count(*) FROM pg_stat_user_tables
+             WHERE relname = 'samples' AND last_analyze IS NOT NULL"
+        )
+        .await?,
+        1,
+        "samples not analysed after a batch of 80,000 field samples; log:\n{log}"
+    );
+    assert!(
+        log.contains("samples analysed after a large lab batch"),
+        "{log}"
+    );
     Ok(())
 }
 

@@ -10,7 +10,8 @@
 //! report. The upload goes through [`soilmon::http::client::upload`] (what `soilmon upload`
 //! uses); the time therefore includes reading the file back, sending, parsing and checking,
 //! the store's binary COPY into `lab_rows`, the readings, incidents and the archive entry, and
-//! the COMMIT.
+//! the COMMIT. Before soilmon starts, the same file is timed through a bare text COPY (the
+//! batch's own limit, see [`file_copy_limit`]).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -167,6 +168,40 @@ fn log_field(line: &str, key: &str) -> Option<u64> {
         .and_then(|v| v.trim_matches('"').parse().ok())
 }
 
+/// The lab batch's own COPY limit: the database taking the file as it is, by one text
+/// `COPY … (FORMAT csv, HEADER)` into a table of one `text` column per template column (no
+/// types, no checks, no judgement, nothing else stored), timed from the start of the COPY
+/// to its end; the table is dropped again. What any uploader pays at least to get these rows
+/// in.
+async fn file_copy_limit(env: &BenchEnv, csv: &str, rows: usize) -> Result<Throughput, BenchError> {
+    use futures_util::SinkExt;
+    let db = env.db().await?;
+    let columns: Vec<String> = HEADER.split(',').map(|c| format!("{c} text")).collect();
+    db.batch_execute(&format!(
+        "DROP TABLE IF EXISTS bench_lab_file; CREATE TABLE bench_lab_file ({})",
+        columns.join(", ")
+    ))
+    .await?;
+    let started = Instant::now();
+    let sink = db
+        .copy_in::<_, std::io::Cursor<Vec<u8>>>(
+            "COPY bench_lab_file FROM STDIN (FORMAT csv, HEADER true)",
+        )
+        .await?;
+    futures_util::pin_mut!(sink);
+    sink.send(std::io::Cursor::new(csv.as_bytes().to_vec()))
+        .await?;
+    let copied = sink.finish().await?;
+    let elapsed = started.elapsed();
+    db.batch_execute("DROP TABLE bench_lab_file").await?;
+    if copied != rows as u64 {
+        return Err(BenchError::Check(format!(
+            "lab file COPY: {copied} rows copied, {rows} expected"
+        )));
+    }
+    Ok(Throughput::new(copied, elapsed))
+}
+
 /// Uploads a `rows`-row batch to a fresh soilmon and times it.
 pub async fn run(
     env: &BenchEnv,
@@ -183,6 +218,7 @@ pub async fn run(
     let bytes = csv.len() as u64;
     let file = env.dir.join("lab-batch.csv");
     std::fs::write(&file, &csv).map_err(BenchError::io("writing the lab batch"))?;
+    let file_copy = file_copy_limit(env, &csv, rows).await?;
     drop(csv);
 
     let mut s = env.soilmon("lab").await?;
@@ -230,6 +266,7 @@ pub async fn run(
         .find(|l| l.contains(" lab batch") && l.contains("store_ms"));
     Ok(LabResult::Done {
         rows: Throughput::new(rows as u64, elapsed),
+        file_copy,
         bytes,
         server_check_ms: served.and_then(|l| log_field(l, "read_check_ms")),
         server_store_ms: served.and_then(|l| log_field(l, "store_ms")),

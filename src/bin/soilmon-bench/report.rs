@@ -93,6 +93,9 @@ pub enum LabResult {
     Done {
         /// Rows and time (request start to 201).
         rows: Throughput,
+        /// The batch file's own COPY limit: the same CSV taken by one text COPY into a table
+        /// of `text` columns.
+        file_copy: Throughput,
         /// Size of the CSV body, bytes.
         bytes: u64,
         /// Server side: reading the body, parsing and checking, ms (from its log).
@@ -322,7 +325,8 @@ fn latency_rows(l: &LatencyResult) -> [Row; 2] {
     ]
 }
 
-/// The rows of the lab-upload phase, with its fraction of the `copy` limit.
+/// The rows of the lab-upload phase, with its fraction of the batch file's own COPY limit
+/// and of the readings' `copy` limit.
 fn lab_rows(lab: &LabResult, copy: Option<f64>) -> Vec<Row> {
     match lab {
         LabResult::Skipped { reason } => {
@@ -330,6 +334,7 @@ fn lab_rows(lab: &LabResult, copy: Option<f64>) -> Vec<Row> {
         }
         LabResult::Done {
             rows: t,
+            file_copy,
             bytes,
             server_check_ms,
             server_store_ms,
@@ -348,7 +353,17 @@ fn lab_rows(lab: &LabResult, copy: Option<f64>) -> Vec<Row> {
                         *bytes as f64 / 1e6,
                         t.seconds
                     ),
-                    format!("{} of COPY", pct(t.per_second, copy)),
+                    format!(
+                        "{} of the file's COPY, {} of COPY",
+                        pct(t.per_second, Some(file_copy.per_second)),
+                        pct(t.per_second, copy)
+                    ),
+                ],
+                [
+                    "  limit: the batch file by text COPY".into(),
+                    format!("{:.0} rows/s", file_copy.per_second),
+                    format!("{} rows in {:.2} s", file_copy.items, file_copy.seconds),
+                    "".into(),
                 ],
                 [
                     "  soilmon resources (lab)".into(),
@@ -435,6 +450,7 @@ mod tests {
             latency: None,
             lab: Some(LabResult::Done {
                 rows: Throughput::new(40, Duration::from_secs(1)),
+                file_copy: Throughput::new(80, Duration::from_secs(1)),
                 bytes: 4000,
                 server_check_ms: Some(300),
                 server_store_ms: Some(600),
@@ -446,7 +462,10 @@ mod tests {
         };
         let text = render(&r);
         assert!(text.contains("50 % of COPY, 100 % of broker"), "{text}");
-        assert!(text.contains("25 % of COPY"), "{text}");
+        assert!(
+            text.contains("50 % of the file's COPY, 25 % of COPY"),
+            "{text}"
+        );
         assert!(
             text.contains("check 300 ms, store 600 ms (COPY -, readings 200 ms)"),
             "{text}"

@@ -266,9 +266,9 @@ impl<'a> Part<'a> {
 
 /// Stores the batch's `sources` row and one `samples` row per [`Part`] of its field samples;
 /// returns the sample of each of `samples`, in order. A batch is stored once (advisory lock,
-/// status check), so its samples are new and are copied ([`samples::copy`], with keys drawn
-/// beforehand). Should one be stored after all (say the batch was marked rejected by hand
-/// after it was accepted), the COPY is undone to a savepoint and the parts are inserted
+/// status check), so its samples are new and are copied ([`samples::copy_new`], with keys
+/// drawn beforehand). Should one be stored after all (say the batch was marked rejected by
+/// hand after it was accepted), the COPY is undone to a savepoint and the parts are inserted
 /// instead, skipping the stored ones; their readings, stored with them, are not copied again
 /// (`None`): nothing is stored twice.
 async fn store_samples(

@@ -363,8 +363,8 @@ fn distinct<'s>(items: impl Iterator<Item = &'s str>) -> Vec<&'s str> {
 /// with the keys [`SampleKeys`] found and drew. Returns each message's sample, in the order of
 /// `list`, or `None` when the batch needs [`insert_samples`] instead: a station or point key
 /// is missing, or a message is already stored (by an earlier batch, or by one still in flight,
-/// which the COPY waits for, and [`samples::copy_new`] undoes). Redeliveries are rare (after a reconnect or a crash), so nearly every
-/// batch takes this way.
+/// which the COPY waits for, and [`samples::copy_new`] undoes). Redeliveries are rare (after
+/// a reconnect or a crash), so nearly every batch takes this way.
 async fn copy_samples(
     tx: &Transaction<'_>,
     ctx: &Context<'_>,

@@ -6,11 +6,11 @@
 //! Rows are written by the batch writer in the same transaction as the data they describe,
 //! so nothing is announced that was not stored and nothing stored goes unannounced. Each
 //! round is one database transaction: it takes the outbox lock (so of N instances exactly
-//! one publishes at a time, see [`outbox::try_lead`]), takes the oldest unpublished rows (in
-//! id order, so the state changes of one incident arrive in order), publishes them on one
-//! in-order stream, waits for every PUBACK (or confirm), then marks them and commits. Any
-//! failure drops the connection and the whole round is retried: delivery is at-least-once,
-//! and subscribers deduplicate by `event_id`.
+//! one publishes at a time) and, in the same round trip, the oldest unpublished rows (in id
+//! order, so the state changes of one incident arrive in order; see
+//! [`outbox::lead_and_read`]), publishes them on one in-order stream, waits for every PUBACK
+//! (or confirm), then marks them and commits. Any failure drops the connection and the whole
+//! round is retried: delivery is at-least-once, and subscribers deduplicate by `event_id`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,9 +269,9 @@ async fn session(
     result
 }
 
-/// Publishing rounds, each one transaction under the outbox lock (see [`outbox::try_lead`]);
-/// an instance that does not get the lock, or finds nothing to publish, waits for a wake-up
-/// or `alerts.idle_poll_ms`.
+/// Publishing rounds, each one transaction under the outbox lock (see
+/// [`outbox::lead_and_read`]); an instance that does not get the lock, or finds nothing to
+/// publish, waits for a wake-up or `alerts.idle_poll_ms`.
 async fn rounds(
     settings: &Settings,
     pool: &Pool,
@@ -284,11 +284,9 @@ async fn rounds(
         let t0 = tokio::time::Instant::now();
         let mut db = pool.get().await?;
         let tx = db.transaction().await?;
-        let rows = if outbox::try_lead(&tx).await? {
-            outbox::pending(&tx, settings.alerts.publish_batch).await?
-        } else {
-            Vec::new()
-        };
+        let rows = outbox::lead_and_read(&tx, settings.alerts.publish_batch)
+            .await?
+            .unwrap_or_default();
         if rows.is_empty() {
             // Rolls back: the lock is free for the other instances.
             drop(tx);

@@ -50,7 +50,7 @@ use crate::registry::Registry;
 /// planned at the start of a bench ran for 4 minutes on 200,000 rows (a nested loop over a
 /// scan of the whole table, where the fresh plan takes 0.1 s), and the publisher's read of
 /// the outbox took 17.7 ms a round instead of under 1 ms (docs/performance.md; that read now
-/// rules the bad plan out another way, see `outbox::pending`).
+/// rules the bad plan out another way, see `outbox::lead_and_read`).
 pub(crate) const CUSTOM_PLAN: &str = "SET LOCAL plan_cache_mode = force_custom_plan";
 
 /// Everything a write (a station batch or a lab upload) needs besides the data.

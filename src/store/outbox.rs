@@ -12,8 +12,8 @@
 //! acknowledged them, instead of rewriting each ~1 kB row to mark it.
 //!
 //! Any number of soilmon instances may run a publisher on one database. A publishing round
-//! is one transaction that first takes the outbox lock ([`try_lead`], a transaction-level
-//! advisory lock): the instance that gets it publishes the oldest rows and marks them in that
+//! is one transaction that first takes the outbox lock ([`lead_and_read`], a
+//! transaction-level advisory lock): the instance that gets it publishes the oldest rows and marks them in that
 //! transaction; the others skip the round. So rounds never overlap, rows leave in id order
 //! whichever instance runs, and order per alert topic holds without any per-topic
 //! bookkeeping. An instance that dies mid-round loses the lock with its connection; the next
@@ -33,15 +33,6 @@ const QUEUE_BY_INDEX: &str = "SET LOCAL enable_seqscan = off";
 
 /// The advisory lock key of the outbox (the ASCII bytes of `soilmon`, then `1`).
 const OUTBOX_LOCK: i64 = 0x736f_696c_6d6f_6e01;
-
-/// Takes the outbox lock for the rest of `tx` if no other transaction holds it. Returns
-/// whether this transaction may publish.
-pub(crate) async fn try_lead(tx: &Transaction<'_>) -> Result<bool, StoreError> {
-    let stmt = tx
-        .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
-        .await?;
-    Ok(tx.query_one(&stmt, &[&OUTBOX_LOCK]).await?.get(0))
-}
 
 /// Queues one MQTT publication in the outbox (published by the alert publisher). Its
 /// `incident_id` column is the payload's `incident_id`, if it has one.
@@ -143,7 +134,16 @@ pub(crate) struct Pending {
     pub(crate) kind: String,
 }
 
-/// The oldest unpublished rows, at most `limit`, in id order (read under [`try_lead`]).
+/// A publishing round's start: takes the outbox lock for the rest of `tx` if no other
+/// transaction holds it, and reads the oldest unpublished rows, at most `limit`, in id order.
+/// `None` when another instance holds the lock (its round is on; this one skips).
+///
+/// The lock, [`QUEUE_BY_INDEX`] and the read go to the server together, one round trip
+/// instead of two: both statements are prepared first, so the three requests leave in this
+/// order and the server runs the read after the lock. An instance that did not get the lock
+/// drops what it read. Measured in the bench's alert-latency phase, a round's start (a pooled
+/// connection, BEGIN, then these) took 1.5 ms at the median and 7.3 ms at p99 with the lock
+/// and the read sent one after the other (docs/performance.md, 2026-12-07, tenth session).
 ///
 /// The queue is read through its primary key, whatever the planner thinks of the table
 /// ([`QUEUE_BY_INDEX`]). `outbox_pending` is tiny but churns: every row is inserted and soon
@@ -157,11 +157,14 @@ pub(crate) struct Pending {
 /// alert-latency phase (docs/performance.md, 2026-12-07). Earlier, a cached generic plan made
 /// while the outbox was nearly empty hash-joined the whole outbox every round (17.7 ms); that
 /// needs a sequential scan of `outbox` too, which this rules out as well.
-pub(crate) async fn pending(
+pub(crate) async fn lead_and_read(
     db: &Transaction<'_>,
     limit: usize,
-) -> Result<Vec<Pending>, StoreError> {
-    let stmt = db
+) -> Result<Option<Vec<Pending>>, StoreError> {
+    let lock = db
+        .prepare_cached("SELECT pg_try_advisory_xact_lock($1)")
+        .await?;
+    let read = db
         .prepare_cached(
             "SELECT o.id, o.topic, o.payload::text, o.kind
              FROM (SELECT id FROM outbox_pending ORDER BY id LIMIT $1) q
@@ -170,19 +173,28 @@ pub(crate) async fn pending(
         )
         .await?;
     let limit = limit as i64;
+    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&OUTBOX_LOCK];
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
-    let (by_index, rows) = tokio::join!(db.batch_execute(QUEUE_BY_INDEX), db.query(&stmt, &params));
+    let (locked, by_index, rows) = tokio::join!(
+        db.query_one(&lock, &key),
+        db.batch_execute(QUEUE_BY_INDEX),
+        db.query(&read, &params)
+    );
+    if !locked?.get::<_, bool>(0) {
+        return Ok(None);
+    }
     by_index?;
     let rows = rows?;
-    Ok(rows
-        .iter()
-        .map(|r| Pending {
-            id: r.get(0),
-            topic: r.get(1),
-            payload: r.get(2),
-            kind: r.get(3),
-        })
-        .collect())
+    Ok(Some(
+        rows.iter()
+            .map(|r| Pending {
+                id: r.get(0),
+                topic: r.get(1),
+                payload: r.get(2),
+                kind: r.get(3),
+            })
+            .collect(),
+    ))
 }
 
 /// Marks rows published (after the broker acknowledged them), in the round's transaction:

@@ -13,12 +13,12 @@
 //!
 //! Any number of soilmon instances may run a publisher on one database. A publishing round
 //! is one transaction that first takes the outbox lock ([`lead_and_read`], a
-//! transaction-level advisory lock): the instance that gets it publishes the oldest rows and marks them in that
-//! transaction; the others skip the round. So rounds never overlap, rows leave in id order
-//! whichever instance runs, and order per alert topic holds without any per-topic
-//! bookkeeping. An instance that dies mid-round loses the lock with its connection; the next
-//! round (any instance) publishes its unmarked rows again (at least once: subscribers
-//! deduplicate by `event_id`).
+//! transaction-level advisory lock): the instance that gets it publishes the oldest rows and
+//! marks them in that transaction; the others skip the round. So rounds never overlap, rows
+//! leave in id order whichever instance runs, and order per alert topic holds without any
+//! per-topic bookkeeping. An instance that dies mid-round loses the lock with its
+//! connection; the next round (any instance) publishes its unmarked rows again (at least
+//! once: subscribers deduplicate by `event_id`).
 
 use deadpool_postgres::{Client, Transaction};
 
@@ -28,7 +28,7 @@ use uuid::Uuid;
 use super::StoreError;
 
 /// For the rest of the publisher's round: no sequential scans, so the queue and the outbox
-/// are read by their primary keys (see [`pending`]).
+/// are read by their primary keys (see [`lead_and_read`]).
 const QUEUE_BY_INDEX: &str = "SET LOCAL enable_seqscan = off";
 
 /// The advisory lock key of the outbox (the ASCII bytes of `soilmon`, then `1`).
@@ -141,9 +141,11 @@ pub(crate) struct Pending {
 /// The lock, [`QUEUE_BY_INDEX`] and the read go to the server together, one round trip
 /// instead of two: both statements are prepared first, so the three requests leave in this
 /// order and the server runs the read after the lock. An instance that did not get the lock
-/// drops what it read. Measured in the bench's alert-latency phase, a round's start (a pooled
-/// connection, BEGIN, then these) took 1.5 ms at the median and 7.3 ms at p99 with the lock
-/// and the read sent one after the other (docs/performance.md, 2026-12-07, tenth session).
+/// drops what it read. Measured in the bench's alert-latency phase (five interleaved pairs,
+/// `deploy/bench/latency-split-ab.sh`), a round's start (a pooled connection, BEGIN, then
+/// these) took 1.71 ms at the median with the lock and the read sent one after the other,
+/// 1.48 ms sent together; its p99 stayed at about 7 ms (docs/performance.md, 2026-12-07,
+/// tenth session).
 ///
 /// The queue is read through its primary key, whatever the planner thinks of the table
 /// ([`QUEUE_BY_INDEX`]). `outbox_pending` is tiny but churns: every row is inserted and soon

@@ -356,6 +356,51 @@ async fn incident_life_cycle_follows_sample_time() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An open incident's track is written back when a batch moves it, and only then: a clean
+/// sample newer than the track moves it (its newest time and its clean streak); a late
+/// sample leaves it as it was, and its row is not written again (same row version).
+#[tokio::test]
+async fn an_open_track_is_written_back_only_when_a_batch_moves_it() -> anyhow::Result<()> {
+    let p = Pipeline::start(&[]).await?;
+    let track = "SELECT to_char(last_sampled_at AT TIME ZONE 'UTC', 'MM-DD HH24:MI'), ok_streak,
+                        xmin::text
+                 FROM incident_tracks WHERE point_id = '441781-T-0001' AND metal = 'Cd'";
+    let mut rows = Vec::new();
+    for (id, at, cd) in [
+        ("t-1", "2026-11-02T08:00:00+08:00", 0.5), // screening: opened
+        ("t-2", "2026-11-03T08:00:00+08:00", 0.2), // clean 1: the track moves
+        ("t-0", "2026-11-01T08:00:00+08:00", 0.6), // late: the track stays
+    ] {
+        p.publish(vec![sample("st03", id, "441781-T-0001", at, &[("Cd", cd)])])
+            .await?;
+        let committed = format!("SELECT count(*) FROM samples WHERE msg_id = '{id}'");
+        p.wait_count(&committed, 1, WAIT).await?;
+        let row = p.db().await?.query_one(track, &[]).await?;
+        rows.push((
+            row.get::<_, String>(0),
+            row.get::<_, i32>(1),
+            row.get::<_, String>(2),
+        ));
+    }
+    let log = p.soilmon.log();
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1),
+        ("11-02 00:00", 0),
+        "log:\n{log}"
+    );
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1),
+        ("11-03 00:00", 1),
+        "log:\n{log}"
+    );
+    assert_ne!(rows[1].2, rows[0].2, "the moved track is a new row version");
+    assert_eq!(
+        rows[2], rows[1],
+        "the late sample's batch left the row alone"
+    );
+    Ok(())
+}
+
 /// pH absent on the sample and the point: the strictest band is used and marked assumed.
 #[tokio::test]
 async fn missing_ph_uses_the_strictest_band() -> anyhow::Result<()> {

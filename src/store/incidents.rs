@@ -146,12 +146,14 @@ pub(crate) async fn apply_incidents_by<'r, 'k>(
     if !unknown.is_empty() {
         tracks.extend(open_tracks(tx, &unknown).await?);
     }
-    // Pairs whose state is written back: open at the start, or changed by this batch.
-    let mut touched: HashSet<(&str, &str)> = tracks
+    // Pairs whose state is written back: those with an open incident whose track this batch
+    // moved (found after the loop, against their state now), and those it opened or changed.
+    let open_before: Vec<((&str, &str), Track)> = tracks
         .iter()
         .filter(|(_, t)| t.active.is_some())
-        .map(|(k, _)| *k)
+        .map(|(k, t)| (*k, t.clone()))
         .collect();
+    let mut touched: HashSet<(&str, &str)> = HashSet::new();
     // Only pairs with an exceedance here and no track (unknown or idle) are read.
     for (key, last) in newest_earlier(tx, keys, &tracks).await? {
         tracks.insert(
@@ -187,6 +189,13 @@ pub(crate) async fn apply_incidents_by<'r, 'k>(
         }
         tracks.insert(key, next);
     }
+    // An open pair's late readings leave its track as it was: nothing to write back.
+    touched.extend(
+        open_before
+            .into_iter()
+            .filter(|(key, before)| tracks.get(key) != Some(before))
+            .map(|(key, _)| key),
+    );
     // The incident history, the alert events and the tracks go out together (one round
     // trip): none of these statements reads what another writes.
     let (events, written) = tokio::join!(log.write(tx), write_tracks(tx, &touched, &tracks));

@@ -180,6 +180,7 @@ async fn run(
         outbox,
         tracks: Arc::default(),
         keys: Arc::default(),
+        archive_head: Arc::default(),
         shutdown: shutdown.clone(),
     };
     let result = collector::run(shared).await;

@@ -234,6 +234,89 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     Ok(())
 }
 
+/// The station writer sends each batch's archive entries chained onto the head its own last
+/// commit left, in the same round trip as the head lock (`store::archive::HeadGuess`). When
+/// another writer has appended in between (here a correction, from another process), that
+/// guess is wrong: the entries must then be chained onto the real head, not stored on the
+/// stale one, and the next batch, whose guess is right again, chains on as well.
+#[tokio::test]
+async fn a_batch_after_another_writers_append_chains_onto_it() -> Result<()> {
+    let db = TestDb::create().await?;
+    let mut p = Pipeline::start_on(db.url.clone(), None, &[]).await?;
+    let s = Soilmon::new(&db.url, 1);
+    let at = |h: u32| format!("2026-11-28T{h:02}:30:00+08:00");
+    p.publish(vec![sample(
+        "st01",
+        "m-1",
+        "441781-T-0001",
+        &at(9),
+        &[("Cd", 0.45)],
+    )])
+    .await?;
+    p.wait_count("SELECT count(*) FROM archive", 1, WAIT)
+        .await?;
+
+    let (ok, out) = run(
+        &s,
+        &[
+            "correct",
+            "--point",
+            "441781-T-0001",
+            "--metal",
+            "Cd",
+            "--sampled-at",
+            &at(9),
+            "--value",
+            "0.35",
+            "--reason",
+            "re-analysis",
+            "--by",
+            "wang.li",
+        ],
+    )
+    .await?;
+    assert!(ok, "{out}");
+
+    for (n, msg, h) in [(3, "m-2", 10), (4, "m-3", 11)] {
+        p.publish(vec![sample(
+            "st01",
+            msg,
+            "441781-T-0001",
+            &at(h),
+            &[("Cd", 0.2)],
+        )])
+        .await?;
+        p.wait_count("SELECT count(*) FROM archive", n, WAIT)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}; log:\n{}", p.soilmon.log()))?;
+    }
+    let kinds: Vec<(i64, String)> = db
+        .client()
+        .await?
+        .query(
+            "SELECT seq, kind || ' ' || ref FROM archive ORDER BY seq",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected = [
+        "station_message st01/m-1",
+        "correction station:st01/m-1/Cd",
+        "station_message st01/m-2",
+        "station_message st01/m-3",
+    ];
+    let expected: Vec<(i64, String)> = (1..).zip(expected.iter().map(|k| k.to_string())).collect();
+    assert_eq!(kinds, expected);
+    let (ok, out) = run(&s, &["verify"]).await?;
+    assert!(ok, "{out}");
+    assert!(out.contains("archive OK: 4 entries"), "{out}");
+    p.soilmon.terminate().await?;
+    db.drop_db().await?;
+    Ok(())
+}
+
 /// The server's message of a statement that must fail.
 fn db_error(r: Result<(), tokio_postgres::Error>, sql: &str) -> String {
     match r {

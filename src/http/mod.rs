@@ -334,6 +334,7 @@ async fn store_checked(
         crops: Some(&st.crops),
         tracks: None,
         key_cache: None,
+        archive_head: None,
     };
     let commit_started = Instant::now();
     let read_check = commit_started - sent.started;

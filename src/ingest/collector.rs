@@ -472,6 +472,7 @@ async fn run_batch(
             crops: None,
             tracks: Some(&shared.tracks),
             key_cache: Some(&shared.keys),
+            archive_head: Some(&shared.archive_head),
         };
         let client = shared.pool.get().await;
         if let Some(prev) = prev_staged {

@@ -69,6 +69,7 @@ pub async fn replay(
         crops: None,
         tracks: None,
         key_cache: None,
+        archive_head: None,
     };
     let mut out = Vec::with_capacity(ids.len());
     for &id in ids {

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::domain::standard::Standards;
 use crate::registry::SharedRegistry;
+use crate::store::archive::HeadGuess;
 use crate::store::incidents::TrackCache;
 use crate::store::keys::KeyCache;
 use crate::telemetry;
@@ -60,6 +61,8 @@ pub struct Shared {
     pub tracks: Arc<TrackCache>,
     /// The judgement basis and unit keys the writer resolved (see [`KeyCache`]).
     pub keys: Arc<KeyCache>,
+    /// The archive head the writer's last commit left (see [`HeadGuess`]).
+    pub archive_head: Arc<HeadGuess>,
     /// Cancelled on SIGINT/SIGTERM.
     pub shutdown: CancellationToken,
 }

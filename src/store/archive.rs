@@ -24,8 +24,9 @@
 //! whatever the number of entries:
 //!
 //! ```ignore
-//! // station messages: done by store::writer::finish for each freshly stored message
-//! archive::append_batch(&tx, &entries).await?;
+//! // station messages: done by store::writer::finish for each freshly stored message, on
+//! // the head its last commit left (a guess, checked under the lock: see HeadGuess)
+//! archive::append_batch(&tx, &entries, ctx.archive_head).await?;
 //! // a lab batch: one line after inserting its readings (`judged`: the rows actually stored)
 //! archive::append(&tx, Kind::LabBatch, &batch_id, &raw_file_bytes,
 //!                 &archive::digest_of(&judged)).await?;
@@ -45,12 +46,14 @@
 //! undocumented edit does not.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::Transaction;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 
 use super::keys::{level_code, Keys};
 use super::StoreError;
@@ -430,93 +433,244 @@ pub(crate) async fn append(
         raw,
         readings_digest.to_string(),
     );
-    let mut out = append_batch(tx, std::slice::from_ref(&entry)).await?;
+    let mut out = append_batch(tx, std::slice::from_ref(&entry), None).await?;
     out.pop()
         .ok_or_else(|| StoreError::Archive("append returned no entry".into()))
 }
 
+/// The archive head as the station writer left it with its last commit: the sequence number
+/// and hash of its last entry. A guess, never trusted: [`append_batch`] sends its entries on
+/// it in the same round trip as the head lock, and the statements themselves store them only
+/// if the locked head is still this one. Another writer's append in between (a lab batch, a
+/// correction, a console action, another instance) makes it wrong; the entries are then sent
+/// again on the head read under the lock, one round trip more, as without a guess.
+#[derive(Debug, Default)]
+pub struct HeadGuess(Mutex<Option<Head>>);
+
+/// A chain head: the last entry's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Head {
+    seq: i64,
+    hash: String,
+}
+
+impl HeadGuess {
+    /// The head after `appended`, the entries of a batch that has committed.
+    pub(crate) fn committed(&self, appended: &[Appended]) {
+        if let Some(last) = appended.last() {
+            *self.lock() = Some(Head {
+                seq: last.seq,
+                hash: last.entry_hash.clone(),
+            });
+        }
+    }
+
+    fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    fn get(&self) -> Option<Head> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<Head>> {
+        // The guess is only ever checked, never trusted: a poisoned one is still usable.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The statements of an append, prepared.
+struct AppendStatements {
+    lock_head: Statement,
+    insert: Statement,
+    move_head: Statement,
+}
+
+/// A batch's entries chained onto a head, as the insert's parameters.
+struct Chained<'a> {
+    /// The head the chain starts from.
+    from: Head,
+    seqs: Vec<i64>,
+    kinds: Vec<&'static str>,
+    refs: Vec<&'a str>,
+    raws: Vec<&'a [u8]>,
+    shas: Vec<&'a str>,
+    digests: Vec<&'a str>,
+    prevs: Vec<String>,
+    hashes: Vec<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl<'a> Chained<'a> {
+    fn new(from: Head, entries: &'a [NewEntry<'a>], created_at: DateTime<Utc>) -> Chained<'a> {
+        let created_us = created_at.timestamp_micros();
+        let n = entries.len();
+        let mut c = Chained {
+            from,
+            seqs: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            refs: Vec::with_capacity(n),
+            raws: Vec::with_capacity(n),
+            shas: Vec::with_capacity(n),
+            digests: Vec::with_capacity(n),
+            prevs: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            created_at,
+        };
+        let mut seq = c.from.seq;
+        let mut prev = c.from.hash.clone();
+        for e in entries {
+            seq += 1;
+            let hash = entry_hash(&EntryFields {
+                seq,
+                prev_hash: &prev,
+                kind: e.kind.as_str(),
+                reference: &e.reference,
+                raw_sha256: &e.raw_sha256,
+                readings_digest: &e.readings_digest,
+                created_at_us: created_us,
+            });
+            c.seqs.push(seq);
+            c.kinds.push(e.kind.as_str());
+            c.refs.push(e.reference.as_str());
+            c.raws.push(e.raw);
+            c.shas.push(e.raw_sha256.as_str());
+            c.digests.push(e.readings_digest.as_str());
+            c.prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            c.hashes.push(hash);
+        }
+        c
+    }
+
+    /// The head after the last entry.
+    fn last(&self) -> (i64, &str) {
+        match (self.seqs.last(), self.hashes.last()) {
+            (Some(seq), Some(hash)) => (*seq, hash.as_str()),
+            _ => (self.from.seq, self.from.hash.as_str()),
+        }
+    }
+
+    /// Sends the insert and the head's move, both conditional on the head still being
+    /// `from` (one round trip); true when they stored the entries.
+    async fn store(&self, tx: &Transaction<'_>, st: &AppendStatements) -> Result<bool, StoreError> {
+        let (seq, hash) = self.last();
+        let insert_params: [&(dyn ToSql + Sync); 11] = [
+            &self.seqs,
+            &self.kinds,
+            &self.refs,
+            &self.raws,
+            &self.shas,
+            &self.digests,
+            &self.prevs,
+            &self.hashes,
+            &self.created_at,
+            &self.from.seq,
+            &self.from.hash,
+        ];
+        let head_params: [&(dyn ToSql + Sync); 4] = [&seq, &hash, &self.from.seq, &self.from.hash];
+        let (inserted, moved) = tokio::join!(
+            biased;
+            tx.execute(&st.insert, &insert_params),
+            tx.execute(&st.move_head, &head_params)
+        );
+        let (inserted, moved) = (inserted?, moved?);
+        match (inserted, moved) {
+            (n, 1) if n == self.seqs.len() as u64 => Ok(true),
+            (0, 0) => Ok(false),
+            (n, m) => Err(StoreError::Archive(format!(
+                "append on head {}: {n} entries stored of {}, head moved {m} times",
+                self.from.seq,
+                self.seqs.len()
+            ))),
+        }
+    }
+
+    fn appended(self) -> Vec<Appended> {
+        self.seqs
+            .into_iter()
+            .zip(self.hashes)
+            .map(|(seq, entry_hash)| Appended { seq, entry_hash })
+            .collect()
+    }
+}
+
 /// Appends entries in order, taking the chain head lock once. Returns them as appended.
+///
+/// With a `guess` of the head (the station writer's), the entries go out chained onto it in
+/// the same round trip as the lock: two round trips fewer in the serial part of a batch
+/// when the guess is right, one more statement (storing nothing) when it is not. Without one,
+/// the head is read under the lock first.
 pub(crate) async fn append_batch(
     tx: &Transaction<'_>,
     entries: &[NewEntry<'_>],
+    guess: Option<&HeadGuess>,
 ) -> Result<Vec<Appended>, StoreError> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
-    let lock_head = tx
-        .prepare_cached("SELECT seq, hash FROM archive_head WHERE id FOR UPDATE")
-        .await?;
-    let head = tx.query_one(&lock_head, &[]).await?;
-    let mut seq: i64 = head.get(0);
-    let mut prev: String = head.get(1);
+    let st = AppendStatements {
+        lock_head: tx
+            .prepare_cached("SELECT seq, hash FROM archive_head WHERE id FOR UPDATE")
+            .await?,
+        // Both store only on the head they were chained onto ($10, $11 and $3, $4): the
+        // lock statement before them holds the head's row, so what they see stays true.
+        insert: tx
+            .prepare_cached(
+                "INSERT INTO archive (seq, kind, ref, raw, raw_sha256, readings_digest,
+                                      prev_hash, entry_hash, created_at)
+                 SELECT s, k, r, w, h, d, p, e, $9
+                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::text[],
+                             $6::text[], $7::text[], $8::text[]) AS u(s, k, r, w, h, d, p, e)
+                 WHERE EXISTS (SELECT 1 FROM archive_head
+                               WHERE id AND seq = $10 AND hash = $11)",
+            )
+            .await?,
+        move_head: tx
+            .prepare_cached(
+                "UPDATE archive_head SET seq = $1, hash = $2
+                 WHERE id AND seq = $3 AND hash = $4",
+            )
+            .await?,
+    };
     // Microsecond precision, as timestamptz stores it, so the hash recomputes exactly.
     let created_at = Utc::now().trunc_subsecs(6);
-    let created_us = created_at.timestamp_micros();
-    let mut seqs = Vec::with_capacity(entries.len());
-    let mut kinds = Vec::with_capacity(entries.len());
-    let mut refs = Vec::with_capacity(entries.len());
-    let mut raws: Vec<&[u8]> = Vec::with_capacity(entries.len());
-    let mut shas = Vec::with_capacity(entries.len());
-    let mut digests = Vec::with_capacity(entries.len());
-    let mut prevs = Vec::with_capacity(entries.len());
-    let mut hashes = Vec::with_capacity(entries.len());
-    let mut out = Vec::with_capacity(entries.len());
-    for e in entries {
-        seq += 1;
-        let hash = entry_hash(&EntryFields {
-            seq,
-            prev_hash: &prev,
-            kind: e.kind.as_str(),
-            reference: &e.reference,
-            raw_sha256: &e.raw_sha256,
-            readings_digest: &e.readings_digest,
-            created_at_us: created_us,
-        });
-        seqs.push(seq);
-        kinds.push(e.kind.as_str());
-        refs.push(e.reference.as_str());
-        raws.push(e.raw);
-        shas.push(e.raw_sha256.as_str());
-        digests.push(e.readings_digest.as_str());
-        prevs.push(std::mem::replace(&mut prev, hash.clone()));
-        hashes.push(hash.clone());
-        out.push(Appended {
-            seq,
-            entry_hash: hash,
-        });
-    }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO archive (seq, kind, ref, raw, raw_sha256, readings_digest, prev_hash,
-                                  entry_hash, created_at)
-             SELECT s, k, r, w, h, d, p, e, $9
-             FROM unnest($1::int8[], $2::text[], $3::text[], $4::bytea[], $5::text[],
-                         $6::text[], $7::text[], $8::text[]) AS u(s, k, r, w, h, d, p, e)",
-        )
-        .await?;
-    let move_head = tx
-        .prepare_cached("UPDATE archive_head SET seq = $1, hash = $2 WHERE id")
-        .await?;
-    // The insert and the head's move go out together (one round trip fewer).
-    let insert_params: [&(dyn ToSql + Sync); 9] = [
-        &seqs,
-        &kinds,
-        &refs,
-        &raws,
-        &shas,
-        &digests,
-        &prevs,
-        &hashes,
-        &created_at,
-    ];
-    let head_params: [&(dyn ToSql + Sync); 2] = [&seq, &prev];
-    let (inserted, moved) = tokio::join!(
-        tx.execute(&stmt, &insert_params),
-        tx.execute(&move_head, &head_params)
+    let guessed = guess.and_then(|g| g.get().map(|head| (g, head)));
+    let head = match guessed {
+        Some((guess, head)) => {
+            let chained = Chained::new(head, entries, created_at);
+            // In this order on the server: the lock first, then the conditional writes.
+            let (head, stored) = tokio::join!(
+                biased;
+                tx.query_one(&st.lock_head, &[]),
+                chained.store(tx, &st)
+            );
+            if head.is_err() || stored.is_err() {
+                // Whatever failed, the batch's retry reads the head first.
+                guess.forget();
+            }
+            let head = head?;
+            if stored? {
+                return Ok(chained.appended());
+            }
+            head
+        }
+        None => tx.query_one(&st.lock_head, &[]).await?,
+    };
+    let chained = Chained::new(
+        Head {
+            seq: head.get(0),
+            hash: head.get(1),
+        },
+        entries,
+        created_at,
     );
-    inserted?;
-    moved?;
-    Ok(out)
+    if chained.store(tx, &st).await? {
+        Ok(chained.appended())
+    } else {
+        Err(StoreError::Archive(
+            "the archive head moved while this transaction held its lock".into(),
+        ))
+    }
 }
 
 /// The raw JSON of a `correction` entry.

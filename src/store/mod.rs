@@ -72,6 +72,9 @@ pub struct Context<'a> {
     /// The judgement basis and unit keys this writer resolved before (the collector's);
     /// `None`: every batch asks the database for its keys.
     pub key_cache: Option<&'a keys::KeyCache>,
+    /// The archive head this writer's last commit left (the collector's); `None`: every
+    /// append reads the head under its lock first.
+    pub archive_head: Option<&'a archive::HeadGuess>,
 }
 
 /// Errors from the database adapter.

@@ -254,10 +254,13 @@ pub(crate) async fn finish(
     report.tracks_read = applied.tracks_read;
     report.rejected = quarantine(&tx, ctx, &refusals).await?;
     // Last before COMMIT: the archive head lock is taken after every other row lock.
-    archive::append_batch(&tx, &archive).await?;
+    let appended = archive::append_batch(&tx, &archive, ctx.archive_head).await?;
     tx.commit().await?;
     if let (Some(cache), Some(kept)) = (ctx.tracks, applied.kept) {
         cache.committed(kept);
+    }
+    if let Some(head) = ctx.archive_head {
+        head.committed(&appended);
     }
     report.messages = received;
     report.took = started.elapsed();

@@ -32,6 +32,33 @@ async fn run(s: &Soilmon, args: &[&str]) -> Result<(bool, String)> {
     Ok((out.status.success(), text))
 }
 
+/// `soilmon correct` of the Cd reading of 441781-T-0001 sampled `at`: its new `value`, and
+/// `reason` and `by` for the record.
+async fn correct_cd(
+    s: &Soilmon,
+    at: &str,
+    value: &str,
+    reason: &str,
+    by: &str,
+) -> Result<(bool, String)> {
+    let args = [
+        "correct",
+        "--point",
+        "441781-T-0001",
+        "--metal",
+        "Cd",
+        "--sampled-at",
+        at,
+        "--value",
+        value,
+        "--reason",
+        reason,
+        "--by",
+        by,
+    ];
+    run(s, &args).await
+}
+
 /// A database with three stored station messages (five readings), frozen as a template.
 async fn recorded_template() -> Result<TestDb> {
     let db = TestDb::create().await?;
@@ -96,23 +123,12 @@ async fn verify_detects_edits_and_deletions_but_accepts_corrections() -> Result<
     assert!(out.contains("archive OK: 3 entries, 5 readings"), "{out}");
 
     // A documented correction (admin path) still verifies; the record says who and why.
-    let (ok, out) = run(
+    let (ok, out) = correct_cd(
         &s,
-        &[
-            "correct",
-            "--point",
-            "441781-T-0001",
-            "--metal",
-            "Cd",
-            "--sampled-at",
-            "2026-11-28T09:30:00+08:00",
-            "--value",
-            "0.35",
-            "--reason",
-            "lab re-analysis of the retained sample",
-            "--by",
-            "wang.li",
-        ],
+        "2026-11-28T09:30:00+08:00",
+        "0.35",
+        "lab re-analysis of the retained sample",
+        "wang.li",
     )
     .await?;
     assert!(ok, "{out}");
@@ -256,25 +272,7 @@ async fn a_batch_after_another_writers_append_chains_onto_it() -> Result<()> {
     p.wait_count("SELECT count(*) FROM archive", 1, WAIT)
         .await?;
 
-    let (ok, out) = run(
-        &s,
-        &[
-            "correct",
-            "--point",
-            "441781-T-0001",
-            "--metal",
-            "Cd",
-            "--sampled-at",
-            &at(9),
-            "--value",
-            "0.35",
-            "--reason",
-            "re-analysis",
-            "--by",
-            "wang.li",
-        ],
-    )
-    .await?;
+    let (ok, out) = correct_cd(&s, &at(9), "0.35", "re-analysis", "wang.li").await?;
     assert!(ok, "{out}");
 
     for (n, msg, h) in [(3, "m-2", 10), (4, "m-3", 11)] {
@@ -744,25 +742,7 @@ async fn the_service_runs_as_a_member_of_soilmon_service() -> Result<()> {
         "{out}"
     );
     // And it cannot correct: only an admin role can.
-    let (ok, out) = run(
-        &s,
-        &[
-            "correct",
-            "--point",
-            "441781-T-0001",
-            "--metal",
-            "Cd",
-            "--sampled-at",
-            "2026-11-28T09:30:00+08:00",
-            "--value",
-            "0.1",
-            "--reason",
-            "x",
-            "--by",
-            "y",
-        ],
-    )
-    .await?;
+    let (ok, out) = correct_cd(&s, "2026-11-28T09:30:00+08:00", "0.1", "x", "y").await?;
     assert!(!ok && out.contains("permission denied"), "{out}");
     drop(admin);
     db.drop_db().await?;

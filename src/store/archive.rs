@@ -490,6 +490,8 @@ struct AppendStatements {
 struct Chained<'a> {
     /// The head the chain starts from.
     from: Head,
+    /// The head after its last entry.
+    to: Head,
     seqs: Vec<i64>,
     kinds: Vec<&'static str>,
     refs: Vec<&'a str>,
@@ -506,6 +508,7 @@ impl<'a> Chained<'a> {
         let created_us = created_at.timestamp_micros();
         let n = entries.len();
         let mut c = Chained {
+            to: from.clone(),
             from,
             seqs: Vec::with_capacity(n),
             kinds: Vec::with_capacity(n),
@@ -539,21 +542,13 @@ impl<'a> Chained<'a> {
             c.prevs.push(std::mem::replace(&mut prev, hash.clone()));
             c.hashes.push(hash);
         }
+        c.to = Head { seq, hash: prev };
         c
-    }
-
-    /// The head after the last entry.
-    fn last(&self) -> (i64, &str) {
-        match (self.seqs.last(), self.hashes.last()) {
-            (Some(seq), Some(hash)) => (*seq, hash.as_str()),
-            _ => (self.from.seq, self.from.hash.as_str()),
-        }
     }
 
     /// Sends the insert and the head's move, both conditional on the head still being
     /// `from` (one round trip); true when they stored the entries.
     async fn store(&self, tx: &Transaction<'_>, st: &AppendStatements) -> Result<bool, StoreError> {
-        let (seq, hash) = self.last();
         let insert_params: [&(dyn ToSql + Sync); 11] = [
             &self.seqs,
             &self.kinds,
@@ -567,7 +562,8 @@ impl<'a> Chained<'a> {
             &self.from.seq,
             &self.from.hash,
         ];
-        let head_params: [&(dyn ToSql + Sync); 4] = [&seq, &hash, &self.from.seq, &self.from.hash];
+        let head_params: [&(dyn ToSql + Sync); 4] =
+            [&self.to.seq, &self.to.hash, &self.from.seq, &self.from.hash];
         let (inserted, moved) = tokio::join!(
             biased;
             tx.execute(&st.insert, &insert_params),
@@ -597,8 +593,8 @@ impl<'a> Chained<'a> {
 /// Appends entries in order, taking the chain head lock once. Returns them as appended.
 ///
 /// With a `guess` of the head (the station writer's), the entries go out chained onto it in
-/// the same round trip as the lock: two round trips fewer in the serial part of a batch
-/// when the guess is right, one more statement (storing nothing) when it is not. Without one,
+/// the same round trip as the lock: one round trip fewer in the serial part of a batch when
+/// the guess is right, two more statements (storing nothing) when it is not. Without one,
 /// the head is read under the lock first.
 pub(crate) async fn append_batch(
     tx: &Transaction<'_>,

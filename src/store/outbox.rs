@@ -139,8 +139,9 @@ pub(crate) struct Pending {
 /// `None` when another instance holds the lock (its round is on; this one skips).
 ///
 /// The lock, [`QUEUE_BY_INDEX`] and the read go to the server together, one round trip
-/// instead of two: both statements are prepared first, so the three requests leave in this
-/// order and the server runs the read after the lock. An instance that did not get the lock
+/// instead of two: both statements are prepared first and the requests are polled in order
+/// (`join!` in `biased` mode), so they leave in this order and the server runs the read after
+/// the lock. An instance that did not get the lock
 /// drops what it read. Measured in the bench's alert-latency phase (five interleaved pairs,
 /// `deploy/bench/latency-split-ab.sh`), a round's start (a pooled connection, BEGIN, then
 /// these) took 1.71 ms at the median with the lock and the read sent one after the other,
@@ -178,6 +179,7 @@ pub(crate) async fn lead_and_read(
     let key: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&OUTBOX_LOCK];
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&limit];
     let (locked, by_index, rows) = tokio::join!(
+        biased;
         db.query_one(&lock, &key),
         db.batch_execute(QUEUE_BY_INDEX),
         db.query(&read, &params)

@@ -23,7 +23,8 @@ interval=$(q -Atc "SELECT time_interval FROM timescaledb_information.dimensions
 [ -n "$interval" ] || { echo "no readings hypertable in schema $schema" >&2; exit 2; }
 rows=$(q -Atc "SELECT count(*) FROM $schema.readings")
 q -c "COPY (SELECT * FROM $schema.readings ORDER BY sample_key) TO '$file' (FORMAT binary)"
-trap 'rm -f "$file"; q -c "DROP TABLE IF EXISTS public.readings_index_cost" >/dev/null 2>&1 || true' EXIT
+results=$(mktemp)
+trap 'rm -f "$file" "$results"; q -c "DROP TABLE IF EXISTS public.readings_index_cost" >/dev/null 2>&1 || true' EXIT
 echo "rows=$rows chunk_interval=$interval"
 index_of() {
 	case $1 in
@@ -32,7 +33,6 @@ index_of() {
 	none) echo "SELECT 1" ;;
 	esac
 }
-results=$(mktemp)
 for r in $(seq 1 "$rounds"); do
 	order="current sample_key none"
 	[ $((r % 2)) -eq 0 ] && order="none sample_key current"
@@ -56,4 +56,3 @@ for line in open(sys.argv[1]):
 for v, xs in by.items():
     print(f"median {v}: copy_s={statistics.median(xs):.2f} runs={len(xs)}")
 PY
-rm -f "$results"

@@ -465,10 +465,6 @@ impl HeadGuess {
         }
     }
 
-    fn forget(&self) {
-        *self.lock() = None;
-    }
-
     fn get(&self) -> Option<Head> {
         self.lock().clone()
     }
@@ -506,22 +502,10 @@ struct Chained<'a> {
 impl<'a> Chained<'a> {
     fn new(from: Head, entries: &'a [NewEntry<'a>], created_at: DateTime<Utc>) -> Chained<'a> {
         let created_us = created_at.timestamp_micros();
-        let n = entries.len();
-        let mut c = Chained {
-            to: from.clone(),
-            from,
-            seqs: Vec::with_capacity(n),
-            kinds: Vec::with_capacity(n),
-            refs: Vec::with_capacity(n),
-            raws: Vec::with_capacity(n),
-            shas: Vec::with_capacity(n),
-            digests: Vec::with_capacity(n),
-            prevs: Vec::with_capacity(n),
-            hashes: Vec::with_capacity(n),
-            created_at,
-        };
-        let mut seq = c.from.seq;
-        let mut prev = c.from.hash.clone();
+        let mut seq = from.seq;
+        let mut prev = from.hash.clone();
+        let mut prevs = Vec::with_capacity(entries.len());
+        let mut hashes = Vec::with_capacity(entries.len());
         for e in entries {
             seq += 1;
             let hash = entry_hash(&EntryFields {
@@ -533,17 +517,22 @@ impl<'a> Chained<'a> {
                 readings_digest: &e.readings_digest,
                 created_at_us: created_us,
             });
-            c.seqs.push(seq);
-            c.kinds.push(e.kind.as_str());
-            c.refs.push(e.reference.as_str());
-            c.raws.push(e.raw);
-            c.shas.push(e.raw_sha256.as_str());
-            c.digests.push(e.readings_digest.as_str());
-            c.prevs.push(std::mem::replace(&mut prev, hash.clone()));
-            c.hashes.push(hash);
+            prevs.push(std::mem::replace(&mut prev, hash.clone()));
+            hashes.push(hash);
         }
-        c.to = Head { seq, hash: prev };
-        c
+        Chained {
+            seqs: (from.seq + 1..=seq).collect(),
+            kinds: entries.iter().map(|e| e.kind.as_str()).collect(),
+            refs: entries.iter().map(|e| e.reference.as_str()).collect(),
+            raws: entries.iter().map(|e| e.raw).collect(),
+            shas: entries.iter().map(|e| e.raw_sha256.as_str()).collect(),
+            digests: entries.iter().map(|e| e.readings_digest.as_str()).collect(),
+            prevs,
+            hashes,
+            created_at,
+            from,
+            to: Head { seq, hash: prev },
+        }
     }
 
     /// Sends the insert and the head's move, both conditional on the head still being
@@ -630,9 +619,10 @@ pub(crate) async fn append_batch(
     };
     // Microsecond precision, as timestamptz stores it, so the hash recomputes exactly.
     let created_at = Utc::now().trunc_subsecs(6);
-    let guessed = guess.and_then(|g| g.get().map(|head| (g, head)));
-    let head = match guessed {
-        Some((guess, head)) => {
+    // A failed append leaves the guess as it was: it is still the last committed head, and
+    // the conditional statements check it again on the retry.
+    let head = match guess.and_then(HeadGuess::get) {
+        Some(head) => {
             let chained = Chained::new(head, entries, created_at);
             // In this order on the server: the lock first, then the conditional writes.
             let (head, stored) = tokio::join!(
@@ -640,10 +630,6 @@ pub(crate) async fn append_batch(
                 tx.query_one(&st.lock_head, &[]),
                 chained.store(tx, &st)
             );
-            if head.is_err() || stored.is_err() {
-                // Whatever failed, the batch's retry reads the head first.
-                guess.forget();
-            }
             let head = head?;
             if stored? {
                 return Ok(chained.appended());

@@ -12,6 +12,7 @@ use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Statement;
 
 use super::readings::SampleRef;
 use super::StoreError;
@@ -75,8 +76,17 @@ pub(crate) async fn copy_new(
     tx: &Transaction<'_>,
     rows: &[NewSample<'_>],
 ) -> Result<bool, StoreError> {
-    tx.batch_execute(BEFORE_COPY).await?;
-    match copy(tx.client(), rows).await {
+    // Prepared once per pooled connection, then the savepoint and the COPY's start leave
+    // together, in that order: one round trip where the statement's text, the savepoint and
+    // the start took three.
+    let statement = tx.prepare_cached(COPY).await?;
+    let (savepoint, copied) = tokio::join!(
+        biased;
+        tx.batch_execute(BEFORE_COPY),
+        copy(tx.client(), &statement, rows)
+    );
+    savepoint?;
+    match copied {
         Ok(()) => Ok(true),
         Err(StoreError::Db(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
             tx.batch_execute(UNDO_COPY).await?;
@@ -86,9 +96,14 @@ pub(crate) async fn copy_new(
     }
 }
 
-/// The binary COPY of `rows` inside the transaction open on `client`.
-async fn copy(client: &tokio_postgres::Client, rows: &[NewSample<'_>]) -> Result<(), StoreError> {
-    let sink = client.copy_in(COPY).await?;
+/// The binary COPY of `rows` by `statement` ([`COPY`], prepared) inside the transaction open
+/// on `client`.
+async fn copy(
+    client: &tokio_postgres::Client,
+    statement: &Statement,
+    rows: &[NewSample<'_>],
+) -> Result<(), StoreError> {
+    let sink = client.copy_in(statement).await?;
     let writer = BinaryCopyInWriter::new(sink, &TYPES);
     pin_mut!(writer);
     for s in rows {

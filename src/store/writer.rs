@@ -138,9 +138,15 @@ pub(crate) async fn stage<'a>(
     let started = std::time::Instant::now();
     let tx = client.transaction().await?;
     // The collector holds a staged batch open while the one before it finishes: should a
-    // lock wait ever outlast this, the batch fails and is retried rather than hanging.
-    tx.batch_execute("SET LOCAL lock_timeout = '60s'").await?;
-    let refs = record_samples(&tx, ctx, &candidates, &sample_keys).await?;
+    // lock wait ever outlast this, the batch fails and is retried rather than hanging. Sent
+    // ahead of the samples' statements, without waiting for its answer (one round trip less).
+    let (timeout, refs) = tokio::join!(
+        biased;
+        tx.batch_execute("SET LOCAL lock_timeout = '60s'"),
+        record_samples(&tx, ctx, &candidates, &sample_keys)
+    );
+    timeout?;
+    let refs = refs?;
     let mut fresh: Vec<(&Received, &Sample)> = Vec::new();
     let mut judged: Vec<JudgedReading> = Vec::new();
     let mut samples: Vec<SampleRef> = Vec::new();
@@ -221,9 +227,8 @@ pub(crate) async fn copy_readings(staged: &Staged<'_>) -> Result<(), StoreError>
     if staged.judged.is_empty() {
         return Ok(());
     }
-    readings::copy_into(
-        staged.tx.client(),
-        "readings",
+    readings::copy_fresh(
+        &staged.tx,
         &staged.keys,
         staged.judged.iter().zip(staged.samples.iter().copied()),
     )

@@ -180,6 +180,7 @@ pub async fn copy_limit(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let per_chunk = (chunk / 8).max(1);
+    let copy = soilmon::store::readings::copy_statement("bench_copy_readings");
     let mut rows_total = 0u64;
     let mut timed = Duration::ZERO;
     for (n, part) in msgs.chunks(per_chunk).enumerate() {
@@ -200,7 +201,7 @@ pub async fn copy_limit(
             (j, sample)
         });
         let started = Instant::now();
-        soilmon::store::readings::copy_into(&db, "bench_copy_readings", &keys, with_samples)
+        soilmon::store::readings::copy_into(&db, copy.as_str(), &keys, with_samples)
             .await
             .map_err(setup)?;
         timed += started.elapsed();

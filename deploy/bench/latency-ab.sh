@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Interleaved alert-latency and lab-upload runs of two soilmon binaries: base, new, base, ...
+# Interleaved alert-latency and lab-upload runs of two soilmon binaries, the order turned
+# round every other pair: base new, new base, base new, ... (the machine's drift then cancels
+# between two pairs: use an even number of pairs).
 #
 #   deploy/bench/latency-ab.sh BASE_SOILMON NEW_SOILMON [PAIRS] [OUT_DIR]
 #
@@ -10,7 +12,7 @@
 # alert latency p50 / p99 / max, the lab upload's seconds and the server's split, then the
 # medians per side. Needs the services up (deploy/local/services.sh up).
 set -euo pipefail
-case "${1:-}" in -h|--help|"") sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ]; exit;; esac
+case "${1:-}" in -h|--help|"") awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; [ -n "${1:-}" ]; exit;; esac
 base=$(realpath "$1") new=$(realpath "$2") pairs=${3:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${4:-$root/target/bench/latency-ab}
@@ -18,7 +20,9 @@ mkdir -p "$out"
 eval "$(bash "$root/deploy/local/services.sh" env)"
 cd "$root"
 for i in $(seq 1 "$pairs"); do
-	for side in base new; do
+	order="base new"
+	[ $((i % 2)) -eq 0 ] && order="new base"
+	for side in $order; do
 		bin=$base
 		[ "$side" = new ] && bin=$new
 		"$root/target/release/soilmon-bench" --skip-limits --skip-drain --latency-seconds 30 \

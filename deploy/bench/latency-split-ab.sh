@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Interleaved alert-latency runs of two soilmon binaries with the collector's per-batch log
-# on, each split by drain-split.py: base, new, base, new, ...
+# on, each split by drain-split.py, the order turned round every other pair: base new, new
+# base, base new, ... (so that the machine's drift cancels between two pairs: use an even
+# number of pairs).
 #
 #   deploy/bench/latency-split-ab.sh BASE_SOILMON NEW_SOILMON [PAIRS] [OUT_DIR]
 #
@@ -10,11 +12,12 @@
 # finish, the oldest message's age at commit; per publishing round: its start up to the rows
 # read, publish, PUBACKs), and the kept database and log are removed. Writes
 # {base,new}-N.json and .split to OUT_DIR (default target/bench/latency-split-ab) and prints
-# per run the alert p50 / p99, the publishing round's start (median / p99) and the oldest
-# message's age at commit (median / p99). The log costs CPU: compare runs of this script
+# per run the alert p50 / p99, a batch's stage and copy phases, the publishing round's start
+# and the oldest message's age at commit (each median / p99), and at the end each side's
+# medians of the runs' figures. The log costs CPU: compare runs of this script
 # with each other, not with latency-ab.sh. Needs the services up.
 set -euo pipefail
-case "${1:-}" in -h|--help|"") sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ]; exit;; esac
+case "${1:-}" in -h|--help|"") awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; [ -n "${1:-}" ]; exit;; esac
 base=$(realpath "$1") new=$(realpath "$2") pairs=${3:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${4:-$root/target/bench/latency-split-ab}
@@ -22,8 +25,12 @@ mkdir -p "$out"
 eval "$(bash "$root/deploy/local/services.sh" env)"
 export PGHOST=/var/tmp/soilmon-local/pg/sock PGPORT=55432 PGUSER=postgres
 cd "$root"
+summary=$(mktemp)
+trap 'rm -f "$summary"' EXIT
 for i in $(seq 1 "$pairs"); do
-	for side in base new; do
+	order="base new"
+	[ $((i % 2)) -eq 0 ] && order="new base"
+	for side in $order; do
 		bin=$base
 		[ "$side" = new ] && bin=$new
 		"$root/target/release/soilmon-bench" --skip-limits --skip-drain --skip-lab --keep-db \
@@ -43,7 +50,25 @@ def med_p99(phase):
     m = re.search(r"median\s+([\d.]+) ms.*p99\s+([\d.]+) ms", line)
     return f"{m.group(1)} / {m.group(2)} ms"
 print(f"{side} {i}: alert p50 {l['p50_ms']:.1f} ms, p99 {l['p99_ms']:.1f} ms; "
+      f"stage {med_p99('stage_ms')}; copy {med_p99('copy_ms')}; "
       f"round start {med_p99('select_ms')}; oldest at commit {med_p99('oldest_ms')}")
 PY
 	done
-done
+done | tee "$summary"
+python3 - "$summary" <<'PY'
+import re, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    side = line.split()[0]
+    runs.setdefault(side, []).append(line)
+for side in ("base", "new"):
+    lines = runs.get(side, [])
+    if not lines:
+        continue
+    def med(label):
+        pattern = re.escape(label) + r" ([\d.]+)"
+        return statistics.median(float(re.search(pattern, ln).group(1)) for ln in lines)
+    p50, p99, stage, copy, start = (med(k) for k in ("p50", "p99", "stage", "copy", "round start"))
+    print(f"median {side}: alert p50 {p50:.1f} ms, p99 {p99:.1f} ms; stage {stage:.2f} ms; "
+          f"copy {copy:.2f} ms; round start {start:.2f} ms; runs={len(lines)}")
+PY

@@ -76,9 +76,9 @@ pub(crate) async fn copy_new(
     tx: &Transaction<'_>,
     rows: &[NewSample<'_>],
 ) -> Result<bool, StoreError> {
-    // Prepared once per pooled connection, then the savepoint and the COPY's start leave
-    // together, in that order: one round trip where the statement's text, the savepoint and
-    // the start took three.
+    // Prepared once per pooled connection (given as text, the COPY would be prepared afresh
+    // each time, one round trip), then the savepoint and the COPY's start leave together, in
+    // that order: one round trip where the prepare, the savepoint and the start took three.
     let statement = tx.prepare_cached(COPY).await?;
     let (savepoint, copied) = tokio::join!(
         biased;
